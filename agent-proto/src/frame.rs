@@ -1,0 +1,159 @@
+//! Length-prefixed JSON frames: a 4-byte big-endian body length, then the body.
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::MAX_FRAME_LEN;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection inside a frame (after part of the
+    /// length or part of the body).
+    #[error("connection closed inside a frame ({got} of {want} bytes)")]
+    Truncated { got: usize, want: usize },
+    /// The length prefix announces more than the limit.
+    #[error("frame of {len} bytes is over the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
+    /// The body is not the JSON document expected here.
+    #[error("invalid frame body: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame and decodes its body.
+///
+/// Returns `Ok(None)` when the peer closed the connection cleanly before the
+/// first byte of a frame.
+pub async fn read_frame<R, T>(reader: &mut R, limit: usize) -> Result<Option<T>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    match read_frame_bytes(reader, limit).await? {
+        None => Ok(None),
+        Some(body) => serde_json::from_slice(&body).map(Some).map_err(FrameError::InvalidJson),
+    }
+}
+
+/// Reads one frame and returns its raw body.
+pub async fn read_frame_bytes<R>(reader: &mut R, limit: usize) -> Result<Option<Vec<u8>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut len_buf = [0u8; 4];
+    let got = read_full(reader, &mut len_buf).await?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < len_buf.len() {
+        return Err(FrameError::Truncated { got, want: 4 });
+    }
+    let len = u32::from_be_bytes(len_buf) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    let mut body = vec![0u8; len];
+    let got = read_full(reader, &mut body).await?;
+    if got < len {
+        return Err(FrameError::Truncated {
+            got: 4 + got,
+            want: 4 + len,
+        });
+    }
+    Ok(Some(body))
+}
+
+/// Encodes `value` and writes it as one frame, then flushes.
+pub async fn write_frame<W, T>(writer: &mut W, value: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize + ?Sized,
+{
+    let body = encode_frame(value)?;
+    writer.write_all(&body).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Encodes `value` as a complete frame (length prefix included).
+pub fn encode_frame<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, value).map_err(FrameError::InvalidJson)?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len,
+            limit: MAX_FRAME_LEN,
+        });
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf)
+}
+
+/// Reads until `buf` is full or end-of-file; returns how many bytes were read.
+async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = reader.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    async fn decode(bytes: &[u8]) -> Result<Option<Value>, FrameError> {
+        let mut r = bytes;
+        read_frame(&mut r, 64).await
+    }
+
+    #[tokio::test]
+    async fn round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &json!({"id": 1, "op": "hello"})).await.unwrap();
+        assert_eq!(&buf[..4], &(buf.len() as u32 - 4).to_be_bytes());
+        assert_eq!(decode(&buf).await.unwrap(), Some(json!({"id": 1, "op": "hello"})));
+    }
+
+    #[tokio::test]
+    async fn clean_close_is_none() {
+        assert!(decode(b"").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn truncated_length_and_body() {
+        assert!(matches!(
+            decode(b"\0\0").await,
+            Err(FrameError::Truncated { got: 2, want: 4 })
+        ));
+        assert!(matches!(
+            decode(b"\0\0\0\x0a{}").await,
+            Err(FrameError::Truncated { got: 6, want: 14 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn over_the_limit() {
+        assert!(matches!(
+            decode(&1000u32.to_be_bytes()).await,
+            Err(FrameError::TooLarge { len: 1000, limit: 64 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn invalid_json() {
+        assert!(matches!(
+            decode(b"\0\0\0\x03{x}").await,
+            Err(FrameError::InvalidJson(_))
+        ));
+    }
+}

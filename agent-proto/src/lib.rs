@@ -1,0 +1,48 @@
+//! The vminitd wire protocol.
+//!
+//! The host (`vmshim`, or any runtime using its library) talks to `vminitd`,
+//! the agent running as PID 1 of the guest, over one listening port. Every
+//! connection starts with one [`Open`] frame that says what it is:
+//!
+//! * [`Open::Control`]: a control session. The host sends [`Request`]s and the
+//!   agent answers each with a [`Response`] carrying the same `id`. Requests
+//!   on one session may overlap (a long [`Op::Wait`] does not hold up a
+//!   [`Op::Signal`]); responses come back in completion order. The first
+//!   request of a session should be [`Op::Hello`].
+//! * [`Open::Attach`]: a stream carrying one stdio stream of one process. The
+//!   agent answers with one [`AttachReply`] frame; after a success the
+//!   connection carries raw bytes. Half-closing a stdin stream from the host is
+//!   end-of-file for the process. Output streams end with end-of-file once the
+//!   process (and everything that inherited the descriptor) closed them.
+//!
+//! The life of one process: [`Op::Create`] (the agent prepares it and returns
+//! its id) → attach the streams the host wants → [`Op::Start`] → bytes flow →
+//! [`Op::Wait`] returns the exit status, and only after every attached output
+//! stream has delivered its last byte, so no output is lost.
+//!
+//! Framing ([`frame`]): a 4-byte big-endian length, then a JSON document.
+//! Frames over [`MAX_FRAME_LEN`] are refused and the connection is closed.
+//!
+//! Transports ([`transport`]) are selected by one URL syntax ([`Endpoint`]):
+//! `unix:PATH`, `vsock:CID:PORT` and `hvsock:PATH:PORT`.
+
+pub mod endpoint;
+pub mod frame;
+pub mod messages;
+pub mod transport;
+
+pub use endpoint::{Endpoint, EndpointError};
+pub use frame::{read_frame, write_frame, FrameError};
+pub use messages::*;
+pub use transport::{Conn, Listener, Transport, TransportError};
+
+/// The protocol version. Bumped on any incompatible change; the agent refuses
+/// a `hello` that names another version with [`ErrorCode::VersionMismatch`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The vsock port the agent listens on inside the guest.
+pub const AGENT_PORT: u32 = 1024;
+
+/// The largest frame either side accepts, in bytes (the JSON body, not
+/// counting the 4-byte length).
+pub const MAX_FRAME_LEN: usize = 1 << 20;

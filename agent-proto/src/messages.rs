@@ -1,0 +1,532 @@
+//! Every message of the protocol, in the order a conversation uses them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The agent's handle for a process it manages. Assigned by the agent in the
+/// answer to [`Op::Create`]; never reused while the agent runs.
+pub type ProcessId = u64;
+
+// ---------------------------------------------------------------------------
+// Opening a connection
+// ---------------------------------------------------------------------------
+
+/// The first frame of every connection, sent by the host: what this
+/// connection is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "open", rename_all = "snake_case")]
+pub enum Open {
+    /// A control session: [`Request`] frames from the host, [`Response`]
+    /// frames from the agent, until either side closes.
+    Control,
+    /// One stdio stream of a created, not yet started process. The agent
+    /// answers with one [`AttachReply`] frame; after `ok` the connection
+    /// carries raw bytes (host → process for stdin, process → host for stdout
+    /// and stderr). A stream that is not attached when the process starts is
+    /// connected to `/dev/null`.
+    Attach { process: ProcessId, stream: StreamKind },
+}
+
+/// One of a process's stdio streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Host → process. Half-closing the connection is end-of-file (with a
+    /// terminal, the terminal's end-of-file character is sent instead).
+    Stdin,
+    /// Process → host. With a terminal, everything the terminal shows.
+    Stdout,
+    /// Process → host. Not available with a terminal.
+    Stderr,
+}
+
+impl StreamKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Stdin => "stdin",
+            StreamKind::Stdout => "stdout",
+            StreamKind::Stderr => "stderr",
+        }
+    }
+}
+
+/// The agent's answer to [`Open::Attach`]: `{"ok":null}` or `{"err":{..}}`.
+pub type AttachReply = Outcome<()>;
+
+// ---------------------------------------------------------------------------
+// Control requests
+// ---------------------------------------------------------------------------
+
+/// A control request, sent by the host on a control session:
+/// `{"id":N,"op":"...",...}`. `id` is chosen by the host and echoed in the
+/// [`Response`]; ids should not repeat while a request is outstanding. Id 0 is
+/// reserved: the agent uses it for errors about frames it could not read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What a [`Request`] asks for. Each variant says what comes back in `ok`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The handshake: first request of a session. The agent checks `version`
+    /// against [`crate::PROTOCOL_VERSION`] (a mismatch is
+    /// [`ErrorCode::VersionMismatch`]) and answers [`HelloReply`]: its
+    /// version, its boot timeline and its clock.
+    Hello { version: u32, client: String },
+    /// Prepare a process (nothing runs yet). Answer: [`Created`], with the id
+    /// used to attach streams, start, wait, signal and resize it. Errors:
+    /// [`ErrorCode::InvalidRequest`] for an empty argv or a bad environment
+    /// entry.
+    Create(ProcessSpec),
+    /// Start a created process with the streams attached so far. Answer:
+    /// [`Started`] with its pid. Errors: [`ErrorCode::NotFound`],
+    /// [`ErrorCode::InvalidState`] if already started, and
+    /// [`ErrorCode::ExecFailed`] naming what failed (program not found, the
+    /// working directory, the user, the exec itself).
+    Start { process: ProcessId },
+    /// Wait for a started process to end. Answer: [`ExitStatus`], sent only
+    /// after every attached output stream has delivered its last byte. Any
+    /// number of waits may be outstanding; the process is forgotten once it
+    /// has ended, been waited for and its creating session is gone.
+    Wait { process: ProcessId },
+    /// Send a signal (its number) to a started process. Answer: `null`.
+    Signal { process: ProcessId, signal: i32 },
+    /// Set the terminal size of a process started with a terminal. Answer:
+    /// `null`. The process receives `SIGWINCH` from its terminal.
+    Resize { process: ProcessId, rows: u16, cols: u16 },
+    /// Resource figures of the guest and the agent. Answer: [`Stats`].
+    Stats,
+    /// Stop every process (TERM, a grace period, KILL), sync, unmount and
+    /// power off the machine (or exit, when the agent runs in a namespace).
+    /// Answer: `null`, sent before the shutdown begins.
+    Shutdown,
+}
+
+impl Op {
+    /// The wire names of every op this version knows. An op outside this list
+    /// is answered with [`ErrorCode::Unsupported`].
+    pub const NAMES: &'static [&'static str] = &[
+        "hello", "create", "start", "wait", "signal", "resize", "stats", "shutdown",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello { .. } => "hello",
+            Op::Create(_) => "create",
+            Op::Start { .. } => "start",
+            Op::Wait { .. } => "wait",
+            Op::Signal { .. } => "signal",
+            Op::Resize { .. } => "resize",
+            Op::Stats => "stats",
+            Op::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Decodes a request body, telling apart an op this version does not know
+/// ([`ErrorCode::Unsupported`]) from a known op with bad fields
+/// ([`ErrorCode::InvalidRequest`]). On error, returns the request id when it
+/// could be read (else 0) with the error to answer.
+pub fn parse_request(body: &[u8]) -> Result<Request, (u64, ErrorBody)> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        (
+            0,
+            ErrorBody::new(ErrorCode::BadFrame, format!("frame is not JSON: {e}")),
+        )
+    })?;
+    let id = value.get("id").and_then(Value::as_u64).unwrap_or(0);
+    let Some(obj) = value.as_object() else {
+        return Err((
+            id,
+            ErrorBody::new(ErrorCode::InvalidRequest, "request is not a JSON object"),
+        ));
+    };
+    if !obj.get("id").is_some_and(Value::is_u64) {
+        return Err((
+            id,
+            ErrorBody::new(ErrorCode::InvalidRequest, "request has no numeric \"id\""),
+        ));
+    }
+    match obj.get("op") {
+        Some(Value::String(op)) if !Op::NAMES.contains(&op.as_str()) => {
+            return Err((
+                id,
+                ErrorBody::new(ErrorCode::Unsupported, format!("unknown op \"{op}\"")),
+            ));
+        }
+        Some(Value::String(_)) => {}
+        _ => {
+            return Err((
+                id,
+                ErrorBody::new(ErrorCode::InvalidRequest, "request has no string \"op\""),
+            ))
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        (
+            id,
+            ErrorBody::new(ErrorCode::InvalidRequest, format!("invalid request: {e}")),
+        )
+    })
+}
+
+/// How to run a process ([`Op::Create`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Program and arguments. A program without `/` is looked up in the
+    /// `PATH` of `env` (or the default `PATH`).
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries: the whole environment of the process, plus a
+    /// default `PATH` when it has none and `TERM=xterm` with a terminal.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory; `/` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Identity; the agent's own (root) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// Run on a new pseudo-terminal (stdin, stdout and stderr all on it) as
+    /// the leader of a new session with it as controlling terminal.
+    #[serde(default)]
+    pub terminal: bool,
+    /// Initial terminal size, with `terminal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<WindowSize>,
+}
+
+/// A numeric identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups; none when empty.
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+}
+
+/// A terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+/// The agent's answer to one [`Request`]: `{"id":N,"ok":..}` or
+/// `{"id":N,"err":{"code":..,"message":..}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    #[serde(flatten)]
+    pub outcome: Outcome<Value>,
+}
+
+/// Success with a value, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome<T> {
+    Ok(T),
+    Err(ErrorBody),
+}
+
+/// An error the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What kind of error. The message says the specifics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A frame could not be read: truncated, over the limit, not JSON. The
+    /// agent closes the connection after answering.
+    BadFrame,
+    /// A known op with missing or wrong fields, or a first frame that is not
+    /// an [`Open`].
+    InvalidRequest,
+    /// An op this agent does not know. The session goes on.
+    Unsupported,
+    /// The `hello` named a protocol version the agent does not speak.
+    VersionMismatch,
+    /// No process with that id.
+    NotFound,
+    /// The process is not in a state that allows this (attach or start after
+    /// start, resize without a terminal, signal before start).
+    InvalidState,
+    /// The process could not be started; the message names the step.
+    ExecFailed,
+    /// The agent is shutting down and takes no new work.
+    ShuttingDown,
+    /// The operating system refused something the agent needed.
+    Internal,
+    /// A code this version does not know (sent by a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::ExecFailed => "exec_failed",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Answer to [`Op::Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The protocol version the agent speaks.
+    pub version: u32,
+    /// The agent's name and version, e.g. `vminitd 0.1.0`.
+    pub agent: String,
+    /// `machine` when the agent is the init of a VM, `namespace` when it runs
+    /// as PID 1 of a namespace on a host, `process` otherwise.
+    pub mode: String,
+    /// The agent's boot timeline.
+    pub boot: BootTimeline,
+    /// The agent's `CLOCK_BOOTTIME` when it wrote this answer, in
+    /// nanoseconds: with the round trip measured by the host, it places the
+    /// guest's timeline on the host's time axis.
+    pub now_ns: u64,
+}
+
+/// Phases of the agent's start, on the guest's `CLOCK_BOOTTIME` (nanoseconds
+/// since the guest kernel booted), in the order they happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootTimeline {
+    pub phases: Vec<BootPhase>,
+}
+
+/// One phase of [`BootTimeline`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootPhase {
+    /// `entered` (first instruction of the agent's main), `mounts_done`,
+    /// `network_up`, `listening`.
+    pub name: String,
+    /// When the phase ended.
+    pub boottime_ns: u64,
+}
+
+impl BootTimeline {
+    /// The time of the phase named `name`, if it was recorded.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.phases.iter().find(|p| p.name == name).map(|p| p.boottime_ns)
+    }
+}
+
+/// Answer to [`Op::Create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub process: ProcessId,
+}
+
+/// Answer to [`Op::Start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// The pid, as seen by the agent.
+    pub pid: i32,
+}
+
+/// Answer to [`Op::Wait`]: how the process ended. Exactly one field is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code, when the process exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal number, when a signal killed the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the exit code, or 128 + the signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 255,
+        }
+    }
+}
+
+/// Answer to [`Op::Stats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Seconds since the guest kernel booted.
+    pub uptime_s: f64,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    pub memory: MemoryStats,
+    /// Resident memory of the agent itself.
+    pub agent_rss_bytes: u64,
+    /// Processes the agent manages that have not been forgotten yet.
+    pub processes: usize,
+}
+
+/// Guest memory, from `/proc/meminfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStats {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_wire_shape() {
+        let req = Request {
+            id: 7,
+            op: Op::Signal { process: 3, signal: 15 },
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v, json!({"id": 7, "op": "signal", "process": 3, "signal": 15}));
+        assert_eq!(parse_request(v.to_string().as_bytes()).unwrap(), req);
+        let create = Request {
+            id: 1,
+            op: Op::Create(ProcessSpec {
+                args: vec!["true".into()],
+                ..Default::default()
+            }),
+        };
+        let v = serde_json::to_value(&create).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": 1, "op": "create", "args": ["true"], "env": [], "terminal": false})
+        );
+        assert_eq!(parse_request(v.to_string().as_bytes()).unwrap(), create);
+    }
+
+    #[test]
+    fn every_op_name_is_listed() {
+        let ops = [
+            Op::Hello {
+                version: 1,
+                client: String::new(),
+            },
+            Op::Create(ProcessSpec::default()),
+            Op::Start { process: 0 },
+            Op::Wait { process: 0 },
+            Op::Signal { process: 0, signal: 0 },
+            Op::Resize {
+                process: 0,
+                rows: 0,
+                cols: 0,
+            },
+            Op::Stats,
+            Op::Shutdown,
+        ];
+        for op in ops {
+            let v = serde_json::to_value(Request { id: 1, op: op.clone() }).unwrap();
+            assert_eq!(v["op"], op.name());
+            assert!(Op::NAMES.contains(&op.name()));
+        }
+        assert_eq!(Op::NAMES.len(), 8);
+    }
+
+    #[test]
+    fn response_wire_shape() {
+        let ok = Response {
+            id: 2,
+            outcome: Outcome::Ok(json!({"pid": 5})),
+        };
+        assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"id": 2, "ok": {"pid": 5}}));
+        let err = Response {
+            id: 3,
+            outcome: Outcome::Err(ErrorBody::new(ErrorCode::NotFound, "no process 9")),
+        };
+        let v = serde_json::to_value(&err).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": 3, "err": {"code": "not_found", "message": "no process 9"}})
+        );
+        assert_eq!(serde_json::from_value::<Response>(v).unwrap(), err);
+    }
+
+    #[test]
+    fn unknown_op_is_unsupported_and_bad_fields_invalid() {
+        let (id, e) = parse_request(br#"{"id":4,"op":"frobnicate"}"#).unwrap_err();
+        assert_eq!((id, e.code), (4, ErrorCode::Unsupported));
+        let (id, e) = parse_request(br#"{"id":5,"op":"signal","process":"x"}"#).unwrap_err();
+        assert_eq!((id, e.code), (5, ErrorCode::InvalidRequest));
+        let (id, e) = parse_request(br#"{"op":"stats"}"#).unwrap_err();
+        assert_eq!((id, e.code), (0, ErrorCode::InvalidRequest));
+        let (_, e) = parse_request(b"[1,2]").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        let (_, e) = parse_request(b"{nope").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn open_and_attach_reply() {
+        let open = Open::Attach {
+            process: 9,
+            stream: StreamKind::Stderr,
+        };
+        assert_eq!(
+            serde_json::to_value(&open).unwrap(),
+            json!({"open": "attach", "process": 9, "stream": "stderr"})
+        );
+        assert_eq!(serde_json::to_value(Open::Control).unwrap(), json!({"open": "control"}));
+        assert_eq!(serde_json::to_value(AttachReply::Ok(())).unwrap(), json!({"ok": null}));
+    }
+
+    #[test]
+    fn unknown_error_code_from_a_newer_agent() {
+        let e: ErrorBody = serde_json::from_value(json!({"code": "brand_new", "message": "m"})).unwrap();
+        assert_eq!(e.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn shell_code() {
+        assert_eq!(
+            ExitStatus {
+                code: Some(42),
+                signal: None
+            }
+            .shell_code(),
+            42
+        );
+        assert_eq!(
+            ExitStatus {
+                code: None,
+                signal: Some(9)
+            }
+            .shell_code(),
+            137
+        );
+    }
+}
