@@ -32,7 +32,7 @@ pub mod messages;
 pub mod transport;
 
 pub use endpoint::{Endpoint, EndpointError};
-pub use frame::{read_frame, write_frame, FrameError};
+pub use frame::{encode_frame, read_frame, read_frame_bytes, write_frame, FrameError};
 pub use messages::*;
 pub use transport::{Conn, Listener, Transport, TransportError};
 

@@ -1,0 +1,254 @@
+//! A typed client of the vminitd agent.
+//!
+//! One [`Client`] owns one control session. Requests may be issued
+//! concurrently from many tasks (`&self` methods): a reader task matches each
+//! response to its request by id. Stdio streams are separate connections,
+//! opened with [`Client::attach`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_proto::{
+    read_frame, write_frame, AttachReply, Conn, Created, Endpoint, ErrorBody, ExitStatus, FrameError, HelloReply, Op,
+    Open, Outcome, ProcessId, ProcessSpec, Request, Response, Started, Stats, StreamKind, Transport, TransportError,
+    MAX_FRAME_LEN, PROTOCOL_VERSION,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::oneshot;
+
+/// Why a request to the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{endpoint}: {source}")]
+    Frame { endpoint: String, source: FrameError },
+    /// The agent answered with an error.
+    #[error("{op}: {error}")]
+    Agent { op: &'static str, error: ErrorBody },
+    /// The session ended before the answer came.
+    #[error("{op}: the agent closed the connection")]
+    Closed { op: &'static str },
+    /// The answer did not have the expected shape.
+    #[error("{op}: unexpected answer from the agent: {source}")]
+    Decode {
+        op: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// The agent's error, when the agent answered with one.
+    pub fn agent_error(&self) -> Option<&ErrorBody> {
+        match self {
+            ClientError::Agent { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Outcome<Value>>>>>>;
+
+/// A control session with an agent.
+pub struct Client {
+    endpoint: Endpoint,
+    writer: tokio::sync::Mutex<WriteHalf<Conn>>,
+    /// Requests waiting for an answer; `None` once the session has ended.
+    pending: Pending,
+    next_id: AtomicU64,
+    hello: HelloReply,
+    hello_rtt: Duration,
+    hello_sent: Instant,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Client {
+    /// Connects, opens a control session and shakes hands.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Client, ClientError> {
+        let mut conn = endpoint.connect().await?;
+        let frame_err = |source| ClientError::Frame {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        write_frame(&mut conn, &Open::Control).await.map_err(frame_err)?;
+        let (mut rd, wr) = tokio::io::split(conn);
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let reader = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(resp)) = read_frame::<_, Response>(&mut rd, MAX_FRAME_LEN).await {
+                    let waiter = lock(&pending).as_mut().and_then(|map| map.remove(&resp.id));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(resp.outcome);
+                    }
+                }
+                // The session is over: every outstanding request learns it.
+                lock(&pending).take();
+            })
+        };
+        let mut client = Client {
+            endpoint: endpoint.clone(),
+            writer: tokio::sync::Mutex::new(wr),
+            pending,
+            next_id: AtomicU64::new(1),
+            hello: HelloReply {
+                version: 0,
+                agent: String::new(),
+                mode: String::new(),
+                boot: Default::default(),
+                now_ns: 0,
+            },
+            hello_rtt: Duration::ZERO,
+            hello_sent: Instant::now(),
+            reader,
+        };
+        let sent = Instant::now();
+        let hello: HelloReply = client
+            .call(Op::Hello {
+                version: PROTOCOL_VERSION,
+                client: format!("vmshim {}", env!("CARGO_PKG_VERSION")),
+            })
+            .await?;
+        client.hello_rtt = sent.elapsed();
+        client.hello_sent = sent;
+        client.hello = hello;
+        Ok(client)
+    }
+
+    /// Connects, retrying until the agent answers or `deadline` passes.
+    /// Returns the last error when it never answered.
+    pub async fn connect_with_deadline(endpoint: &Endpoint, deadline: Instant) -> Result<Client, ClientError> {
+        let mut delay = Duration::from_millis(2);
+        loop {
+            match Client::connect(endpoint).await {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() + delay >= deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// The endpoint this client is connected to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The agent's answer to the handshake.
+    pub fn hello(&self) -> &HelloReply {
+        &self.hello
+    }
+
+    /// The round trip of the handshake, and when it was sent: the agent's
+    /// `now_ns` was taken about half a round trip after that instant.
+    pub fn hello_timing(&self) -> (Instant, Duration) {
+        (self.hello_sent, self.hello_rtt)
+    }
+
+    /// Sends one request and decodes its answer.
+    pub async fn call<T: DeserializeOwned>(&self, op: Op) -> Result<T, ClientError> {
+        let name = op.name();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match lock(&self.pending).as_mut() {
+            Some(map) => map.insert(id, tx),
+            None => return Err(ClientError::Closed { op: name }),
+        };
+        let sent = {
+            let mut w = self.writer.lock().await;
+            write_frame(&mut *w, &Request { id, op }).await
+        };
+        if let Err(source) = sent {
+            if let Some(map) = lock(&self.pending).as_mut() {
+                map.remove(&id);
+            }
+            return Err(ClientError::Frame {
+                endpoint: self.endpoint.to_string(),
+                source,
+            });
+        }
+        match rx.await {
+            Ok(Outcome::Ok(value)) => {
+                serde_json::from_value(value).map_err(|source| ClientError::Decode { op: name, source })
+            }
+            Ok(Outcome::Err(error)) => Err(ClientError::Agent { op: name, error }),
+            Err(_) => Err(ClientError::Closed { op: name }),
+        }
+    }
+
+    /// Prepares a process; see [`Op::Create`].
+    pub async fn create(&self, spec: ProcessSpec) -> Result<ProcessId, ClientError> {
+        Ok(self.call::<Created>(Op::Create(spec)).await?.process)
+    }
+
+    /// Opens a stream connection for one stdio stream of a created process.
+    pub async fn attach(&self, process: ProcessId, stream: StreamKind) -> Result<Conn, ClientError> {
+        let frame_err = |source| ClientError::Frame {
+            endpoint: self.endpoint.to_string(),
+            source,
+        };
+        let mut conn = self.endpoint.connect().await?;
+        write_frame(&mut conn, &Open::Attach { process, stream })
+            .await
+            .map_err(frame_err)?;
+        match read_frame::<_, AttachReply>(&mut conn, MAX_FRAME_LEN)
+            .await
+            .map_err(frame_err)?
+        {
+            Some(Outcome::Ok(())) => Ok(conn),
+            Some(Outcome::Err(error)) => Err(ClientError::Agent { op: "attach", error }),
+            None => Err(ClientError::Closed { op: "attach" }),
+        }
+    }
+
+    /// Starts a created process; returns its pid in the guest.
+    pub async fn start(&self, process: ProcessId) -> Result<i32, ClientError> {
+        Ok(self.call::<Started>(Op::Start { process }).await?.pid)
+    }
+
+    /// Waits until the process has ended and its output has been delivered.
+    pub async fn wait(&self, process: ProcessId) -> Result<ExitStatus, ClientError> {
+        self.call(Op::Wait { process }).await
+    }
+
+    /// Sends signal number `signal` to the process.
+    pub async fn signal(&self, process: ProcessId, signal: i32) -> Result<(), ClientError> {
+        self.call(Op::Signal { process, signal }).await
+    }
+
+    /// Sets the terminal size of a process started with a terminal.
+    pub async fn resize(&self, process: ProcessId, rows: u16, cols: u16) -> Result<(), ClientError> {
+        self.call(Op::Resize { process, rows, cols }).await
+    }
+
+    /// Resource figures of the guest and the agent.
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
+        self.call(Op::Stats).await
+    }
+
+    /// Asks the agent to stop everything and power off (or exit).
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.call(Op::Shutdown).await
+    }
+
+    /// Closes the control session.
+    pub async fn close(self) {
+        let _ = self.writer.lock().await.shutdown().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
