@@ -1,0 +1,107 @@
+//! Root filesystems for the guest: directory trees, and the read-only ext4
+//! images the guest gets them as (virtio-blk, with a writable overlay on top
+//! in the guest).
+//!
+//! * [`busybox_tree`]: a small root filesystem made of a static busybox.
+//! * [`ext4_image`]: a read-only ext4 image of any tree, cached by content.
+//! * [`tree_digest`]: the content hash that names those images.
+//!
+//! Both builders write under a temporary name beside their result and rename
+//! it into place, so concurrent vmshim processes never see half a tree or
+//! half an image, and a build that dies leaves nothing that looks finished.
+
+mod busybox;
+mod digest;
+mod ext4;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use busybox::busybox_tree;
+pub use digest::{tree_digest, TreeDigest};
+pub use ext4::ext4_image;
+
+/// Why a root filesystem tree or image could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("no busybox at {}: install busybox-static (a static busybox is needed in the guest)", path.display())]
+    BusyboxMissing { path: PathBuf },
+    #[error("{} --list-full: {detail}", busybox.display())]
+    BusyboxApplets { busybox: PathBuf, detail: String },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("reading the tree at {}: {source}", path.display())]
+    Walk { path: PathBuf, source: io::Error },
+    #[error("cannot run {program}: {source} (install e2fsprogs)")]
+    MkfsMissing { program: PathBuf, source: io::Error },
+    #[error("mkfs.ext4 for {} failed ({status}): {stderr}", image.display())]
+    Mkfs {
+        image: PathBuf,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+/// A closure that wraps an I/O error with what was being done, and where.
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A name beside `dest` for building it: hidden, unique to this process and
+/// moment, so concurrent builders never share one.
+fn temp_sibling(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    dest.with_file_name(format!(".{name}.tmp-{}-{nanos}", std::process::id()))
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod test_dir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct TestDir(PathBuf);
+
+    impl TestDir {
+        pub fn new(tag: &str) -> TestDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("vmshim-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TestDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

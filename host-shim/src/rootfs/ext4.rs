@@ -1,0 +1,320 @@
+//! Read-only ext4 images of directory trees, made by `mkfs.ext4 -d` and
+//! cached by the content of the tree.
+//!
+//! The image of a tree is `CACHE/rootfs-<16 hex digits of its digest>.ext4`.
+//! An image there is complete by construction: mkfs writes a temporary name
+//! and the result is renamed into place. Images are reproducible: the same
+//! tree gives the same bytes (UUID and directory hash seed derived from the
+//! digest, timestamps from `E2FSPROGS_FAKE_TIME`, which e2fsprogs honours),
+//! as long as the files' own timestamps, which mkfs copies, are unchanged.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::digest::{tree_digest, TreeDigest, BLOCK};
+use super::{hex, io_err, temp_sibling, RootfsError};
+
+/// The timestamp mkfs gives what it creates itself (superblock, root,
+/// lost+found): 2020-01-01T00:00:00Z.
+const FAKE_TIME: u64 = 1_577_836_800;
+/// The smallest image made.
+const MIN_SIZE: u64 = 8 << 20;
+/// Bytes per inode on disk.
+const INODE_SIZE: u64 = 256;
+/// Tries, doubling the size each time mkfs runs out of room.
+const ATTEMPTS: u32 = 5;
+
+/// Returns a read-only ext4 image of `tree` in `cache_dir`, making it unless
+/// an image of the same content is already there.
+pub fn ext4_image(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError> {
+    let digest = tree_digest(tree)?;
+    let image = cache_dir.join(format!("rootfs-{}.ext4", &hex(&digest.sha256)[..16]));
+    if image.is_file() {
+        return Ok(image);
+    }
+    fs::create_dir_all(cache_dir).map_err(io_err("creating", cache_dir))?;
+    let tmp = temp_sibling(&image);
+    let result = make(tree, &digest.sha256, &tmp, sizing(&digest))
+        .and_then(|()| fs::rename(&tmp, &image).map_err(io_err("renaming", &image)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| image)
+}
+
+/// Runs mkfs with `size` bytes and `inodes` inodes, and again with twice
+/// as many while it says it ran out.
+fn make(tree: &Path, sha256: &[u8; 32], image: &Path, (mut size, mut inodes): (u64, u64)) -> Result<(), RootfsError> {
+    let mkfs = find_program("mkfs.ext4");
+    let fs_uuid = uuid(&sha256[..16]);
+    let hash_seed = uuid(&sha256[16..]);
+    for attempt in 1..=ATTEMPTS {
+        // A fresh file each time: mkfs leaves alone what it does not write.
+        match fs::remove_file(image) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("removing", image)(e)),
+            _ => {}
+        }
+        let (block, inode_size, inode_count) = (BLOCK.to_string(), INODE_SIZE.to_string(), inodes.to_string());
+        let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
+        let out = Command::new(&mkfs)
+            .args(["-q", "-F", "-T", "default", "-L", "rootfs", "-m", "0"])
+            .args(["-b", &block, "-I", &inode_size, "-N", &inode_count])
+            .args(["-U", &fs_uuid, "-E", &extended])
+            // Never written: no journal, no room to grow.
+            .args(["-O", "^has_journal,^resize_inode"])
+            .arg("-d")
+            .arg(tree)
+            .arg(image)
+            .arg(format!("{}k", size / 1024))
+            // e2fsprogs 1.47.0 reads only the first; the second is the
+            // reproducible-builds convention, for releases that follow it.
+            .env("E2FSPROGS_FAKE_TIME", FAKE_TIME.to_string())
+            .env("SOURCE_DATE_EPOCH", FAKE_TIME.to_string())
+            .output()
+            .map_err(|source| RootfsError::MkfsMissing {
+                program: mkfs.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if attempt == ATTEMPTS || !out_of_room(&stderr) {
+            return Err(RootfsError::Mkfs {
+                image: image.to_path_buf(),
+                status: out.status,
+                stderr,
+            });
+        }
+        size *= 2;
+        inodes *= 2;
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// The image size and inode count for a tree: its blocks and inode tables,
+/// plus a fifth for the file system's own metadata, at least [`MIN_SIZE`].
+fn sizing(d: &TreeDigest) -> (u64, u64) {
+    // Reserved inodes (11) and lost+found, then some slack.
+    let inodes = d.entries + d.entries / 8 + 64;
+    let bytes = d.blocks * BLOCK + inodes * INODE_SIZE;
+    let size = (bytes + bytes / 5).max(MIN_SIZE).next_multiple_of(1 << 20);
+    (size, inodes)
+}
+
+/// Whether mkfs failed for want of blocks or inodes.
+fn out_of_room(stderr: &str) -> bool {
+    ["Could not allocate", "No space left", "Not enough space", "too small"]
+        .iter()
+        .any(|s| stderr.contains(s))
+}
+
+/// A version-8 (custom) UUID made of 16 bytes of the digest.
+fn uuid(bytes: &[u8]) -> String {
+    let mut b: [u8; 16] = bytes.try_into().expect("16 bytes");
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// `name` on PATH, else in the sbin directories that a non-root PATH
+/// often lacks; else `name`, for the spawn error to report.
+fn find_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::busybox_tree;
+    use crate::rootfs::test_dir::TestDir;
+    use std::process::Output;
+    use std::time::Instant;
+
+    fn have(tool: &str) -> bool {
+        let ok = find_program(tool).is_absolute();
+        if !ok {
+            eprintln!("skipped: no {tool} (install e2fsprogs)");
+        }
+        ok
+    }
+
+    fn run(tool: &str, args: &[&str], image: &Path) -> Output {
+        Command::new(find_program(tool)).args(args).arg(image).output().unwrap()
+    }
+
+    /// A small tree: a few files, a symlink, an empty directory.
+    fn small_tree(root: &Path) {
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("empty")).unwrap();
+        fs::write(root.join("bin/tool"), vec![0x5a; 100_000]).unwrap();
+        fs::write(root.join("etc/hostname"), "guest\n").unwrap();
+        std::os::unix::fs::symlink("/bin/tool", root.join("bin/alias")).unwrap();
+    }
+
+    #[test]
+    fn images_are_cached_by_content_and_fsck_clean() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let (dir, cache) = (TestDir::new("ext4tree"), TestDir::new("ext4cache"));
+        let tree = dir.path().join("t");
+        small_tree(&tree);
+        let started = Instant::now();
+        let image = ext4_image(&tree, cache.path()).unwrap();
+        let made = started.elapsed();
+        let name = image.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("rootfs-") && name.ends_with(".ext4") && name.len() == 7 + 16 + 5,
+            "{name}"
+        );
+        assert_eq!(fs::metadata(&image).unwrap().len(), MIN_SIZE);
+        let made_at = fs::metadata(&image).unwrap().modified().unwrap();
+
+        let started = Instant::now();
+        assert_eq!(ext4_image(&tree, cache.path()).unwrap(), image);
+        eprintln!("made in {made:?}, found in {:?}", started.elapsed());
+        assert_eq!(
+            fs::metadata(&image).unwrap().modified().unwrap(),
+            made_at,
+            "mkfs ran again"
+        );
+        assert_eq!(
+            fs::read_dir(cache.path()).unwrap().count(),
+            1,
+            "a temporary was left behind"
+        );
+
+        if have("e2fsck") {
+            let fsck = run("e2fsck", &["-fn"], &image);
+            assert!(
+                fsck.status.success(),
+                "e2fsck: {}",
+                String::from_utf8_lossy(&fsck.stdout)
+            );
+        }
+        if have("debugfs") {
+            let cat = run("debugfs", &["-R", "cat /etc/hostname"], &image);
+            assert_eq!(String::from_utf8_lossy(&cat.stdout), "guest\n");
+            let stat = run("debugfs", &["-R", "stat /bin/alias"], &image);
+            assert!(String::from_utf8_lossy(&stat.stdout).contains("Fast link dest: \"/bin/tool\""));
+        }
+
+        fs::write(tree.join("etc/hostname"), "other\n").unwrap();
+        let changed = ext4_image(&tree, cache.path()).unwrap();
+        assert_ne!(changed, image);
+        assert!(changed.is_file() && image.is_file());
+    }
+
+    #[test]
+    fn the_same_tree_gives_the_same_bytes() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let (dir, cache1, cache2) = (
+            TestDir::new("ext4repro"),
+            TestDir::new("ext4c1"),
+            TestDir::new("ext4c2"),
+        );
+        small_tree(dir.path());
+        let one = ext4_image(dir.path(), cache1.path()).unwrap();
+        let two = ext4_image(dir.path(), cache2.path()).unwrap();
+        assert_eq!(one.file_name(), two.file_name());
+        assert!(fs::read(&one).unwrap() == fs::read(&two).unwrap(), "images differ");
+    }
+
+    #[test]
+    fn a_tree_larger_than_the_floor_fits() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let (dir, cache) = (TestDir::new("ext4big"), TestDir::new("ext4bigc"));
+        // 3000 small files and 12 MiB of data: past the 8 MiB floor, and
+        // many inodes.
+        for i in 0..3000 {
+            fs::write(dir.path().join(format!("f{i:04}")), format!("{i}")).unwrap();
+        }
+        fs::write(dir.path().join("big"), vec![1u8; 12 << 20]).unwrap();
+        let image = ext4_image(dir.path(), cache.path()).unwrap();
+        assert!(fs::metadata(&image).unwrap().len() > 12 << 20);
+        if have("e2fsck") {
+            let fsck = run("e2fsck", &["-fn"], &image);
+            assert!(
+                fsck.status.success(),
+                "e2fsck: {}",
+                String::from_utf8_lossy(&fsck.stdout)
+            );
+        }
+    }
+
+    #[test]
+    fn mkfs_gets_more_room_when_it_runs_out() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let dir = TestDir::new("ext4retry");
+        let tree = dir.path().join("t");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("big"), vec![1u8; 3 << 20]).unwrap();
+        for i in 0..100 {
+            fs::write(tree.join(format!("f{i}")), "x").unwrap();
+        }
+        // 1 MiB and 16 inodes: too few blocks, then too few inodes.
+        let image = dir.path().join("img");
+        make(&tree, &[0; 32], &image, (1 << 20, 16)).unwrap();
+        assert!(fs::metadata(&image).unwrap().len() >= 4 << 20);
+
+        let err = make(&tree, &[0; 32], &image, (64 << 10, 16)).unwrap_err();
+        assert!(
+            matches!(&err, RootfsError::Mkfs { stderr, .. } if stderr.contains("Could not allocate")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_busybox_tree_makes_an_image() {
+        if !have("mkfs.ext4") || !Path::new("/bin/busybox").is_file() {
+            return;
+        }
+        let (dir, cache) = (TestDir::new("ext4bb"), TestDir::new("ext4bbc"));
+        let tree = dir.path().join("rootfs");
+        busybox_tree(Path::new("/bin/busybox"), &tree).unwrap();
+        let image = ext4_image(&tree, cache.path()).unwrap();
+        if have("debugfs") {
+            let ls = run("debugfs", &["-R", "ls -l /bin"], &image);
+            let ls = String::from_utf8_lossy(&ls.stdout);
+            assert!(ls.contains(" busybox") && ls.contains(" sh"), "{ls}");
+        }
+    }
+
+    #[test]
+    fn sizing_has_a_floor_and_grows_with_the_tree() {
+        let small = TreeDigest {
+            sha256: [0; 32],
+            entries: 10,
+            blocks: 10,
+        };
+        assert_eq!(sizing(&small), (MIN_SIZE, 10 + 1 + 64));
+        let big = TreeDigest {
+            sha256: [0; 32],
+            entries: 10_000,
+            blocks: 50_000,
+        };
+        let (size, inodes) = sizing(&big);
+        assert!(size >= 50_000 * BLOCK + inodes * INODE_SIZE && size % (1 << 20) == 0);
+    }
+
+    #[test]
+    fn uuids_are_well_formed() {
+        let u = uuid(&[0xff; 16]);
+        assert_eq!(u, "ffffffff-ffff-8fff-bfff-ffffffffffff");
+    }
+}
