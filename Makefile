@@ -5,34 +5,54 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BUILD       := build
 VMINITD     := target/$(MUSL_TARGET)/release/vminitd
 VMSHIM      := target/release/vmshim
-CMD         ?= sh -c 'echo "hello from $$(uname -n), pid $$$$"; cat /proc/1/comm'
+MKINITRAMFS := target/release/mkinitramfs
+KERNEL      := $(BUILD)/vmlinux
+INITRAMFS   := $(BUILD)/initramfs.cpio
+CMD         ?= sh -c 'echo "hello from $$(uname -sr) in a micro-VM; PID 1 is $$(cat /proc/1/comm)"'
 
 export VMINITD_BIN := $(CURDIR)/$(VMINITD)
 export VMSHIM_BIN  := $(CURDIR)/$(VMSHIM)
 
-.PHONY: all setup build vminitd vmshim run test unit-test agent-test clean
+.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced test bench clean
 
-all: build
+all: build vm-assets
 
 setup:
 	@scripts/setup.sh
 
-# The static PID 1, and the host CLI.
+# The static PID 1, and the host tools.
 vminitd: setup
 	cargo build --release --locked --target $(MUSL_TARGET) -p vminitd
 
-vmshim: setup
-	cargo build --release --locked -p host-shim
+host-tools: setup
+	cargo build --release --locked -p host-shim -p initramfs
 
-build: vminitd vmshim
+build: vminitd host-tools
 
-# Until the micro-VM path lands, `make run` starts vminitd as PID 1 of a fresh
-# PID + mount namespace and runs a command in it through vmshim.
-run: build
+# The guest kernel: cached by kernel/build.sh (a second run is instant).
+kernel: setup
+	kernel/build.sh --out $(BUILD)
+
+# vminitd as /init; byte-identical for the same vminitd.
+initramfs: vminitd host-tools
+	$(MKINITRAMFS) --init $(VMINITD) -o $(INITRAMFS)
+
+vm-assets: kernel initramfs
+
+# Boots a micro-VM, runs CMD in it and prints the boot profile.
+run: build vm-assets
+	$(VMSHIM) run --profile -- $(CMD)
+
+# The agent as PID 1 of a PID + mount namespace on the host, no VM.
+run-namespaced: build
 	@scripts/run-namespaced.sh $(CMD)
 
-test: build
+test: build vm-assets
 	cargo test --locked --workspace --no-fail-fast
+
+# Boot time against a busybox-init baseline, in the same run.
+bench: build vm-assets
+	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 
 clean:
 	cargo clean

@@ -43,6 +43,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The vsock port the agent listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
 
+/// Where the agent mounts the root filesystem named by `vminitd.rootfs=DEVICE`
+/// on the kernel command line: the device read-only, under a writable overlay
+/// (tmpfs upper layer). Processes run in it with [`ProcessSpec::root`].
+pub const GUEST_ROOTFS: &str = "/run/vminitd/rootfs";
+
 /// The largest frame either side accepts, in bytes (the JSON body, not
 /// counting the 4-byte length).
 pub const MAX_FRAME_LEN: usize = 1 << 20;

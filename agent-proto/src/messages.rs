@@ -90,8 +90,11 @@ pub enum Op {
     Start { process: ProcessId },
     /// Wait for a started process to end. Answer: [`ExitStatus`], sent only
     /// after every attached output stream has delivered its last byte. Any
-    /// number of waits may be outstanding; the process is forgotten once it
-    /// has ended, been waited for and its creating session is gone.
+    /// number of waits may be outstanding and all get the answer. The agent
+    /// forgets a process once it has ended and been waited for (a later wait
+    /// is [`ErrorCode::NotFound`]), or once it has ended after its creating
+    /// session closed; a created process that never started is forgotten
+    /// when its session closes.
     Wait { process: ProcessId },
     /// Send a signal (its number) to a started process. Answer: `null`.
     Signal { process: ProcessId, signal: i32 },
@@ -197,6 +200,12 @@ pub struct ProcessSpec {
     /// Initial terminal size, with `terminal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<WindowSize>,
+    /// Run inside this directory of the guest as the root filesystem: in a
+    /// mount namespace of its own, after `pivot_root`, with `/proc`, `/sys`
+    /// and `/dev` mounted in it. Usually [`crate::GUEST_ROOTFS`]. Absent: the
+    /// agent's own root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
 }
 
 /// A numeric identity.
@@ -331,7 +340,8 @@ pub struct BootTimeline {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootPhase {
     /// `entered` (first instruction of the agent's main), `mounts_done`,
-    /// `network_up`, `listening`.
+    /// `network_up`, `rootfs_ready` (only with `vminitd.rootfs=`),
+    /// `listening`.
     pub name: String,
     /// When the phase ended.
     pub boottime_ns: u64,

@@ -3,13 +3,22 @@
 //! * [`client`]: a typed async client of the agent over any transport.
 //! * [`exec`]: run one process through the agent with its stdio relayed.
 //! * [`terminal`]: the host terminal in raw mode and its window size.
+//! * [`vm`]: one micro-VM: vsock backend, QEMU, agent session, teardown.
+//! * [`accel`]: whether KVM really runs a guest here.
+//! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
+//! * [`profile`]: the boot timeline, host and guest on one axis.
 //!
 //! The `vmshim` binary is a thin command line over this library; a host
 //! runtime can use the library directly.
 
+pub mod accel;
+pub mod assets;
 pub mod client;
 pub mod exec;
+pub mod profile;
+pub mod rootfs;
 pub mod terminal;
+pub mod vm;
 
 pub use client::{Client, ClientError};
 pub use exec::{exec, ExecIo};

@@ -1,15 +1,19 @@
-//! `vmshim`: the command line of vminitd's host side.
+//! `vmshim`: the command line of vminitd's host side. Flags are parsed here;
+//! the work is done by the `host_shim` library.
+
+mod process;
+mod run;
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use agent_proto::{Endpoint, ErrorCode, ProcessSpec, User, WindowSize};
-use anyhow::{bail, Context, Result};
+use agent_proto::{Endpoint, ErrorCode};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use host_shim::exec::{spawn, ExecIo};
-use host_shim::terminal::{is_terminal, window_size, RawMode};
+use host_shim::exec::spawn;
+use host_shim::terminal::{is_terminal, RawMode};
 use host_shim::{Client, ClientError};
-use tokio::signal::unix::{signal, SignalKind};
+use process::{drive, host_stdio, Ended, ProcessArgs};
 
 /// Exit status for vmshim's own failures (as `docker run` does).
 const EXIT_SHIM_ERROR: u8 = 125;
@@ -27,6 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Boot a micro-VM, run a command in it with stdio relayed, shut it down;
+    /// exits with the command's status (128+N when killed by signal N).
+    Run(run::RunArgs),
     /// Run a command through a running agent, relaying its stdio; exits with
     /// its status (128+N when killed by signal N).
     Exec(ExecArgs),
@@ -49,24 +56,12 @@ struct ConnectArgs {
 struct ExecArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Run on a terminal (the host terminal goes to raw mode).
-    #[arg(short = 't', long)]
-    tty: bool,
-    /// Environment entry KEY=VALUE, or KEY to pass the host's value.
-    #[arg(short = 'e', long = "env", value_name = "K=V")]
-    env: Vec<String>,
-    /// Working directory in the guest.
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    workdir: Option<String>,
-    /// User to run as: UID or UID:GID (numeric).
-    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
-    user: Option<String>,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
 }
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,25 +74,35 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_SHIM_ERROR);
         }
     };
-    let result = runtime.block_on(run(cli));
-    // Pending reads of the host's stdin must not hold the process open.
+    let result = runtime.block_on(dispatch(cli, started));
+    // A pending read of the host's stdin must not hold the process open.
     runtime.shutdown_timeout(Duration::from_millis(10));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vmshim: {e:#}");
-            let code = match e.downcast_ref::<ClientError>().and_then(ClientError::agent_error) {
-                Some(err) if err.code == ErrorCode::ExecFailed && err.message.contains("not found") => EXIT_NOT_FOUND,
-                Some(err) if err.code == ErrorCode::ExecFailed => EXIT_CANNOT_EXEC,
-                _ => EXIT_SHIM_ERROR,
-            };
-            ExitCode::from(code)
+            ExitCode::from(exit_code_for(&e))
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<u8> {
+/// The exit status for an error: 127 when the program was not found, 126 when
+/// it could not be started, 125 for everything else.
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    let agent_error = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<ClientError>())
+        .and_then(ClientError::agent_error);
+    match agent_error {
+        Some(err) if err.code == ErrorCode::ExecFailed && err.message.contains("not found") => EXIT_NOT_FOUND,
+        Some(err) if err.code == ErrorCode::ExecFailed => EXIT_CANNOT_EXEC,
+        _ => EXIT_SHIM_ERROR,
+    }
+}
+
+async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
     match cli.command {
+        Command::Run(args) => run::run(args, started).await,
         Command::Exec(args) => exec(args).await,
         Command::Ping(args) => ping(args).await,
         Command::Stats(args) => {
@@ -122,131 +127,37 @@ async fn ping(args: ConnectArgs) -> Result<u8> {
     );
     println!("round trip: {:.3} ms", rtt.as_secs_f64() * 1e3);
     println!("boot timeline (guest CLOCK_BOOTTIME):");
-    let entered = hello.boot.get("entered");
+    let entered = hello.boot.get("entered").unwrap_or(0);
     for phase in &hello.boot.phases {
-        let since = entered.map(|e| phase.boottime_ns.saturating_sub(e)).unwrap_or(0);
         println!(
-            "  {:<12} {:>12.3} ms   +{:.3} ms",
+            "  {:<12} {:>12.3} ms   +{:.3} ms since entered",
             phase.name,
             phase.boottime_ns as f64 / 1e6,
-            since as f64 / 1e6
+            phase.boottime_ns.saturating_sub(entered) as f64 / 1e6
         );
     }
     Ok(0)
 }
 
 async fn exec(args: ExecArgs) -> Result<u8> {
-    let spec = ProcessSpec {
-        args: args.command,
-        env: resolve_env(&args.env)?,
-        cwd: args.workdir,
-        user: args.user.as_deref().map(parse_user).transpose()?,
-        terminal: args.tty,
-        size: if args.tty {
-            window_size(libc::STDOUT_FILENO).map(|(rows, cols)| WindowSize { rows, cols })
-        } else {
-            None
-        },
-    };
+    let spec = args.process.spec()?;
+    let tty = args.process.tty;
     let client = Client::connect(&args.connect.connect).await?;
-    let io = ExecIo {
-        stdin: Some(Box::new(tokio::io::stdin())),
-        stdout: Some(Box::new(tokio::io::stdout())),
-        stderr: Some(Box::new(tokio::io::stderr())),
-    };
-    let raw = if args.tty && is_terminal(libc::STDIN_FILENO) {
-        Some(RawMode::enable(libc::STDIN_FILENO).context("cannot put the terminal in raw mode")?)
-    } else {
-        None
-    };
-    let running = spawn(&client, spec, io).await?;
-    let process = running.process;
-    let relay = async {
-        let mut winch = signal(SignalKind::window_change())?;
-        let mut forwarded = Vec::new();
-        for kind in [
-            SignalKind::interrupt(),
-            SignalKind::terminate(),
-            SignalKind::hangup(),
-            SignalKind::quit(),
-            SignalKind::user_defined1(),
-            SignalKind::user_defined2(),
-        ] {
-            forwarded.push((kind.as_raw_value(), signal(kind)?));
-        }
-        loop {
-            let mut next = Box::pin(futures_any(&mut forwarded));
-            tokio::select! {
-                _ = winch.recv(), if args.tty => {
-                    if let Some((rows, cols)) = window_size(libc::STDOUT_FILENO) {
-                        let _ = client.resize(process, rows, cols).await;
-                    }
-                }
-                signo = &mut next => {
-                    drop(next);
-                    let _ = client.signal(process, signo).await;
-                }
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
-    };
-    let status = tokio::select! {
-        status = running.wait(&client) => status?,
-        relayed = relay => { relayed?; bail!("signal relay ended") }
-    };
-    drop(raw);
-    Ok(status.shell_code().clamp(0, 255) as u8)
-}
-
-/// Resolves when any of the signals arrives, with its number.
-async fn futures_any(signals: &mut [(i32, tokio::signal::unix::Signal)]) -> i32 {
-    std::future::poll_fn(|cx| {
-        for (signo, sig) in signals.iter_mut() {
-            if sig.poll_recv(cx).is_ready() {
-                return std::task::Poll::Ready(*signo);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
-/// `-e K=V` as given; `-e K` takes K from vmshim's own environment (and is
-/// dropped when it has none there).
-fn resolve_env(entries: &[String]) -> Result<Vec<String>> {
-    let mut env = Vec::new();
-    for entry in entries {
-        if entry.is_empty() || entry.starts_with('=') {
-            bail!("bad environment entry {entry:?}: expected KEY=VALUE or KEY");
-        }
-        if entry.contains('=') {
-            env.push(entry.clone());
-        } else if let Ok(value) = std::env::var(entry) {
-            env.push(format!("{entry}={value}"));
-        }
+    let _raw = raw_terminal(tty)?;
+    let running = spawn(&client, spec, host_stdio(true)).await?;
+    match drive(&client, running, tty, None).await? {
+        Ended::Exited(status) => Ok(status.shell_code().clamp(0, 255) as u8),
+        Ended::Interrupted(signo) => Ok((128 + signo) as u8),
     }
-    Ok(env)
 }
 
-/// `UID` or `UID:GID`, numeric.
-fn parse_user(s: &str) -> Result<User> {
-    let (uid, gid) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (s, None),
-    };
-    let uid: u32 = uid
-        .parse()
-        .with_context(|| format!("bad user {s:?}: expected UID or UID:GID, numeric"))?;
-    let gid: u32 = match gid {
-        Some(g) => g
-            .parse()
-            .with_context(|| format!("bad group in {s:?}: expected a number"))?,
-        None => uid,
-    };
-    Ok(User {
-        uid,
-        gid,
-        additional_gids: Vec::new(),
-    })
+/// Raw mode for the host terminal with `-t`, restored when dropped.
+fn raw_terminal(tty: bool) -> Result<Option<RawMode>> {
+    if tty && is_terminal(libc::STDIN_FILENO) {
+        Ok(Some(
+            RawMode::enable(libc::STDIN_FILENO).context("cannot put the terminal in raw mode")?,
+        ))
+    } else {
+        Ok(None)
+    }
 }

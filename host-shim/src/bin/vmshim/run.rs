@@ -1,0 +1,110 @@
+//! `vmshim run`: boot a micro-VM, run one command, shut the VM down.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agent_proto::GUEST_ROOTFS;
+use anyhow::{Context, Result};
+use clap::Args;
+use host_shim::accel::Accel;
+use host_shim::assets;
+use host_shim::exec::spawn;
+use host_shim::profile::Profile;
+use host_shim::vm::{Vm, VmConfig};
+
+use crate::process::{drive, host_stdio, Ended, ProcessArgs};
+
+/// How long a process may take to end after a forwarded SIGINT, SIGTERM or
+/// SIGHUP before the VM is stopped under it.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the guest may take to power off after the shutdown request.
+const POWEROFF_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Guest kernel (an uncompressed vmlinux with PVH boot) [default: build/vmlinux].
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// Initramfs with vminitd as /init [default: build/initramfs.cpio].
+    #[arg(long, value_name = "FILE")]
+    initramfs: Option<PathBuf>,
+    /// Root filesystem directory for the process (made into a cached
+    /// read-only ext4 image with a writable overlay) [default: busybox].
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    memory: u32,
+    /// Accelerator: kvm or tcg [default: kvm where it really runs a guest].
+    #[arg(long, value_parser = parse_accel)]
+    accel: Option<Accel>,
+    /// Seconds the agent may take to answer after QEMU starts.
+    #[arg(long, default_value_t = 30)]
+    boot_timeout: u64,
+    /// Keep stdin attached to the process.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Print the boot profile on stderr; with =FILE, also write it as Chrome
+    /// trace JSON (Perfetto, chrome://tracing).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    profile: Option<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
+}
+
+fn parse_accel(s: &str) -> Result<Accel, String> {
+    match s {
+        "kvm" => Ok(Accel::Kvm),
+        "tcg" => Ok(Accel::Tcg),
+        _ => Err(format!("unknown accelerator {s:?}: expected kvm or tcg")),
+    }
+}
+
+pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
+    let mut profile = Profile::new(started);
+    profile.mark("vmshim start");
+    let mut cfg = VmConfig::new(
+        assets::kernel(args.kernel.as_deref())?,
+        assets::initramfs(args.initramfs.as_deref())?,
+    );
+    cfg.cpus = args.cpus;
+    cfg.memory_mib = args.memory;
+    cfg.accel = args.accel;
+    cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
+    cfg.rootfs = Some(assets::rootfs_image(args.rootfs.as_deref()).context("root filesystem")?);
+    profile.mark("assets ready");
+
+    let mut spec = args.process.spec()?;
+    spec.root = Some(GUEST_ROOTFS.to_owned());
+    let tty = args.process.tty;
+    let stdin = args.interactive || tty;
+
+    let vm = Vm::boot(&cfg, &mut profile).await?;
+    let outcome = async {
+        let _raw = crate::raw_terminal(tty && stdin)?;
+        let running = spawn(vm.client(), spec, host_stdio(stdin)).await?;
+        profile.mark("process started");
+        let ended = drive(vm.client(), running, tty, Some(SIGNAL_GRACE)).await?;
+        profile.mark("process exited");
+        anyhow::Ok(ended)
+    }
+    .await;
+    vm.shutdown(POWEROFF_GRACE).await;
+    profile.mark("VM gone");
+
+    if let Some(target) = &args.profile {
+        eprint!("{}", profile.table());
+        if !target.is_empty() {
+            let json = serde_json::to_vec_pretty(&profile.chrome_trace())?;
+            std::fs::write(target, json).with_context(|| format!("cannot write the profile to {target}"))?;
+        }
+    }
+    match outcome? {
+        Ended::Exited(status) => Ok(status.shell_code().clamp(0, 255) as u8),
+        Ended::Interrupted(signo) => Ok((128 + signo) as u8),
+    }
+}

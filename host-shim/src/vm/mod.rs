@@ -1,0 +1,261 @@
+//! One micro-VM: the vsock backend, QEMU, and the agent session, torn down
+//! together on every path (a normal end, an error, a dropped handle).
+
+pub mod child;
+pub mod console;
+pub mod qemu;
+pub mod runtime_dir;
+pub mod vsock;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_proto::AGENT_PORT;
+
+use crate::accel::{self, Accel};
+use crate::client::{Client, ClientError};
+use crate::profile::Profile;
+use child::Supervised;
+use qemu::QemuConfig;
+use runtime_dir::RuntimeDir;
+use vsock::VsockBackend;
+
+/// How many console lines an error quotes.
+const CONSOLE_LINES: usize = 15;
+
+/// Why a VM could not be booted or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {}: {source}", program.display())]
+    Spawn { program: PathBuf, source: std::io::Error },
+    #[error("vsock backend: {detail}")]
+    BackendFailed { detail: String },
+    #[error("the VM exited ({status}) before its agent answered; guest console:\n{console}")]
+    GuestDied { status: String, console: String },
+    #[error("the agent did not answer within {timeout:?} ({last_error}); guest console:\n{console}")]
+    AgentTimeout {
+        timeout: Duration,
+        last_error: String,
+        console: String,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// A read-only ext4 image the agent mounts (with a writable overlay) as
+    /// the root of the processes it runs.
+    pub rootfs: Option<PathBuf>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// `None`: KVM where it really runs a guest, else TCG.
+    pub accel: Option<Accel>,
+    /// How long the agent may take to answer after QEMU starts.
+    pub boot_timeout: Duration,
+    /// Extra words for the kernel command line.
+    pub cmdline_extra: Vec<String>,
+}
+
+impl VmConfig {
+    /// Defaults for the given kernel and initramfs.
+    pub fn new(kernel: PathBuf, initramfs: PathBuf) -> VmConfig {
+        VmConfig {
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            kernel,
+            initramfs,
+            rootfs: None,
+            cpus: 1,
+            memory_mib: 256,
+            accel: None,
+            boot_timeout: Duration::from_secs(30),
+            cmdline_extra: Vec::new(),
+        }
+    }
+
+    /// The guest kernel command line.
+    pub fn cmdline(&self) -> String {
+        // reboot=t: a triple-fault reboot, the quickest way out of a microvm
+        // (QEMU runs with -no-reboot); panic=-1: a panic reboots at once.
+        let mut words = vec![
+            "console=ttyS0",
+            "reboot=t",
+            "panic=-1",
+            "quiet",
+            "lpj=1000000",
+            "tsc=reliable",
+            "no_timer_check",
+            "i8042.noaux",
+            "i8042.nomux",
+            "i8042.dumbkbd",
+        ];
+        if self.rootfs.is_some() {
+            words.push("vminitd.rootfs=/dev/vda");
+        }
+        let mut s = words.join(" ");
+        for w in &self.cmdline_extra {
+            s.push(' ');
+            s.push_str(w);
+        }
+        s
+    }
+}
+
+/// A running micro-VM with a connected agent.
+pub struct Vm {
+    client: Option<Client>,
+    qemu: Supervised,
+    vsock: VsockBackend,
+    console_log: PathBuf,
+    accel: Accel,
+    accel_reason: String,
+    // Dropped last: the sockets and logs live here.
+    dir: RuntimeDir,
+}
+
+impl Vm {
+    /// Boots a VM and connects to its agent. Phases are recorded in `profile`.
+    pub async fn boot(cfg: &VmConfig, profile: &mut Profile) -> Result<Vm, VmError> {
+        let dir = RuntimeDir::create()?;
+        let (accel, accel_reason) = accel::choose(cfg.accel);
+        let vsock = VsockBackend::start(dir.path()).await?;
+        profile.mark("vsock backend ready");
+        let console_log = dir.path().join("console.log");
+        let qemu_cfg = QemuConfig {
+            qemu: cfg.qemu.clone(),
+            accel,
+            cpus: cfg.cpus,
+            memory_mib: cfg.memory_mib,
+            kernel: cfg.kernel.clone(),
+            initramfs: cfg.initramfs.clone(),
+            cmdline: cfg.cmdline(),
+            console_log: console_log.clone(),
+            disks: cfg.rootfs.iter().cloned().collect(),
+            vsock_args: vsock.qemu_args(),
+        };
+        let qemu_log = dir.path().join("qemu.log");
+        let log = std::fs::File::create(&qemu_log).map_err(|source| VmError::Io {
+            what: "create",
+            path: qemu_log.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&cfg.qemu);
+        cmd.args(qemu_cfg.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let qemu = Supervised::spawn("qemu", cmd).map_err(|source| VmError::Spawn {
+            program: cfg.qemu.clone(),
+            source,
+        })?;
+        profile.mark("VMM spawned");
+        let mut vm = Vm {
+            client: None,
+            qemu,
+            vsock,
+            console_log,
+            accel,
+            accel_reason,
+            dir,
+        };
+        let client = vm.connect(cfg.boot_timeout, &qemu_log).await?;
+        profile.mark("agent connected");
+        let (sent, rtt) = client.hello_timing();
+        profile.add_guest(&client.hello().boot, client.hello().now_ns, sent, rtt);
+        vm.client = Some(client);
+        Ok(vm)
+    }
+
+    /// Dials the agent until it answers, QEMU dies, or the deadline passes.
+    async fn connect(&mut self, timeout: Duration, qemu_log: &std::path::Path) -> Result<Client, VmError> {
+        let endpoint = self.vsock.endpoint(AGENT_PORT);
+        let deadline = Instant::now() + timeout;
+        let mut last_error = String::from("no attempt yet");
+        loop {
+            if let Some(status) = self.qemu.try_status() {
+                let mut console = console::tail(&self.console_log, CONSOLE_LINES);
+                let qemu_err = console::tail(qemu_log, 5);
+                if qemu_err != "(no console output)" {
+                    console.push_str("\nqemu: ");
+                    console.push_str(&qemu_err);
+                }
+                return Err(VmError::GuestDied {
+                    status: status.to_string(),
+                    console,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(VmError::AgentTimeout {
+                    timeout,
+                    last_error,
+                    console: console::tail(&self.console_log, CONSOLE_LINES),
+                });
+            }
+            let attempt = (deadline - now).min(Duration::from_secs(2));
+            match tokio::time::timeout(attempt, Client::connect(&endpoint)).await {
+                Ok(Ok(client)) => return Ok(client),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = format!("connect to {endpoint} timed out"),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The agent session.
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("a booted Vm always has a client")
+    }
+
+    /// The accelerator in use and why it was chosen.
+    pub fn accel(&self) -> (Accel, &str) {
+        (self.accel, &self.accel_reason)
+    }
+
+    /// The vsock backend in use.
+    pub fn vsock_description(&self) -> String {
+        self.vsock.describe()
+    }
+
+    /// The last lines of the guest console.
+    pub fn console_tail(&self, lines: usize) -> String {
+        console::tail(&self.console_log, lines)
+    }
+
+    /// The runtime directory (sockets, console log).
+    pub fn runtime_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Asks the agent to power off and waits for QEMU to exit; kills it if it
+    /// does not within `grace`. Everything is gone when this returns.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(client) = self.client.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.shutdown()).await;
+            drop(client);
+        }
+        if self.qemu.wait_timeout(grace).await.is_none() {
+            self.qemu.kill();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.qemu.kill();
+        if let VsockBackend::User { daemon, .. } = &mut self.vsock {
+            daemon.kill();
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The QEMU `microvm` command line.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::accel::Accel;
+
+/// Everything that shapes the QEMU command line of one VM.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Where the serial console is written.
+    pub console_log: PathBuf,
+    /// Read-only block devices, in order: the guest sees /dev/vda, vdb, ...
+    pub disks: Vec<PathBuf>,
+    /// Device arguments of the vsock backend.
+    pub vsock_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// The full argument list (without the program).
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: &str| a.push(s.into());
+        // microvm: virtio-mmio only, no PCI, no firmware tables. acpi=off or
+        // a kernel without ACPI never sees the virtio-mmio devices; the
+        // devices are announced on the kernel command line instead.
+        push("-M");
+        push("microvm,acpi=off,x-option-roms=off,memory-backend=mem");
+        push("-accel");
+        push(self.accel.qemu_arg());
+        push("-cpu");
+        push(match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        });
+        push("-smp");
+        push(&self.cpus.to_string());
+        push("-m");
+        push(&format!("{}M", self.memory_mib));
+        // vhost-user devices need guest RAM the backend can map.
+        push("-object");
+        push(&format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            self.memory_mib
+        ));
+        push("-nodefaults");
+        push("-no-user-config");
+        push("-nographic");
+        // A guest reboot is the end of the VM (microvm cannot power off
+        // without ACPI; vminitd reboots).
+        push("-no-reboot");
+        push("-serial");
+        a.push(format!("file:{}", self.console_log.display()).into());
+        a.push("-kernel".into());
+        a.push(self.kernel.clone().into());
+        a.push("-initrd".into());
+        a.push(self.initramfs.clone().into());
+        a.push("-append".into());
+        a.push(self.cmdline.clone().into());
+        for (i, disk) in self.disks.iter().enumerate() {
+            a.push("-drive".into());
+            let mut drive = OsString::from(format!("id=disk{i},if=none,format=raw,readonly=on,file="));
+            drive.push(escape_commas(disk));
+            a.push(drive);
+            a.push("-device".into());
+            a.push(format!("virtio-blk-device,drive=disk{i}").into());
+        }
+        a.push("-device".into());
+        a.push("virtio-rng-device".into());
+        for arg in &self.vsock_args {
+            a.push(arg.into());
+        }
+        a
+    }
+}
+
+/// QEMU option values escape a comma by doubling it.
+fn escape_commas(path: &std::path::Path) -> OsString {
+    path.to_string_lossy().replace(',', ",,").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line() {
+        let cfg = QemuConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 256,
+            kernel: "/k/vmlinux".into(),
+            initramfs: "/k/initramfs.cpio".into(),
+            cmdline: "console=ttyS0".into(),
+            console_log: "/run/x/console.log".into(),
+            disks: vec!["/img/a,b.ext4".into()],
+            vsock_args: vec!["-device".into(), "vhost-vsock-device,guest-cid=9".into()],
+        };
+        let args: Vec<String> = cfg.args().into_iter().map(|a| a.into_string().unwrap()).collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("-accel tcg -cpu max -smp 2 -m 256M"), "{joined}");
+        assert!(joined.contains("memory-backend-memfd,id=mem,size=256M,share=on"));
+        assert!(joined.contains("-serial file:/run/x/console.log"));
+        assert!(joined.contains("file=/img/a,,b.ext4"), "commas escaped: {joined}");
+        assert!(joined.ends_with("-device vhost-vsock-device,guest-cid=9"));
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+    }
+}

@@ -1,0 +1,175 @@
+//! The guest's vsock device and how the host reaches it.
+//!
+//! Where `/dev/vhost-vsock` works, QEMU's `vhost-vsock-device` hands the
+//! device to the kernel and the host dials `vsock:CID:PORT`. Elsewhere a
+//! `vhost-device-vsock` daemon (rust-vmm, vhost-user) serves the device and
+//! exposes the guest as "hybrid vsock" on a Unix socket: `hvsock:PATH:PORT`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_proto::Endpoint;
+
+use super::child::Supervised;
+use super::VmError;
+
+/// The guest CID used with the vhost-user backend (each VM has its own
+/// daemon, so every guest can be CID 3).
+const USER_BACKEND_CID: u32 = 3;
+
+/// How long the daemon may take to create its socket.
+const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub enum VsockBackend {
+    /// The kernel's vhost-vsock, with the guest's CID.
+    Kernel { cid: u32 },
+    /// A `vhost-device-vsock` daemon serving this VM alone.
+    User {
+        daemon: Supervised,
+        vhost_socket: PathBuf,
+        uds: PathBuf,
+    },
+}
+
+impl VsockBackend {
+    /// Whether the kernel's vhost-vsock can be used by this process.
+    pub fn kernel_usable() -> bool {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/vhost-vsock")
+            .is_ok()
+    }
+
+    /// Picks and starts a backend for a VM whose runtime files live in `dir`.
+    pub async fn start(dir: &Path) -> Result<VsockBackend, VmError> {
+        if std::env::var_os("VMSHIM_VSOCK").is_none_or(|v| v != "user") && Self::kernel_usable() {
+            // CIDs 0-2 are reserved; collisions between VMs are unlikely in
+            // 2^31 random values, and QEMU refuses a CID in use.
+            let cid = 3 + (random_u32() % (1 << 31));
+            return Ok(VsockBackend::Kernel { cid });
+        }
+        let daemon_bin = find_vhost_device_vsock()?;
+        let vhost_socket = dir.join("vhost-vsock.sock");
+        let uds = dir.join("vsock.sock");
+        let log_path = dir.join("vhost-device-vsock.log");
+        let log = std::fs::File::create(&log_path).map_err(|source| VmError::Io {
+            what: "create the vsock log",
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&daemon_bin);
+        cmd.arg("--vm")
+            .arg(format!(
+                "guest-cid={USER_BACKEND_CID},socket={},uds-path={}",
+                vhost_socket.display(),
+                uds.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut daemon = Supervised::spawn("vhost-device-vsock", cmd).map_err(|source| VmError::Spawn {
+            program: daemon_bin.clone(),
+            source,
+        })?;
+        let deadline = Instant::now() + DAEMON_READY_TIMEOUT;
+        while !vhost_socket.exists() {
+            if let Some(status) = daemon.try_status() {
+                return Err(VmError::BackendFailed {
+                    detail: format!(
+                        "vhost-device-vsock exited ({status}): {}",
+                        super::console::tail(&log_path, 5)
+                    ),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::BackendFailed {
+                    detail: format!(
+                        "vhost-device-vsock did not create {} within {:?}",
+                        vhost_socket.display(),
+                        DAEMON_READY_TIMEOUT
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(VsockBackend::User {
+            daemon,
+            vhost_socket,
+            uds,
+        })
+    }
+
+    /// The QEMU arguments that give the guest its vsock device.
+    pub fn qemu_args(&self) -> Vec<String> {
+        match self {
+            VsockBackend::Kernel { cid } => vec!["-device".into(), format!("vhost-vsock-device,guest-cid={cid}")],
+            VsockBackend::User { vhost_socket, .. } => vec![
+                "-chardev".into(),
+                format!("socket,id=vsock,path={}", vhost_socket.display()),
+                "-device".into(),
+                "vhost-user-vsock-device,chardev=vsock".into(),
+            ],
+        }
+    }
+
+    /// Where the host reaches guest port `port`.
+    pub fn endpoint(&self, port: u32) -> Endpoint {
+        match self {
+            VsockBackend::Kernel { cid } => Endpoint::Vsock { cid: *cid, port },
+            VsockBackend::User { uds, .. } => Endpoint::Hvsock {
+                path: uds.clone(),
+                port,
+            },
+        }
+    }
+
+    /// A short name for logs and the profile.
+    pub fn describe(&self) -> String {
+        match self {
+            VsockBackend::Kernel { cid } => format!("vhost-vsock (kernel), guest CID {cid}"),
+            VsockBackend::User { daemon, .. } => format!("{} (vhost-user), pid {}", daemon.name(), daemon.pid()),
+        }
+    }
+}
+
+/// `$VMSHIM_VHOST_DEVICE_VSOCK`, else `vhost-device-vsock` in PATH or in
+/// cargo's bin directory (where `scripts/setup.sh` installs it).
+fn find_vhost_device_vsock() -> Result<PathBuf, VmError> {
+    if let Some(path) = std::env::var_os("VMSHIM_VHOST_DEVICE_VSOCK") {
+        return Ok(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    {
+        dirs.push(home.join("bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("vhost-device-vsock"))
+        .find(|p| p.is_file())
+        .ok_or(VmError::BackendFailed {
+            detail: "vhost-device-vsock is not installed and /dev/vhost-vsock is not usable: run scripts/setup.sh"
+                .into(),
+        })
+}
+
+/// A random number from the kernel.
+pub(crate) fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 4 {
+        // Not cryptographic; any varying value will do.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        return t ^ std::process::id();
+    }
+    u32::from_ne_bytes(buf)
+}
