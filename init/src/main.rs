@@ -1,0 +1,208 @@
+//! vminitd: the PID 1 and agent of a vminitd micro-VM.
+//!
+//! Booted by the kernel as `/init` (machine mode), or run as PID 1 of a PID
+//! and mount namespace on a host with `--listen unix:PATH` (namespace mode,
+//! for tests), or as a plain process (a child subreaper). The start reads
+//! top to bottom in [`boot`] and [`serve`], one named call per step.
+//!
+//! vminitd brings its own C `main` (`no_main`): the Rust start-up code would
+//! abort when fds 0-2 are closed and `/dev/null` is missing, which an init
+//! must instead repair (see `console.rs`).
+
+#![cfg_attr(not(test), no_main)]
+// Under test the harness brings its own main, and ours is left out.
+#![cfg_attr(test, allow(dead_code))]
+
+#[macro_use]
+mod log;
+
+mod agent;
+mod command;
+mod config;
+mod console;
+mod fatal;
+mod fdio;
+mod mounts;
+mod network;
+mod process;
+mod procfs;
+mod pty;
+mod reaper;
+mod server;
+mod session;
+mod shutdown;
+mod spawn;
+mod start;
+mod stats;
+mod streams;
+mod timeline;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use agent_proto::{Endpoint, Listener};
+
+use crate::agent::Agent;
+use crate::config::{CmdlineSettings, Config, Flags, Invocation, Mode};
+use crate::mounts::Mounts;
+use crate::reaper::Reaper;
+use crate::timeline::Timeline;
+
+/// The C entry point.
+#[cfg(not(test))]
+#[no_mangle]
+extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    let timeline = Timeline::entered();
+    // SAFETY: the C start-up code passes `main` a valid argc/argv.
+    let args = unsafe { console::args_from_c(argc, argv) };
+    boot(timeline, args)
+}
+
+/// From the kernel's hand-over to a listening agent.
+fn boot(mut timeline: Timeline, args: Vec<String>) -> ! {
+    let args = args.get(1..).unwrap_or_default();
+    let mode = Mode::detect(std::process::id() as i32, config::has_listen_flag(args));
+    fatal::set_mode(mode);
+    console::ensure_std_fds(mode == Mode::Machine);
+    console::close_inherited_fds_on_exec();
+    ignore_sigpipe();
+    fatal::install_panic_hook();
+    let flags = parse_flags(mode, args);
+    log::set_debug(flags.debug.unwrap_or(false));
+    become_subreaper(mode);
+    let mut mounts = Mounts::new(mode);
+    mount_proc(&mut mounts);
+    let config = config::resolve(mode, flags, read_kernel_cmdline(mode));
+    log::set_debug(config.debug);
+    fatal::set_halt(config.halt);
+    mounts.mount_rest();
+    reopen_console(mode);
+    timeline.mark("mounts_done");
+    bring_up_loopback(mode);
+    timeline.mark("network_up");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fatal::die(&format_args!("cannot start the async runtime: {e}")));
+    match runtime.block_on(serve(config, timeline, mounts)) {}
+}
+
+/// From the runtime's start to the end of vminitd.
+async fn serve(config: Config, mut timeline: Timeline, mut mounts: Mounts) -> Infallible {
+    let reaper = Reaper::start().unwrap_or_else(|e| fatal::die(&e));
+    let mut signals = shutdown::Signals::install()
+        .unwrap_or_else(|e| fatal::die(&format_args!("cannot install signal handlers: {e}")));
+    let listener = listen(&config.listen);
+    timeline.mark("listening");
+    info!(
+        "listening on {} ({} mode, ready in {:.1} ms)",
+        config.listen,
+        config.mode.name(),
+        timeline.elapsed_ms()
+    );
+    let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper));
+    let reason = tokio::select! {
+        reason = shutdown::requested(&agent, &mut signals) => reason,
+        never = server::serve(agent.clone(), listener) => match never {},
+    };
+    info!("shutting down ({reason})");
+    shutdown::run(&agent, &config, &mut mounts).await
+}
+
+fn parse_flags(mode: Mode, args: &[String]) -> Flags {
+    match config::parse_flags(args, mode == Mode::Machine) {
+        Ok(Invocation::Run(flags)) => flags,
+        Ok(Invocation::Help) => {
+            log::write_fd(1, config::HELP.as_bytes());
+            fatal::end(0)
+        }
+        Ok(Invocation::Version) => {
+            log::write_fd(1, format!("vminitd {}\n", env!("CARGO_PKG_VERSION")).as_bytes());
+            fatal::end(0)
+        }
+        Err(e) if mode.is_pid1() => fatal::die(&e),
+        Err(e) => {
+            log::write_line(format_args!("{e}"));
+            std::process::exit(2)
+        }
+    }
+}
+
+/// The agent ignores SIGPIPE (a host that goes away is an error on write,
+/// not a death); children get it back by default.
+fn ignore_sigpipe() {
+    // SAFETY: setting a standard disposition for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Not PID 1: orphans of our processes are re-parented to us all the same.
+fn become_subreaper(mode: Mode) {
+    if mode != Mode::Process {
+        return;
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        warn!("cannot become a child subreaper: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// `/proc` first: the kernel command line and the mount table come from it.
+/// Without it a machine cannot go on.
+fn mount_proc(mounts: &mut Mounts) {
+    if let Err(e) = mounts.mount_proc() {
+        fatal::die(&e);
+    }
+}
+
+/// The `vminitd.*` settings of the kernel command line (machine mode only).
+fn read_kernel_cmdline(mode: Mode) -> Option<CmdlineSettings> {
+    if mode != Mode::Machine {
+        return None;
+    }
+    let text = match std::fs::read_to_string("/proc/cmdline") {
+        Ok(text) => text,
+        Err(e) => {
+            warn!("cannot read /proc/cmdline: {e}");
+            return None;
+        }
+    };
+    let settings =
+        config::parse_cmdline(&text).unwrap_or_else(|e| fatal::die(&format_args!("kernel command line: {e}")));
+    for word in &settings.unknown {
+        warn!("unknown kernel command-line setting {word}");
+    }
+    Some(settings)
+}
+
+/// In a machine whose initramfs had no `/dev/console`, fds 0-2 could only be
+/// `/dev/null` or nothing: now that devtmpfs is up, give them the console.
+/// Then make Ctrl-Alt-Del a SIGINT to us (an orderly shutdown) rather than
+/// an immediate reboot.
+fn reopen_console(mode: Mode) {
+    if mode != Mode::Machine {
+        return;
+    }
+    console::ensure_std_fds(true);
+    // SAFETY: reboot with the CAD_OFF command only changes a kernel flag.
+    unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
+}
+
+fn bring_up_loopback(mode: Mode) {
+    if !mode.is_pid1() {
+        return;
+    }
+    match network::bring_up("lo") {
+        Ok(true) => debug!("lo is up"),
+        Ok(false) => debug!("lo was already up"),
+        Err(e) if mode == Mode::Machine => warn!("{e}"),
+        Err(e) => debug!("{e} (no network namespace of our own)"),
+    }
+}
+
+fn listen(endpoint: &Endpoint) -> Listener {
+    let listener = Listener::bind(endpoint).unwrap_or_else(|e| fatal::die(&e));
+    if let Endpoint::Unix(path) = endpoint {
+        fatal::set_socket_path(Some(path.clone()));
+    }
+    listener
+}

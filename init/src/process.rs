@@ -1,0 +1,417 @@
+//! The process table and the operations on one process: create, attach a
+//! stream, wait, signal, resize. Starting is in `start.rs`.
+//!
+//! A process moves through [`Phase`]s: created → running → exited (reaped)
+//! → done (every output stream delivered its last byte). It belongs to the
+//! control session that created it: when that session closes, processes
+//! never started are dropped, finished ones are forgotten, and running ones
+//! are forgotten as soon as they are done.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use agent_proto::{
+    write_frame, AttachReply, Conn, Created, ErrorBody, ErrorCode, ExitStatus, ProcessId, ProcessSpec, StreamKind,
+    WindowSize,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use crate::command::{Command, SpecError};
+use crate::pty;
+use crate::reaper::Reaper;
+
+/// A control session's number, to tell which processes it owns.
+pub type SessionId = u64;
+
+/// How long an attach reply may take to write before the stream is dropped.
+const ATTACH_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Created,
+    Running,
+    /// Reaped; output may still be in flight.
+    Exited(ExitStatus),
+    /// Reaped and every attached output stream closed: what waits report.
+    Done(ExitStatus),
+}
+
+impl Phase {
+    pub fn has_exited(&self) -> bool {
+        matches!(self, Phase::Exited(_) | Phase::Done(_))
+    }
+}
+
+/// A created process waiting for its start.
+pub struct Pending {
+    pub command: Command,
+    /// The attached connections, by [`stream_index`].
+    pub streams: [Option<Conn>; 3],
+}
+
+/// The resources of a process, behind its lock.
+pub enum State {
+    Created(Box<Pending>),
+    /// Started and not yet done; `master` is the terminal, if any.
+    Running {
+        pid: libc::pid_t,
+        master: Option<OwnedFd>,
+    },
+    Ended,
+}
+
+/// One managed process.
+pub struct Process {
+    pub id: ProcessId,
+    session: SessionId,
+    /// Held only briefly (and across fork), never across a wait for the
+    /// process, so that signals and resizes always get through.
+    pub state: tokio::sync::Mutex<State>,
+    pub phase: watch::Sender<Phase>,
+    /// Its session has closed: forget it once done.
+    orphaned: AtomicBool,
+}
+
+/// The index of a stream in [`Pending::streams`] (and the child's fd).
+pub fn stream_index(stream: StreamKind) -> usize {
+    match stream {
+        StreamKind::Stdin => 0,
+        StreamKind::Stdout => 1,
+        StreamKind::Stderr => 2,
+    }
+}
+
+/// Why an operation on a process failed; each maps to one protocol code.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("no process {id}")]
+    NotFound { id: ProcessId },
+    #[error("process {id} {why}")]
+    InvalidState { id: ProcessId, why: &'static str },
+    #[error("{0}")]
+    InvalidSpec(#[from] SpecError),
+    #[error("invalid signal number {signal}: expected 1 to 64")]
+    BadSignal { signal: i32 },
+    #[error("{message}")]
+    ExecFailed { message: String },
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+    #[error("process {id}: {message}")]
+    Internal { id: ProcessId, message: String },
+}
+
+impl ProcessError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProcessError::NotFound { .. } => ErrorCode::NotFound,
+            ProcessError::InvalidState { .. } => ErrorCode::InvalidState,
+            ProcessError::InvalidSpec(_) | ProcessError::BadSignal { .. } => ErrorCode::InvalidRequest,
+            ProcessError::ExecFailed { .. } => ErrorCode::ExecFailed,
+            ProcessError::ShuttingDown => ErrorCode::ShuttingDown,
+            ProcessError::Internal { .. } => ErrorCode::Internal,
+        }
+    }
+
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+/// Every process the agent has not forgotten.
+pub struct ProcessTable {
+    entries: Mutex<HashMap<ProcessId, Arc<Process>>>,
+    next_id: AtomicU64,
+}
+
+impl Default for ProcessTable {
+    fn default() -> Self {
+        ProcessTable {
+            entries: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl ProcessTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ProcessId, Arc<Process>>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, id: ProcessId) -> Result<Arc<Process>, ProcessError> {
+        self.lock().get(&id).cloned().ok_or(ProcessError::NotFound { id })
+    }
+
+    /// How many processes have not been forgotten.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no process is running or delivering output.
+    pub fn all_done(&self) -> bool {
+        self.lock()
+            .values()
+            .all(|p| matches!(*p.phase.borrow(), Phase::Created | Phase::Done(_)))
+    }
+
+    /// Forgets or orphans the processes of a closed session.
+    pub fn session_closed(&self, session: SessionId) {
+        self.lock().retain(|_, p| {
+            if p.session != session {
+                return true;
+            }
+            match *p.phase.borrow() {
+                Phase::Created | Phase::Done(_) => false,
+                Phase::Running | Phase::Exited(_) => {
+                    p.orphaned.store(true, Ordering::SeqCst);
+                    true
+                }
+            }
+        });
+    }
+
+    /// Publishes the final status (waits return it) and forgets the process
+    /// if its session is gone. One lock with [`Self::session_closed`]: no
+    /// process is missed by both.
+    pub fn finish(&self, process: &Process, status: ExitStatus) {
+        let mut entries = self.lock();
+        process.phase.send_replace(Phase::Done(status));
+        if process.orphaned.load(Ordering::SeqCst) {
+            entries.remove(&process.id);
+        }
+    }
+}
+
+/// `Op::Create`: checks the spec and adds a created process.
+pub fn create(table: &ProcessTable, session: SessionId, spec: ProcessSpec) -> Result<Created, ProcessError> {
+    let command = Command::from_spec(spec)?;
+    let id = table.next_id.fetch_add(1, Ordering::Relaxed);
+    let process = Process {
+        id,
+        session,
+        state: tokio::sync::Mutex::new(State::Created(Box::new(Pending {
+            command,
+            streams: [None, None, None],
+        }))),
+        phase: watch::Sender::new(Phase::Created),
+        orphaned: AtomicBool::new(false),
+    };
+    table.lock().insert(id, Arc::new(process));
+    Ok(Created { process: id })
+}
+
+/// `Open::Attach`: answers one [`AttachReply`] on `conn` and, on success,
+/// keeps the connection for the process's start. On error the connection
+/// is closed after the reply.
+pub async fn attach(table: &ProcessTable, id: ProcessId, stream: StreamKind, mut conn: Conn) {
+    let process = match table.get(id) {
+        Ok(process) => process,
+        Err(e) => return refuse(conn, e).await,
+    };
+    let mut state = process.state.lock().await;
+    let pending = match &mut *state {
+        State::Created(pending) => pending,
+        _ => {
+            let why = "has been started: streams can only be attached between create and start";
+            return refuse(conn, ProcessError::InvalidState { id, why }).await;
+        }
+    };
+    if stream == StreamKind::Stderr && pending.command.terminal {
+        let why = "has a terminal: its stderr is on the terminal, attach stdout";
+        return refuse(conn, ProcessError::InvalidState { id, why }).await;
+    }
+    let slot = &mut pending.streams[stream_index(stream)];
+    if slot.is_some() {
+        let why = match stream {
+            StreamKind::Stdin => "already has stdin attached",
+            StreamKind::Stdout => "already has stdout attached",
+            StreamKind::Stderr => "already has stderr attached",
+        };
+        return refuse(conn, ProcessError::InvalidState { id, why }).await;
+    }
+    // The reply is written while the process is locked, so that a start
+    // cannot send stream bytes before it.
+    let written = tokio::time::timeout(ATTACH_REPLY_TIMEOUT, write_frame(&mut conn, &AttachReply::Ok(()))).await;
+    match written {
+        Ok(Ok(())) => {
+            debug!("process {id}: {} attached", stream.name());
+            *slot = Some(conn);
+        }
+        _ => debug!("process {id}: the {} stream went away during attach", stream.name()),
+    }
+}
+
+async fn refuse(mut conn: Conn, error: ProcessError) {
+    debug!("attach refused: {error}");
+    let reply: AttachReply = AttachReply::Err(error.to_body());
+    let _ = tokio::time::timeout(ATTACH_REPLY_TIMEOUT, async {
+        let _ = write_frame(&mut conn, &reply).await;
+        let _ = conn.shutdown().await;
+    })
+    .await;
+}
+
+/// `Op::Wait`: the exit status, once the process is done.
+pub async fn wait(table: &ProcessTable, id: ProcessId) -> Result<ExitStatus, ProcessError> {
+    let process = table.get(id)?;
+    let mut phase = process.phase.subscribe();
+    if *phase.borrow() == Phase::Created {
+        return Err(ProcessError::InvalidState {
+            id,
+            why: "has not been started",
+        });
+    }
+    let done = phase.wait_for(|p| matches!(p, Phase::Done(_))).await;
+    match done.as_deref() {
+        Ok(Phase::Done(status)) => Ok(*status),
+        _ => Err(ProcessError::Internal {
+            id,
+            message: "lost track of the process".into(),
+        }),
+    }
+}
+
+/// `Op::Signal`. A process that has already exited is not an error: the
+/// host cannot avoid that race, and the signal has nothing left to do.
+pub async fn signal(table: &ProcessTable, reaper: &Reaper, id: ProcessId, signal: i32) -> Result<(), ProcessError> {
+    if !(1..=64).contains(&signal) {
+        return Err(ProcessError::BadSignal { signal });
+    }
+    let process = table.get(id)?;
+    let state = process.state.lock().await;
+    match &*state {
+        State::Created(_) => Err(ProcessError::InvalidState {
+            id,
+            why: "has not been started",
+        }),
+        State::Running { pid, .. } => match reaper.kill(*pid, signal) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ProcessError::Internal {
+                id,
+                message: e.to_string(),
+            }),
+        },
+        State::Ended => Ok(()),
+    }
+}
+
+/// `Op::Resize`: the terminal's size (before start, the initial size).
+pub async fn resize(table: &ProcessTable, id: ProcessId, rows: u16, cols: u16) -> Result<(), ProcessError> {
+    let process = table.get(id)?;
+    let mut state = process.state.lock().await;
+    match &mut *state {
+        State::Created(pending) if pending.command.terminal => {
+            pending.command.size = Some(WindowSize { rows, cols });
+            Ok(())
+        }
+        State::Running {
+            master: Some(master), ..
+        } => pty::set_size(master.as_fd(), rows, cols).map_err(|e| ProcessError::Internal {
+            id,
+            message: format!("cannot resize its terminal: {e}"),
+        }),
+        State::Ended => Err(ProcessError::InvalidState { id, why: "has exited" }),
+        _ => Err(ProcessError::InvalidState {
+            id,
+            why: "has no terminal",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ProcessSpec {
+        ProcessSpec {
+            args: vec!["true".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn session_close_forgets_created_and_done_and_orphans_running() {
+        let table = ProcessTable::default();
+        let created = create(&table, 1, spec()).unwrap().process;
+        let running = create(&table, 1, spec()).unwrap().process;
+        let done = create(&table, 1, spec()).unwrap().process;
+        let other = create(&table, 2, spec()).unwrap().process;
+        assert_ne!(created, running);
+        let exit = ExitStatus {
+            code: Some(0),
+            signal: None,
+        };
+        table.get(running).unwrap().phase.send_replace(Phase::Running);
+        table.finish(&table.get(done).unwrap(), exit);
+        assert_eq!(table.len(), 4);
+        assert!(!table.all_done());
+
+        table.session_closed(1);
+        assert_eq!(table.len(), 2);
+        assert!(table.get(created).is_err() && table.get(done).is_err());
+        let p = table.get(running).unwrap();
+        table.finish(&p, exit);
+        assert!(matches!(table.get(running), Err(ProcessError::NotFound { .. })));
+        assert!(table.get(other).is_ok());
+        assert!(table.all_done());
+    }
+
+    #[test]
+    fn errors_map_to_codes() {
+        assert_eq!(ProcessError::NotFound { id: 3 }.to_body().message, "no process 3");
+        assert_eq!(ProcessError::BadSignal { signal: 99 }.code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            ProcessError::from(SpecError::NoProgram).code(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(ProcessError::ShuttingDown.code(), ErrorCode::ShuttingDown);
+    }
+
+    #[tokio::test]
+    async fn wait_signal_resize_before_start() {
+        let table = ProcessTable::default();
+        let id = create(&table, 1, spec()).unwrap().process;
+        let e = wait(&table, id).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidState);
+        let e = resize(&table, id, 1, 1).await.unwrap_err();
+        assert_eq!(e.to_string(), format!("process {id} has no terminal"));
+        assert_eq!(wait(&table, 999).await.unwrap_err().code(), ErrorCode::NotFound);
+        let mut t = spec();
+        t.terminal = true;
+        let tty = create(&table, 1, t).unwrap().process;
+        resize(&table, tty, 40, 120).await.unwrap();
+        let p = table.get(tty).unwrap();
+        let state = p.state.lock().await;
+        let State::Created(pending) = &*state else {
+            panic!("not created")
+        };
+        assert_eq!(pending.command.size, Some(WindowSize { rows: 40, cols: 120 }));
+    }
+
+    #[tokio::test]
+    async fn waits_see_the_final_status() {
+        let table = ProcessTable::default();
+        let id = create(&table, 1, spec()).unwrap().process;
+        let p = table.get(id).unwrap();
+        p.phase.send_replace(Phase::Running);
+        let exit = ExitStatus {
+            code: None,
+            signal: Some(9),
+        };
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut rx = p.phase.subscribe();
+                let _ = rx.wait_for(|ph| matches!(ph, Phase::Done(_))).await;
+            })
+        };
+        p.phase.send_replace(Phase::Exited(exit));
+        table.finish(&p, exit);
+        waiter.await.unwrap();
+        assert_eq!(wait(&table, id).await.unwrap(), exit);
+    }
+}
