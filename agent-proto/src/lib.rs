@@ -25,6 +25,11 @@
 //!
 //! Transports ([`transport`]) are selected by one URL syntax ([`Endpoint`]):
 //! `unix:PATH`, `vsock:CID:PORT` and `hvsock:PATH:PORT`.
+//!
+//! Readiness: a guest booted with `vminitd.notify=vsock:2:PORT` on its
+//! kernel command line connects to the host at that port once it listens,
+//! writes [`READY_LINE`] and closes. The host dials the agent after that
+//! instead of probing a guest that is still booting.
 
 pub mod endpoint;
 pub mod frame;
@@ -42,6 +47,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The vsock port the agent listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
+
+/// What the agent writes to the `vminitd.notify=` endpoint once it listens.
+pub const READY_LINE: &[u8] = b"READY\n";
 
 /// Where the agent mounts the root filesystem named by `vminitd.rootfs=DEVICE`
 /// on the kernel command line: the device read-only, under a writable overlay

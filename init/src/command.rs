@@ -35,6 +35,8 @@ pub enum SpecError {
     EnvNul { entry: String },
     #[error("working directory {cwd:?} contains a NUL byte")]
     CwdNul { cwd: String },
+    #[error("root {root:?} is not an absolute path without NUL bytes")]
+    BadRoot { root: String },
 }
 
 /// The program is nowhere in `PATH` (`exec_failed`).
@@ -61,6 +63,9 @@ pub struct Command {
     pub user: Option<User>,
     pub terminal: bool,
     pub size: Option<WindowSize>,
+    /// The root filesystem to run in, if not the agent's.
+    pub root: Option<PathBuf>,
+    pub root_c: Option<CString>,
 }
 
 impl Command {
@@ -92,6 +97,13 @@ impl Command {
             .collect::<Result<Vec<_>, _>>()?;
         let cwd = spec.cwd.unwrap_or_else(|| "/".to_owned());
         let cwd_c = CString::new(cwd.as_str()).map_err(|_| SpecError::CwdNul { cwd: cwd.clone() })?;
+        let root_c = match &spec.root {
+            Some(root) if root.starts_with('/') => {
+                Some(CString::new(root.as_str()).map_err(|_| SpecError::BadRoot { root: root.clone() })?)
+            }
+            Some(root) => return Err(SpecError::BadRoot { root: root.clone() }),
+            None => None,
+        };
         Ok(Command {
             program,
             argv,
@@ -102,11 +114,14 @@ impl Command {
             user: spec.user,
             terminal: spec.terminal,
             size: spec.size,
+            root: spec.root.map(PathBuf::from),
+            root_c,
         })
     }
 
     /// The path to exec: the program itself when it contains `/`, else the
-    /// first executable regular file of that name in `PATH`.
+    /// first executable regular file of that name in `PATH` (looked up
+    /// inside the process's root, when it has one).
     pub fn resolve_program(&self) -> Result<CString, NotFound> {
         let not_found = || NotFound {
             program: self.program.clone(),
@@ -115,7 +130,11 @@ impl Command {
         if self.program.contains('/') {
             return CString::new(self.program.as_str()).map_err(|_| not_found());
         }
-        let found = find_in_path(&self.program, &self.search_path).ok_or_else(not_found)?;
+        let found = match &self.root {
+            Some(root) => find_in_path_in_root(root, &self.program, &self.search_path),
+            None => find_in_path(&self.program, &self.search_path),
+        }
+        .ok_or_else(not_found)?;
         CString::new(found.as_os_str().as_bytes()).map_err(|_| not_found())
     }
 }
@@ -162,6 +181,18 @@ pub fn find_in_path(program: &str, path: &str) -> Option<PathBuf> {
         .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(program))
         .find(|candidate| is_executable_file(candidate))
+}
+
+/// [`find_in_path`] with every lookup resolved inside `root`.
+pub fn find_in_path_in_root(root: &Path, program: &str, path: &str) -> Option<PathBuf> {
+    path.split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            candidate
+                .to_str()
+                .is_some_and(|c| crate::rootfs::is_executable_in_root(root, c))
+        })
 }
 
 fn is_executable_file(path: &Path) -> bool {

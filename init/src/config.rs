@@ -4,6 +4,7 @@
 //! Flags are parsed by hand: an argument parser would cost PID 1 more in
 //! size than it saves in code.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_proto::{Endpoint, EndpointError, AGENT_PORT};
@@ -86,6 +87,10 @@ pub struct CmdlineSettings {
     pub grace_ms: Option<u64>,
     pub debug: Option<bool>,
     pub halt: Option<Halt>,
+    /// `vminitd.rootfs=DEVICE`: the block device of the processes' root.
+    pub rootfs: Option<PathBuf>,
+    /// `vminitd.notify=URL`: where to announce that the agent listens.
+    pub notify: Option<Endpoint>,
     /// `vminitd.*` words this version does not know (logged, not fatal).
     pub unknown: Vec<String>,
 }
@@ -98,6 +103,10 @@ pub struct Config {
     pub grace: Duration,
     pub debug: bool,
     pub halt: Halt,
+    /// The block device to mount as the processes' root filesystem.
+    pub rootfs: Option<PathBuf>,
+    /// Where to announce readiness (see `agent_proto::READY_LINE`).
+    pub notify: Option<Endpoint>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,8 +144,10 @@ Usage: vminitd [--listen URL] [--grace-ms N] [--log info|debug]
   --version        print the version
 
 As the init of a VM (PID 1, no --listen) it also reads vminitd.listen=,
-vminitd.grace_ms=, vminitd.log=info|debug and vminitd.halt=reboot|poweroff
-from the kernel command line; flags win.
+vminitd.grace_ms=, vminitd.log=info|debug, vminitd.halt=reboot|poweroff,
+vminitd.rootfs=/dev/DEVICE (the processes' root filesystem) and
+vminitd.notify=URL (announce readiness there) from the kernel command line;
+flags win.
 ";
 
 /// Whether `args` (without argv[0]) contain `--listen`: with the PID, that
@@ -220,6 +231,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<CmdlineSettings, ConfigError> {
         let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
         match key {
             "listen" => settings.listen = Some(parse_endpoint("vminitd.listen", value)?),
+            "notify" => settings.notify = Some(parse_endpoint("vminitd.notify", value)?),
             "grace_ms" => settings.grace_ms = Some(parse_ms("vminitd.grace_ms", value)?),
             "log" => settings.debug = Some(parse_log("vminitd.log", value)?),
             "halt" => {
@@ -234,6 +246,16 @@ pub fn parse_cmdline(cmdline: &str) -> Result<CmdlineSettings, ConfigError> {
                         })
                     }
                 })
+            }
+            "rootfs" => {
+                if !value.starts_with("/dev/") {
+                    return Err(ConfigError::BadValue {
+                        setting: "vminitd.rootfs",
+                        value: value.to_owned(),
+                        expected: "a block device under /dev",
+                    });
+                }
+                settings.rootfs = Some(PathBuf::from(value));
             }
             _ => settings.unknown.push(word),
         }
@@ -251,6 +273,8 @@ pub fn resolve(mode: Mode, flags: Flags, cmdline: Option<CmdlineSettings>) -> Co
         grace: Duration::from_millis(flags.grace_ms.or(cmdline.grace_ms).unwrap_or(DEFAULT_GRACE_MS)),
         debug: flags.debug.or(cmdline.debug).unwrap_or(false),
         halt: cmdline.halt.unwrap_or(Halt::Reboot),
+        rootfs: cmdline.rootfs,
+        notify: cmdline.notify,
     }
 }
 

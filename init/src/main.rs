@@ -28,6 +28,7 @@ mod process;
 mod procfs;
 mod pty;
 mod reaper;
+mod rootfs;
 mod server;
 mod session;
 mod shutdown;
@@ -63,6 +64,7 @@ fn boot(mut timeline: Timeline, args: Vec<String>) -> ! {
     let args = args.get(1..).unwrap_or_default();
     let mode = Mode::detect(std::process::id() as i32, config::has_listen_flag(args));
     fatal::set_mode(mode);
+    name_ourselves();
     console::ensure_std_fds(mode == Mode::Machine);
     console::close_inherited_fds_on_exec();
     ignore_sigpipe();
@@ -80,6 +82,10 @@ fn boot(mut timeline: Timeline, args: Vec<String>) -> ! {
     timeline.mark("mounts_done");
     bring_up_loopback(mode);
     timeline.mark("network_up");
+    if let Some(device) = &config.rootfs {
+        mount_rootfs(device);
+        timeline.mark("rootfs_ready");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,6 +106,9 @@ async fn serve(config: Config, mut timeline: Timeline, mut mounts: Mounts) -> In
         config.mode.name(),
         timeline.elapsed_ms()
     );
+    if let Some(notify) = config.notify.clone() {
+        tokio::spawn(announce_ready(notify));
+    }
     let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper));
     let reason = tokio::select! {
         reason = shutdown::requested(&agent, &mut signals) => reason,
@@ -126,6 +135,13 @@ fn parse_flags(mode: Mode, args: &[String]) -> Flags {
             std::process::exit(2)
         }
     }
+}
+
+/// The kernel starts us as `/init`; `ps` and `/proc/1/comm` should say what
+/// runs there.
+fn name_ourselves() {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"vminitd".as_ptr(), 0, 0, 0) };
 }
 
 /// The agent ignores SIGPIPE (a host that goes away is an error on write,
@@ -196,6 +212,38 @@ fn bring_up_loopback(mode: Mode) {
         Ok(false) => debug!("lo was already up"),
         Err(e) if mode == Mode::Machine => warn!("{e}"),
         Err(e) => debug!("{e} (no network namespace of our own)"),
+    }
+}
+
+/// The processes' root filesystem (`vminitd.rootfs=`). Without it no
+/// process the host asks for could run: fatal.
+fn mount_rootfs(device: &std::path::Path) {
+    if let Err(e) = rootfs::mount(device) {
+        fatal::die(&e);
+    }
+}
+
+/// Tells the host that the agent listens (`vminitd.notify=`), so that it
+/// dials once instead of probing a guest that is still booting. A host that
+/// does not listen there is not an error: it will probe.
+async fn announce_ready(endpoint: Endpoint) {
+    use agent_proto::Transport;
+    use tokio::io::AsyncWriteExt;
+    let sent = async {
+        let mut conn = endpoint.connect().await?;
+        conn.write_all(agent_proto::READY_LINE)
+            .await
+            .map_err(|source| agent_proto::TransportError::Connect {
+                endpoint: endpoint.to_string(),
+                source,
+            })?;
+        let _ = conn.shutdown().await;
+        Ok::<(), agent_proto::TransportError>(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), sent).await {
+        Ok(Ok(())) => debug!("announced readiness to {endpoint}"),
+        Ok(Err(e)) => warn!("cannot announce readiness: {e}"),
+        Err(_) => warn!("cannot announce readiness to {endpoint}: timed out"),
     }
 }
 

@@ -2,10 +2,11 @@
 //! stream, wait, signal, resize. Starting is in `start.rs`.
 //!
 //! A process moves through [`Phase`]s: created → running → exited (reaped)
-//! → done (every output stream delivered its last byte). It belongs to the
-//! control session that created it: when that session closes, processes
-//! never started are dropped, finished ones are forgotten, and running ones
-//! are forgotten as soon as they are done.
+//! → done (every output stream delivered its last byte). It is forgotten
+//! once done and waited for. It belongs to the control session that created
+//! it: when that session closes, processes never started are dropped,
+//! finished ones are forgotten, and running ones are forgotten as soon as
+//! they are done.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -174,6 +175,11 @@ impl ProcessTable {
         });
     }
 
+    /// Forgets a process.
+    pub fn forget(&self, id: ProcessId) {
+        self.lock().remove(&id);
+    }
+
     /// Publishes the final status (waits return it) and forgets the process
     /// if its session is gone. One lock with [`Self::session_closed`]: no
     /// process is missed by both.
@@ -267,7 +273,12 @@ pub async fn wait(table: &ProcessTable, id: ProcessId) -> Result<ExitStatus, Pro
     }
     let done = phase.wait_for(|p| matches!(p, Phase::Done(_))).await;
     match done.as_deref() {
-        Ok(Phase::Done(status)) => Ok(*status),
+        Ok(Phase::Done(status)) => {
+            // Waited for: forgotten. Waits already outstanding hold the
+            // process and get the same answer; later ones get NotFound.
+            table.forget(id);
+            Ok(*status)
+        }
         _ => Err(ProcessError::Internal {
             id,
             message: "lost track of the process".into(),

@@ -15,6 +15,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::command::Command;
 use crate::fdio;
+use crate::rootfs::{self, EnterStep, RootPlan};
 
 /// The steps of the child, in order; the code travels through the pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,25 @@ pub enum Step {
     Uid = 7,
     Cwd = 8,
     Exec = 9,
+    RootNamespace = 10,
+    RootBind = 11,
+    RootProc = 12,
+    RootSys = 13,
+    RootDev = 14,
+    RootPivot = 15,
+}
+
+impl From<EnterStep> for Step {
+    fn from(step: EnterStep) -> Step {
+        match step {
+            EnterStep::MountNamespace => Step::RootNamespace,
+            EnterStep::BindRoot => Step::RootBind,
+            EnterStep::Proc => Step::RootProc,
+            EnterStep::Sys => Step::RootSys,
+            EnterStep::Dev => Step::RootDev,
+            EnterStep::Pivot => Step::RootPivot,
+        }
+    }
 }
 
 impl Step {
@@ -43,6 +63,12 @@ impl Step {
             7 => Step::Uid,
             8 => Step::Cwd,
             9 => Step::Exec,
+            10 => Step::RootNamespace,
+            11 => Step::RootBind,
+            12 => Step::RootProc,
+            13 => Step::RootSys,
+            14 => Step::RootDev,
+            15 => Step::RootPivot,
             _ => return None,
         })
     }
@@ -110,6 +136,29 @@ impl ChildFailure {
             ),
             Some(Step::Cwd) => format!("cannot change to working directory \"{}\": {err}", command.cwd),
             Some(Step::Exec) => format!("cannot exec \"{}\": {err}", program.to_string_lossy()),
+            Some(
+                step @ (Step::RootNamespace
+                | Step::RootBind
+                | Step::RootProc
+                | Step::RootSys
+                | Step::RootDev
+                | Step::RootPivot),
+            ) => {
+                let what = match step {
+                    Step::RootNamespace => "cannot create a mount namespace",
+                    Step::RootBind => "cannot bind the root onto itself",
+                    Step::RootProc => "cannot mount /proc in it",
+                    Step::RootSys => "cannot mount /sys in it",
+                    Step::RootDev => "cannot bind /dev into it",
+                    _ => "cannot pivot into it",
+                };
+                let root = command
+                    .root
+                    .as_deref()
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default();
+                format!("cannot enter the root filesystem \"{root}\": {what}: {err}")
+            }
             None => format!("the child failed before exec: {err}"),
         }
     }
@@ -125,6 +174,7 @@ struct ChildPlan<'a> {
     stdio: &'a ChildStdio,
     ids: Option<(libc::uid_t, libc::gid_t)>,
     groups: &'a [libc::gid_t],
+    root: Option<RootPlan>,
 }
 
 /// Forks a child that runs `command` as `program` on `stdio`. Returns its
@@ -159,6 +209,7 @@ pub fn fork_exec(
         stdio,
         ids: command.user.as_ref().map(|u| (u.uid, u.gid)),
         groups: &groups,
+        root: command.root_c.clone().map(|root| RootPlan { root }),
     };
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;
@@ -260,7 +311,13 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
                 fail(status_fd, Step::Stdio);
             }
         }
-        // 5-7. Identity. Raw syscalls: they change only this (the only)
+        // 5. The root filesystem, while still privileged.
+        if let Some(root) = &plan.root {
+            if let Err(step) = rootfs::enter(root) {
+                fail(status_fd, step.into());
+            }
+        }
+        // 6-8. Identity. Raw syscalls: they change only this (the only)
         //      thread, without libc's cross-thread broadcast.
         if let Some((uid, gid)) = plan.ids {
             if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) < 0 {
@@ -273,11 +330,11 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
                 fail(status_fd, Step::Uid);
             }
         }
-        // 8. The working directory.
+        // 9. The working directory.
         if libc::chdir(plan.cwd) < 0 {
             fail(status_fd, Step::Cwd);
         }
-        // 9. exec; the status pipe closes on success.
+        // 10. exec; the status pipe closes on success.
         libc::execve(plan.path, plan.argv, plan.envp);
         fail(status_fd, Step::Exec)
     }
@@ -334,7 +391,7 @@ mod tests {
         assert!(f
             .describe(&command, program)
             .starts_with("cannot exec \"/bin/x\": Permission denied"));
-        for code in 1..=9 {
+        for code in 1..=15 {
             assert_eq!(Step::from_code(code).map(|s| s as u32), Some(code));
         }
         assert_eq!(Step::from_code(0), None);

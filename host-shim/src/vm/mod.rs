@@ -84,8 +84,8 @@ impl VmConfig {
         }
     }
 
-    /// The guest kernel command line.
-    pub fn cmdline(&self) -> String {
+    /// The guest kernel command line for a guest run with `accel`.
+    pub fn cmdline(&self, accel: Accel) -> String {
         // reboot=t: a triple-fault reboot, the quickest way out of a microvm
         // (QEMU runs with -no-reboot); panic=-1: a panic reboots at once.
         let mut words = vec![
@@ -100,6 +100,11 @@ impl VmConfig {
             "i8042.nomux",
             "i8042.dumbkbd",
         ];
+        // Under TCG there is no TSC-deadline timer, and calibrating the local
+        // APIC timer costs two emulated 100 ms waits; the PIT serves instead.
+        if accel == Accel::Tcg {
+            words.push("nolapic_timer");
+        }
         if self.rootfs.is_some() {
             words.push("vminitd.rootfs=/dev/vda");
         }
@@ -131,6 +136,7 @@ impl Vm {
         let (accel, accel_reason) = accel::choose(cfg.accel);
         let vsock = VsockBackend::start(dir.path()).await?;
         profile.mark("vsock backend ready");
+        let (notify, notify_url) = vsock.notify_listener()?;
         let console_log = dir.path().join("console.log");
         let qemu_cfg = QemuConfig {
             qemu: cfg.qemu.clone(),
@@ -139,7 +145,7 @@ impl Vm {
             memory_mib: cfg.memory_mib,
             kernel: cfg.kernel.clone(),
             initramfs: cfg.initramfs.clone(),
-            cmdline: cfg.cmdline(),
+            cmdline: format!("{} vminitd.notify={notify_url}", cfg.cmdline(accel)),
             console_log: console_log.clone(),
             disks: cfg.rootfs.iter().cloned().collect(),
             vsock_args: vsock.qemu_args(),
@@ -169,7 +175,7 @@ impl Vm {
             accel_reason,
             dir,
         };
-        let client = vm.connect(cfg.boot_timeout, &qemu_log).await?;
+        let client = vm.connect(&notify, cfg.boot_timeout, &qemu_log).await?;
         profile.mark("agent connected");
         let (sent, rtt) = client.hello_timing();
         profile.add_guest(&client.hello().boot, client.hello().now_ns, sent, rtt);
@@ -177,11 +183,20 @@ impl Vm {
         Ok(vm)
     }
 
-    /// Dials the agent until it answers, QEMU dies, or the deadline passes.
-    async fn connect(&mut self, timeout: Duration, qemu_log: &std::path::Path) -> Result<Client, VmError> {
+    /// Waits for the agent's readiness announcement, then dials it; fails
+    /// when QEMU dies or the deadline passes first.
+    async fn connect(
+        &mut self,
+        notify: &vsock::NotifyListener,
+        timeout: Duration,
+        qemu_log: &std::path::Path,
+    ) -> Result<Client, VmError> {
         let endpoint = self.vsock.endpoint(AGENT_PORT);
         let deadline = Instant::now() + timeout;
-        let mut last_error = String::from("no attempt yet");
+        let ready = notify.ready();
+        tokio::pin!(ready);
+        let mut last_error = String::from("the agent never announced that it listens");
+        let mut announced = false;
         loop {
             if let Some(status) = self.qemu.try_status() {
                 let mut console = console::tail(&self.console_log, CONSOLE_LINES);
@@ -202,6 +217,20 @@ impl Vm {
                     last_error,
                     console: console::tail(&self.console_log, CONSOLE_LINES),
                 });
+            }
+            if !announced {
+                // Check on QEMU every few milliseconds while waiting.
+                match tokio::time::timeout(Duration::from_millis(5), &mut ready).await {
+                    Ok(Ok(())) => announced = true,
+                    Ok(Err(e)) => {
+                        last_error = format!("readiness announcement: {e}");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(_) => continue,
+                }
+                if !announced {
+                    continue;
+                }
             }
             let attempt = (deadline - now).min(Duration::from_secs(2));
             match tokio::time::timeout(attempt, Client::connect(&endpoint)).await {

@@ -51,6 +51,9 @@ impl QemuConfig {
             "memory-backend-memfd,id=mem,size={}M,share=on",
             self.memory_mib
         ));
+        // Modern (virtio 1.0) devices rather than QEMU 7.2's legacy default.
+        push("-global");
+        push("virtio-mmio.force-legacy=false");
         push("-nodefaults");
         push("-no-user-config");
         push("-nographic");

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_proto::Endpoint;
+use agent_proto::{Endpoint, READY_LINE};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixListener;
+use tokio_vsock::{VsockAddr, VsockListener};
 
 use super::child::Supervised;
 use super::VmError;
@@ -17,6 +20,10 @@ use super::VmError;
 /// The guest CID used with the vhost-user backend (each VM has its own
 /// daemon, so every guest can be CID 3).
 const USER_BACKEND_CID: u32 = 3;
+
+/// The host port the agent announces readiness to, with the vhost-user
+/// backend (each VM has its own daemon, so one port serves).
+const NOTIFY_PORT: u32 = 1025;
 
 /// How long the daemon may take to create its socket.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,11 +132,77 @@ impl VsockBackend {
         }
     }
 
+    /// Listens for the agent's readiness announcement; returns the listener
+    /// and the `vminitd.notify=` value that makes the guest use it.
+    pub fn notify_listener(&self) -> Result<(NotifyListener, String), VmError> {
+        match self {
+            VsockBackend::Kernel { cid } => {
+                let port = 1025 + random_u32() % (1 << 30);
+                let listener =
+                    VsockListener::bind(VsockAddr::new(agent_proto::endpoint::CID_ANY, port)).map_err(|source| {
+                        VmError::Io {
+                            what: "listen on vsock port",
+                            path: port.to_string().into(),
+                            source,
+                        }
+                    })?;
+                Ok((NotifyListener::Vsock { listener, cid: *cid }, format!("vsock:2:{port}")))
+            }
+            VsockBackend::User { uds, .. } => {
+                // vhost-device-vsock forwards a guest's connection to host
+                // port P to the Unix socket "<uds-path>_P".
+                let port = NOTIFY_PORT;
+                let path = PathBuf::from(format!("{}_{port}", uds.display()));
+                let listener = UnixListener::bind(&path).map_err(|source| VmError::Io {
+                    what: "listen on",
+                    path,
+                    source,
+                })?;
+                Ok((NotifyListener::Unix(listener), format!("vsock:2:{port}")))
+            }
+        }
+    }
+
     /// A short name for logs and the profile.
     pub fn describe(&self) -> String {
         match self {
             VsockBackend::Kernel { cid } => format!("vhost-vsock (kernel), guest CID {cid}"),
             VsockBackend::User { daemon, .. } => format!("{} (vhost-user), pid {}", daemon.name(), daemon.pid()),
+        }
+    }
+}
+
+/// Where the agent's readiness announcement arrives.
+pub enum NotifyListener {
+    Unix(UnixListener),
+    /// The kernel's vsock: only a connection from our guest's CID counts.
+    Vsock {
+        listener: VsockListener,
+        cid: u32,
+    },
+}
+
+impl NotifyListener {
+    /// Waits for the agent to announce that it listens.
+    pub async fn ready(&self) -> std::io::Result<()> {
+        loop {
+            let mut line = Vec::new();
+            match self {
+                NotifyListener::Unix(l) => {
+                    let (s, _) = l.accept().await?;
+                    s.take(16).read_to_end(&mut line).await?;
+                }
+                NotifyListener::Vsock { listener, cid } => {
+                    let (s, peer) = listener.accept().await?;
+                    if peer.cid() != *cid {
+                        continue;
+                    }
+                    s.take(16).read_to_end(&mut line).await?;
+                }
+            }
+            if line == READY_LINE {
+                return Ok(());
+            }
         }
     }
 }

@@ -71,7 +71,10 @@ fn boot(runs: usize) {
     println!("  vmshim run -- true               median {ours_m:8.1} ms");
     println!("  baseline: QEMU + busybox init    median {base_m:8.1} ms");
     println!("  ratio (vmshim / baseline)               {:8.3}", ours_m / base_m);
-    println!("  guest /init entered -> listening median {:8.3} ms", median(init_to_listen));
+    println!(
+        "  guest /init entered -> listening median {:8.3} ms",
+        median(init_to_listen)
+    );
 }
 
 /// One `vmshim run -- true`: wall time, and the guest's /init → listening.
@@ -105,8 +108,14 @@ fn busybox_true_initramfs(dir: &Path) -> PathBuf {
     let mut archive = initramfs::Archive::new();
     initramfs::layout::add_skeleton(&mut archive);
     archive.file_from_path("/bin/busybox", "/bin/busybox", 0o755);
-    archive.file("/init", "#!/bin/busybox sh\n/bin/busybox true\n/bin/busybox reboot -f\n", 0o755);
-    archive.write_to_path(&path).unwrap_or_else(|e| fail(&format!("baseline initramfs: {e}")));
+    archive.file(
+        "/init",
+        "#!/bin/busybox sh\n/bin/busybox true\n/bin/busybox reboot -f\n",
+        0o755,
+    );
+    archive
+        .write_to_path(&path)
+        .unwrap_or_else(|e| fail(&format!("baseline initramfs: {e}")));
     path
 }
 
@@ -119,7 +128,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         memory_mib: 256,
         kernel: kernel.to_path_buf(),
         initramfs: initrd.to_path_buf(),
-        cmdline: host_shim::vm::VmConfig::new(kernel.into(), initrd.into()).cmdline(),
+        cmdline: host_shim::vm::VmConfig::new(kernel.into(), initrd.into()).cmdline(accel),
         console_log: dir.join("baseline-console.log"),
         disks: Vec::new(),
         vsock_args: Vec::new(),

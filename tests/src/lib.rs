@@ -1,0 +1,231 @@
+//! Test harness: the agent as PID 1 of a fresh PID + mount namespace on the
+//! host, reached over a Unix socket, exactly as a VM's agent is reached over
+//! vsock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_proto::{Endpoint, ExitStatus, ProcessSpec};
+use host_shim::exec::{exec, ExecIo};
+use host_shim::{Client, ClientError};
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A binary of the workspace: `$ENV_VAR` if set, else the newest of the
+/// release musl build and the debug build.
+pub fn binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let candidates = [
+        target.join("x86_64-unknown-linux-musl/release").join(name),
+        target.join("release").join(name),
+        target.join("debug").join(name),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| {
+            panic!("{name} is not built: run `make test`, or `cargo build -p {name}` first, or set {env_var}")
+        })
+}
+
+/// The vminitd binary under test.
+pub fn vminitd_bin() -> PathBuf {
+    binary("vminitd", "VMINITD_BIN")
+}
+
+/// The vmshim binary under test.
+pub fn vmshim_bin() -> PathBuf {
+    binary("vmshim", "VMSHIM_BIN")
+}
+
+/// A fresh scratch directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vminitd-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// vminitd running as PID 1 of its own PID and mount namespaces.
+pub struct NamespacedAgent {
+    /// The `unshare` process; vminitd is its only child.
+    pub unshare: Child,
+    pub endpoint: Endpoint,
+    pub dir: TempDir,
+}
+
+impl NamespacedAgent {
+    /// Starts the agent and waits until it answers `hello`.
+    pub async fn start() -> NamespacedAgent {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the agent with extra vminitd flags.
+    pub async fn start_with(extra: &[&str]) -> NamespacedAgent {
+        let dir = TempDir::new("agent");
+        let sock = dir.path().join("agent.sock");
+        let endpoint = Endpoint::Unix(sock.clone());
+        let mut cmd = Command::new("unshare");
+        // Without root, a user namespace maps us to root inside.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            cmd.args(["--user", "--map-root-user"]);
+        }
+        cmd.args(["--pid", "--mount", "--fork", "--kill-child"])
+            .arg(vminitd_bin())
+            .arg("--listen")
+            .arg(endpoint.to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let unshare = cmd.spawn().expect("spawn unshare (util-linux)");
+        let agent = NamespacedAgent { unshare, endpoint, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Err(e) = Client::connect_with_deadline(&agent.endpoint, deadline).await {
+            panic!("the agent never answered on {}: {e}", agent.endpoint);
+        }
+        agent
+    }
+
+    /// A new control session.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.endpoint).await.expect("connect to the agent")
+    }
+
+    /// The host pid of vminitd (the child of `unshare`).
+    pub fn agent_host_pid(&self) -> i32 {
+        let path = format!("/proc/{0}/task/{0}/children", self.unshare.id());
+        let children = std::fs::read_to_string(&path).unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("vminitd is unshare's child")
+    }
+
+    /// Waits up to `timeout` for the namespace to end; returns unshare's status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.unshare.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for NamespacedAgent {
+    fn drop(&mut self) {
+        // --kill-child: vminitd, and with it the whole PID namespace, dies
+        // with unshare.
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+/// What a process printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExitStatus,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A shared in-memory sink for captured output.
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs `spec` with `stdin` as input and captures stdout and stderr.
+pub async fn run(client: &Client, spec: ProcessSpec, stdin: Option<Vec<u8>>) -> Result<Output, ClientError> {
+    let (out, err) = (Capture::default(), Capture::default());
+    let io = ExecIo {
+        stdin: stdin.map(|data| Box::new(std::io::Cursor::new(data)) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        stdout: Some(Box::new(out.clone())),
+        stderr: Some(Box::new(err.clone())),
+    };
+    let status = exec(client, spec, io).await?;
+    Ok(Output {
+        stdout: out.take(),
+        stderr: err.take(),
+        status,
+    })
+}
+
+/// A process spec for `sh -c SCRIPT`.
+pub fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec {
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}

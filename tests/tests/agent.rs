@@ -1,0 +1,584 @@
+//! The agent as PID 1 of a PID + mount namespace on the host, driven through
+//! the host library: processes, streams, terminals, signals, reaping, and
+//! hostile clients.
+
+use std::time::Duration;
+
+use agent_proto::{
+    encode_frame, read_frame, write_frame, AttachReply, Endpoint, ErrorCode, Open, Outcome, ProcessSpec, Response,
+    StreamKind, Transport, User, WindowSize, MAX_FRAME_LEN,
+};
+use host_shim::exec::{spawn, ExecIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vminitd_tests::{run, sh, Capture, NamespacedAgent};
+
+/// The agent still serves: a new connection gets a hello answer.
+async fn assert_serving(agent: &NamespacedAgent) {
+    let client = agent.client().await;
+    assert_eq!(client.hello().version, agent_proto::PROTOCOL_VERSION);
+    assert_eq!(client.hello().mode, "namespace");
+}
+
+#[tokio::test]
+async fn output_and_exit_code() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let out = run(&client, sh("echo hi; echo oops >&2; exit 42"), None).await.unwrap();
+    assert_eq!(out.stdout_str(), "hi\n");
+    assert_eq!(out.stderr_str(), "oops\n");
+    assert_eq!(out.status.code, Some(42));
+    assert_eq!(out.status.signal, None);
+}
+
+#[tokio::test]
+async fn hello_carries_the_boot_timeline() {
+    let agent = NamespacedAgent::start().await;
+    let hello = agent.client().await.hello().clone();
+    assert!(hello.agent.starts_with("vminitd "), "{}", hello.agent);
+    let names: Vec<&str> = hello.boot.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["entered", "mounts_done", "network_up", "listening"]);
+    let times: Vec<u64> = hello.boot.phases.iter().map(|p| p.boottime_ns).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "phases out of order: {times:?}");
+    assert!(hello.now_ns >= times[3]);
+}
+
+#[tokio::test]
+async fn env_cwd_and_user() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let spec = ProcessSpec {
+        env: vec!["GREETING=hello there".into()],
+        cwd: Some("/proc".into()),
+        user: Some(User {
+            uid: 1234,
+            gid: 5678,
+            additional_gids: vec![10, 20],
+        }),
+        ..sh("echo \"$GREETING\"; pwd; id -u; id -g; id -G; echo \"$PATH\"")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    let lines: Vec<String> = out.stdout_str().lines().map(str::to_owned).collect();
+    assert_eq!(
+        lines[..4],
+        ["hello there", "/proc", "1234", "5678"],
+        "{}",
+        out.stderr_str()
+    );
+    let mut groups: Vec<&str> = lines[4].split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["10", "20", "5678"]);
+    assert!(lines[5].contains("/usr/bin"), "a default PATH is given: {}", lines[5]);
+}
+
+#[tokio::test]
+async fn stdin_round_trip() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let input: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let out = run(
+        &client,
+        ProcessSpec {
+            args: vec!["cat".into()],
+            ..Default::default()
+        },
+        Some(input.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code, Some(0));
+    assert_eq!(out.stdout.len(), input.len());
+    assert!(out.stdout == input, "stdin came back altered");
+    // Half-close is end-of-file: wc sees every byte and then finishes.
+    let out = run(&client, sh("wc -c"), Some(b"12345".to_vec())).await.unwrap();
+    assert_eq!(out.stdout_str().trim(), "5");
+}
+
+/// `seq 1 n` as the process prints it.
+fn seq(n: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 1..=n {
+        v.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    v
+}
+
+#[tokio::test]
+async fn sixty_four_mib_on_stdout_and_stderr_arrive_intact() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    // 9,000,000 lines of seq are over 64 MiB on each stream, and the process
+    // exits right after its last write.
+    let n = 9_000_000;
+    let expected = seq(n);
+    assert!(expected.len() > 64 << 20);
+    let out = run(&client, sh(&format!("seq 1 {n} >&2 & exec seq 1 {n}")), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status.code, Some(0));
+    assert_eq!(out.stdout.len(), expected.len(), "stdout length");
+    assert_eq!(out.stderr.len(), expected.len(), "stderr length");
+    assert!(out.stdout == expected, "stdout bytes differ");
+    assert!(out.stderr == expected, "stderr bytes differ");
+}
+
+#[tokio::test]
+async fn signals() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    // Death by signal is reported as the signal.
+    let running = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
+    client.signal(running.process, libc::SIGKILL).await.unwrap();
+    let status = running.wait(&client).await.unwrap();
+    assert_eq!((status.code, status.signal), (None, Some(libc::SIGKILL)));
+    assert_eq!(status.shell_code(), 137);
+    // A handled signal reaches the process, which decides how to end.
+    let out = Capture::default();
+    let io = ExecIo {
+        stdout: Some(Box::new(out.clone())),
+        ..Default::default()
+    };
+    let running = spawn(
+        &client,
+        sh("trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"),
+        io,
+    )
+    .await
+    .unwrap();
+    wait_for(&out, "ready").await;
+    client.signal(running.process, libc::SIGTERM).await.unwrap();
+    let status = running.wait(&client).await.unwrap();
+    assert_eq!(status.code, Some(7));
+    assert!(String::from_utf8_lossy(&out.take()).contains("got TERM"));
+    // A signal number that does not exist is refused.
+    let running = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
+    let err = client.signal(running.process, 999).await.unwrap_err();
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::InvalidRequest),
+        "{err}"
+    );
+    client.signal(running.process, libc::SIGTERM).await.unwrap();
+    assert_eq!(running.wait(&client).await.unwrap().signal, Some(libc::SIGTERM));
+}
+
+/// Waits until the captured output contains `needle`.
+async fn wait_for(out: &Capture, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        seen.extend(out.take());
+        if String::from_utf8_lossy(&seen).contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never saw {needle:?} in {:?}", String::from_utf8_lossy(&seen));
+}
+
+#[tokio::test]
+async fn terminal_and_resize() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let spec = ProcessSpec {
+        terminal: true,
+        size: Some(WindowSize { rows: 40, cols: 100 }),
+        ..sh("tty; stty size; [ -t 0 ] && echo stdin-is-a-tty")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    let text = out.stdout_str();
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("40 100"), "{text:?}");
+    assert!(text.contains("stdin-is-a-tty"), "{text:?}");
+    assert_eq!(out.status.code, Some(0));
+
+    // A resize reaches the process as SIGWINCH and a new size.
+    let out = Capture::default();
+    let spec = ProcessSpec {
+        terminal: true,
+        size: Some(WindowSize { rows: 24, cols: 80 }),
+        ..sh("trap 'stty size; exit 3' WINCH; echo ready; while :; do sleep 0.05; done")
+    };
+    let io = ExecIo {
+        stdout: Some(Box::new(out.clone())),
+        ..Default::default()
+    };
+    let running = spawn(&client, spec, io).await.unwrap();
+    wait_for(&out, "ready").await;
+    client.resize(running.process, 50, 120).await.unwrap();
+    let status = running.wait(&client).await.unwrap();
+    assert_eq!(status.code, Some(3));
+    assert!(String::from_utf8_lossy(&out.take()).contains("50 120"));
+
+    // Resizing a process without a terminal is refused.
+    let running = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
+    let err = client.resize(running.process, 1, 1).await.unwrap_err();
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::InvalidState),
+        "{err}"
+    );
+    client.signal(running.process, libc::SIGKILL).await.unwrap();
+    running.wait(&client).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_hundred_processes_at_once() {
+    let agent = NamespacedAgent::start().await;
+    let client = std::sync::Arc::new(agent.client().await);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let spec = ProcessSpec {
+                args: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "sleep 0.2; echo $1; exit $(($1 % 100))".into(),
+                    "sh".into(),
+                    i.to_string(),
+                ],
+                ..Default::default()
+            };
+            let out = run(&client, spec, None).await.unwrap();
+            assert_eq!(out.stdout_str(), format!("{i}\n"));
+            assert_eq!(out.status.code, Some(i % 100));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every process was forgotten once waited for.
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.processes, 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn orphaned_grandchildren_are_reaped() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    // The shell exits at once; its children are re-parented to PID 1 (the
+    // agent) and exit later.
+    let out = run(
+        &client,
+        sh("for i in 1 2 3 4 5; do (sleep 0.3; exit 3) & done; exit 0"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code, Some(0));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Inside the namespace, /proc lists only its own processes.
+    let out = run(&client, sh("cat /proc/[0-9]*/stat 2>/dev/null"), None)
+        .await
+        .unwrap();
+    let stats = out.stdout_str();
+    let zombies: Vec<&str> = stats
+        .lines()
+        .filter(|l| l.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        .collect();
+    assert!(zombies.is_empty(), "zombies left: {zombies:?}");
+    let pid1 = stats
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .expect("PID 1 is in this namespace's /proc");
+    assert!(pid1.contains("(vminitd)"), "{pid1}");
+}
+
+#[tokio::test]
+async fn exec_failures_are_clear_errors() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let err = run(
+        &client,
+        ProcessSpec {
+            args: vec!["no-such-program".into()],
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    let e = err.agent_error().expect("an agent error").clone();
+    assert_eq!(e.code, ErrorCode::ExecFailed);
+    assert!(
+        e.message.contains("no-such-program") && e.message.contains("not found"),
+        "{}",
+        e.message
+    );
+
+    let err = run(
+        &client,
+        ProcessSpec {
+            cwd: Some("/no/such/dir".into()),
+            ..sh("true")
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    let e = err.agent_error().expect("an agent error").clone();
+    assert_eq!(e.code, ErrorCode::ExecFailed);
+    assert!(e.message.contains("/no/such/dir"), "{}", e.message);
+
+    let err = run(
+        &client,
+        ProcessSpec {
+            args: vec!["/etc/hostname".into()],
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.agent_error().map(|e| e.code), Some(ErrorCode::ExecFailed), "{err}");
+
+    let err = client.create(ProcessSpec::default()).await.unwrap_err();
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::InvalidRequest),
+        "{err}"
+    );
+    let err = client
+        .create(ProcessSpec {
+            env: vec!["NOEQUALS".into()],
+            ..sh("true")
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NOEQUALS"), "{err}");
+    assert_serving(&agent).await;
+}
+
+/// Sends raw bytes as a new connection and returns what the agent answers
+/// before closing.
+async fn raw_exchange(endpoint: &Endpoint, bytes: &[u8]) -> Vec<u8> {
+    let mut conn = endpoint.connect().await.unwrap();
+    conn.write_all(bytes).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .expect("the agent closes a connection it cannot serve")
+        .ok();
+    answer
+}
+
+/// Decodes the one error response in `answer`.
+fn error_code(answer: &[u8]) -> ErrorCode {
+    assert!(answer.len() > 4, "expected one response frame, got {answer:?}");
+    let len = u32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]) as usize;
+    assert_eq!(answer.len(), 4 + len, "exactly one frame, then the close");
+    let resp: Response = serde_json::from_slice(&answer[4..]).expect("a response frame");
+    assert_eq!(resp.id, 0, "errors about unreadable frames carry id 0");
+    match resp.outcome {
+        Outcome::Err(e) => e.code,
+        Outcome::Ok(v) => panic!("expected an error, got {v}"),
+    }
+}
+
+#[tokio::test]
+async fn hostile_frames_get_errors_and_the_agent_keeps_serving() {
+    let agent = NamespacedAgent::start().await;
+    let ep = &agent.endpoint;
+
+    // Garbage: an HTTP request read as a length prefix is far over the limit.
+    let answer = raw_exchange(ep, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(error_code(&answer), ErrorCode::BadFrame);
+    assert_serving(&agent).await;
+
+    // A frame over the limit.
+    let answer = raw_exchange(ep, &((MAX_FRAME_LEN as u32) + 1).to_be_bytes()).await;
+    assert_eq!(error_code(&answer), ErrorCode::BadFrame);
+    assert_serving(&agent).await;
+
+    // A truncated frame: the length says 100, 10 bytes come, then EOF.
+    let mut bytes = 100u32.to_be_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"open\":\"c");
+    let answer = raw_exchange(ep, &bytes).await;
+    if !answer.is_empty() {
+        assert_eq!(error_code(&answer), ErrorCode::BadFrame);
+    }
+    assert_serving(&agent).await;
+
+    // Invalid JSON in a well-formed frame.
+    let mut bytes = 5u32.to_be_bytes().to_vec();
+    bytes.extend_from_slice(b"{oops");
+    assert_eq!(error_code(&raw_exchange(ep, &bytes).await), ErrorCode::BadFrame);
+    assert_serving(&agent).await;
+
+    // A first frame that is JSON but no known opening.
+    let answer = raw_exchange(ep, &encode_frame(&serde_json::json!({"open": "teleport"})).unwrap()).await;
+    assert_eq!(error_code(&answer), ErrorCode::InvalidRequest);
+
+    // On a control session: an unknown op is unsupported and the session goes
+    // on; a known op with bad fields is invalid and the session goes on; then
+    // bad JSON closes the session.
+    let mut conn = ep.connect().await.unwrap();
+    write_frame(&mut conn, &Open::Control).await.unwrap();
+    for (req, code) in [
+        (serde_json::json!({"id": 1, "op": "teleport"}), ErrorCode::Unsupported),
+        (
+            serde_json::json!({"id": 2, "op": "wait", "process": "seven"}),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            serde_json::json!({"id": 3, "op": "wait", "process": 999999}),
+            ErrorCode::NotFound,
+        ),
+        (
+            serde_json::json!({"id": 4, "op": "hello", "version": 999, "client": "t"}),
+            ErrorCode::VersionMismatch,
+        ),
+    ] {
+        write_frame(&mut conn, &req).await.unwrap();
+        let resp: Response = read_frame(&mut conn, MAX_FRAME_LEN).await.unwrap().unwrap();
+        assert_eq!(resp.id, req["id"].as_u64().unwrap());
+        assert!(
+            matches!(resp.outcome, Outcome::Err(ref e) if e.code == code),
+            "{req}: {resp:?}"
+        );
+    }
+    write_frame(&mut conn, &serde_json::json!({"id": 5, "op": "stats"}))
+        .await
+        .unwrap();
+    let resp: Response = read_frame(&mut conn, MAX_FRAME_LEN).await.unwrap().unwrap();
+    assert!(
+        matches!(resp.outcome, Outcome::Ok(_)),
+        "the session still works: {resp:?}"
+    );
+    conn.write_all(&[0, 0, 0, 2, b'}', b'{']).await.unwrap();
+    let resp: Response = read_frame(&mut conn, MAX_FRAME_LEN).await.unwrap().unwrap();
+    assert!(
+        matches!(resp.outcome, Outcome::Err(ref e) if e.code == ErrorCode::BadFrame),
+        "{resp:?}"
+    );
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after a bad frame");
+    assert_serving(&agent).await;
+}
+
+#[tokio::test]
+async fn attach_errors() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    // A process that does not exist.
+    let err = client.attach(424242, StreamKind::Stdout).await.unwrap_err();
+    assert_eq!(err.agent_error().map(|e| e.code), Some(ErrorCode::NotFound), "{err}");
+    // After start, attaching is too late.
+    let running = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
+    let err = client.attach(running.process, StreamKind::Stdout).await.unwrap_err();
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::InvalidState),
+        "{err}"
+    );
+    client.signal(running.process, libc::SIGKILL).await.unwrap();
+    running.wait(&client).await.unwrap();
+    // A raw attach frame for a missing process gets an error frame and a close.
+    let mut conn = agent.endpoint.connect().await.unwrap();
+    write_frame(
+        &mut conn,
+        &Open::Attach {
+            process: 77,
+            stream: StreamKind::Stdin,
+        },
+    )
+    .await
+    .unwrap();
+    let reply: AttachReply = read_frame(&mut conn, MAX_FRAME_LEN).await.unwrap().unwrap();
+    assert!(
+        matches!(reply, Outcome::Err(ref e) if e.code == ErrorCode::NotFound),
+        "{reply:?}"
+    );
+    assert_serving(&agent).await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let process = client.create(sh("seq 1 3000000; echo done >&2")).await.unwrap();
+    let mut stdout = client.attach(process, StreamKind::Stdout).await.unwrap();
+    let mut stderr = client.attach(process, StreamKind::Stderr).await.unwrap();
+    client.start(process).await.unwrap();
+    let mut some = vec![0u8; 4096];
+    stdout.read_exact(&mut some).await.unwrap();
+    drop(stdout);
+    // The process is not blocked on a full pipe: it finishes.
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).await.unwrap();
+    assert_eq!(err, "done\n");
+    let status = client.wait(process).await.unwrap();
+    assert_eq!(status.code, Some(0));
+
+    // A control session that vanishes with a wait outstanding.
+    {
+        let c2 = agent.client().await;
+        let running = spawn(&c2, sh("sleep 0.3"), ExecIo::default()).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(50), c2.wait(running.process)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_serving(&agent).await;
+    assert_eq!(
+        agent.client().await.stats().await.unwrap().processes,
+        0,
+        "nothing is left in the table"
+    );
+}
+
+#[tokio::test]
+async fn stats_from_procfs() {
+    let agent = NamespacedAgent::start().await;
+    let stats = agent.client().await.stats().await.unwrap();
+    assert!(
+        stats.memory.total_bytes > 0 && stats.memory.available_bytes <= stats.memory.total_bytes,
+        "{stats:?}"
+    );
+    assert!(stats.agent_rss_bytes > 100 * 1024, "{stats:?}");
+    assert!(stats.uptime_s > 0.0);
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_in_order() {
+    let mut agent = NamespacedAgent::start_with(&["--grace-ms", "2000"]).await;
+    let client = agent.client().await;
+    // One process ends on TERM, the other ignores it and needs the KILL.
+    let polite = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
+    let stubborn = spawn(
+        &client,
+        sh("trap '' TERM; while :; do sleep 0.05; done"),
+        ExecIo::default(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    // SAFETY: sends a signal to a pid we just looked up.
+    unsafe { libc::kill(agent.agent_host_pid(), libc::SIGTERM) };
+    let status = polite.wait(&client).await.unwrap();
+    assert_eq!(status.signal, Some(libc::SIGTERM));
+    let _ = stubborn.wait(&client).await;
+    let exit = agent
+        .wait_exit(Duration::from_secs(15))
+        .expect("the agent exits after the grace period");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the grace period was honoured"
+    );
+    assert!(!agent.endpoint.to_string().is_empty());
+    if let Endpoint::Unix(path) = &agent.endpoint {
+        assert!(!path.exists(), "the socket file is removed");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_op_ends_the_agent() {
+    let mut agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    client.shutdown().await.unwrap();
+    let exit = agent.wait_exit(Duration::from_secs(15)).expect("the agent exits");
+    assert!(exit.success(), "{exit:?}");
+}

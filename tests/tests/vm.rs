@@ -1,0 +1,267 @@
+//! Real micro-VMs: `vmshim run` boots the guest kernel with vminitd as /init
+//! under QEMU (KVM where it really runs a guest, else TCG) and runs commands
+//! in the default busybox root filesystem.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vminitd_tests::{vmshim_bin, TempDir};
+
+fn vmshim_run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(vmshim_bin())
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmshim");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn echo_and_exit_codes() {
+    let out = vmshim_run(&["--", "sh", "-c", "echo hi from $(cat /proc/1/comm)"], b"");
+    assert_eq!(text(&out.stdout), "hi from vminitd\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = vmshim_run(&["--", "sh", "-c", "echo out; echo err >&2; exit 42"], b"");
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("out\n", Some(42)),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("err\n"));
+}
+
+#[test]
+fn death_by_signal_is_128_plus_n() {
+    let out = vmshim_run(&["--", "sh", "-c", "kill -9 $$"], b"");
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+}
+
+#[test]
+fn stdin_round_trip_and_big_stdout() {
+    let input: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let out = vmshim_run(&["-i", "--", "cat"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout == input,
+        "stdin came back altered ({} of {} bytes)",
+        out.stdout.len(),
+        input.len()
+    );
+
+    // Over 16 MiB on stdout, ending right at exit.
+    let n = 2_300_000u32;
+    let expected: Vec<u8> = (1..=n).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    assert!(expected.len() > 16 << 20);
+    let out = vmshim_run(&["--", "seq", "1", &n.to_string()], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), expected.len());
+    assert!(out.stdout == expected, "stdout bytes differ");
+}
+
+#[test]
+fn a_terminal_program() {
+    let out = vmshim_run(
+        &["-t", "--", "sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both-ttys"],
+        b"",
+    );
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("/dev/pts/") && s.contains("both-ttys"),
+        "{s:?} {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn two_vms_at_once() {
+    let a = std::thread::spawn(|| vmshim_run(&["--", "sh", "-c", "echo one"], b""));
+    let b = std::thread::spawn(|| vmshim_run(&["--", "sh", "-c", "echo two"], b""));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(text(&a.stdout), "one\n", "{}", text(&a.stderr));
+    assert_eq!(text(&b.stdout), "two\n", "{}", text(&b.stderr));
+}
+
+/// Every descendant of `pid` (from /proc/*/stat parent links).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            if let Some((_, rest)) = stat.rsplit_once(") ") {
+                if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
+                    parents.push((p, ppid));
+                }
+            }
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let cur = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+}
+
+/// Starts `vmshim run` with stdout piped and waits for `ready` on it.
+fn start_until_ready(args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(vmshim_bin())
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, out)
+}
+
+#[test]
+fn sigterm_to_vmshim_leaves_nothing_behind() {
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let (mut child, mut out) = start_until_ready(&["--", "sh", "-c", "trap '' TERM; echo ready; exec sleep 1000"]);
+        let helpers = descendants(child.id());
+        assert!(helpers.len() >= 1, "QEMU runs under vmshim");
+        let started = Instant::now();
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut rest = Vec::new();
+        let _ = out.read_to_end(&mut rest);
+        if signal == libc::SIGTERM {
+            // The process ignores TERM: after the grace period the VM is stopped.
+            assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+            assert!(started.elapsed() < Duration::from_secs(20));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while helpers.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<u32> = helpers.iter().copied().filter(|&p| alive(p)).collect();
+        assert!(left.is_empty(), "after signal {signal}, still running: {left:?}");
+    }
+}
+
+/// A throwaway initramfs whose /init is a busybox shell script.
+fn busybox_initramfs(dir: &Path, script: &str) -> PathBuf {
+    let path = dir.join("init.cpio");
+    let mut archive = initramfs::Archive::new();
+    initramfs::layout::add_skeleton(&mut archive);
+    archive.file_from_path("/bin/busybox", "/bin/busybox", 0o755);
+    archive.file("/init", format!("#!/bin/busybox sh\n{script}\n"), 0o755);
+    archive.write_to_path(&path).unwrap();
+    path
+}
+
+#[test]
+fn a_kernel_panic_is_a_clear_error() {
+    // An initramfs with no /init at all: the kernel panics looking for a root.
+    let dir = TempDir::new("panic");
+    let empty = dir.path().join("empty.cpio");
+    initramfs::Archive::new()
+        .dir("/dev", 0o755)
+        .write_to_path(&empty)
+        .unwrap();
+    let started = Instant::now();
+    let out = vmshim_run(
+        &[
+            "--initramfs",
+            empty.to_str().unwrap(),
+            "--boot-timeout",
+            "60",
+            "--",
+            "true",
+        ],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("exited") && err.to_lowercase().contains("panic"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "reported when the VM died, not at the deadline"
+    );
+}
+
+#[test]
+fn an_init_that_never_answers_is_a_clear_error() {
+    let dir = TempDir::new("silent");
+    let init = busybox_initramfs(dir.path(), "exec /bin/busybox sleep 1000");
+    let started = Instant::now();
+    let out = vmshim_run(
+        &[
+            "--initramfs",
+            init.to_str().unwrap(),
+            "--boot-timeout",
+            "6",
+            "--",
+            "true",
+        ],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("did not answer within 6s"), "{err}");
+    assert!(err.contains("guest console"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn boot_profile() {
+    let dir = TempDir::new("profile");
+    let trace = dir.path().join("trace.json");
+    let out = vmshim_run(&[&format!("--profile={}", trace.display()), "--", "true"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stderr);
+    for phase in [
+        "vmshim start",
+        "vsock backend ready",
+        "VMM spawned",
+        "kernel start",
+        "/init entered",
+        "mounts done",
+        "agent listening",
+        "agent connected",
+        "process started",
+        "process exited",
+        "VM gone",
+    ] {
+        assert!(table.contains(phase), "{phase} missing from:\n{table}");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    assert!(json["traceEvents"].as_array().unwrap().len() > 10);
+}
