@@ -1,7 +1,8 @@
 //! Running one process through the agent, with its stdio relayed.
 
 use agent_proto::{ExitStatus, ProcessId, ProcessSpec, StreamKind};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use agent_proto::Conn;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::client::{Client, ClientError};
@@ -31,38 +32,36 @@ pub struct Running {
 pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Running, ClientError> {
     let terminal = spec.terminal;
     let process = client.create(spec).await?;
-    let mut outputs = Vec::new();
-    let mut stdin = None;
-    if let Some(mut reader) = io.stdin {
-        let mut conn = client.attach(process, StreamKind::Stdin).await?;
-        stdin = Some(tokio::spawn(async move {
+    let stderr = if terminal { None } else { io.stderr };
+    // The streams are attached concurrently: each is a connection of its own.
+    let attach = |wanted: bool, kind| async move {
+        match wanted {
+            true => client.attach(process, kind).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (stdin_conn, stdout_conn, stderr_conn) = tokio::try_join!(
+        attach(io.stdin.is_some(), StreamKind::Stdin),
+        attach(io.stdout.is_some(), StreamKind::Stdout),
+        attach(stderr.is_some(), StreamKind::Stderr),
+    )?;
+    let stdin = match (io.stdin, stdin_conn) {
+        (Some(mut reader), Some(mut conn)) => Some(tokio::spawn(async move {
             // The process may exit before its input ends; a failed write then
             // is expected and harmless.
             let _ = tokio::io::copy(&mut reader, &mut conn).await;
             let _ = conn.shutdown().await;
-        }));
-    }
-    let out_streams = [
-        (StreamKind::Stdout, io.stdout),
-        (StreamKind::Stderr, if terminal { None } else { io.stderr }),
-    ];
-    for (kind, writer) in out_streams {
-        if let Some(mut writer) = writer {
-            let mut conn = client.attach(process, kind).await?;
-            outputs.push(tokio::spawn(async move {
-                if tokio::io::copy(&mut conn, &mut writer).await.is_ok() {
-                    let _ = writer.flush().await;
-                }
-            }));
+        })),
+        _ => None,
+    };
+    let mut outputs = Vec::new();
+    for (writer, conn) in [(io.stdout, stdout_conn), (stderr, stderr_conn)] {
+        if let (Some(mut writer), Some(conn)) = (writer, conn) {
+            outputs.push(tokio::spawn(async move { relay_output(conn, &mut writer).await }));
         }
     }
     let pid = client.start(process).await?;
-    Ok(Running {
-        process,
-        pid,
-        stdin,
-        outputs,
-    })
+    Ok(Running { process, pid, stdin, outputs })
 }
 
 impl Running {
@@ -79,6 +78,28 @@ impl Running {
             stdin.abort();
         }
         status
+    }
+}
+
+/// Copies one output stream to `writer` until the agent ends it. When the
+/// writer fails (a closed pipe on the host), the stream is still read to its
+/// end and discarded: closing it early with unread data would leave the
+/// guest's side waiting on some vsock backends, and the process blocked on a
+/// full pipe.
+async fn relay_output(mut conn: Conn, writer: &mut (dyn AsyncWrite + Send + Unpin)) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut writable = true;
+    loop {
+        let n = match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if writable && writer.write_all(&buf[..n]).await.is_err() {
+            writable = false;
+        }
+    }
+    if writable {
+        let _ = writer.flush().await;
     }
 }
 

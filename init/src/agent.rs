@@ -9,26 +9,44 @@ use tokio::sync::watch;
 use crate::config::Mode;
 use crate::process::{ProcessTable, SessionId};
 use crate::reaper::Reaper;
+use crate::rootfs::RootfsStatus;
 
 pub struct Agent {
     pub mode: Mode,
     pub boot: BootTimeline,
     pub reaper: Arc<Reaper>,
     pub processes: ProcessTable,
+    /// The processes' root filesystem (`vminitd.rootfs=`).
+    pub rootfs: watch::Receiver<RootfsStatus>,
     shutdown: watch::Sender<bool>,
     next_session: AtomicU64,
 }
 
 impl Agent {
-    pub fn new(mode: Mode, boot: BootTimeline, reaper: Arc<Reaper>) -> Agent {
+    pub fn new(mode: Mode, boot: BootTimeline, reaper: Arc<Reaper>, rootfs: watch::Receiver<RootfsStatus>) -> Agent {
         Agent {
             mode,
             boot,
             reaper,
             processes: ProcessTable::default(),
+            rootfs,
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The boot timeline so far: the phases up to listening, and the root
+    /// filesystem's, which is mounted beside them.
+    pub fn timeline(&self) -> BootTimeline {
+        let mut boot = self.boot.clone();
+        if let RootfsStatus::Ready { at_ns } = *self.rootfs.borrow() {
+            boot.phases.push(agent_proto::BootPhase {
+                name: "rootfs_ready".into(),
+                boottime_ns: at_ns,
+            });
+            boot.phases.sort_by_key(|p| p.boottime_ns);
+        }
+        boot
     }
 
     /// A number for a new control session.

@@ -23,6 +23,7 @@ mod console;
 mod fatal;
 mod fdio;
 mod mounts;
+mod netlink;
 mod network;
 mod process;
 mod procfs;
@@ -80,21 +81,26 @@ fn boot(mut timeline: Timeline, args: Vec<String>) -> ! {
     mounts.mount_rest();
     reopen_console(mode);
     timeline.mark("mounts_done");
+    let rootfs = match config.rootfs.clone() {
+        Some(device) => rootfs::mount_in_background(device),
+        None => tokio::sync::watch::channel(rootfs::RootfsStatus::Unused).1,
+    };
     bring_up_loopback(mode);
     timeline.mark("network_up");
-    if let Some(device) = &config.rootfs {
-        mount_rootfs(device);
-        timeline.mark("rootfs_ready");
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fatal::die(&format_args!("cannot start the async runtime: {e}")));
-    match runtime.block_on(serve(config, timeline, mounts)) {}
+    match runtime.block_on(serve(config, timeline, mounts, rootfs)) {}
 }
 
 /// From the runtime's start to the end of vminitd.
-async fn serve(config: Config, mut timeline: Timeline, mut mounts: Mounts) -> Infallible {
+async fn serve(
+    config: Config,
+    mut timeline: Timeline,
+    mut mounts: Mounts,
+    rootfs: tokio::sync::watch::Receiver<rootfs::RootfsStatus>,
+) -> Infallible {
     let reaper = Reaper::start().unwrap_or_else(|e| fatal::die(&e));
     let mut signals = shutdown::Signals::install()
         .unwrap_or_else(|e| fatal::die(&format_args!("cannot install signal handlers: {e}")));
@@ -109,7 +115,7 @@ async fn serve(config: Config, mut timeline: Timeline, mut mounts: Mounts) -> In
     if let Some(notify) = config.notify.clone() {
         tokio::spawn(announce_ready(notify));
     }
-    let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper));
+    let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper, rootfs));
     let reason = tokio::select! {
         reason = shutdown::requested(&agent, &mut signals) => reason,
         never = server::serve(agent.clone(), listener) => match never {},
@@ -212,14 +218,6 @@ fn bring_up_loopback(mode: Mode) {
         Ok(false) => debug!("lo was already up"),
         Err(e) if mode == Mode::Machine => warn!("{e}"),
         Err(e) => debug!("{e} (no network namespace of our own)"),
-    }
-}
-
-/// The processes' root filesystem (`vminitd.rootfs=`). Without it no
-/// process the host asks for could run: fatal.
-fn mount_rootfs(device: &std::path::Path) {
-    if let Err(e) = rootfs::mount(device) {
-        fatal::die(&e);
     }
 }
 

@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent_proto::GUEST_ROOTFS;
+use tokio::sync::watch;
+
+use crate::timeline;
 
 /// How long the root device may take to appear after the agent starts.
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +47,57 @@ pub enum RootfsError {
         target: &'static str,
         source: io::Error,
     },
+}
+
+/// Where the root filesystem stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsStatus {
+    /// No `vminitd.rootfs=`: processes with a root use whatever it names.
+    Unused,
+    Mounting,
+    /// Mounted; when, on `CLOCK_BOOTTIME`.
+    Ready {
+        at_ns: u64,
+    },
+    Failed(String),
+}
+
+/// Mounts `device` on a thread of its own, so that the agent listens while
+/// the block device is read; a process that needs the root waits for it
+/// ([`wait_ready`]).
+pub fn mount_in_background(device: PathBuf) -> watch::Receiver<RootfsStatus> {
+    let (tx, rx) = watch::channel(RootfsStatus::Mounting);
+    let work = move || match mount(&device) {
+        Ok(()) => RootfsStatus::Ready {
+            at_ns: timeline::boottime_ns(),
+        },
+        Err(e) => {
+            warn!("{e}");
+            RootfsStatus::Failed(e.to_string())
+        }
+    };
+    let spawned = std::thread::Builder::new().name("rootfs".into()).spawn({
+        let tx = tx.clone();
+        let work = work.clone();
+        move || {
+            tx.send_replace(work());
+        }
+    });
+    if spawned.is_err() {
+        tx.send_replace(work());
+    }
+    rx
+}
+
+/// Waits until the root filesystem is mounted; its error if it failed.
+pub async fn wait_ready(status: &watch::Receiver<RootfsStatus>) -> Result<(), String> {
+    let mut status = status.clone();
+    let settled = status.wait_for(|s| *s != RootfsStatus::Mounting).await;
+    match settled.as_deref() {
+        Ok(RootfsStatus::Failed(e)) => Err(e.clone()),
+        Ok(_) => Ok(()),
+        Err(_) => Err("the root filesystem mount was abandoned".into()),
+    }
 }
 
 /// Mounts `device` read-only under a tmpfs-backed overlay at [`GUEST_ROOTFS`].
@@ -77,7 +131,33 @@ pub fn mount(device: &Path) -> Result<(), RootfsError> {
         what: format!("overlay ({options})"),
         target: GUEST_ROOTFS,
         source,
-    })
+    })?;
+    // The kernel filesystems of the root, mounted once here: each process's
+    // mount namespace gets them with the recursive bind of the root.
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let api = [
+        ("proc", "proc", "proc", nosuid_nodev_noexec),
+        ("sysfs", "sys", "sysfs", nosuid_nodev_noexec | libc::MS_RDONLY),
+        ("/dev", "dev", "", libc::MS_BIND | libc::MS_REC),
+    ];
+    for (source, dir, fstype, flags) in api {
+        let target = format!("{GUEST_ROOTFS}/{dir}");
+        match std::fs::create_dir(&target) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(RootfsError::Mkdir {
+                    path: target.into(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        sys_mount(source, &target, fstype, flags, "").map_err(|e| RootfsError::Mount {
+            what: format!("{source} on /{dir} of the root"),
+            target: GUEST_ROOTFS,
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
 /// Block devices are probed by the kernel before /init runs; still, give a
@@ -175,6 +255,9 @@ pub fn is_executable_in_root(root: &Path, path: &str) -> bool {
 /// What the child needs to enter a root, prepared before fork.
 pub struct RootPlan {
     pub root: CString,
+    /// Mount /proc, /sys and /dev in it (not needed in [`GUEST_ROOTFS`],
+    /// which has them already).
+    pub mount_api: bool,
 }
 
 /// Which part of entering the root failed in the child.
@@ -189,8 +272,9 @@ pub enum EnterStep {
 }
 
 /// Enters `plan.root` in a freshly forked child: a new mount namespace whose
-/// mounts do not propagate back, the root bound onto itself, `/proc`,
-/// `/sys` (read-only) and `/dev` (the guest's, bound) in it, then
+/// mounts do not propagate back, the root bound onto itself (recursively),
+/// `/proc`, `/sys` (read-only) and `/dev` (the guest's, bound) in it unless
+/// it has them already, then
 /// `pivot_root` and the old root detached. Where `/` is the initramfs (which
 /// cannot be pivoted away from), the root is moved onto `/` and chrooted
 /// into instead.
@@ -221,40 +305,8 @@ pub unsafe fn enter(plan: &RootPlan) -> Result<(), EnterStep> {
         {
             return Err(EnterStep::BindRoot);
         }
-        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        libc::mkdir(c"proc".as_ptr(), 0o555);
-        if libc::mount(
-            c"proc".as_ptr(),
-            c"proc".as_ptr(),
-            c"proc".as_ptr(),
-            nosuid_nodev_noexec,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(EnterStep::Proc);
-        }
-        libc::mkdir(c"sys".as_ptr(), 0o555);
-        let ro = nosuid_nodev_noexec | libc::MS_RDONLY;
-        if libc::mount(
-            c"sysfs".as_ptr(),
-            c"sys".as_ptr(),
-            c"sysfs".as_ptr(),
-            ro,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(EnterStep::Sys);
-        }
-        libc::mkdir(c"dev".as_ptr(), 0o755);
-        if libc::mount(
-            c"/dev".as_ptr(),
-            c"dev".as_ptr(),
-            null,
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(EnterStep::Dev);
+        if plan.mount_api {
+            mount_api_filesystems()?;
         }
         if libc::syscall(libc::SYS_pivot_root, here.as_ptr(), here.as_ptr()) == 0 {
             // The old root is stacked under the new one: detach it.
@@ -274,6 +326,41 @@ pub unsafe fn enter(plan: &RootPlan) -> Result<(), EnterStep> {
         }
         if libc::chdir(c"/".as_ptr()) != 0 {
             return Err(EnterStep::Pivot);
+        }
+    }
+    Ok(())
+}
+
+/// `/proc`, `/sys` (read-only) and the guest's `/dev` in the current
+/// directory, the root being entered.
+///
+/// # Safety
+/// As [`enter`].
+unsafe fn mount_api_filesystems() -> Result<(), EnterStep> {
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: system calls on static NUL-terminated strings.
+    unsafe {
+        libc::mkdir(c"proc".as_ptr(), 0o555);
+        let (proc_, sys, dev) = (c"proc".as_ptr(), c"sys".as_ptr(), c"dev".as_ptr());
+        if libc::mount(proc_, proc_, proc_, nosuid_nodev_noexec, std::ptr::null()) != 0 {
+            return Err(EnterStep::Proc);
+        }
+        libc::mkdir(sys, 0o555);
+        let ro = nosuid_nodev_noexec | libc::MS_RDONLY;
+        if libc::mount(c"sysfs".as_ptr(), sys, c"sysfs".as_ptr(), ro, std::ptr::null()) != 0 {
+            return Err(EnterStep::Sys);
+        }
+        libc::mkdir(dev, 0o755);
+        if libc::mount(
+            c"/dev".as_ptr(),
+            dev,
+            null,
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(EnterStep::Dev);
         }
     }
     Ok(())

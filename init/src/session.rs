@@ -190,7 +190,7 @@ fn hello(agent: &Agent, version: u32, client: &str) -> Result<Value, ErrorBody> 
         version: PROTOCOL_VERSION,
         agent: format!("vminitd {}", env!("CARGO_PKG_VERSION")),
         mode: agent.mode.name().to_owned(),
-        boot: agent.boot.clone(),
+        boot: agent.timeline(),
         now_ns: timeline::boottime_ns(),
     })
 }

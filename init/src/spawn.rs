@@ -209,7 +209,10 @@ pub fn fork_exec(
         stdio,
         ids: command.user.as_ref().map(|u| (u.uid, u.gid)),
         groups: &groups,
-        root: command.root_c.clone().map(|root| RootPlan { root }),
+        root: command.root_c.clone().map(|root| RootPlan {
+            mount_api: command.root.as_deref() != Some(std::path::Path::new(agent_proto::GUEST_ROOTFS)),
+            root,
+        }),
     };
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;

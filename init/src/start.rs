@@ -133,6 +133,13 @@ pub async fn start(agent: &Arc<Agent>, id: ProcessId) -> Result<Started, Process
     }
     let process = agent.processes.get(id)?;
     let mut state = process.state.lock().await;
+    if matches!(&*state, State::Created(p) if p.command.root.is_some()) {
+        if let Err(e) = crate::rootfs::wait_ready(&agent.rootfs).await {
+            return Err(ProcessError::ExecFailed {
+                message: format!("the root filesystem is not available: {e}"),
+            });
+        }
+    }
     let mut pending = match std::mem::replace(&mut *state, State::Ended) {
         State::Created(pending) => pending,
         other => {

@@ -582,3 +582,61 @@ async fn shutdown_op_ends_the_agent() {
     let exit = agent.wait_exit(Duration::from_secs(15)).expect("the agent exits");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn a_process_in_its_own_root() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = vminitd_tests::TempDir::new("root");
+    let root = dir.path().join("rootfs");
+    host_shim::rootfs::busybox_tree(std::path::Path::new("/bin/busybox"), &root).unwrap();
+    std::fs::write(root.join("etc/marker"), "inside\n").unwrap();
+    let spec = ProcessSpec {
+        root: Some(root.to_str().unwrap().to_owned()),
+        cwd: Some("/etc".into()),
+        // `sh` is a link to /bin/busybox: found by a lookup inside the root.
+        ..sh("cat marker; readlink /bin/sh; ls /proc/1/ >/dev/null && echo proc; ls /dev/null && [ -d /sys/kernel ] && echo sys")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "inside\n/bin/busybox\nproc\n/dev/null\nsys\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status.code, Some(0));
+    // The root's mounts stay in the process's own mount namespace.
+    let out = run(
+        &client,
+        sh(&format!("grep -c {} /proc/self/mountinfo || true", root.display())),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.stdout_str().trim(),
+        "0",
+        "no mount leaked into the agent's namespace"
+    );
+    // A program that is not in the root is not found there, even if the agent has it.
+    let spec = ProcessSpec {
+        root: Some(root.to_str().unwrap().to_owned()),
+        ..ProcessSpec {
+            args: vec!["bash".into()],
+            ..Default::default()
+        }
+    };
+    let err = run(&client, spec, None).await.unwrap_err();
+    assert!(err.to_string().contains("\"bash\" not found"), "{err}");
+    // A relative root is refused.
+    let spec = ProcessSpec {
+        root: Some("relative/dir".into()),
+        ..sh("true")
+    };
+    let err = client.create(spec).await.unwrap_err();
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::InvalidRequest),
+        "{err}"
+    );
+}
