@@ -155,7 +155,7 @@ fn sigterm_to_vmshim_leaves_nothing_behind() {
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let (mut child, mut out) = start_until_ready(&["--", "sh", "-c", "trap '' TERM; echo ready; exec sleep 1000"]);
         let helpers = descendants(child.id());
-        assert!(helpers.len() >= 1, "QEMU runs under vmshim");
+        assert!(!helpers.is_empty(), "QEMU runs under vmshim");
         let started = Instant::now();
         // SAFETY: signals our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
