@@ -13,11 +13,13 @@
 # Output: DIR/vmlinux (default DIR: build/ at the repository root), with
 # DIR/vmlinux.key (the stamp) and DIR/vmlinux.config (the final config).
 #
-# Caching: the stamp is a sha256 over the fragment, this script, the source
-# tarball's identity (path, size, mtime) and the compiler version. When it
-# matches, nothing runs. The extracted tree is kept in DIR/kernel-cache/<key of
-# the source alone>/, so changing the fragment rebuilds incrementally. No
-# network access is needed.
+# Caching: the key is a sha256 over the fragment, the recipe version below,
+# the source tarball's identity (path, size, mtime) and the compiler version.
+# When DIR/vmlinux.key matches, nothing runs. Built kernels are also kept per
+# machine in $VMINITD_KERNEL_CACHE (default ~/.cache/vminitd/kernel/<key>/),
+# so a fresh clone on the same machine copies instead of building; the
+# extracted tree is kept there too (tree-<key of the source alone>/), so
+# changing the fragment rebuilds incrementally. No network access is needed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,33 +57,53 @@ SOURCE=$(realpath "$SOURCE")
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 
+# Bump when this script changes what it builds (not for messages or style):
+# it is part of the cache key, with the fragment, the source and the compiler.
+RECIPE=1
+# Built kernels and extracted trees are kept per machine, so that a fresh
+# clone (CI) does not pay the build again.
+MACHINE_CACHE=${VMINITD_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vminitd/kernel}
+
 sha() { sha256sum | cut -d' ' -f1; }
 # The tarball's identity: cheap (no hashing of 140 MB), changes with any
 # reinstall or upgrade of the package.
 SOURCE_ID="$SOURCE $(stat -c '%s %Y' "$SOURCE")"
 SOURCE_KEY=$(printf '%s\n' "$SOURCE_ID" | sha | cut -c1-16)
 CC_ID=$("${CC:-gcc}" --version 2>/dev/null | sed -n 1p) || CC_ID=no-cc
-KEY=$({ printf 'source: %s\ncc: %s\n' "$SOURCE_ID" "$CC_ID"; cat "$FRAGMENT" "$SCRIPT"; } | sha)
+KEY=$({ printf 'recipe: %s\nsource: %s\ncc: %s\n' "$RECIPE" "$SOURCE_ID" "$CC_ID"; cat "$FRAGMENT"; } | sha)
 
 VMLINUX="$OUT/vmlinux"
 STAMP="$OUT/vmlinux.key"
 up_to_date() { [ -f "$VMLINUX" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; }
 
+BUILT="$MACHINE_CACHE/$KEY"
+# From the machine's cache: a kernel this very recipe built before.
+from_machine_cache() {
+  [ -f "$BUILT/vmlinux" ] || return 1
+  cp "$BUILT/vmlinux" "$VMLINUX.tmp" && mv -f "$VMLINUX.tmp" "$VMLINUX"
+  cp "$BUILT/vmlinux.config" "$OUT/vmlinux.config"
+  printf '%s\n' "$KEY" >"$STAMP"
+  log "$VMLINUX taken from the machine cache $BUILT"
+}
+
 if up_to_date; then
   log "$VMLINUX is up to date (key ${KEY:0:16})"
   exit 0
 fi
+from_machine_cache && exit 0
 
-# One build at a time per output directory; whoever waited may find it done.
-exec 9>"$OUT/.kernel-build.lock"
+# One build at a time per machine; whoever waited may find it done.
+mkdir -p "$MACHINE_CACHE"
+exec 9>"$MACHINE_CACHE/.build.lock"
 if ! flock -n 9; then
-  log "waiting for another kernel build in $OUT"
+  log "waiting for another kernel build on this machine"
   flock 9
 fi
 if up_to_date; then
   log "$VMLINUX is up to date (key ${KEY:0:16})"
   exit 0
 fi
+from_machine_cache && exit 0
 
 if [ "$(uname -m)" != x86_64 ] && [ -z "${CROSS_COMPILE:-}" ]; then
   die "this builds an x86_64 kernel: run it on x86_64, or set CROSS_COMPILE (e.g. x86_64-linux-gnu-)"
@@ -91,7 +113,7 @@ for tool in make gcc bc bison flex xz tar perl flock readelf; do
     die "missing build tool '$tool' (Debian: build-essential bc bison flex libelf-dev libssl-dev xz-utils)"
 done
 
-CACHE="$OUT/kernel-cache/$SOURCE_KEY"
+CACHE="$MACHINE_CACHE/tree-$SOURCE_KEY"
 TREE="$CACHE/linux"
 if [ ! -f "$TREE/Makefile" ]; then
   log "extracting $SOURCE into $TREE"
@@ -156,4 +178,7 @@ cp "$TREE/vmlinux" "$VMLINUX.tmp"
 mv -f "$VMLINUX.tmp" "$VMLINUX"
 cp "$TREE/.config" "$OUT/vmlinux.config"
 printf '%s\n' "$KEY" >"$STAMP"
-log "wrote $VMLINUX ($(du -h --apparent-size "$VMLINUX" | cut -f1))"
+mkdir -p "$BUILT.partial"
+cp "$VMLINUX" "$OUT/vmlinux.config" "$BUILT.partial/"
+rm -rf "$BUILT" && mv "$BUILT.partial" "$BUILT"
+log "wrote $VMLINUX ($(du -h --apparent-size "$VMLINUX" | cut -f1)), kept in $BUILT"
