@@ -101,6 +101,15 @@ pub enum Op {
     /// Set the terminal size of a process started with a terminal. Answer:
     /// `null`. The process receives `SIGWINCH` from its terminal.
     Resize { process: ProcessId, rows: u16, cols: u16 },
+    /// Configure the guest's network: each part that is present is applied
+    /// (interfaces are brought up with their MTU, addresses and default
+    /// routes; `hosts` and `dns` rewrite `/etc/hosts` and `/etc/resolv.conf`
+    /// of the root filesystem). Answer: `null`. Errors:
+    /// [`ErrorCode::InvalidRequest`] for a bad address or name,
+    /// [`ErrorCode::InvalidState`] where the agent does not own the network
+    /// (not the init of a VM), [`ErrorCode::Internal`] naming what the
+    /// kernel refused.
+    ConfigureNetwork(NetworkConfig),
     /// Resource figures of the guest and the agent. Answer: [`Stats`].
     Stats,
     /// Stop every process (TERM, a grace period, KILL), sync, unmount and
@@ -113,7 +122,15 @@ impl Op {
     /// The wire names of every op this version knows. An op outside this list
     /// is answered with [`ErrorCode::Unsupported`].
     pub const NAMES: &'static [&'static str] = &[
-        "hello", "create", "start", "wait", "signal", "resize", "stats", "shutdown",
+        "hello",
+        "create",
+        "start",
+        "wait",
+        "signal",
+        "resize",
+        "configure_network",
+        "stats",
+        "shutdown",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -124,6 +141,7 @@ impl Op {
             Op::Wait { .. } => "wait",
             Op::Signal { .. } => "signal",
             Op::Resize { .. } => "resize",
+            Op::ConfigureNetwork(_) => "configure_network",
             Op::Stats => "stats",
             Op::Shutdown => "shutdown",
         }
@@ -223,6 +241,56 @@ pub struct User {
 pub struct WindowSize {
     pub rows: u16,
     pub cols: u16,
+}
+
+/// The guest's network ([`Op::ConfigureNetwork`]); absent parts are left as
+/// they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Interfaces to configure, by name (`eth0`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceConfig>,
+    /// The guest's host name (also mapped in `/etc/hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The whole list of `/etc/hosts` entries besides localhost and the
+    /// host name; replaces the previous list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostEntry>>,
+    /// `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+}
+
+/// One interface: brought up, with its MTU, addresses and gateways.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// `ADDRESS/PREFIX`, IPv4 or IPv6.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// A default route through this gateway (IPv4 and/or IPv6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+/// One `/etc/hosts` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub address: String,
+    pub names: Vec<String>,
+}
+
+/// `/etc/resolv.conf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -464,7 +532,7 @@ mod tests {
             assert_eq!(v["op"], op.name());
             assert!(Op::NAMES.contains(&op.name()));
         }
-        assert_eq!(Op::NAMES.len(), 8);
+        assert_eq!(Op::NAMES.len(), 9);
     }
 
     #[test]

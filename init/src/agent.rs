@@ -7,6 +7,7 @@ use agent_proto::BootTimeline;
 use tokio::sync::watch;
 
 use crate::config::Mode;
+use crate::network::NetworkFiles;
 use crate::process::{ProcessTable, SessionId};
 use crate::reaper::Reaper;
 use crate::rootfs::RootfsStatus;
@@ -18,18 +19,27 @@ pub struct Agent {
     pub processes: ProcessTable,
     /// The processes' root filesystem (`vminitd.rootfs=`).
     pub rootfs: watch::Receiver<RootfsStatus>,
+    /// What `/etc/hosts` and `/etc/resolv.conf` are made of.
+    pub network_files: std::sync::Mutex<NetworkFiles>,
     shutdown: watch::Sender<bool>,
     next_session: AtomicU64,
 }
 
 impl Agent {
-    pub fn new(mode: Mode, boot: BootTimeline, reaper: Arc<Reaper>, rootfs: watch::Receiver<RootfsStatus>) -> Agent {
+    pub fn new(
+        mode: Mode,
+        boot: BootTimeline,
+        reaper: Arc<Reaper>,
+        rootfs: watch::Receiver<RootfsStatus>,
+        network_files: NetworkFiles,
+    ) -> Agent {
         Agent {
             mode,
             boot,
             reaper,
             processes: ProcessTable::default(),
             rootfs,
+            network_files: std::sync::Mutex::new(network_files),
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
         }

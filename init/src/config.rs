@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_proto::{Endpoint, EndpointError, AGENT_PORT};
+use agent_proto::{DnsConfig, Endpoint, EndpointError, HostEntry, InterfaceConfig, NetworkConfig, AGENT_PORT};
 
 /// How long shutdown waits after SIGTERM before SIGKILL, by default.
 pub const DEFAULT_GRACE_MS: u64 = 3000;
@@ -91,6 +91,8 @@ pub struct CmdlineSettings {
     pub rootfs: Option<PathBuf>,
     /// `vminitd.notify=URL`: where to announce that the agent listens.
     pub notify: Option<Endpoint>,
+    /// `vminitd.ip=`, `vminitd.hostname=`, `vminitd.dns=`.
+    pub network: NetworkConfig,
     /// `vminitd.*` words this version does not know (logged, not fatal).
     pub unknown: Vec<String>,
 }
@@ -107,6 +109,8 @@ pub struct Config {
     pub rootfs: Option<PathBuf>,
     /// Where to announce readiness (see `agent_proto::READY_LINE`).
     pub notify: Option<Endpoint>,
+    /// The network settings of the kernel command line.
+    pub network: NetworkConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +150,9 @@ Usage: vminitd [--listen URL] [--grace-ms N] [--log info|debug]
 As the init of a VM (PID 1, no --listen) it also reads vminitd.listen=,
 vminitd.grace_ms=, vminitd.log=info|debug, vminitd.halt=reboot|poweroff,
 vminitd.rootfs=/dev/DEVICE (the processes' root filesystem) and
-vminitd.notify=URL (announce readiness there) from the kernel command line;
-flags win.
+vminitd.notify=URL (announce readiness there), vminitd.ip=IFACE,ADDR/PREFIX[,GW]
+(repeatable), vminitd.hostname=NAME, vminitd.host=ADDR,NAME[,NAME] (repeatable)
+and vminitd.dns=IP[,IP] from the kernel command line; flags win.
 ";
 
 /// Whether `args` (without argv[0]) contain `--listen`: with the PID, that
@@ -232,6 +237,19 @@ pub fn parse_cmdline(cmdline: &str) -> Result<CmdlineSettings, ConfigError> {
         match key {
             "listen" => settings.listen = Some(parse_endpoint("vminitd.listen", value)?),
             "notify" => settings.notify = Some(parse_endpoint("vminitd.notify", value)?),
+            "ip" => settings.network.interfaces.push(parse_ip(value)?),
+            "hostname" => settings.network.hostname = Some(value.to_owned()),
+            "host" => settings
+                .network
+                .hosts
+                .get_or_insert_with(Vec::new)
+                .push(parse_host(value)?),
+            "dns" => {
+                settings.network.dns = Some(DnsConfig {
+                    nameservers: value.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                    ..Default::default()
+                })
+            }
             "grace_ms" => settings.grace_ms = Some(parse_ms("vminitd.grace_ms", value)?),
             "log" => settings.debug = Some(parse_log("vminitd.log", value)?),
             "halt" => {
@@ -275,6 +293,53 @@ pub fn resolve(mode: Mode, flags: Flags, cmdline: Option<CmdlineSettings>) -> Co
         halt: cmdline.halt.unwrap_or(Halt::Reboot),
         rootfs: cmdline.rootfs,
         notify: cmdline.notify,
+        network: cmdline.network,
+    }
+}
+
+/// `vminitd.ip=IFACE,ADDRESS/PREFIX[,GATEWAY]` (repeatable; the same
+/// interface may be named again for more addresses).
+fn parse_ip(value: &str) -> Result<InterfaceConfig, ConfigError> {
+    let bad = || ConfigError::BadValue {
+        setting: "vminitd.ip",
+        value: value.to_owned(),
+        expected: "IFACE,ADDRESS/PREFIX[,GATEWAY]",
+    };
+    let mut parts = value.split(',');
+    // An interface name (< 16 bytes) or a MAC address (17).
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty() && n.len() <= 17)
+        .ok_or_else(bad)?;
+    let address = parts.next().ok_or_else(bad)?;
+    crate::network::parse_cidr(address).ok_or_else(bad)?;
+    let gateways: Vec<String> = parts.next().map(|g| vec![g.to_owned()]).unwrap_or_default();
+    if parts.next().is_some() || gateways.iter().any(|g| g.parse::<std::net::IpAddr>().is_err()) {
+        return Err(bad());
+    }
+    Ok(InterfaceConfig {
+        name: name.to_owned(),
+        mtu: None,
+        addresses: vec![address.to_owned()],
+        gateways,
+    })
+}
+
+/// `vminitd.host=ADDRESS,NAME[,NAME...]` (repeatable): an `/etc/hosts` line.
+fn parse_host(value: &str) -> Result<HostEntry, ConfigError> {
+    let mut parts = value.split(',');
+    let address = parts.next().filter(|a| a.parse::<std::net::IpAddr>().is_ok());
+    let names: Vec<String> = parts.filter(|n| !n.is_empty()).map(str::to_owned).collect();
+    match address {
+        Some(address) if !names.is_empty() => Ok(HostEntry {
+            address: address.to_owned(),
+            names,
+        }),
+        _ => Err(ConfigError::BadValue {
+            setting: "vminitd.host",
+            value: value.to_owned(),
+            expected: "ADDRESS,NAME[,NAME...]",
+        }),
     }
 }
 
@@ -414,5 +479,31 @@ mod tests {
         assert_eq!(d.listen.to_string(), format!("vsock:{}:1024", u32::MAX));
         assert_eq!(d.grace, Duration::from_millis(DEFAULT_GRACE_MS));
         assert!(!d.debug);
+    }
+
+    #[test]
+    fn network_words() {
+        let s = parse_cmdline(
+            "vminitd.ip=02:76:6d:00:02:0f,10.0.2.15/24,10.0.2.2 vminitd.ip=eth1,10.89.0.2/24 \
+             vminitd.hostname=web vminitd.dns=10.0.2.3 vminitd.host=10.0.2.2,host.vminitd.internal",
+        )
+        .unwrap();
+        let n = &s.network;
+        assert_eq!(n.interfaces.len(), 2);
+        assert_eq!(n.interfaces[0].name, "02:76:6d:00:02:0f");
+        assert_eq!(n.interfaces[0].gateways, ["10.0.2.2"]);
+        assert_eq!(n.interfaces[1].addresses, ["10.89.0.2/24"]);
+        assert_eq!(n.hostname.as_deref(), Some("web"));
+        assert_eq!(n.dns.as_ref().unwrap().nameservers, ["10.0.2.3"]);
+        assert_eq!(n.hosts.as_ref().unwrap()[0].names, ["host.vminitd.internal"]);
+        for bad in [
+            "vminitd.ip=eth0",
+            "vminitd.ip=eth0,10.0.0.1/99",
+            "vminitd.ip=eth0,10.0.0.1/8,gw",
+            "vminitd.host=x,y",
+        ] {
+            let e = parse_cmdline(bad).unwrap_err();
+            assert!(e.to_string().contains(bad.split('=').nth(1).unwrap()), "{bad}: {e}");
+        }
     }
 }

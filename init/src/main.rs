@@ -81,17 +81,21 @@ fn boot(mut timeline: Timeline, args: Vec<String>) -> ! {
     mounts.mount_rest();
     reopen_console(mode);
     timeline.mark("mounts_done");
+    let mut files = network::NetworkFiles::default();
+    if let Err(e) = files.update(&config.network) {
+        warn!("kernel command line: {e}");
+    }
     let rootfs = match config.rootfs.clone() {
-        Some(device) => rootfs::mount_in_background(device),
+        Some(device) => rootfs::mount_in_background(device, files.clone()),
         None => tokio::sync::watch::channel(rootfs::RootfsStatus::Unused).1,
     };
-    bring_up_loopback(mode);
+    bring_up_network(mode, &config.network);
     timeline.mark("network_up");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fatal::die(&format_args!("cannot start the async runtime: {e}")));
-    match runtime.block_on(serve(config, timeline, mounts, rootfs)) {}
+    match runtime.block_on(serve(config, timeline, mounts, rootfs, files)) {}
 }
 
 /// From the runtime's start to the end of vminitd.
@@ -100,6 +104,7 @@ async fn serve(
     mut timeline: Timeline,
     mut mounts: Mounts,
     rootfs: tokio::sync::watch::Receiver<rootfs::RootfsStatus>,
+    files: network::NetworkFiles,
 ) -> Infallible {
     let reaper = Reaper::start().unwrap_or_else(|e| fatal::die(&e));
     let mut signals = shutdown::Signals::install()
@@ -115,7 +120,7 @@ async fn serve(
     if let Some(notify) = config.notify.clone() {
         tokio::spawn(announce_ready(notify));
     }
-    let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper, rootfs));
+    let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper, rootfs, files));
     let reason = tokio::select! {
         reason = shutdown::requested(&agent, &mut signals) => reason,
         never = server::serve(agent.clone(), listener) => match never {},
@@ -209,15 +214,28 @@ fn reopen_console(mode: Mode) {
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
 }
 
-fn bring_up_loopback(mode: Mode) {
+/// `lo`, then in a machine the interfaces and host name of the kernel
+/// command line. A namespace that shares the host's network gets nothing
+/// changed (`lo` is already up there).
+fn bring_up_network(mode: Mode, settings: &agent_proto::NetworkConfig) {
     if !mode.is_pid1() {
         return;
     }
-    match network::bring_up("lo") {
-        Ok(true) => debug!("lo is up"),
-        Ok(false) => debug!("lo was already up"),
+    match network::loopback_up() {
+        Ok(()) => debug!("lo is up"),
         Err(e) if mode == Mode::Machine => warn!("{e}"),
         Err(e) => debug!("{e} (no network namespace of our own)"),
+    }
+    if mode != Mode::Machine {
+        return;
+    }
+    if let Err(e) = network::configure_interfaces(&settings.interfaces) {
+        warn!("{e}");
+    }
+    if let Some(name) = &settings.hostname {
+        if let Err(e) = network::set_hostname(name) {
+            warn!("{e}");
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use agent_proto::GUEST_ROOTFS;
 use tokio::sync::watch;
 
+use crate::network::NetworkFiles;
 use crate::timeline;
 
 /// How long the root device may take to appear after the agent starts.
@@ -65,15 +66,22 @@ pub enum RootfsStatus {
 /// Mounts `device` on a thread of its own, so that the agent listens while
 /// the block device is read; a process that needs the root waits for it
 /// ([`wait_ready`]).
-pub fn mount_in_background(device: PathBuf) -> watch::Receiver<RootfsStatus> {
+pub fn mount_in_background(device: PathBuf, files: NetworkFiles) -> watch::Receiver<RootfsStatus> {
     let (tx, rx) = watch::channel(RootfsStatus::Mounting);
-    let work = move || match mount(&device) {
+    let work = move || match mount(&device).map_err(|e| e.to_string()).and_then(|()| {
+        // The network files of the boot's settings, before any process runs.
+        let boot_settings = files.hostname.is_some() || files.dns.is_some() || !files.hosts.is_empty();
+        match boot_settings {
+            true => files.write(Path::new(GUEST_ROOTFS)).map_err(|e| e.to_string()),
+            false => Ok(()),
+        }
+    }) {
         Ok(()) => RootfsStatus::Ready {
             at_ns: timeline::boottime_ns(),
         },
         Err(e) => {
             warn!("{e}");
-            RootfsStatus::Failed(e.to_string())
+            RootfsStatus::Failed(e)
         }
     };
     let spawned = std::thread::Builder::new().name("rootfs".into()).spawn({

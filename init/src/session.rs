@@ -156,6 +156,12 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             }
             json(process::create(table, session, spec).map_err(|e| e.to_body())?)
         }
+        Op::ConfigureNetwork(config) => {
+            crate::network::apply(agent, &config)
+                .await
+                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+            Ok(Value::Null)
+        }
         Op::Start { process } => json(start::start(agent, process).await.map_err(|e| e.to_body())?),
         Op::Wait { process } => json(process::wait(table, process).await.map_err(|e| e.to_body())?),
         Op::Signal { process, signal } => {

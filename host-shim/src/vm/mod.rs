@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod console;
+pub mod net;
 pub mod qemu;
 pub mod runtime_dir;
 pub mod vsock;
@@ -66,6 +67,8 @@ pub struct VmConfig {
     pub boot_timeout: Duration,
     /// Extra words for the kernel command line.
     pub cmdline_extra: Vec<String>,
+    /// NAT, published ports, a vmshim network.
+    pub network: net::GuestNetwork,
 }
 
 impl VmConfig {
@@ -81,6 +84,7 @@ impl VmConfig {
             accel: None,
             boot_timeout: Duration::from_secs(30),
             cmdline_extra: Vec::new(),
+            network: net::GuestNetwork::default(),
         }
     }
 
@@ -109,7 +113,7 @@ impl VmConfig {
             words.push("vminitd.rootfs=/dev/vda");
         }
         let mut s = words.join(" ");
-        for w in &self.cmdline_extra {
+        for w in self.network.cmdline().iter().chain(&self.cmdline_extra) {
             s.push(' ');
             s.push_str(w);
         }
@@ -149,6 +153,7 @@ impl Vm {
             console_log: console_log.clone(),
             disks: cfg.rootfs.iter().cloned().collect(),
             vsock_args: vsock.qemu_args(),
+            net_args: cfg.network.qemu_args(),
         };
         let qemu_log = dir.path().join("qemu.log");
         let log = std::fs::File::create(&qemu_log).map_err(|source| VmError::Io {

@@ -22,6 +22,8 @@ pub struct QemuConfig {
     pub disks: Vec<PathBuf>,
     /// Device arguments of the vsock backend.
     pub vsock_args: Vec<String>,
+    /// Network device arguments.
+    pub net_args: Vec<String>,
 }
 
 impl QemuConfig {
@@ -78,7 +80,7 @@ impl QemuConfig {
         }
         a.push("-device".into());
         a.push("virtio-rng-device".into());
-        for arg in &self.vsock_args {
+        for arg in self.vsock_args.iter().chain(&self.net_args) {
             a.push(arg.into());
         }
         a
@@ -107,6 +109,7 @@ mod tests {
             console_log: "/run/x/console.log".into(),
             disks: vec!["/img/a,b.ext4".into()],
             vsock_args: vec!["-device".into(), "vhost-vsock-device,guest-cid=9".into()],
+            net_args: Vec::new(),
         };
         let args: Vec<String> = cfg.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");

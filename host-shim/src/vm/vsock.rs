@@ -232,7 +232,7 @@ fn find_vhost_device_vsock() -> Result<PathBuf, VmError> {
 }
 
 /// A random number from the kernel.
-pub(crate) fn random_u32() -> u32 {
+pub fn random_u32() -> u32 {
     let mut buf = [0u8; 4];
     // SAFETY: getrandom writes at most buf.len() bytes into buf.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };

@@ -132,6 +132,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         console_log: dir.join("baseline-console.log"),
         disks: Vec::new(),
         vsock_args: Vec::new(),
+        net_args: Vec::new(),
     };
     let started = Instant::now();
     let status = Command::new(&cfg.qemu)

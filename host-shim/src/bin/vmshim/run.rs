@@ -10,6 +10,7 @@ use host_shim::accel::Accel;
 use host_shim::assets;
 use host_shim::exec::spawn;
 use host_shim::profile::Profile;
+use host_shim::vm::net::{GuestNetwork, PortMapping};
 use host_shim::vm::{Vm, VmConfig};
 
 use crate::process::{drive, host_stdio, Ended, ProcessArgs};
@@ -48,6 +49,16 @@ pub struct RunArgs {
     /// Keep stdin attached to the process.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// The VM's name: its host name, and its name on a network.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Publish a guest port on the host: [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp]
+    /// (ADDRESS defaults to 127.0.0.1). Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "MAPPING")]
+    publish: Vec<PortMapping>,
+    /// No network but loopback (no NAT).
+    #[arg(long = "no-network", conflicts_with = "publish")]
+    no_network: bool,
     /// Print the boot profile on stderr; with =FILE, also write it as Chrome
     /// trace JSON (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -76,6 +87,11 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.accel = args.accel;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
     cfg.rootfs = Some(assets::rootfs_image(args.rootfs.as_deref()).context("root filesystem")?);
+    for mapping in &args.publish {
+        mapping.check_free()?;
+    }
+    let name = args.name.clone().unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
+    cfg.network = GuestNetwork { none: args.no_network, publish: args.publish.clone(), switch: None, hostname: Some(name) };
     profile.mark("assets ready");
 
     let mut spec = args.process.spec()?;

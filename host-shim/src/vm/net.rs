@@ -1,0 +1,239 @@
+//! The VM's network devices. Every VM gets NAT through QEMU's user
+//! networking (no root needed): the guest is 10.0.2.15/24, the host's
+//! loopback is reachable at 10.0.2.2 (named `host.vminitd.internal` in the
+//! guest), and `-p` publishes guest ports on the host. A VM on a vmshim
+//! network also gets a second interface on that network's switch.
+//!
+//! Interfaces are named to the guest by MAC address, set on the kernel
+//! command line, so they are up before the agent listens.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The guest's address on the NAT network.
+pub const NAT_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// The NAT gateway: the host's loopback, seen from the guest.
+pub const NAT_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// QEMU's DNS forwarder on the NAT network.
+pub const NAT_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// The name of the host in the guest's `/etc/hosts`.
+pub const HOST_ALIAS: &str = "host.vminitd.internal";
+/// The NAT interface's MAC (each VM has a NAT network of its own).
+const NAT_MAC: [u8; 6] = [0x02, 0x76, 0x6d, 0x00, 0x02, 0x0f];
+
+/// Why a network setting is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("bad port mapping {value:?}: {why} (expected [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp])")]
+    BadMapping { value: String, why: &'static str },
+    #[error("cannot publish {mapping}: {addr}:{port}/{proto} is already in use on the host")]
+    PortInUse { mapping: String, addr: IpAddr, port: u16, proto: Protocol, source: std::io::Error },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// `-p [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp]`: the host address defaults
+/// to 127.0.0.1, so that a published port is not opened to the network
+/// unless asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_addr: IpAddr,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub protocol: Protocol,
+}
+
+impl FromStr for PortMapping {
+    type Err = NetError;
+
+    fn from_str(value: &str) -> Result<Self, NetError> {
+        let bad = |why| NetError::BadMapping { value: value.to_owned(), why };
+        let (ports, protocol) = match value.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Protocol::Tcp),
+            Some((p, "udp")) => (p, Protocol::Udp),
+            Some(_) => return Err(bad("the protocol must be tcp or udp")),
+            None => (value, Protocol::Tcp),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (addr, host, guest) = match parts[..] {
+            [host, guest] => (IpAddr::V4(Ipv4Addr::LOCALHOST), host, guest),
+            [addr, host, guest] => (addr.parse().map_err(|_| bad("the host address is not an IP address"))?, host, guest),
+            _ => return Err(bad("expected two or three ':'-separated parts")),
+        };
+        let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
+        Ok(PortMapping {
+            host_addr: addr,
+            host_port: port(host).ok_or_else(|| bad("the host port must be a number from 1 to 65535"))?,
+            guest_port: port(guest).ok_or_else(|| bad("the guest port must be a number from 1 to 65535"))?,
+            protocol,
+        })
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}/{}", self.host_addr, self.host_port, self.guest_port, self.protocol)
+    }
+}
+
+impl PortMapping {
+    /// Checks that the host port is free, for a clear error before QEMU
+    /// starts (QEMU would only say that a forwarding rule failed).
+    pub fn check_free(&self) -> Result<(), NetError> {
+        let addr = (self.host_addr, self.host_port);
+        let result = match self.protocol {
+            Protocol::Tcp => TcpListener::bind(addr).map(drop),
+            Protocol::Udp => UdpSocket::bind(addr).map(drop),
+        };
+        result.map_err(|source| NetError::PortInUse {
+            mapping: self.to_string(),
+            addr: self.host_addr,
+            port: self.host_port,
+            proto: self.protocol,
+            source,
+        })
+    }
+
+    fn hostfwd(&self) -> String {
+        format!("hostfwd={}:{}:{}-{}:{}", self.protocol, self.host_addr, self.host_port, NAT_GUEST, self.guest_port)
+    }
+}
+
+/// A port on a vmshim network's switch.
+#[derive(Debug, Clone)]
+pub struct SwitchPort {
+    pub socket: PathBuf,
+    pub mac: [u8; 6],
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// The network of one VM.
+#[derive(Debug, Clone, Default)]
+pub struct GuestNetwork {
+    /// No network at all but loopback.
+    pub none: bool,
+    pub publish: Vec<PortMapping>,
+    pub switch: Option<SwitchPort>,
+    pub hostname: Option<String>,
+}
+
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl GuestNetwork {
+    /// QEMU's network devices.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.none {
+            return args;
+        }
+        let mut nat = String::from("user,id=nat,net=10.0.2.0/24,ipv6=off");
+        for mapping in &self.publish {
+            nat.push(',');
+            nat.push_str(&mapping.hostfwd());
+        }
+        args.extend(["-netdev".into(), nat]);
+        args.extend(["-device".into(), format!("virtio-net-device,netdev=nat,mac={}", mac_string(&NAT_MAC))]);
+        if let Some(port) = &self.switch {
+            args.extend([
+                "-netdev".into(),
+                format!("stream,id=switch,server=off,addr.type=unix,addr.path={}", port.socket.display()),
+                "-device".into(),
+                format!("virtio-net-device,netdev=switch,mac={}", mac_string(&port.mac)),
+            ]);
+        }
+        args
+    }
+
+    /// Kernel command-line words that configure the guest at boot.
+    pub fn cmdline(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if let Some(name) = &self.hostname {
+            words.push(format!("vminitd.hostname={name}"));
+        }
+        if self.none {
+            return words;
+        }
+        words.push(format!("vminitd.ip={},{NAT_GUEST}/24,{NAT_HOST}", mac_string(&NAT_MAC)));
+        words.push(format!("vminitd.dns={NAT_DNS}"));
+        words.push(format!("vminitd.host={NAT_HOST},{HOST_ALIAS}"));
+        if let Some(port) = &self.switch {
+            words.push(format!("vminitd.ip={},{}/{}", mac_string(&port.mac), port.address, port.prefix_len));
+            if let Some(name) = &self.hostname {
+                words.push(format!("vminitd.host={},{name}", port.address));
+            }
+        }
+        words
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_mappings() {
+        let m: PortMapping = "8080:80".parse().unwrap();
+        assert_eq!((m.host_port, m.guest_port, m.protocol), (8080, 80, Protocol::Tcp));
+        assert_eq!(m.host_addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let m: PortMapping = "0.0.0.0:5353:53/udp".parse().unwrap();
+        assert_eq!((m.host_port, m.guest_port, m.protocol), (5353, 53, Protocol::Udp));
+        assert_eq!(m.hostfwd(), "hostfwd=udp:0.0.0.0:5353-10.0.2.15:53");
+        for bad in ["80", "a:80", "80:0", "80:70000", "1:2/sctp", "x:1:2", "1:2:3:4"] {
+            let e = bad.parse::<PortMapping>().unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_port_in_use_is_named() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let m: PortMapping = format!("{port}:80").parse().unwrap();
+        let e = m.check_free().unwrap_err().to_string();
+        assert!(e.contains(&format!("127.0.0.1:{port}/tcp")) && e.contains("already in use"), "{e}");
+        drop(taken);
+        m.check_free().unwrap();
+    }
+
+    #[test]
+    fn devices_and_boot_settings() {
+        let net = GuestNetwork {
+            publish: vec!["8080:80".parse().unwrap()],
+            switch: Some(SwitchPort {
+                socket: "/s/switch.sock".into(),
+                mac: [2, 0x56, 0x4d, 10, 89, 2],
+                address: Ipv4Addr::new(10, 89, 0, 2),
+                prefix_len: 24,
+            }),
+            hostname: Some("web".into()),
+            none: false,
+        };
+        let args = net.qemu_args().join(" ");
+        assert!(args.contains("user,id=nat,net=10.0.2.0/24,ipv6=off,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80"), "{args}");
+        assert!(args.contains("stream,id=switch,server=off,addr.type=unix,addr.path=/s/switch.sock"), "{args}");
+        let words = net.cmdline().join(" ");
+        assert!(words.contains("vminitd.ip=02:76:6d:00:02:0f,10.0.2.15/24,10.0.2.2"), "{words}");
+        assert!(words.contains("vminitd.ip=02:56:4d:0a:59:02,10.89.0.2/24"), "{words}");
+        assert!(words.contains("vminitd.host=10.89.0.2,web"), "{words}");
+        let none = GuestNetwork { none: true, ..Default::default() };
+        assert!(none.qemu_args().is_empty());
+    }
+}
