@@ -228,6 +228,7 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
             fd,
             conn,
             format!("stdout of process {id}"),
+            process.phase.subscribe(),
         )));
     }
     if let Some(fd) = stderr {
@@ -236,6 +237,7 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
             fd,
             conn,
             format!("stderr of process {id}"),
+            process.phase.subscribe(),
         )));
     }
     if let (Some(fd), Some(conn)) = (stdin, pending.streams[0].take()) {

@@ -2,13 +2,15 @@
 //!
 //! Output pumps read until end-of-file (not until the process exits: a
 //! process that writes and exits at once loses nothing), write everything
-//! to the connection, then half-close it. If the host's connection goes
+//! to the connection, then half-close it. A descendant that keeps the pipe
+//! open after the process exited holds it only while it keeps writing. If the host's connection goes
 //! away, the pump goes on draining and discarding, so the process never
 //! blocks on a full pipe. The input pump copies the host's bytes to the
 //! process and, at the host's half-close, closes the pipe (end-of-file) or
 //! sends the terminal's end-of-file character.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use agent_proto::Conn;
 use tokio::io::unix::AsyncFd;
@@ -22,14 +24,45 @@ use crate::pty;
 /// The copy buffer of each pump.
 const BUF_SIZE: usize = 32 * 1024;
 
+/// After the process has exited, how long an output may stay silent before
+/// it is taken as ended: a descendant that inherited the pipe (a daemon the
+/// process started) would otherwise hold the stream, and the exit status,
+/// open forever. What the process wrote before it exited is in the pipe and
+/// read long before that.
+const QUIET_AFTER_EXIT: Duration = Duration::from_millis(250);
+
 /// Copies an output (a pipe's read end, or a terminal's master) to `conn`
-/// until end-of-file. A terminal's master reads EIO once every slave end is
-/// closed: that is its end-of-file.
-pub async fn pump_output(src: AsyncFd<OwnedFd>, mut conn: Option<Conn>, what: String) {
+/// until end-of-file, or, once the process has exited, until it has been
+/// quiet for [`QUIET_AFTER_EXIT`]. A terminal's master reads EIO once every
+/// slave end is closed: that is its end-of-file.
+pub async fn pump_output(
+    src: AsyncFd<OwnedFd>,
+    mut conn: Option<Conn>,
+    what: String,
+    mut phase: watch::Receiver<Phase>,
+) {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut total: u64 = 0;
+    let mut process_exited = false;
     loop {
-        let n = match fdio::read(&src, &mut buf).await {
+        let read = if process_exited {
+            match tokio::time::timeout(QUIET_AFTER_EXIT, fdio::read(&src, &mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    debug!("{what}: quiet since the process exited: ending it");
+                    break;
+                }
+            }
+        } else {
+            tokio::select! {
+                read = fdio::read(&src, &mut buf) => read,
+                _ = exited(&mut phase) => {
+                    process_exited = true;
+                    continue;
+                }
+            }
+        };
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::EIO) => break,

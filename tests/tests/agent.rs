@@ -640,3 +640,28 @@ async fn a_process_in_its_own_root() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_daemon_holding_stdout_does_not_hold_the_exit_status() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let started = std::time::Instant::now();
+    // The background sleep inherits stdout and stderr and keeps them open.
+    let out = run(&client, sh("sleep 30 & echo bye; echo err >&2"), None)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "bye\n");
+    assert_eq!(out.stderr_str(), "err\n");
+    assert_eq!(out.status.code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered once the process exited and output went quiet"
+    );
+    // The same on a terminal.
+    let spec = ProcessSpec {
+        terminal: true,
+        ..sh("sleep 30 & echo bye")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert!(out.stdout_str().contains("bye"), "{:?}", out.stdout_str());
+}
