@@ -1,7 +1,7 @@
 //! Running one process through the agent, with its stdio relayed.
 
-use agent_proto::{ExitStatus, ProcessId, ProcessSpec, StreamKind};
 use agent_proto::Conn;
+use agent_proto::{ExitStatus, ProcessId, ProcessSpec, StreamKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -61,7 +61,12 @@ pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Run
         }
     }
     let pid = client.start(process).await?;
-    Ok(Running { process, pid, stdin, outputs })
+    Ok(Running {
+        process,
+        pid,
+        stdin,
+        outputs,
+    })
 }
 
 impl Running {

@@ -15,6 +15,7 @@ pub mod accel;
 pub mod assets;
 pub mod client;
 pub mod exec;
+pub mod network;
 pub mod profile;
 pub mod rootfs;
 pub mod terminal;

@@ -130,3 +130,118 @@ fn bad_network_settings_are_clear_errors() {
         assert!(text(&out.stderr).contains(bad), "{bad}: {}", text(&out.stderr));
     }
 }
+
+/// vmshim with a private network state directory.
+fn vmshim_in(state: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(args).env("VMSHIM_STATE_DIR", state).stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn two_vms_on_one_network_talk_both_ways_by_name() {
+    let state = vminitd_tests::TempDir::new("netstate");
+    let out = vmshim_in(
+        state.path(),
+        &["network", "create", "backend", "--subnet", "10.123.7.0/24"],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The server answers what it receives, reversed, and says what it got.
+    let mut server = vmshim_in(
+        state.path(),
+        &[
+            "run",
+            "--network",
+            "backend",
+            "--name",
+            "db",
+            "--ip",
+            "10.123.7.10",
+            "--",
+            "sh",
+            "-c",
+        ],
+    )
+    .arg("echo ready; nc -l -p 7000 -e sh -c 'read line; echo \"db got: $line\"; echo \"$line\" | rev'")
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    let mut server_out = BufReader::new(server.stdout.take().unwrap());
+    server_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+
+    let out = vmshim_in(state.path(), &["run", "--network", "backend", "--name", "web", "--", "sh", "-c"])
+        .arg("grep -w db /etc/hosts; for i in 1 2 3 4 5 6 7 8 9 10; do echo hello-from-web | nc db 7000 && exit 0; sleep 0.3; done; exit 1")
+        .output()
+        .unwrap();
+    let client_said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{client_said} {}", text(&out.stderr));
+    assert!(
+        client_said.contains("10.123.7.10\tdb"),
+        "the name resolves: {client_said}"
+    );
+    assert!(
+        client_said.contains("db got: hello-from-web"),
+        "web → db: {client_said}"
+    );
+    assert!(client_said.contains("bew-morf-olleh"), "db → web: {client_said}");
+    let _ = server.wait();
+
+    let ls = vmshim_in(state.path(), &["network", "ls"]).output().unwrap();
+    assert!(text(&ls.stdout).contains("10.123.7.0/24"), "{}", text(&ls.stdout));
+    let rm = vmshim_in(state.path(), &["network", "rm", "backend"]).output().unwrap();
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    assert!(
+        !state.path().join("networks/backend").exists(),
+        "nothing left of the network"
+    );
+}
+
+#[test]
+fn bad_network_definitions_leave_nothing_half_made() {
+    let state = vminitd_tests::TempDir::new("netbad");
+    let run = |args: &[&str]| vmshim_in(state.path(), args).output().unwrap();
+    assert!(run(&["network", "create", "a", "--subnet", "10.124.0.0/16"])
+        .status
+        .success());
+    for (args, needle) in [
+        (&["network", "create", "b", "--subnet", "10.124.5.0/24"][..], "overlap"),
+        (
+            &["network", "create", "b", "--subnet", "10.124.5.7/24"][..],
+            "host bits",
+        ),
+        (
+            &["network", "create", "b", "--subnet", "300.1.2.0/24"][..],
+            "300.1.2.0/24",
+        ),
+        (
+            &["network", "create", "b", "--subnet", "10.0.2.0/24"][..],
+            "10.0.2.0/24",
+        ),
+        (&["network", "create", "a"][..], "exists"),
+        (&["network", "create", "bad/name"][..], "bad/name"),
+        (&["network", "rm", "nope"][..], "nope"),
+        (&["run", "--network", "nope", "--", "true"][..], "nope"),
+        (
+            &["run", "--network", "a", "--ip", "10.99.0.5", "--", "true"][..],
+            "10.99.0.5",
+        ),
+    ] {
+        let out = run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.to_lowercase().contains(needle), "{args:?}: {err}");
+    }
+    let names: Vec<String> = std::fs::read_dir(state.path().join("networks"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["a"], "only the good network exists");
+    assert!(run(&["network", "rm", "a"]).status.success());
+}

@@ -29,7 +29,13 @@ pub enum NetError {
     #[error("bad port mapping {value:?}: {why} (expected [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp])")]
     BadMapping { value: String, why: &'static str },
     #[error("cannot publish {mapping}: {addr}:{port}/{proto} is already in use on the host")]
-    PortInUse { mapping: String, addr: IpAddr, port: u16, proto: Protocol, source: std::io::Error },
+    PortInUse {
+        mapping: String,
+        addr: IpAddr,
+        port: u16,
+        proto: Protocol,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +68,10 @@ impl FromStr for PortMapping {
     type Err = NetError;
 
     fn from_str(value: &str) -> Result<Self, NetError> {
-        let bad = |why| NetError::BadMapping { value: value.to_owned(), why };
+        let bad = |why| NetError::BadMapping {
+            value: value.to_owned(),
+            why,
+        };
         let (ports, protocol) = match value.rsplit_once('/') {
             Some((p, "tcp")) => (p, Protocol::Tcp),
             Some((p, "udp")) => (p, Protocol::Udp),
@@ -72,7 +81,11 @@ impl FromStr for PortMapping {
         let parts: Vec<&str> = ports.split(':').collect();
         let (addr, host, guest) = match parts[..] {
             [host, guest] => (IpAddr::V4(Ipv4Addr::LOCALHOST), host, guest),
-            [addr, host, guest] => (addr.parse().map_err(|_| bad("the host address is not an IP address"))?, host, guest),
+            [addr, host, guest] => (
+                addr.parse().map_err(|_| bad("the host address is not an IP address"))?,
+                host,
+                guest,
+            ),
             _ => return Err(bad("expected two or three ':'-separated parts")),
         };
         let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
@@ -87,7 +100,11 @@ impl FromStr for PortMapping {
 
 impl fmt::Display for PortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}/{}", self.host_addr, self.host_port, self.guest_port, self.protocol)
+        write!(
+            f,
+            "{}:{}:{}/{}",
+            self.host_addr, self.host_port, self.guest_port, self.protocol
+        )
     }
 }
 
@@ -110,7 +127,10 @@ impl PortMapping {
     }
 
     fn hostfwd(&self) -> String {
-        format!("hostfwd={}:{}:{}-{}:{}", self.protocol, self.host_addr, self.host_port, NAT_GUEST, self.guest_port)
+        format!(
+            "hostfwd={}:{}:{}-{}:{}",
+            self.protocol, self.host_addr, self.host_port, NAT_GUEST, self.guest_port
+        )
     }
 }
 
@@ -133,8 +153,8 @@ pub struct GuestNetwork {
     pub hostname: Option<String>,
 }
 
-pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+fn mac_string(mac: &[u8; 6]) -> String {
+    crate::network::lease::format_mac(*mac)
 }
 
 impl GuestNetwork {
@@ -150,11 +170,18 @@ impl GuestNetwork {
             nat.push_str(&mapping.hostfwd());
         }
         args.extend(["-netdev".into(), nat]);
-        args.extend(["-device".into(), format!("virtio-net-device,netdev=nat,mac={}", mac_string(&NAT_MAC))]);
+        args.extend([
+            "-device".into(),
+            format!("virtio-net-device,netdev=nat,mac={}", mac_string(&NAT_MAC)),
+        ]);
         if let Some(port) = &self.switch {
             args.extend([
                 "-netdev".into(),
-                format!("stream,id=switch,server=off,addr.type=unix,addr.path={}", port.socket.display()),
+                // QEMU option values escape a comma by doubling it.
+                format!(
+                    "stream,id=switch,server=off,addr.type=unix,addr.path={}",
+                    port.socket.to_string_lossy().replace(',', ",,")
+                ),
                 "-device".into(),
                 format!("virtio-net-device,netdev=switch,mac={}", mac_string(&port.mac)),
             ]);
@@ -175,7 +202,12 @@ impl GuestNetwork {
         words.push(format!("vminitd.dns={NAT_DNS}"));
         words.push(format!("vminitd.host={NAT_HOST},{HOST_ALIAS}"));
         if let Some(port) = &self.switch {
-            words.push(format!("vminitd.ip={},{}/{}", mac_string(&port.mac), port.address, port.prefix_len));
+            words.push(format!(
+                "vminitd.ip={},{}/{}",
+                mac_string(&port.mac),
+                port.address,
+                port.prefix_len
+            ));
             if let Some(name) = &self.hostname {
                 words.push(format!("vminitd.host={},{name}", port.address));
             }
@@ -208,7 +240,10 @@ mod tests {
         let port = taken.local_addr().unwrap().port();
         let m: PortMapping = format!("{port}:80").parse().unwrap();
         let e = m.check_free().unwrap_err().to_string();
-        assert!(e.contains(&format!("127.0.0.1:{port}/tcp")) && e.contains("already in use"), "{e}");
+        assert!(
+            e.contains(&format!("127.0.0.1:{port}/tcp")) && e.contains("already in use"),
+            "{e}"
+        );
         drop(taken);
         m.check_free().unwrap();
     }
@@ -227,13 +262,25 @@ mod tests {
             none: false,
         };
         let args = net.qemu_args().join(" ");
-        assert!(args.contains("user,id=nat,net=10.0.2.0/24,ipv6=off,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80"), "{args}");
-        assert!(args.contains("stream,id=switch,server=off,addr.type=unix,addr.path=/s/switch.sock"), "{args}");
+        assert!(
+            args.contains("user,id=nat,net=10.0.2.0/24,ipv6=off,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80"),
+            "{args}"
+        );
+        assert!(
+            args.contains("stream,id=switch,server=off,addr.type=unix,addr.path=/s/switch.sock"),
+            "{args}"
+        );
         let words = net.cmdline().join(" ");
-        assert!(words.contains("vminitd.ip=02:76:6d:00:02:0f,10.0.2.15/24,10.0.2.2"), "{words}");
+        assert!(
+            words.contains("vminitd.ip=02:76:6d:00:02:0f,10.0.2.15/24,10.0.2.2"),
+            "{words}"
+        );
         assert!(words.contains("vminitd.ip=02:56:4d:0a:59:02,10.89.0.2/24"), "{words}");
         assert!(words.contains("vminitd.host=10.89.0.2,web"), "{words}");
-        let none = GuestNetwork { none: true, ..Default::default() };
+        let none = GuestNetwork {
+            none: true,
+            ..Default::default()
+        };
         assert!(none.qemu_args().is_empty());
     }
 }

@@ -4,6 +4,9 @@
 //!                          kernel with a busybox shell init that runs `true`
 //!                          and reboots; and the guest's time from /init
 //!                          entered to agent listening.
+//!   bench net [-n MIB]     TCP throughput VM→host (NAT) and VM→VM (a vmshim
+//!                          network), against the same transfer over the
+//!                          host's loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,7 +26,8 @@ fn main() {
         .unwrap_or(10usize);
     match args.first().map(String::as_str) {
         Some("boot") => boot(runs),
-        _ => fail("usage: bench boot [-n RUNS]"),
+        Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 64 }),
+        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB]"),
     }
 }
 
@@ -146,4 +150,136 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         fail(&format!("baseline boot failed ({status})"));
     }
     wall.as_secs_f64() * 1e3
+}
+
+/// Receives one TCP connection on `listener` to its end; returns the bytes
+/// and the seconds from the first byte to the last.
+fn receive(listener: std::net::TcpListener) -> std::thread::JoinHandle<(u64, f64)> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let mut first: Option<Instant> = None;
+        loop {
+            let n = conn.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(Instant::now);
+            total += n as u64;
+        }
+        (total, first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0))
+    })
+}
+
+fn mib_per_s((bytes, secs): (u64, f64)) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+}
+
+fn net(mib: usize) {
+    let bytes = mib << 20;
+    // Baseline: the same transfer over the host's loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = receive(listener);
+    {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        for _ in 0..bytes / chunk.len() {
+            conn.write_all(&chunk).unwrap();
+        }
+    }
+    let loopback = rx.join().unwrap();
+    println!("TCP throughput, {mib} MiB each");
+    println!("  host loopback (baseline)        {:9.1} MiB/s", mib_per_s(loopback));
+
+    // VM → host, through the NAT to a listener on the host's loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = receive(listener);
+    let script = format!(
+        "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc host.vminitd.internal {port}",
+        bytes >> 16
+    );
+    let out = Command::new(vmshim_bin())
+        .args(["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        fail(&format!(
+            "VM → host transfer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let vm_host = rx.join().unwrap();
+    if vm_host.0 != bytes as u64 {
+        fail(&format!("VM → host: {} of {bytes} bytes arrived", vm_host.0));
+    }
+    println!(
+        "  VM -> host (NAT)                {:9.1} MiB/s   ratio {:.4}",
+        mib_per_s(vm_host),
+        mib_per_s(vm_host) / mib_per_s(loopback)
+    );
+    vm_to_vm(mib, mib_per_s(loopback));
+}
+
+/// VM → VM on a vmshim network: a receiver VM listens, a sender VM streams
+/// `mib` MiB to it by name and times the transfer inside the guest.
+fn vm_to_vm(mib: usize, loopback: f64) {
+    let net = format!("bench{}", std::process::id());
+    let created = Command::new(vmshim_bin())
+        .args(["network", "create", &net])
+        .output()
+        .unwrap();
+    if !created.status.success() {
+        fail(&format!("network create: {}", String::from_utf8_lossy(&created.stderr)));
+    }
+    let mut receiver = Command::new(vmshim_bin())
+        .args([
+            "run",
+            "--network",
+            &net,
+            "--name",
+            "rx",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; nc -l -p 5000 | wc -c",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(receiver.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let script = format!(
+        "s=$(date +%s%N); dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc rx 5000; e=$(date +%s%N); echo $((e - s))",
+        mib * 16
+    );
+    let sender = Command::new(vmshim_bin())
+        .args(["run", "--network", &net, "--name", "tx", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut received = String::new();
+    std::io::Read::read_to_string(&mut out, &mut received).unwrap();
+    let _ = receiver.wait();
+    let _ = Command::new(vmshim_bin()).args(["network", "rm", &net]).output();
+    let ns: f64 = String::from_utf8_lossy(&sender.stdout).trim().parse().unwrap_or(0.0);
+    if !sender.status.success() || ns <= 0.0 || received.trim() != (mib << 20).to_string() {
+        fail(&format!(
+            "VM → VM transfer failed (received {:?}): {}",
+            received.trim(),
+            String::from_utf8_lossy(&sender.stderr)
+        ));
+    }
+    let rate = mib as f64 / (ns / 1e9);
+    println!(
+        "  VM -> VM (vmshim network)       {rate:9.1} MiB/s   ratio {:.4}",
+        rate / loopback
+    );
 }

@@ -1,6 +1,7 @@
 //! `vmshim`: the command line of vminitd's host side. Flags are parsed here;
 //! the work is done by the `host_shim` library.
 
+mod network;
 mod process;
 mod run;
 
@@ -43,6 +44,8 @@ enum Command {
     Stats(ConnectArgs),
     /// Ask the agent to stop every process and power off (or exit).
     Shutdown(ConnectArgs),
+    /// Create, list and remove the networks VMs join with `run --network`.
+    Network(network::NetworkArgs),
 }
 
 #[derive(Args)]
@@ -114,6 +117,7 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
             Client::connect(&args.connect).await?.shutdown().await?;
             Ok(0)
         }
+        Command::Network(args) => network::run(args).await,
     }
 }
 

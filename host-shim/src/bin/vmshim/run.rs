@@ -3,15 +3,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agent_proto::GUEST_ROOTFS;
+use agent_proto::{HostEntry, NetworkConfig, Op, GUEST_ROOTFS};
 use anyhow::{Context, Result};
 use clap::Args;
 use host_shim::accel::Accel;
 use host_shim::assets;
 use host_shim::exec::spawn;
 use host_shim::profile::Profile;
-use host_shim::vm::net::{GuestNetwork, PortMapping};
+use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort, HOST_ALIAS, NAT_HOST};
 use host_shim::vm::{Vm, VmConfig};
+use host_shim::Client;
 
 use crate::process::{drive, host_stdio, Ended, ProcessArgs};
 
@@ -57,8 +58,15 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "MAPPING")]
     publish: Vec<PortMapping>,
     /// No network but loopback (no NAT).
-    #[arg(long = "no-network", conflicts_with = "publish")]
+    #[arg(long = "no-network", conflicts_with_all = ["publish", "network"])]
     no_network: bool,
+    /// Join a vmshim network (`vmshim network create`): the VMs on it reach
+    /// each other by address and by name.
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
+    /// This VM's address on --network [default: the lowest free one].
+    #[arg(long, value_name = "ADDRESS", requires = "network")]
+    ip: Option<std::net::Ipv4Addr>,
     /// Print the boot profile on stderr; with =FILE, also write it as Chrome
     /// trace JSON (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -90,8 +98,29 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     for mapping in &args.publish {
         mapping.check_free()?;
     }
-    let name = args.name.clone().unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
-    cfg.network = GuestNetwork { none: args.no_network, publish: args.publish.clone(), switch: None, hostname: Some(name) };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
+    // Held until the VM is gone: the address is ours while the lease lives.
+    let lease = match &args.network {
+        // Blocking: it may wait on the network's lock and on its switch.
+        Some(network) => Some(tokio::task::block_in_place(|| {
+            host_shim::network::lease(network, &name, args.ip)
+        })?),
+        None => None,
+    };
+    cfg.network = GuestNetwork {
+        none: args.no_network,
+        publish: args.publish.clone(),
+        switch: lease.as_ref().map(|l| SwitchPort {
+            socket: l.switch_socket.clone(),
+            mac: l.mac,
+            address: l.ip,
+            prefix_len: l.prefix_len,
+        }),
+        hostname: Some(name.clone()),
+    };
     profile.mark("assets ready");
 
     let mut spec = args.process.spec()?;
@@ -101,15 +130,27 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
 
     let vm = Vm::boot(&cfg, &mut profile).await?;
     let outcome = async {
+        let mut hosts = HostsFile::default();
+        if let Some(network) = &args.network {
+            hosts.refresh(vm.client(), network).await?;
+        }
         let _raw = crate::raw_terminal(tty && stdin)?;
         let running = spawn(vm.client(), spec, host_stdio(stdin)).await?;
         profile.mark("process started");
-        let ended = drive(vm.client(), running, tty, Some(SIGNAL_GRACE)).await?;
+        let drive = drive(vm.client(), running, tty, Some(SIGNAL_GRACE));
+        let ended = match &args.network {
+            Some(network) => tokio::select! {
+                ended = drive => ended?,
+                never = hosts.keep_current(vm.client(), network) => match never {},
+            },
+            None => drive.await?,
+        };
         profile.mark("process exited");
         anyhow::Ok(ended)
     }
     .await;
     vm.shutdown(POWEROFF_GRACE).await;
+    drop(lease);
     profile.mark("VM gone");
 
     if let Some(target) = &args.profile {
@@ -122,5 +163,48 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     match outcome? {
         Ended::Exited(status) => Ok(status.shell_code().clamp(0, 255) as u8),
         Ended::Interrupted(signo) => Ok((128 + signo) as u8),
+    }
+}
+
+/// How often the VMs of a network are looked up again for `/etc/hosts`.
+const HOSTS_REFRESH: Duration = Duration::from_millis(250);
+
+/// The guest's `/etc/hosts` entries on a vmshim network: the host, and every
+/// VM on the network by name, kept current as VMs come and go.
+#[derive(Default)]
+struct HostsFile {
+    sent: Option<Vec<HostEntry>>,
+}
+
+impl HostsFile {
+    /// Sends the entries if they changed since the last time.
+    async fn refresh(&mut self, client: &Client, network: &str) -> Result<()> {
+        let mut entries = vec![HostEntry {
+            address: NAT_HOST.to_string(),
+            names: vec![HOST_ALIAS.to_owned()],
+        }];
+        for member in host_shim::network::members(network)? {
+            entries.push(HostEntry {
+                address: member.ip.to_string(),
+                names: vec![member.name],
+            });
+        }
+        if self.sent.as_ref() != Some(&entries) {
+            let config = NetworkConfig {
+                hosts: Some(entries.clone()),
+                ..Default::default()
+            };
+            client.call::<()>(Op::ConfigureNetwork(config)).await?;
+            self.sent = Some(entries);
+        }
+        Ok(())
+    }
+
+    /// Refreshes until cancelled; a failed look-up is retried next time.
+    async fn keep_current(&mut self, client: &Client, network: &str) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(HOSTS_REFRESH).await;
+            let _ = self.refresh(client, network).await;
+        }
     }
 }

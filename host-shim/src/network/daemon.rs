@@ -1,0 +1,430 @@
+//! The switch daemon: `vmshim network serve NAME`, detached from whoever
+//! starts it (its own session, no parent-death signal, stdio to
+//! `switch.log`), so it outlives the vmshim that started it and serves every
+//! VM on the network. Started under the network's lock when its socket does
+//! not accept connections; stopped by `remove` with SIGTERM.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::process::Owner;
+use super::store::check_socket_path;
+use super::switch::{self, log};
+use super::{check_name, io_err, NetworkError, Networks};
+
+/// How long a new switch may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a switch may take to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How often a running switch checks that its socket is still in place.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
+/// `switch.log` is emptied when a switch starts if it has grown past this.
+const LOG_LIMIT: u64 = 1 << 20;
+
+/// How switches are started.
+#[derive(Debug, Clone)]
+pub(super) enum Launcher {
+    /// `PROGRAM network serve NAME --state-dir DIR` as a daemon; the
+    /// program is found at run time when not given.
+    Program(Option<PathBuf>),
+    /// A thread of this process (tests).
+    #[cfg(test)]
+    InProcess,
+}
+
+impl Networks {
+    /// Makes sure the switch of `network` is running and returns its socket:
+    /// if the socket does not accept a connection, (re)starts the daemon and
+    /// waits until it does (5 seconds at most). Blocks meanwhile.
+    pub fn ensure_switch(&self, network: &str) -> Result<PathBuf, NetworkError> {
+        let (_lock, _) = self.lock_network(network)?;
+        self.ensure_switch_locked(network)
+    }
+
+    /// [`Networks::ensure_switch`], with the network's lock held.
+    pub(super) fn ensure_switch_locked(&self, name: &str) -> Result<PathBuf, NetworkError> {
+        let dir = self.dir(name);
+        let socket = dir.socket();
+        check_socket_path(&socket)?;
+        if accepts(&socket) {
+            return Ok(socket);
+        }
+        // A switch that no longer answers (its socket deleted, or stuck)
+        // makes way, and takes its pid file and socket with it.
+        self.stop_switch(name);
+        for stale in [dir.pid(), socket.clone()] {
+            match fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", stale)(e)),
+            }
+        }
+        match &self.launcher {
+            Launcher::Program(program) => self.spawn_daemon(name, program.as_deref())?,
+            #[cfg(test)]
+            Launcher::InProcess => {
+                let socket = socket.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    rt.block_on(switch::serve_switch(&socket)).map_err(io::Error::other)
+                });
+            }
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if accepts(&socket) {
+                return Ok(socket);
+            }
+            let died = read_pid(&dir.pid()).is_some_and(|pid| !Owner { pid, started: None }.alive());
+            if died || Instant::now() >= deadline {
+                let what = if died {
+                    "it exited".to_owned()
+                } else {
+                    format!("it did not accept connections within {START_TIMEOUT:?}")
+                };
+                return Err(NetworkError::SwitchStart {
+                    name: name.to_owned(),
+                    detail: format!("{what}; {}:\n{}", dir.log().display(), log_tail(&dir.log(), 5)),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts `vmshim network serve NAME` detached: it runs in a session of
+    /// its own, is reparented at once (a double fork), and does not die
+    /// with us.
+    fn spawn_daemon(&self, name: &str, program: Option<&Path>) -> Result<(), NetworkError> {
+        let fail = |detail: String| NetworkError::SwitchStart {
+            name: name.to_owned(),
+            detail,
+        };
+        let program = match program {
+            Some(p) => p.to_owned(),
+            None => vmshim_program().ok_or_else(|| {
+                fail("cannot find the vmshim program to run it (set VMSHIM_BIN to its path)".to_owned())
+            })?,
+        };
+        let log_path = self.dir(name).log();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err("open", &log_path))?;
+        if log.metadata().is_ok_and(|m| m.len() > LOG_LIMIT) {
+            let _ = log.set_len(0);
+        }
+        let mut cmd = Command::new(&program);
+        cmd.args(["network", "serve", name, "--state-dir"])
+            .arg(self.state_dir())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io_err("open", &log_path))?)
+            .stderr(log);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes only async-signal-safe calls (setsid, fork, _exit).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                match libc::fork() {
+                    -1 => Err(io::Error::last_os_error()),
+                    // The daemon: on to exec.
+                    0 => Ok(()),
+                    // The middle process, whom we reap at once.
+                    _ => libc::_exit(0),
+                }
+            });
+        }
+        let mut middle = cmd
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
+        let _ = middle.wait();
+        Ok(())
+    }
+
+    /// Stops the switch named by `switch.pid`, if it is running and is
+    /// really this network's switch; waits for it to go.
+    pub(super) fn stop_switch(&self, name: &str) {
+        let Some(pid) = read_pid(&self.dir(name).pid()) else {
+            return;
+        };
+        if !self.is_switch(pid, name) {
+            return;
+        }
+        let owner = Owner { pid, started: None };
+        for (signo, grace) in [(libc::SIGTERM, STOP_GRACE), (libc::SIGKILL, Duration::from_secs(1))] {
+            // SAFETY: kill has no memory-safety preconditions; the pid was
+            // just checked to be our switch.
+            unsafe { libc::kill(pid as i32, signo) };
+            let deadline = Instant::now() + grace;
+            while owner.alive() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !owner.alive() {
+                return;
+            }
+        }
+    }
+
+    /// Whether process `pid` is `vmshim network serve NAME` of this state
+    /// directory.
+    fn is_switch(&self, pid: u32, name: &str) -> bool {
+        let Some(args) = super::process::cmdline(pid) else {
+            return false;
+        };
+        let state_dir = self.state_dir().to_string_lossy();
+        args.windows(3).any(|w| w == ["network", "serve", name])
+            && args.windows(2).any(|w| w[0] == "--state-dir" && w[1] == state_dir)
+    }
+
+    /// The switch daemon's body (`vmshim network serve NAME`): serves the
+    /// network's socket until SIGTERM or SIGINT, or until the socket is
+    /// removed (the network deleted by hand); then removes its socket and
+    /// pid file.
+    pub async fn serve(&self, name: &str) -> Result<(), NetworkError> {
+        check_name("network", name)?;
+        let network = self.get(name)?;
+        let dir = self.dir(name);
+        let socket = dir.socket();
+        check_socket_path(&socket)?;
+        if accepts(&socket) {
+            return Err(NetworkError::SwitchStart {
+                name: name.to_owned(),
+                detail: format!("a switch already serves {}", socket.display()),
+            });
+        }
+        let pid = std::process::id();
+        write_pid(&dir.pid(), pid)?;
+        let listener = match switch::bind(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                remove_pid_file(&dir.pid(), pid);
+                return Err(e);
+            }
+        };
+        let ino = fs::metadata(&socket).map(|m| m.ino()).ok();
+        log(&format!(
+            "switch of network {name:?} ({}) listening on {}, pid {pid}",
+            network.subnet,
+            socket.display()
+        ));
+        let mut term = signal(SignalKind::terminate()).map_err(io_err("handle SIGTERM in", &socket))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(io_err("handle SIGINT in", &socket))?;
+        let why = tokio::select! {
+            never = switch::serve(listener, Default::default()) => match never {},
+            _ = term.recv() => "SIGTERM".to_owned(),
+            _ = int.recv() => "SIGINT".to_owned(),
+            why = socket_gone(&socket, ino) => why,
+        };
+        log(&format!("stopping: {why}"));
+        if fs::metadata(&socket).map(|m| m.ino()).ok() == ino {
+            let _ = fs::remove_file(&socket);
+        }
+        remove_pid_file(&dir.pid(), pid);
+        Ok(())
+    }
+}
+
+/// Returns when the socket file at `socket` is gone or replaced.
+async fn socket_gone(socket: &Path, ino: Option<u64>) -> String {
+    loop {
+        tokio::time::sleep(SOCKET_CHECK).await;
+        match fs::metadata(socket) {
+            Ok(m) if Some(m.ino()) == ino => {}
+            Ok(_) => return format!("{} was replaced", socket.display()),
+            Err(e) => return format!("{}: {e}", socket.display()),
+        }
+    }
+}
+
+/// Whether a Unix socket at `path` accepts a connection now. Never blocks:
+/// a listener with a full backlog counts as accepting.
+pub(super) fn accepts(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeros is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
+        return false;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: a plain socket call; the descriptor is closed below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: addr is a valid sockaddr_un and the length is its size.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    let ok = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+    ok
+}
+
+/// The vmshim program to run a switch with: `$VMSHIM_BIN`, this program if
+/// it is vmshim, a vmshim beside it or one directory up (tests run from
+/// `target/debug/deps/`), else `vmshim` in PATH.
+fn vmshim_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VMSHIM_BIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if exe.file_name().is_some_and(|n| n == "vmshim") {
+            return Some(exe);
+        }
+        let beside = exe.ancestors().skip(1).take(2).map(|d| d.join("vmshim"));
+        if let Some(p) = beside.into_iter().find(|p| p.is_file()) {
+            return Some(p);
+        }
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("vmshim"))
+        .find(|p| p.is_file())
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes `switch.pid` whole (a temporary file renamed into place).
+fn write_pid(path: &Path, pid: u32) -> Result<(), NetworkError> {
+    let tmp = path.with_extension(format!("pid.tmp-{pid}"));
+    let written = fs::File::create(&tmp).and_then(|mut f| writeln!(f, "{pid}"));
+    written.and_then(|()| fs::rename(&tmp, path)).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("write", path)(e)
+    })
+}
+
+/// Removes `switch.pid` if it still names `pid`.
+fn remove_pid_file(path: &Path, pid: u32) {
+    if read_pid(path) == Some(pid) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The last `lines` lines of a log file.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    if tail.is_empty() {
+        return "(empty)".to_owned();
+    }
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::store::tests::networks;
+    use crate::network::test_dir::TestDir;
+
+    #[test]
+    fn ensure_switch_restarts_a_dead_switch() {
+        let (dir, networks) = networks("ensure");
+        networks.create("n", None).unwrap();
+        let socket = networks.ensure_switch("n").unwrap();
+        assert_eq!(socket, dir.path().join("networks/n/switch.sock"));
+        assert!(accepts(&socket));
+        // The socket is deleted by hand: the next ensure starts a new switch.
+        fs::remove_file(&socket).unwrap();
+        assert!(!networks.list().unwrap()[0].switch_running);
+        assert_eq!(networks.ensure_switch("n").unwrap(), socket);
+        assert!(networks.list().unwrap()[0].switch_running);
+        assert!(matches!(
+            networks.ensure_switch("nope"),
+            Err(NetworkError::UnknownNetwork { .. })
+        ));
+    }
+
+    #[test]
+    fn a_switch_that_cannot_start_leaves_no_network() {
+        let dir = TestDir::new("nostart");
+        let networks = Networks::at(dir.path()).with_switch_program("/nonexistent/vmshim");
+        let err = networks.create("n", None).unwrap_err();
+        assert!(
+            matches!(&err, NetworkError::SwitchStart { name, detail } if name == "n" && detail.contains("/nonexistent/vmshim")),
+            "{err:?}"
+        );
+        assert_eq!(networks.list().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn accepts_only_listening_sockets() {
+        let dir = TestDir::new("accepts");
+        let path = dir.path().join("s.sock");
+        assert!(!accepts(&path));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(accepts(&path));
+        drop(listener);
+        assert!(!accepts(&path), "a socket file with nobody listening");
+        assert!(!accepts(&dir.path().join("x".repeat(200))));
+    }
+
+    #[test]
+    fn pid_files_and_cmdlines() {
+        let dir = TestDir::new("pid");
+        let path = dir.path().join("switch.pid");
+        write_pid(&path, 1234).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "1234\n");
+        assert_eq!(read_pid(&path), Some(1234));
+        remove_pid_file(&path, 99);
+        assert!(path.exists(), "another pid's file stays");
+        remove_pid_file(&path, 1234);
+        assert!(!path.exists());
+
+        let networks = Networks::at(dir.path());
+        // sh names the arguments after the script $0, $1, ...; the `:`
+        // keeps it from replacing itself with sleep.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 60; :", "network", "serve", "n", "--state-dir"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        // Until exec, the child shows our command line.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !networks.is_switch(child.id(), "n") {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                crate::network::process::cmdline(child.id())
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!networks.is_switch(child.id(), "m"));
+        assert!(!Networks::at("/elsewhere").is_switch(child.id(), "n"));
+        assert!(!networks.is_switch(std::process::id(), "n"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,273 @@
+//! Virtual networks that join VMs to each other, without root.
+//!
+//! Each network is a small Ethernet learning switch on a Unix socket; a VM
+//! joins it through QEMU's `stream` netdev, which carries every Ethernet frame
+//! as a 4-byte big-endian length followed by the frame:
+//!
+//! ```text
+//! -netdev stream,id=net0,server=off,addr.type=unix,addr.path=SWITCH_SOCKET
+//! -device virtio-net-device,netdev=net0,mac=02:56:4d:..
+//! ```
+//!
+//! No multicast, no TAP device, no root: traffic never leaves the switch.
+//!
+//! State lives in `$VMSHIM_STATE_DIR/networks/NAME/` (the state directory is
+//! `${XDG_STATE_HOME:-$HOME/.local/state}/vmshim` by default):
+//!
+//! | file | what |
+//! |---|---|
+//! | `network.json` | `{"name": .., "subnet": "10.89.0.0/24"}` |
+//! | `lock` | `flock`ed by whoever changes leases or starts the switch |
+//! | `switch.sock`, `switch.pid`, `switch.log` | the switch daemon |
+//! | `leases/<ip>` | `{"name": .., "pid": .., "started": .., "mac": ..}`: one VM each |
+//!
+//! `$STATE/networks.lock` serialises creating and removing networks, so two
+//! networks never get overlapping subnets.
+//!
+//! * [`create`], [`list`], [`remove`]: networks ([`store`]).
+//! * [`lease()`], [`members`]: addresses for VMs, and who is on a network ([`mod@lease`]).
+//! * [`ensure_switch`]: the switch daemon, started when missing ([`daemon`]).
+//! * [`serve_switch`]: the switch itself ([`switch`]).
+//!
+//! The free functions use the default state directory; [`Networks::at`]
+//! picks another (tests, host runtimes with their own state).
+//!
+//! QEMU 7.2's stream netdev does not reconnect: a VM keeps its network only
+//! while the switch that was running when it booted keeps running. That is
+//! why [`remove`] refuses a network with VMs on it, and why the switch runs
+//! as a daemon of its own rather than inside any one vmshim.
+
+pub mod daemon;
+pub mod lease;
+mod process;
+pub mod store;
+pub mod subnet;
+pub mod switch;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+pub use lease::{Lease, Member};
+pub use store::{Network, NetworkInfo, Networks};
+pub use subnet::Subnet;
+pub use switch::serve_switch;
+
+/// What a network or VM name may be.
+pub const NAME_RULE: &str = "names are 1 to 64 letters, digits, '_', '.' or '-', and start with a letter or digit";
+
+/// Why a network operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("no network {name:?} (see vmshim network ls)")]
+    UnknownNetwork { name: String },
+    #[error("a network named {name:?} already exists")]
+    Exists { name: String },
+    #[error("invalid {what} name {name:?}: {NAME_RULE}")]
+    BadName { what: &'static str, name: String },
+    #[error("{why}")]
+    BadSubnet { value: String, why: String },
+    #[error("subnet {subnet} overlaps {other_subnet} of network {other:?}")]
+    Overlap {
+        subnet: Subnet,
+        other: String,
+        other_subnet: Subnet,
+    },
+    #[error("subnet {subnet} overlaps {range}, {why}")]
+    Reserved {
+        subnet: Subnet,
+        range: Subnet,
+        why: &'static str,
+    },
+    #[error("every subnet from 10.89.0.0/24 to 10.89.255.0/24 is taken; choose one with --subnet")]
+    NoFreeSubnet,
+    #[error("{ip} on network {network:?} is already leased by {by:?}")]
+    AddressTaken { network: String, ip: Ipv4Addr, by: String },
+    #[error("{ip} is outside network {network:?} ({subnet})")]
+    AddressOutside {
+        network: String,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+    },
+    #[error("{ip} cannot be leased on network {network:?}: it is the {role} address of {subnet}")]
+    AddressReserved {
+        network: String,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+        role: &'static str,
+    },
+    #[error("network {name:?} ({subnet}) has no free address left")]
+    Exhausted { name: String, subnet: Subnet },
+    #[error("network {name:?} is in use by {}; stop them first", describe_members(.members))]
+    InUse { name: String, members: Vec<Member> },
+    #[error("the name {name:?} is already used on network {network:?} (by {ip})")]
+    NameTaken {
+        network: String,
+        name: String,
+        ip: Ipv4Addr,
+    },
+    #[error(
+        "the switch socket {} would be {len} bytes long, over the 107 a Unix socket address holds; \
+         use a shorter network name or a shorter VMSHIM_STATE_DIR", path.display()
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("{} is corrupt: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("no state directory: set VMSHIM_STATE_DIR, XDG_STATE_HOME or HOME")]
+    NoStateDir,
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the switch of network {name:?}: {detail}")]
+    SwitchStart { name: String, detail: String },
+}
+
+/// "a (10.89.0.2), b (10.89.0.3)"; "1 VM"/"N VMs" first.
+fn describe_members(members: &[Member]) -> String {
+    let list: Vec<String> = members.iter().map(|m| format!("{} ({})", m.name, m.ip)).collect();
+    let count = match members.len() {
+        1 => "1 VM".to_owned(),
+        n => format!("{n} VMs"),
+    };
+    format!("{count}: {}", list.join(", "))
+}
+
+/// A closure that wraps an I/O error with what was being done, and where.
+fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> NetworkError {
+    let path = path.into();
+    move |source| NetworkError::Io { what, path, source }
+}
+
+/// Checks a network or VM name against [`NAME_RULE`].
+pub fn check_name(what: &'static str, name: &str) -> Result<(), NetworkError> {
+    let b = name.as_bytes();
+    let ok = (1..=64).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(NetworkError::BadName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Creates network `name` with `subnet` (default: the first free
+/// 10.89.N.0/24) and starts its switch.
+pub fn create(name: &str, subnet: Option<&str>) -> Result<Network, NetworkError> {
+    Networks::from_env()?.create(name, subnet)
+}
+
+/// Every network, by name.
+pub fn list() -> Result<Vec<NetworkInfo>, NetworkError> {
+    Networks::from_env()?.list()
+}
+
+/// Stops the switch of network `name` and deletes it; refused while VMs are
+/// on it.
+pub fn remove(name: &str) -> Result<(), NetworkError> {
+    Networks::from_env()?.remove(name)
+}
+
+/// Makes sure the switch of `network` is running; returns its socket.
+/// Blocks for up to 5 seconds while a switch starts.
+pub fn ensure_switch(network: &str) -> Result<PathBuf, NetworkError> {
+    Networks::from_env()?.ensure_switch(network)
+}
+
+/// Leases an address on `network` for the VM `owner_name`, owned by this
+/// process: `requested`, or the lowest free one. The switch is running
+/// when this returns; dropping the [`Lease`] gives the address back.
+pub fn lease(network: &str, owner_name: &str, requested: Option<Ipv4Addr>) -> Result<Lease, NetworkError> {
+    Networks::from_env()?.lease(network, owner_name, requested)
+}
+
+/// The VMs on `network` now, by address.
+pub fn members(network: &str) -> Result<Vec<Member>, NetworkError> {
+    Networks::from_env()?.members(network)
+}
+
+#[cfg(test)]
+pub(crate) mod test_dir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct TestDir(PathBuf);
+
+    impl TestDir {
+        pub fn new(tag: &str) -> TestDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("vmshim-net-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TestDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "net0", "A.b_c-d", "9", &"x".repeat(64)] {
+            check_name("network", good).unwrap();
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "_x",
+            "a/b",
+            "..",
+            "a b",
+            "é",
+            "a\n",
+            &"x".repeat(65),
+        ] {
+            let err = check_name("network", bad).unwrap_err();
+            assert!(matches!(&err, NetworkError::BadName { name, .. } if name == bad));
+            assert!(err.to_string().contains("start with a letter or digit"), "{err}");
+        }
+    }
+
+    #[test]
+    fn in_use_lists_the_vms() {
+        let err = NetworkError::InUse {
+            name: "lab".into(),
+            members: vec![
+                Member {
+                    name: "web".into(),
+                    ip: Ipv4Addr::new(10, 89, 0, 2),
+                },
+                Member {
+                    name: "db".into(),
+                    ip: Ipv4Addr::new(10, 89, 0, 3),
+                },
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "network \"lab\" is in use by 2 VMs: web (10.89.0.2), db (10.89.0.3); stop them first"
+        );
+        let err = NetworkError::UnknownNetwork { name: "x".into() };
+        assert_eq!(err.to_string(), "no network \"x\" (see vmshim network ls)");
+    }
+}
