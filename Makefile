@@ -50,9 +50,11 @@ run-namespaced: build
 test: build vm-assets
 	cargo test --locked --workspace --no-fail-fast
 
-# Boot time against a busybox-init baseline, in the same run.
+# Boot time against a busybox-init baseline, and TCP throughput against the
+# host's loopback, each baseline measured in the same run.
 bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
+	cargo run --release --locked -p vminitd-tests --bin bench -- net
 
 clean:
 	cargo clean

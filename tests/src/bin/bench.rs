@@ -26,7 +26,7 @@ fn main() {
         .unwrap_or(10usize);
     match args.first().map(String::as_str) {
         Some("boot") => boot(runs),
-        Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 64 }),
+        Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 32 }),
         _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB]"),
     }
 }
@@ -152,11 +152,12 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
     wall.as_secs_f64() * 1e3
 }
 
-/// Receives one TCP connection on `listener` to its end; returns the bytes
-/// and the seconds from the first byte to the last.
+/// Receives one TCP connection on `listener` to its end, answers the byte
+/// count and closes; returns the bytes and the seconds from the first byte
+/// to the last.
 fn receive(listener: std::net::TcpListener) -> std::thread::JoinHandle<(u64, f64)> {
     std::thread::spawn(move || {
-        use std::io::Read;
+        use std::io::{Read, Write};
         let (mut conn, _) = listener.accept().expect("accept");
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
@@ -169,7 +170,9 @@ fn receive(listener: std::net::TcpListener) -> std::thread::JoinHandle<(u64, f64
             first.get_or_insert_with(Instant::now);
             total += n as u64;
         }
-        (total, first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0))
+        let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let _ = writeln!(conn, "{total}");
+        (total, secs)
     })
 }
 
@@ -190,6 +193,9 @@ fn net(mib: usize) {
         for _ in 0..bytes / chunk.len() {
             conn.write_all(&chunk).unwrap();
         }
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
     }
     let loopback = rx.join().unwrap();
     println!("TCP throughput, {mib} MiB each");
@@ -230,25 +236,15 @@ fn net(mib: usize) {
 /// `mib` MiB to it by name and times the transfer inside the guest.
 fn vm_to_vm(mib: usize, loopback: f64) {
     let net = format!("bench{}", std::process::id());
-    let created = Command::new(vmshim_bin())
-        .args(["network", "create", &net])
-        .output()
-        .unwrap();
+    let created = Command::new(vmshim_bin()).args(["network", "create", &net]).output().unwrap();
     if !created.status.success() {
         fail(&format!("network create: {}", String::from_utf8_lossy(&created.stderr)));
     }
+    // The receiver counts what arrives and answers the count, so that the
+    // sender's timing ends when the last byte is in.
     let mut receiver = Command::new(vmshim_bin())
-        .args([
-            "run",
-            "--network",
-            &net,
-            "--name",
-            "rx",
-            "--",
-            "sh",
-            "-c",
-            "echo ready; nc -l -p 5000 | wc -c",
-        ])
+        .args(["run", "--network", &net, "--name", "rx", "--", "sh", "-c"])
+        .arg("echo ready; nc -l -p 5000 -e sh -c 'wc -c'")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -257,7 +253,8 @@ fn vm_to_vm(mib: usize, loopback: f64) {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let script = format!(
-        "s=$(date +%s%N); dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc rx 5000; e=$(date +%s%N); echo $((e - s))",
+        "s=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc rx 5000; \
+         e=$(cut -d' ' -f1 /proc/uptime); echo \"$s $e\"",
         mib * 16
     );
     let sender = Command::new(vmshim_bin())
@@ -265,21 +262,15 @@ fn vm_to_vm(mib: usize, loopback: f64) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let mut received = String::new();
-    std::io::Read::read_to_string(&mut out, &mut received).unwrap();
     let _ = receiver.wait();
     let _ = Command::new(vmshim_bin()).args(["network", "rm", &net]).output();
-    let ns: f64 = String::from_utf8_lossy(&sender.stdout).trim().parse().unwrap_or(0.0);
-    if !sender.status.success() || ns <= 0.0 || received.trim() != (mib << 20).to_string() {
-        fail(&format!(
-            "VM → VM transfer failed (received {:?}): {}",
-            received.trim(),
-            String::from_utf8_lossy(&sender.stderr)
-        ));
+    let said = String::from_utf8_lossy(&sender.stdout).into_owned();
+    let mut lines = said.lines();
+    let count = lines.next().unwrap_or("").trim().to_owned();
+    let times: Vec<f64> = lines.next().unwrap_or("").split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    if !sender.status.success() || count != (mib << 20).to_string() || times.len() != 2 || times[1] <= times[0] {
+        fail(&format!("VM → VM transfer failed (the receiver counted {count:?}): {said} {}", String::from_utf8_lossy(&sender.stderr)));
     }
-    let rate = mib as f64 / (ns / 1e9);
-    println!(
-        "  VM -> VM (vmshim network)       {rate:9.1} MiB/s   ratio {:.4}",
-        rate / loopback
-    );
+    let rate = mib as f64 / (times[1] - times[0]);
+    println!("  VM -> VM (vmshim network)       {rate:9.1} MiB/s   ratio {:.4}", rate / loopback);
 }
