@@ -52,6 +52,28 @@ pub fn vmshim_bin() -> PathBuf {
     binary("vmshim", "VMSHIM_BIN")
 }
 
+/// Runs `vmshim ARGS` with `stdin` as its input (written from a thread of
+/// its own, so that a large input cannot deadlock against the output) and
+/// captures its output.
+pub fn vmshim_with_input(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(vmshim_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmshim");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for vmshim");
+    let _ = writer.join();
+    out
+}
+
 /// A fresh scratch directory, removed on drop.
 pub struct TempDir(PathBuf);
 

@@ -1,21 +1,6 @@
 //! The `vmshim` command line against a namespaced agent.
 
-use std::process::{Command, Stdio};
-
-use std::io::Write;
-use vminitd_tests::{vmshim_bin, NamespacedAgent};
-
-fn vmshim(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(vmshim_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vmshim");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
+use vminitd_tests::{vmshim_with_input as vmshim, NamespacedAgent};
 
 #[tokio::test]
 async fn exec_prints_and_exits_with_the_status() {

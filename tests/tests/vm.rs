@@ -2,7 +2,7 @@
 //! under QEMU (KVM where it really runs a guest, else TCG) and runs commands
 //! in the default busybox root filesystem.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,22 +10,7 @@ use std::time::{Duration, Instant};
 use vminitd_tests::{vmshim_bin, TempDir};
 
 fn vmshim_run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(vmshim_bin())
-        .arg("run")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vmshim");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    vminitd_tests::vmshim_with_input(&[&["run"], args].concat(), stdin)
 }
 
 fn text(bytes: &[u8]) -> String {
