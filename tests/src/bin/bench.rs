@@ -236,7 +236,10 @@ fn net(mib: usize) {
 /// `mib` MiB to it by name and times the transfer inside the guest.
 fn vm_to_vm(mib: usize, loopback: f64) {
     let net = format!("bench{}", std::process::id());
-    let created = Command::new(vmshim_bin()).args(["network", "create", &net]).output().unwrap();
+    let created = Command::new(vmshim_bin())
+        .args(["network", "create", &net])
+        .output()
+        .unwrap();
     if !created.status.success() {
         fail(&format!("network create: {}", String::from_utf8_lossy(&created.stderr)));
     }
@@ -267,10 +270,21 @@ fn vm_to_vm(mib: usize, loopback: f64) {
     let said = String::from_utf8_lossy(&sender.stdout).into_owned();
     let mut lines = said.lines();
     let count = lines.next().unwrap_or("").trim().to_owned();
-    let times: Vec<f64> = lines.next().unwrap_or("").split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    let times: Vec<f64> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
     if !sender.status.success() || count != (mib << 20).to_string() || times.len() != 2 || times[1] <= times[0] {
-        fail(&format!("VM → VM transfer failed (the receiver counted {count:?}): {said} {}", String::from_utf8_lossy(&sender.stderr)));
+        fail(&format!(
+            "VM → VM transfer failed (the receiver counted {count:?}): {said} {}",
+            String::from_utf8_lossy(&sender.stderr)
+        ));
     }
     let rate = mib as f64 / (times[1] - times[0]);
-    println!("  VM -> VM (vmshim network)       {rate:9.1} MiB/s   ratio {:.4}", rate / loopback);
+    println!(
+        "  VM -> VM (vmshim network)       {rate:9.1} MiB/s   ratio {:.4}",
+        rate / loopback
+    );
 }
