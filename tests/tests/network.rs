@@ -1,7 +1,8 @@
 //! Networking of real micro-VMs: NAT to a service on the host's loopback,
-//! published ports, the guest's hosts and resolver files, and clear errors
-//! for bad settings. Traffic stays on this machine: the only host service
-//! the guests reach is one this test starts on 127.0.0.1.
+//! published ports, the guest's hosts and resolver files, networks of both
+//! drivers, and clear errors for bad settings. Traffic stays on this
+//! machine: the only host services the guests reach are ones these tests
+//! start, on 127.0.0.1 or on a bridge they made.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -192,7 +193,9 @@ fn two_vms_on_one_network_talk_both_ways_by_name() {
     let _ = server.wait();
 
     let ls = vmshim_in(state.path(), &["network", "ls"]).output().unwrap();
-    assert!(text(&ls.stdout).contains("10.123.7.0/24"), "{}", text(&ls.stdout));
+    let ls = text(&ls.stdout);
+    assert!(ls.starts_with("NAME      DRIVER   SUBNET"), "{ls}");
+    assert!(ls.contains("backend   switch   10.123.7.0/24   running"), "{ls}");
     let rm = vmshim_in(state.path(), &["network", "rm", "backend"]).output().unwrap();
     assert!(rm.status.success(), "{}", text(&rm.stderr));
     assert!(
@@ -241,6 +244,288 @@ fn bad_network_definitions_leave_nothing_half_made() {
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["a"], "only the good network exists");
+    assert!(run(&["network", "rm", "a"]).status.success());
+}
+
+/// Whether this test runs as root; if not, says why it does nothing.
+fn root_or_note(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("note: {test} needs root (bridge networks make network devices); skipped");
+    }
+    root
+}
+
+/// The host's network devices whose name starts with `prefix`.
+fn host_devices(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Deletes bridge `vmbr-*` when dropped, if a failed test left it.
+struct BridgeGuard(String);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let sys = std::path::Path::new("/sys/class/net").join(&self.0);
+        if self.0.starts_with("vmbr-") && sys.join("bridge").is_dir() {
+            let _ = Command::new("ip").args(["link", "del", "dev", &self.0]).status();
+        }
+    }
+}
+
+/// `GET /PATH` over HTTP/1.0 to `addr`, retried until `deadline`.
+fn http_get(addr: (&str, u16), path: &str, deadline: Instant) -> String {
+    loop {
+        let attempt = TcpStream::connect_timeout(
+            &format!("{}:{}", addr.0, addr.1).parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(c, "GET /{path} HTTP/1.0\r\n\r\n")?;
+            let mut s = String::new();
+            c.read_to_string(&mut s)?;
+            Ok(s)
+        });
+        match attempt {
+            Ok(s) if s.contains("200 OK") => return s,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("{}:{} never answered: {other:?}", addr.0, addr.1),
+        }
+    }
+}
+
+#[test]
+fn a_bridge_network_joins_vms_and_the_host() {
+    if !root_or_note("a_bridge_network_joins_vms_and_the_host") {
+        return;
+    }
+    let state = vminitd_tests::TempDir::new("netbridge");
+    // A name of its own: bridges are the host's, not the state directory's.
+    let name = format!("b{:x}", std::process::id());
+    let _cleanup = BridgeGuard(format!("vmbr-{name}"));
+    let out = vmshim_in(
+        state.path(),
+        &[
+            "network",
+            "create",
+            &name,
+            "--driver",
+            "bridge",
+            "--subnet",
+            "10.123.9.0/24",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("networks").join(&name).join("network.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["driver"], "bridge");
+    let bridge = config["bridge"].as_str().unwrap().to_owned();
+    assert_eq!(bridge, format!("vmbr-{name}"));
+    let sys = std::path::Path::new("/sys/class/net").join(&bridge);
+    assert!(sys.join("bridge").is_dir(), "{bridge} is a bridge");
+    let addr = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &bridge])
+        .output()
+        .unwrap();
+    assert!(
+        text(&addr.stdout).contains("inet 10.123.9.1/24"),
+        "{}",
+        text(&addr.stdout)
+    );
+
+    // A service of the host on the bridge's address, for the VMs.
+    let listener = TcpListener::bind("10.123.9.1:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let host_service = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut request = String::new();
+        BufReader::new(conn.try_clone().unwrap())
+            .read_line(&mut request)
+            .unwrap();
+        write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nthe host\n").unwrap();
+        peer.ip().to_string()
+    });
+
+    // db serves HTTP to the host, then answers one nc client, reversed.
+    let mut server = vmshim_in(
+        state.path(),
+        &[
+            "run",
+            "--network",
+            &name,
+            "--name",
+            "db",
+            "--ip",
+            "10.123.9.10",
+            "--",
+            "sh",
+            "-c",
+        ],
+    )
+    .arg(
+        "mkdir -p /srv && echo served-by-db > /srv/index.html && httpd -p 8080 -h /srv && echo ready; \
+         nc -l -p 7000 -e sh -c 'read line; echo \"db got: $line\"; echo \"$line\" | rev'",
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    let mut server_out = BufReader::new(server.stdout.take().unwrap());
+    server_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+
+    // db's tap is on the bridge while it runs.
+    let tap = "vmtap-0a7b090a";
+    let master = std::fs::read_link(format!("/sys/class/net/{tap}/master")).unwrap();
+    assert_eq!(master.file_name().unwrap().to_string_lossy(), bridge);
+
+    // The host reaches db at its address.
+    let page = http_get(
+        ("10.123.9.10", 8080),
+        "index.html",
+        Instant::now() + Duration::from_secs(20),
+    );
+    assert!(page.ends_with("served-by-db\n"), "{page}");
+
+    let out = vmshim_in(
+        state.path(),
+        &["run", "--network", &name, "--name", "web", "--", "sh", "-c"],
+    )
+    .arg(format!(
+        "grep -w db /etc/hosts; wget -qO- http://10.123.9.1:{host_port}/; \
+             for i in 1 2 3 4 5 6 7 8 9 10; do echo hello-from-web | nc db 7000 && exit 0; sleep 0.3; done; exit 1"
+    ))
+    .output()
+    .unwrap();
+    let client_said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{client_said} {}", text(&out.stderr));
+    assert!(
+        client_said.contains("10.123.9.10\tdb"),
+        "the name resolves: {client_said}"
+    );
+    assert!(client_said.contains("the host\n"), "web → host: {client_said}");
+    assert_eq!(host_service.join().unwrap(), "10.123.9.2", "web came over the bridge");
+    assert!(
+        client_said.contains("db got: hello-from-web"),
+        "web → db: {client_said}"
+    );
+    assert!(client_said.contains("bew-morf-olleh"), "db → web: {client_said}");
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+
+    let ls = vmshim_in(state.path(), &["network", "ls"]).output().unwrap();
+    let ls = text(&ls.stdout);
+    assert!(
+        ls.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [name.as_str(), "bridge", "10.123.9.0/24", &bridge, "0"]),
+        "{ls}"
+    );
+    assert_eq!(
+        host_devices("vmtap-"),
+        Vec::<String>::new(),
+        "each VM's tap went with it"
+    );
+    let rm = vmshim_in(state.path(), &["network", "rm", &name]).output().unwrap();
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    assert!(!sys.exists(), "the bridge is gone");
+    let show = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
+    assert!(!show.status.success());
+    assert!(!state.path().join("networks").join(&name).exists());
+}
+
+#[test]
+fn bad_bridge_networks_leave_no_bridge() {
+    if !root_or_note("bad_bridge_networks_leave_no_bridge") {
+        return;
+    }
+    let state = vminitd_tests::TempDir::new("netbadbridge");
+    let run = |args: &[&str]| vmshim_in(state.path(), args).output().unwrap();
+    assert!(run(&["network", "create", "a", "--subnet", "10.126.0.0/16"])
+        .status
+        .success());
+    let name = format!("c{:x}", std::process::id());
+    let bridge = format!("vmbr-{name}");
+    let _cleanup = BridgeGuard(bridge.clone());
+    for (args, needle) in [
+        (vec!["network", "create", "bad/name", "--driver", "bridge"], "bad/name"),
+        (
+            vec![
+                "network",
+                "create",
+                &name,
+                "--driver",
+                "bridge",
+                "--subnet",
+                "10.126.5.0/24",
+            ],
+            "overlaps 10.126.0.0/16 of network \"a\"",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                &name,
+                "--driver",
+                "bridge",
+                "--subnet",
+                "10.127.0.9/24",
+            ],
+            "host bits",
+        ),
+        (vec!["network", "create", "a", "--driver", "bridge"], "exists"),
+    ] {
+        let out = run(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // Without CAP_NET_ADMIN: a clear error, before anything is made.
+    if Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let out = Command::new("setpriv")
+            .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin"])
+            .arg(vmshim_bin())
+            .args(["network", "create", &name, "--driver", "bridge"])
+            .env("VMSHIM_STATE_DIR", state.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{err}");
+        assert!(err.contains("needs root (CAP_NET_ADMIN"), "{err}");
+    }
+    let out = run(&["network", "create", &name, "--driver", "tap"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown driver is a usage error");
+    assert!(
+        text(&out.stderr).contains("possible values: switch, bridge"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&bridge).exists(),
+        "no bridge left"
+    );
+    let names: Vec<String> = std::fs::read_dir(state.path().join("networks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     assert_eq!(names, ["a"], "only the good network exists");
     assert!(run(&["network", "rm", "a"]).status.success());

@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::process::Owner;
 use super::store::check_socket_path;
 use super::switch::{self, log};
-use super::{check_name, io_err, NetworkError, Networks};
+use super::{check_name, io_err, Driver, NetworkError, Networks};
 
 /// How long a new switch may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +48,12 @@ impl Networks {
     /// if the socket does not accept a connection, (re)starts the daemon and
     /// waits until it does (5 seconds at most). Blocks meanwhile.
     pub fn ensure_switch(&self, network: &str) -> Result<PathBuf, NetworkError> {
-        let (_lock, _) = self.lock_network(network)?;
+        let (_lock, config) = self.lock_network(network)?;
+        if config.driver != Driver::Switch {
+            return Err(NetworkError::NoSwitch {
+                name: network.to_owned(),
+            });
+        }
         self.ensure_switch_locked(network)
     }
 
@@ -200,6 +205,9 @@ impl Networks {
     pub async fn serve(&self, name: &str) -> Result<(), NetworkError> {
         check_name("network", name)?;
         let network = self.get(name)?;
+        if network.driver != Driver::Switch {
+            return Err(NetworkError::NoSwitch { name: name.to_owned() });
+        }
         let dir = self.dir(name);
         let socket = dir.socket();
         check_socket_path(&socket)?;
@@ -352,7 +360,7 @@ mod tests {
     #[test]
     fn ensure_switch_restarts_a_dead_switch() {
         let (dir, networks) = networks("ensure");
-        networks.create("n", None).unwrap();
+        networks.create("n", None, Driver::Switch).unwrap();
         let socket = networks.ensure_switch("n").unwrap();
         assert_eq!(socket, dir.path().join("networks/n/switch.sock"));
         assert!(accepts(&socket));
@@ -371,7 +379,7 @@ mod tests {
     fn a_switch_that_cannot_start_leaves_no_network() {
         let dir = TestDir::new("nostart");
         let networks = Networks::at(dir.path()).with_switch_program("/nonexistent/vmshim");
-        let err = networks.create("n", None).unwrap_err();
+        let err = networks.create("n", None, Driver::Switch).unwrap_err();
         assert!(
             matches!(&err, NetworkError::SwitchStart { name, detail } if name == "n" && detail.contains("/nonexistent/vmshim")),
             "{err:?}"

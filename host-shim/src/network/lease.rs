@@ -3,6 +3,9 @@
 //! handed out under the network's lock, and each file appears whole and at
 //! once (`link` of a finished file, which also fails if the name exists),
 //! so readers need no lock and no address is ever given twice.
+//!
+//! On a bridge network a lease also owns the VM's tap device, made under
+//! the network's lock after the lease file and deleted before it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,6 +13,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use super::bridge::{tap_name, Tap};
 use super::process::Owner;
 use super::store::{unique, NetDir};
 use super::{check_name, io_err, NetworkError, Networks};
@@ -25,9 +29,20 @@ pub struct Lease {
     /// Locally administered, derived from the address: unique on the
     /// network.
     pub mac: [u8; 6],
-    /// The switch to connect QEMU to.
-    pub switch_socket: PathBuf,
+    /// Where the VM's network device plugs in.
+    pub backend: PortBackend,
+    /// The tap device of a VM on a bridge network.
+    tap: Option<Tap>,
     file: PathBuf,
+}
+
+/// Where a VM's device on a network plugs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortBackend {
+    /// The socket of the network's switch daemon (switch driver).
+    Switch { socket: PathBuf },
+    /// A tap device attached to the network's bridge (bridge driver).
+    Tap { ifname: String },
 }
 
 impl Lease {
@@ -44,6 +59,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // The tap goes first: once the file is gone, the address (and the
+        // tap's name with it) may be leased again.
+        drop(self.tap.take());
         let _ = fs::remove_file(&self.file);
     }
 }
@@ -95,7 +113,9 @@ pub fn format_mac(m: [u8; 6]) -> String {
 impl Networks {
     /// Leases an address on `network` for the VM `owner_name`, held by
     /// this process: `requested`, or the lowest free one from .2 up (.1 is
-    /// kept for a gateway). The switch is running when this returns.
+    /// the gateway: the host's address on a bridge). The switch is running
+    /// when this returns; on a bridge network, the VM's tap is made and on
+    /// the bridge (which is made again if it is gone).
     pub fn lease(&self, network: &str, owner_name: &str, requested: Option<Ipv4Addr>) -> Result<Lease, NetworkError> {
         self.lease_for(network, owner_name, requested, Owner::current())
     }
@@ -109,6 +129,9 @@ impl Networks {
     ) -> Result<Lease, NetworkError> {
         check_name("VM", owner_name)?;
         let (_lock, config) = self.lock_network(network)?;
+        if config.bridge.is_some() {
+            self.check_may_admin(|| format!("joining bridge network {network:?} (through a tap device)"))?;
+        }
         let dir = self.dir(network);
         let live = self.sweep_leases(&dir)?;
         if let Some((ip, _)) = live.iter().find(|(_, r)| r.name.eq_ignore_ascii_case(owner_name)) {
@@ -167,13 +190,18 @@ impl Networks {
             started: owner.started,
             mac: format_mac(mac),
         };
-        let lease = Lease {
+        let backend = match config.bridge {
+            Some(_) => PortBackend::Tap { ifname: tap_name(ip) },
+            None => PortBackend::Switch { socket: dir.socket() },
+        };
+        let mut lease = Lease {
             network: network.to_owned(),
             name: owner_name.to_owned(),
             ip,
             prefix_len: subnet.prefix_len(),
             mac,
-            switch_socket: dir.socket(),
+            backend,
+            tap: None,
             file: dir.leases().join(ip.to_string()),
         };
         write_lease(&dir, &lease.file, &record).map_err(|e| match e {
@@ -186,7 +214,16 @@ impl Networks {
             LeaseWrite::Io(e) => e,
         })?;
         // Dropping the lease on error gives the address back.
-        self.ensure_switch_locked(network)?;
+        match &config.bridge {
+            None => {
+                self.ensure_switch_locked(network)?;
+            }
+            Some(_) => {
+                let bridge = self.ensure_bridge_locked(&config)?;
+                self.sweep_taps(&config, &live)?;
+                lease.tap = Some(self.plug_tap(bridge, ip)?);
+            }
+        }
         Ok(lease)
     }
 
@@ -290,6 +327,7 @@ mod tests {
     use super::*;
     use crate::network::process::dead_pid;
     use crate::network::store::tests::networks;
+    use crate::network::Driver;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -298,13 +336,18 @@ mod tests {
     #[test]
     fn lowest_free_and_requested() {
         let (dir, networks) = networks("lease");
-        networks.create("n", Some("10.50.0.0/24")).unwrap();
+        networks.create("n", Some("10.50.0.0/24"), Driver::Switch).unwrap();
         let a = networks.lease("n", "a", None).unwrap();
         assert_eq!(a.ip, ip("10.50.0.2"));
         assert_eq!(a.prefix_len, 24);
         assert_eq!(a.cidr(), "10.50.0.2/24");
         assert_eq!(a.mac_string(), "02:56:4d:32:00:02");
-        assert_eq!(a.switch_socket, dir.path().join("networks/n/switch.sock"));
+        assert_eq!(
+            a.backend,
+            PortBackend::Switch {
+                socket: dir.path().join("networks/n/switch.sock")
+            }
+        );
         let c = networks.lease("n", "c", Some(ip("10.50.0.4"))).unwrap();
         assert_eq!(c.ip, ip("10.50.0.4"));
         let b = networks.lease("n", "b", None).unwrap();
@@ -338,7 +381,7 @@ mod tests {
     #[test]
     fn refusals() {
         let (_dir, networks) = networks("lease-refusals");
-        networks.create("n", Some("10.60.0.0/29")).unwrap();
+        networks.create("n", Some("10.60.0.0/29"), Driver::Switch).unwrap();
         let a = networks.lease("n", "a", Some(ip("10.60.0.6"))).unwrap();
         let err = networks.lease("n", "b", Some(ip("10.60.0.6"))).unwrap_err();
         assert!(
@@ -384,7 +427,7 @@ mod tests {
     #[test]
     fn stale_leases_are_reclaimed() {
         let (dir, networks) = networks("lease-stale");
-        networks.create("n", Some("10.70.0.0/24")).unwrap();
+        networks.create("n", Some("10.70.0.0/24"), Driver::Switch).unwrap();
         let gone = Owner {
             pid: dead_pid(),
             started: None,
@@ -413,7 +456,7 @@ mod tests {
     #[test]
     fn concurrent_leases_are_distinct() {
         let (_dir, networks) = networks("lease-concurrent");
-        networks.create("n", Some("10.80.0.0/24")).unwrap();
+        networks.create("n", Some("10.80.0.0/24"), Driver::Switch).unwrap();
         let leases: Vec<Lease> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..16)
                 .map(|i| {
@@ -437,7 +480,7 @@ mod tests {
     #[test]
     fn remove_is_refused_while_leased() {
         let (_dir, networks) = networks("lease-rm");
-        networks.create("n", None).unwrap();
+        networks.create("n", None, Driver::Switch).unwrap();
         let web = networks.lease("n", "web", None).unwrap();
         let err = networks.remove("n").unwrap_err();
         assert_eq!(

@@ -1,23 +1,34 @@
-//! Virtual networks that join VMs to each other, without root.
+//! Virtual networks that join VMs to each other, with one of two drivers.
 //!
-//! Each network is a small Ethernet learning switch on a Unix socket; a VM
-//! joins it through QEMU's `stream` netdev, which carries every Ethernet frame
-//! as a 4-byte big-endian length followed by the frame:
+//! **switch** (the default; no root needed): the network is a small
+//! Ethernet learning switch on a Unix socket; a VM joins it through QEMU's
+//! `stream` netdev, which carries every Ethernet frame as a 4-byte
+//! big-endian length followed by the frame:
 //!
 //! ```text
-//! -netdev stream,id=net0,server=off,addr.type=unix,addr.path=SWITCH_SOCKET
-//! -device virtio-net-device,netdev=net0,mac=02:56:4d:..
+//! -netdev stream,id=switch,server=off,addr.type=unix,addr.path=SWITCH_SOCKET
+//! -device virtio-net-device,netdev=switch,mac=02:56:4d:..
 //! ```
 //!
 //! No multicast, no TAP device, no root: traffic never leaves the switch.
+//!
+//! **bridge** (root, or CAP_NET_ADMIN): the network is a Linux bridge
+//! holding the subnet's gateway address, so the host reaches the VMs at
+//! their addresses; each VM joins it through a tap device of its own
+//! ([`mod@bridge`]):
+//!
+//! ```text
+//! -netdev tap,id=switch,ifname=vmtap-0a590002,script=no,downscript=no
+//! -device virtio-net-device,netdev=switch,mac=02:56:4d:..
+//! ```
 //!
 //! State lives in `$VMSHIM_STATE_DIR/networks/NAME/` (the state directory is
 //! `${XDG_STATE_HOME:-$HOME/.local/state}/vmshim` by default):
 //!
 //! | file | what |
 //! |---|---|
-//! | `network.json` | `{"name": .., "subnet": "10.89.0.0/24"}` |
-//! | `lock` | `flock`ed by whoever changes leases or starts the switch |
+//! | `network.json` | `{"name": .., "subnet": "10.89.0.0/24", "driver": "switch"}`, and `"bridge": "vmbr-.."` for a bridge network (a file without `driver` is a switch network) |
+//! | `lock` | `flock`ed by whoever changes leases, starts the switch or makes taps |
 //! | `switch.sock`, `switch.pid`, `switch.log` | the switch daemon |
 //! | `leases/<ip>` | `{"name": .., "pid": .., "started": .., "mac": ..}`: one VM each |
 //!
@@ -28,6 +39,7 @@
 //! * [`lease()`], [`members`]: addresses for VMs, and who is on a network ([`mod@lease`]).
 //! * [`ensure_switch`]: the switch daemon, started when missing ([`daemon`]).
 //! * [`serve_switch`]: the switch itself ([`switch`]).
+//! * bridges and taps ([`mod@bridge`]), made with `ip` ([`links`]).
 //!
 //! The free functions use the default state directory; [`Networks::at`]
 //! picks another (tests, host runtimes with their own state).
@@ -37,8 +49,10 @@
 //! why [`remove`] refuses a network with VMs on it, and why the switch runs
 //! as a daemon of its own rather than inside any one vmshim.
 
+pub mod bridge;
 pub mod daemon;
 pub mod lease;
+pub mod links;
 mod process;
 pub mod store;
 pub mod subnet;
@@ -47,8 +61,8 @@ pub mod switch;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-pub use lease::{Lease, Member};
-pub use store::{Network, NetworkInfo, Networks};
+pub use lease::{Lease, Member, PortBackend};
+pub use store::{Driver, Network, NetworkInfo, Networks};
 pub use subnet::Subnet;
 pub use switch::serve_switch;
 
@@ -122,6 +136,23 @@ pub enum NetworkError {
     },
     #[error("cannot start the switch of network {name:?}: {detail}")]
     SwitchStart { name: String, detail: String },
+    #[error("network {name:?} uses the bridge driver, which has no switch daemon")]
+    NoSwitch { name: String },
+    #[error(
+        "{what} needs root (CAP_NET_ADMIN, to add and delete network devices); \
+         run vmshim as root, or use a network of the switch driver"
+    )]
+    NeedsNetAdmin { what: String },
+    #[error("a network device named {device:?} already exists on this host, and is not vmshim's to take; {hint}")]
+    DeviceExists { device: String, hint: &'static str },
+    #[error("subnet {subnet} overlaps the host's route to {route} on {device}; choose another with --subnet")]
+    HostRoute {
+        subnet: Subnet,
+        route: String,
+        device: String,
+    },
+    #[error("`ip {command}` failed: {detail}")]
+    Ip { command: String, detail: String },
 }
 
 /// "a (10.89.0.2), b (10.89.0.3)"; "1 VM"/"N VMs" first.
@@ -157,9 +188,9 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), NetworkError> {
 }
 
 /// Creates network `name` with `subnet` (default: the first free
-/// 10.89.N.0/24) and starts its switch.
-pub fn create(name: &str, subnet: Option<&str>) -> Result<Network, NetworkError> {
-    Networks::from_env()?.create(name, subnet)
+/// 10.89.N.0/24): starts its switch, or makes its bridge.
+pub fn create(name: &str, subnet: Option<&str>, driver: Driver) -> Result<Network, NetworkError> {
+    Networks::from_env()?.create(name, subnet, driver)
 }
 
 /// Every network, by name.
@@ -167,8 +198,8 @@ pub fn list() -> Result<Vec<NetworkInfo>, NetworkError> {
     Networks::from_env()?.list()
 }
 
-/// Stops the switch of network `name` and deletes it; refused while VMs are
-/// on it.
+/// Stops the switch of network `name` (or deletes its bridge) and deletes
+/// it; refused while VMs are on it.
 pub fn remove(name: &str) -> Result<(), NetworkError> {
     Networks::from_env()?.remove(name)
 }
@@ -180,8 +211,9 @@ pub fn ensure_switch(network: &str) -> Result<PathBuf, NetworkError> {
 }
 
 /// Leases an address on `network` for the VM `owner_name`, owned by this
-/// process: `requested`, or the lowest free one. The switch is running
-/// when this returns; dropping the [`Lease`] gives the address back.
+/// process: `requested`, or the lowest free one. The switch is running (or
+/// the VM's tap is on the bridge) when this returns; dropping the [`Lease`]
+/// gives the address back (and deletes the tap).
 pub fn lease(network: &str, owner_name: &str, requested: Option<Ipv4Addr>) -> Result<Lease, NetworkError> {
     Networks::from_env()?.lease(network, owner_name, requested)
 }

@@ -7,9 +7,13 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
+use super::bridge::{BRIDGE_PREFIX, MAX_IFNAME};
 use super::daemon::{self, Launcher};
+use super::links::{IpCommand, LinkKind, Links};
 use super::process::Owner;
 use super::subnet::Subnet;
 use super::{check_name, io_err, NetworkError};
@@ -17,11 +21,55 @@ use super::{check_name, io_err, NetworkError};
 /// The longest path a Unix socket address holds (108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// How a network carries the VMs' frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A userspace switch daemon on a Unix socket; no root needed.
+    #[default]
+    Switch,
+    /// A Linux bridge with a tap device per VM; needs CAP_NET_ADMIN.
+    Bridge,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Switch => "switch",
+            Driver::Bridge => "bridge",
+        }
+    }
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Driver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Driver, String> {
+        match s {
+            "switch" => Ok(Driver::Switch),
+            "bridge" => Ok(Driver::Bridge),
+            _ => Err(format!("unknown network driver {s:?}: expected switch or bridge")),
+        }
+    }
+}
+
 /// What `network.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Network {
     pub name: String,
     pub subnet: Subnet,
+    /// Files written before there were drivers have none: a switch.
+    #[serde(default)]
+    pub driver: Driver,
+    /// The bridge device of a bridge network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
 }
 
 /// A network as `vmshim network ls` shows it.
@@ -29,7 +77,11 @@ pub struct Network {
 pub struct NetworkInfo {
     pub name: String,
     pub subnet: Subnet,
-    /// Whether its switch accepts connections.
+    pub driver: Driver,
+    /// The bridge device of a bridge network.
+    pub bridge: Option<String>,
+    /// Whether its switch accepts connections; for a bridge network,
+    /// whether its bridge exists.
     pub switch_running: bool,
     /// How many VMs hold a lease on it.
     pub members: usize,
@@ -40,6 +92,8 @@ pub struct NetworkInfo {
 pub struct Networks {
     state_dir: PathBuf,
     pub(super) launcher: Launcher,
+    /// The host's network devices (bridge networks).
+    pub(super) links: Arc<dyn Links>,
 }
 
 /// The files of one network.
@@ -95,6 +149,7 @@ impl Networks {
         Networks {
             state_dir: std::path::absolute(&dir).unwrap_or(dir),
             launcher: Launcher::Program(None),
+            links: Arc::new(IpCommand),
         }
     }
 
@@ -118,8 +173,9 @@ impl Networks {
     }
 
     /// Creates network `name` with `subnet` (default: the first free
-    /// 10.89.N.0/24) and starts its switch. On any error nothing is left.
-    pub fn create(&self, name: &str, subnet: Option<&str>) -> Result<Network, NetworkError> {
+    /// 10.89.N.0/24): starts its switch, or makes its bridge. On any error
+    /// nothing is left.
+    pub fn create(&self, name: &str, subnet: Option<&str>, driver: Driver) -> Result<Network, NetworkError> {
         check_name("network", name)?;
         let wanted = subnet.map(str::parse::<Subnet>).transpose()?;
         if let Some((range, why)) = wanted.and_then(|s| s.reserved_overlap()) {
@@ -129,6 +185,9 @@ impl Networks {
                 why,
             });
         }
+        if driver == Driver::Bridge {
+            self.check_may_admin(|| "a network with the bridge driver".to_owned())?;
+        }
         let root = self.root();
         fs::DirBuilder::new()
             .recursive(true)
@@ -137,12 +196,14 @@ impl Networks {
             .map_err(io_err("create", &root))?;
         let network = {
             let _global = self.lock_global()?;
-            sweep_leftovers(&root);
+            self.sweep_leftovers(&root);
             let dest = self.dir(name);
             if fs::symlink_metadata(dest.path()).is_ok() {
                 return Err(NetworkError::Exists { name: name.to_owned() });
             }
-            check_socket_path(&dest.socket())?;
+            if driver == Driver::Switch {
+                check_socket_path(&dest.socket())?;
+            }
             let others = self.read_all()?;
             let subnet = match wanted {
                 Some(subnet) => {
@@ -155,21 +216,43 @@ impl Networks {
                     }
                     subnet
                 }
-                None => default_subnet(&others)?,
+                None => self.default_subnet(&others, driver)?,
+            };
+            let bridge = match driver {
+                Driver::Bridge => Some(self.plan_bridge(name, subnet, &others)?),
+                Driver::Switch => None,
             };
             let network = Network {
                 name: name.to_owned(),
                 subnet,
+                driver,
+                bridge,
             };
+            // The directory is made out of sight, and names the bridge
+            // before it exists: if we die before the rename, the next
+            // create sweeps both.
             let tmp = root.join(format!(".tmp-{}-{}", std::process::id(), unique()));
-            let made = populate(&tmp, &network)
-                .and_then(|()| fs::rename(&tmp, dest.path()).map_err(io_err("rename into place", dest.path())));
+            let mut made = populate(&tmp, &network);
+            if let (Ok(()), Some(bridge)) = (&made, &network.bridge) {
+                made = self.add_bridge(bridge, subnet);
+            }
+            let made = made.and_then(|()| {
+                fs::rename(&tmp, dest.path()).map_err(|e| {
+                    if let Some(bridge) = &network.bridge {
+                        let _ = self.delete_bridge(bridge);
+                    }
+                    io_err("rename into place", dest.path())(e)
+                })
+            });
             if let Err(e) = made {
                 let _ = fs::remove_dir_all(&tmp);
                 return Err(e);
             }
             network
         };
+        if driver == Driver::Bridge {
+            return Ok(network);
+        }
         if let Err(e) = self.ensure_switch(name) {
             // A network that cannot switch is no network; a VM that leased
             // an address in the meantime keeps it (remove refuses).
@@ -184,18 +267,25 @@ impl Networks {
         let mut out = Vec::new();
         for network in self.read_all()? {
             let dir = self.dir(&network.name);
+            let switch_running = match &network.bridge {
+                Some(bridge) => self.links.kind(bridge) == Some(LinkKind::Bridge),
+                None => daemon::accepts(&dir.socket()),
+            };
             out.push(NetworkInfo {
-                switch_running: daemon::accepts(&dir.socket()),
+                switch_running,
                 members: self.live_leases(&dir)?.len(),
                 name: network.name,
                 subnet: network.subnet,
+                driver: network.driver,
+                bridge: network.bridge,
             });
         }
         Ok(out)
     }
 
-    /// Stops the switch of network `name` and deletes the network; refused
-    /// while a VM holds a lease on it.
+    /// Stops the switch of network `name` (or deletes its bridge, and any
+    /// tap left of a VM that died) and deletes the network; refused while a
+    /// VM holds a lease on it.
     pub fn remove(&self, name: &str) -> Result<(), NetworkError> {
         check_name("network", name)?;
         let dir = self.dir(name);
@@ -203,7 +293,7 @@ impl Networks {
             return Err(NetworkError::UnknownNetwork { name: name.to_owned() });
         }
         let _global = self.lock_global()?;
-        let (_lock, _) = self.lock_network(name)?;
+        let (_lock, config) = self.lock_network(name)?;
         let live = self.sweep_leases(&dir)?;
         if !live.is_empty() {
             return Err(NetworkError::InUse {
@@ -213,6 +303,11 @@ impl Networks {
                     .map(|(ip, r)| super::Member { name: r.name, ip })
                     .collect(),
             });
+        }
+        if let Some(bridge) = &config.bridge {
+            self.check_may_admin(|| format!("removing bridge network {name:?}"))?;
+            self.sweep_taps(&config, &live)?;
+            self.delete_bridge(bridge)?;
         }
         self.stop_switch(name);
         // Out of sight at once, then deleted: a crash halfway leaves a
@@ -237,13 +332,22 @@ impl Networks {
             path: path.clone(),
             detail: e.to_string(),
         })?;
-        if network.name != name {
-            return Err(NetworkError::Corrupt {
-                path,
-                detail: format!("it names network {:?}", network.name),
-            });
+        let detail = if network.name != name {
+            Some(format!("it names network {:?}", network.name))
+        } else {
+            match (network.driver, &network.bridge) {
+                (Driver::Switch, None) => None,
+                (Driver::Switch, Some(_)) => Some("a switch network names a bridge".to_owned()),
+                (Driver::Bridge, Some(b)) if b.starts_with(BRIDGE_PREFIX) && b.len() <= MAX_IFNAME => None,
+                (Driver::Bridge, b) => Some(format!(
+                    "a bridge network needs a bridge named {BRIDGE_PREFIX}*, of at most {MAX_IFNAME} bytes, not {b:?}"
+                )),
+            }
+        };
+        match detail {
+            Some(detail) => Err(NetworkError::Corrupt { path, detail }),
+            None => Ok(network),
         }
-        Ok(network)
     }
 
     /// Every network's configuration, by name; networks that vanish while
@@ -330,12 +434,57 @@ fn populate(tmp: &Path, network: &Network) -> Result<(), NetworkError> {
     fs::write(&config, json).map_err(io_err("write", &config))
 }
 
-/// The first 10.89.N.0/24 that overlaps no network in `others`.
-fn default_subnet(others: &[Network]) -> Result<Subnet, NetworkError> {
-    (0..=255u8)
-        .map(|n| Subnet::new([10, 89, n, 0].into(), 24).expect("a valid /24"))
-        .find(|s| !others.iter().any(|o| o.subnet.overlaps(s)))
-        .ok_or(NetworkError::NoFreeSubnet)
+impl Networks {
+    /// The first 10.89.N.0/24 that overlaps no network in `others` (and,
+    /// for a bridge, none of the host's routes but its default route).
+    fn default_subnet(&self, others: &[Network], driver: Driver) -> Result<Subnet, NetworkError> {
+        let routes = match driver {
+            Driver::Bridge => self.links.routes(),
+            Driver::Switch => Vec::new(),
+        };
+        (0..=255u8)
+            .map(|n| Subnet::new([10, 89, n, 0].into(), 24).expect("a valid /24"))
+            .find(|s| {
+                !others.iter().any(|o| o.subnet.overlaps(s))
+                    && !routes
+                        .iter()
+                        .any(|r| r.prefix_len > 0 && s.overlaps_range(r.destination, r.prefix_len))
+            })
+            .ok_or(NetworkError::NoFreeSubnet)
+    }
+
+    /// Removes `.tmp-PID-*` and `.rm-PID-*` directories of processes that
+    /// died halfway through creating or removing a network, and the bridge
+    /// a half-made network names if no network has it. Call with the
+    /// global lock held.
+    fn sweep_leftovers(&self, root: &Path) {
+        let Ok(entries) = fs::read_dir(root) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".tmp-").or_else(|| n.strip_prefix(".rm-")))
+            else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            if (Owner { pid, started: None }).alive() {
+                continue;
+            }
+            let half_made = fs::read(entry.path().join("network.json"))
+                .ok()
+                .and_then(|json| serde_json::from_slice::<Network>(&json).ok());
+            if let Some(bridge) = half_made.and_then(|n| n.bridge) {
+                let others = self.read_all().unwrap_or_default();
+                if !others.iter().any(|o| o.bridge.as_ref() == Some(&bridge)) {
+                    let _ = self.delete_bridge(&bridge);
+                }
+            }
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Refuses a socket path too long for a Unix socket address.
@@ -348,27 +497,6 @@ pub(super) fn check_socket_path(path: &Path) -> Result<(), NetworkError> {
         });
     }
     Ok(())
-}
-
-/// Removes `.tmp-PID-*` and `.rm-PID-*` directories of processes that died
-/// halfway through creating or removing a network.
-fn sweep_leftovers(root: &Path) {
-    let Ok(entries) = fs::read_dir(root) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(".tmp-").or_else(|| n.strip_prefix(".rm-")))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        if !(Owner { pid, started: None }).alive() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// A number unique within this process, for temporary names.
@@ -414,11 +542,11 @@ pub(super) mod tests {
     fn create_list_remove() {
         let (dir, networks) = networks("crud");
         assert_eq!(networks.list().unwrap(), vec![]);
-        let a = networks.create("a", None).unwrap();
+        let a = networks.create("a", None, Driver::Switch).unwrap();
         assert_eq!(a.subnet.to_string(), "10.89.0.0/24");
-        let b = networks.create("b", Some("192.168.50.0/24")).unwrap();
+        let b = networks.create("b", Some("192.168.50.0/24"), Driver::Switch).unwrap();
         assert_eq!(b.subnet.to_string(), "192.168.50.0/24");
-        let c = networks.create("c", None).unwrap();
+        let c = networks.create("c", None, Driver::Switch).unwrap();
         assert_eq!(c.subnet.to_string(), "10.89.1.0/24");
 
         let list = networks.list().unwrap();
@@ -431,16 +559,24 @@ pub(super) mod tests {
         );
         let on_disk = dir.path().join("networks/a");
         let json: serde_json::Value = serde_json::from_slice(&fs::read(on_disk.join("network.json")).unwrap()).unwrap();
-        assert_eq!(json, serde_json::json!({"name": "a", "subnet": "10.89.0.0/24"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "a", "subnet": "10.89.0.0/24", "driver": "switch"})
+        );
         assert!(on_disk.join("leases").is_dir() && on_disk.join("lock").is_file());
 
-        assert!(matches!(networks.create("a", None), Err(NetworkError::Exists { name }) if name == "a"));
+        assert!(
+            matches!(networks.create("a", None, Driver::Switch), Err(NetworkError::Exists { name }) if name == "a")
+        );
         networks.remove("a").unwrap();
         assert!(!on_disk.exists());
         assert!(matches!(networks.remove("a"), Err(NetworkError::UnknownNetwork { name }) if name == "a"));
         assert!(matches!(networks.get("a"), Err(NetworkError::UnknownNetwork { .. })));
         // The freed default subnet is the first free one again.
-        assert_eq!(networks.create("d", None).unwrap().subnet.to_string(), "10.89.0.0/24");
+        assert_eq!(
+            networks.create("d", None, Driver::Switch).unwrap().subnet.to_string(),
+            "10.89.0.0/24"
+        );
         assert_eq!(names(&networks).len(), 3);
         // Nothing hidden left behind.
         let hidden: Vec<_> = fs::read_dir(dir.path().join("networks"))
@@ -452,11 +588,56 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn files_without_a_driver_are_switch_networks() {
+        let (dir, networks) = networks("nodriver");
+        networks.create("old", None, Driver::Switch).unwrap();
+        let config = dir.path().join("networks/old/network.json");
+        fs::write(&config, r#"{"name": "old", "subnet": "10.89.0.0/24"}"#).unwrap();
+        let old = networks.get("old").unwrap();
+        assert_eq!((old.driver, old.bridge), (Driver::Switch, None));
+        assert_eq!(networks.list().unwrap()[0].driver, Driver::Switch);
+        for (json, detail) in [
+            (
+                r#"{"name": "old", "subnet": "10.89.0.0/24", "driver": "bridge"}"#,
+                "None",
+            ),
+            (
+                r#"{"name": "old", "subnet": "10.89.0.0/24", "driver": "bridge", "bridge": "eth0"}"#,
+                "\"eth0\"",
+            ),
+            (
+                r#"{"name": "old", "subnet": "10.89.0.0/24", "bridge": "vmbr-old"}"#,
+                "a switch network names a bridge",
+            ),
+            (
+                r#"{"name": "old", "subnet": "10.89.0.0/24", "driver": "tap"}"#,
+                "unknown variant",
+            ),
+        ] {
+            fs::write(&config, json).unwrap();
+            let err = networks.get("old").unwrap_err();
+            assert!(
+                matches!(&err, NetworkError::Corrupt { .. }) && err.to_string().contains(detail),
+                "{json}: {err}"
+            );
+        }
+        assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
+        assert_eq!(Driver::Switch.to_string(), "switch");
+        assert!("tap"
+            .parse::<Driver>()
+            .unwrap_err()
+            .contains("expected switch or bridge"));
+    }
+
+    #[test]
     fn bad_names_and_subnets_leave_nothing() {
         let (dir, networks) = networks("bad");
         for bad in ["", "../x", ".x", "a/b", "a b"] {
             assert!(
-                matches!(networks.create(bad, None), Err(NetworkError::BadName { .. })),
+                matches!(
+                    networks.create(bad, None, Driver::Switch),
+                    Err(NetworkError::BadName { .. })
+                ),
                 "{bad:?}"
             );
             assert!(
@@ -464,23 +645,23 @@ pub(super) mod tests {
                 "{bad:?}"
             );
         }
-        let err = networks.create("x", Some("10.1.2.5/24")).unwrap_err();
+        let err = networks.create("x", Some("10.1.2.5/24"), Driver::Switch).unwrap_err();
         assert_eq!(
             err.to_string(),
             "10.1.2.5/24 has host bits set; did you mean 10.1.2.0/24?"
         );
-        let err = networks.create("x", Some("10.0.0.0/16")).unwrap_err();
+        let err = networks.create("x", Some("10.0.0.0/16"), Driver::Switch).unwrap_err();
         assert!(matches!(err, NetworkError::Reserved { .. }), "{err:?}");
         assert!(
             err.to_string()
                 .contains("10.0.2.0/24, the NAT network QEMU user networking"),
             "{err}"
         );
-        let err = networks.create("x", Some("127.0.0.0/24")).unwrap_err();
+        let err = networks.create("x", Some("127.0.0.0/24"), Driver::Switch).unwrap_err();
         assert!(err.to_string().contains("127.0.0.0/8"), "{err}");
         // Too long for a socket address under this state directory.
         let long = "n".repeat(64);
-        let err = networks.create(&long, None).unwrap_err();
+        let err = networks.create(&long, None, Driver::Switch).unwrap_err();
         assert!(
             matches!(err, NetworkError::SocketPathTooLong { len, .. } if len > 107),
             "{err:?}"
@@ -496,8 +677,10 @@ pub(super) mod tests {
     #[test]
     fn overlapping_subnets_are_refused() {
         let (_dir, networks) = networks("overlap");
-        networks.create("wide", Some("172.20.0.0/16")).unwrap();
-        let err = networks.create("narrow", Some("172.20.5.0/24")).unwrap_err();
+        networks.create("wide", Some("172.20.0.0/16"), Driver::Switch).unwrap();
+        let err = networks
+            .create("narrow", Some("172.20.5.0/24"), Driver::Switch)
+            .unwrap_err();
         match &err {
             NetworkError::Overlap {
                 subnet,
@@ -515,9 +698,13 @@ pub(super) mod tests {
             "subnet 172.20.5.0/24 overlaps 172.20.0.0/16 of network \"wide\""
         );
         // A default subnet steps around a user's choice.
-        networks.create("mine", Some("10.89.0.0/23")).unwrap();
+        networks.create("mine", Some("10.89.0.0/23"), Driver::Switch).unwrap();
         assert_eq!(
-            networks.create("auto", None).unwrap().subnet.to_string(),
+            networks
+                .create("auto", None, Driver::Switch)
+                .unwrap()
+                .subnet
+                .to_string(),
             "10.89.2.0/24"
         );
     }
@@ -529,7 +716,7 @@ pub(super) mod tests {
             let handles: Vec<_> = (0..8)
                 .map(|i| {
                     let networks = &networks;
-                    s.spawn(move || networks.create(&format!("n{i}"), None).unwrap().subnet)
+                    s.spawn(move || networks.create(&format!("n{i}"), None, Driver::Switch).unwrap().subnet)
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -550,7 +737,7 @@ pub(super) mod tests {
         fs::create_dir_all(root.join(format!(".rm-{dead}-0"))).unwrap();
         let mine = root.join(format!(".tmp-{}-999999", std::process::id()));
         fs::create_dir_all(&mine).unwrap();
-        networks.create("x", None).unwrap();
+        networks.create("x", None, Driver::Switch).unwrap();
         let left: Vec<String> = fs::read_dir(&root)
             .unwrap()
             .flatten()

@@ -92,8 +92,14 @@ impl Subnet {
 
     /// Whether the two share any address (one then contains the other).
     pub fn overlaps(&self, other: &Subnet) -> bool {
-        let m = mask(self.prefix_len.min(other.prefix_len));
-        u32::from(self.network) & m == u32::from(other.network) & m
+        self.overlaps_range(other.network, other.prefix_len)
+    }
+
+    /// Whether it shares any address with the range `network/prefix_len`
+    /// (a route's destination; any prefix length from 0 to 32).
+    pub fn overlaps_range(&self, network: Ipv4Addr, prefix_len: u8) -> bool {
+        let m = mask(self.prefix_len.min(prefix_len));
+        u32::from(self.network) & m == u32::from(network) & m
     }
 
     /// The reserved range this subnet overlaps, with why it is reserved.
@@ -253,6 +259,10 @@ mod tests {
         assert!(!a.overlaps(&subnet("10.90.0.0/24")));
         assert!(!subnet("10.89.0.0/24").overlaps(&subnet("10.89.1.0/24")));
         assert!(subnet("10.89.0.0/24").overlaps(&subnet("10.89.0.248/29")));
+        // Host routes: any prefix length; /0 overlaps everything.
+        assert!(a.overlaps_range(Ipv4Addr::new(10, 89, 7, 9), 32));
+        assert!(!a.overlaps_range(Ipv4Addr::new(10, 90, 0, 1), 32));
+        assert!(a.overlaps_range(Ipv4Addr::UNSPECIFIED, 0));
         assert!(subnet("10.89.0.0/24").contains(Ipv4Addr::new(10, 89, 0, 255)));
         assert!(!subnet("10.89.0.0/24").contains(Ipv4Addr::new(10, 89, 1, 0)));
 

@@ -2,15 +2,18 @@
 //! networking (no root needed): the guest is 10.0.2.15/24, the host's
 //! loopback is reachable at 10.0.2.2 (named `host.vminitd.internal` in the
 //! guest), and `-p` publishes guest ports on the host. A VM on a vmshim
-//! network also gets a second interface on that network's switch.
+//! network also gets a second interface on that network's switch: the
+//! switch daemon's socket, or a tap device on the network's bridge.
 //!
 //! Interfaces are named to the guest by MAC address, set on the kernel
 //! command line, so they are up before the agent listens.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
-use std::path::PathBuf;
 use std::str::FromStr;
+
+use crate::network::Lease;
+pub use crate::network::PortBackend;
 
 /// The guest's address on the NAT network.
 pub const NAT_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -134,13 +137,40 @@ impl PortMapping {
     }
 }
 
-/// A port on a vmshim network's switch.
+/// A port on a vmshim network's switch (the switch daemon, or the Linux
+/// bridge).
 #[derive(Debug, Clone)]
 pub struct SwitchPort {
-    pub socket: PathBuf,
+    pub backend: PortBackend,
     pub mac: [u8; 6],
     pub address: Ipv4Addr,
     pub prefix_len: u8,
+}
+
+impl SwitchPort {
+    /// The port a lease gives the VM.
+    pub fn for_lease(lease: &Lease) -> SwitchPort {
+        SwitchPort {
+            backend: lease.backend.clone(),
+            mac: lease.mac,
+            address: lease.ip,
+            prefix_len: lease.prefix_len,
+        }
+    }
+
+    /// QEMU's `-netdev` value. Option values escape a comma by doubling it.
+    fn netdev(&self) -> String {
+        match &self.backend {
+            PortBackend::Switch { socket } => format!(
+                "stream,id=switch,server=off,addr.type=unix,addr.path={}",
+                socket.to_string_lossy().replace(',', ",,")
+            ),
+            PortBackend::Tap { ifname } => format!(
+                "tap,id=switch,ifname={},script=no,downscript=no",
+                ifname.replace(',', ",,")
+            ),
+        }
+    }
 }
 
 /// The network of one VM.
@@ -177,11 +207,7 @@ impl GuestNetwork {
         if let Some(port) = &self.switch {
             args.extend([
                 "-netdev".into(),
-                // QEMU option values escape a comma by doubling it.
-                format!(
-                    "stream,id=switch,server=off,addr.type=unix,addr.path={}",
-                    port.socket.to_string_lossy().replace(',', ",,")
-                ),
+                port.netdev(),
                 "-device".into(),
                 format!("virtio-net-device,netdev=switch,mac={}", mac_string(&port.mac)),
             ]);
@@ -253,7 +279,9 @@ mod tests {
         let net = GuestNetwork {
             publish: vec!["8080:80".parse().unwrap()],
             switch: Some(SwitchPort {
-                socket: "/s/switch.sock".into(),
+                backend: PortBackend::Switch {
+                    socket: "/s/switch.sock".into(),
+                },
                 mac: [2, 0x56, 0x4d, 10, 89, 2],
                 address: Ipv4Addr::new(10, 89, 0, 2),
                 prefix_len: 24,
@@ -282,5 +310,41 @@ mod tests {
             ..Default::default()
         };
         assert!(none.qemu_args().is_empty());
+    }
+
+    #[test]
+    fn a_tap_port_on_a_bridge() {
+        let mut net = GuestNetwork {
+            switch: Some(SwitchPort {
+                backend: PortBackend::Tap {
+                    ifname: "vmtap-0a590002".into(),
+                },
+                mac: [2, 0x56, 0x4d, 89, 0, 2],
+                address: Ipv4Addr::new(10, 89, 0, 2),
+                prefix_len: 24,
+            }),
+            ..Default::default()
+        };
+        let args = net.qemu_args();
+        let at = args.iter().position(|a| a.starts_with("tap,")).unwrap();
+        assert_eq!(
+            args[at - 1..],
+            [
+                "-netdev",
+                "tap,id=switch,ifname=vmtap-0a590002,script=no,downscript=no",
+                "-device",
+                "virtio-net-device,netdev=switch,mac=02:56:4d:59:00:02"
+            ]
+        );
+        // The guest is set up the same way on either driver.
+        assert!(net
+            .cmdline()
+            .contains(&"vminitd.ip=02:56:4d:59:00:02,10.89.0.2/24".to_owned()));
+        net.switch.as_mut().unwrap().backend = PortBackend::Switch {
+            socket: "/a,b/switch.sock".into(),
+        };
+        assert!(net
+            .qemu_args()
+            .contains(&"stream,id=switch,server=off,addr.type=unix,addr.path=/a,,b/switch.sock".to_owned()));
     }
 }

@@ -104,7 +104,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         .unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
     // Held until the VM is gone: the address is ours while the lease lives.
     let lease = match &args.network {
-        // Blocking: it may wait on the network's lock and on its switch.
+        // Blocking: it may wait on the network's lock, on its switch, or on
+        // `ip` making the VM's tap device.
         Some(network) => Some(tokio::task::block_in_place(|| {
             host_shim::network::lease(network, &name, args.ip)
         })?),
@@ -113,12 +114,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.network = GuestNetwork {
         none: args.no_network,
         publish: args.publish.clone(),
-        switch: lease.as_ref().map(|l| SwitchPort {
-            socket: l.switch_socket.clone(),
-            mac: l.mac,
-            address: l.ip,
-            prefix_len: l.prefix_len,
-        }),
+        switch: lease.as_ref().map(SwitchPort::for_lease),
         hostname: Some(name.clone()),
     };
     profile.mark("assets ready");
@@ -150,7 +146,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     }
     .await;
     vm.shutdown(POWEROFF_GRACE).await;
-    drop(lease);
+    // Blocking: on a bridge network it runs `ip` to delete the VM's tap.
+    tokio::task::block_in_place(|| drop(lease));
     profile.mark("VM gone");
 
     if let Some(target) = &args.profile {
