@@ -250,3 +250,26 @@ fn boot_profile() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     assert!(json["traceEvents"].as_array().unwrap().len() > 10);
 }
+
+#[test]
+fn sigterm_while_booting_leaves_nothing_behind() {
+    let mut child = Command::new(vmshim_bin())
+        .args(["run", "--", "sleep", "100"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Long enough for QEMU and the vsock backend to be running, well before
+    // the guest's agent answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while descendants(child.id()).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let helpers = descendants(child.id());
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<u32> = helpers.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+}

@@ -124,7 +124,12 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     let tty = args.process.tty;
     let stdin = args.interactive || tty;
 
-    let vm = Vm::boot(&cfg, &mut profile).await?;
+    // A SIGINT, SIGTERM or SIGHUP while the VM boots stops the boot: what
+    // was started is torn down as the boot is dropped.
+    let vm = tokio::select! {
+        vm = Vm::boot(&cfg, &mut profile) => vm?,
+        signo = stop_signal() => return Ok((128 + signo?) as u8),
+    };
     let outcome = async {
         let mut hosts = HostsFile::default();
         if let Some(network) = &args.network {
@@ -204,4 +209,17 @@ impl HostsFile {
             let _ = self.refresh(client, network).await;
         }
     }
+}
+
+/// The first SIGINT, SIGTERM or SIGHUP, by number.
+async fn stop_signal() -> std::io::Result<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::select! {
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
+        _ = hup.recv() => libc::SIGHUP,
+    })
 }
