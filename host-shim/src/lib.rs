@@ -19,6 +19,8 @@ pub mod network;
 pub mod profile;
 pub mod rootfs;
 pub mod terminal;
+#[cfg(test)]
+pub(crate) mod test_dir;
 pub mod vm;
 
 pub use client::{Client, ClientError};

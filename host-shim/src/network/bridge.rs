@@ -209,7 +209,7 @@ mod tests {
     }
 
     /// Networks in a fresh state directory on a fake host.
-    fn on_fake_host(tag: &str) -> (crate::network::test_dir::TestDir, Networks, FakeLinks) {
+    fn on_fake_host(tag: &str) -> (crate::test_dir::TestDir, Networks, FakeLinks) {
         let (dir, mut networks) = networks(tag);
         let host = FakeLinks::new();
         networks.links = Arc::new(host.clone());

@@ -355,7 +355,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 mod tests {
     use super::*;
     use crate::network::store::tests::networks;
-    use crate::network::test_dir::TestDir;
+    use crate::test_dir::TestDir;
 
     #[test]
     fn ensure_switch_restarts_a_dead_switch() {

@@ -522,7 +522,7 @@ fn flock(file: &File) -> io::Result<()> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::network::test_dir::TestDir;
+    use crate::test_dir::TestDir;
 
     /// Networks in a fresh state directory whose switches run on threads
     /// of this process.

@@ -232,7 +232,7 @@ pub(super) fn log(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use std::time::Instant;
 
     const A: Mac = [0x02, 0, 0, 0, 0, 0x0a];

@@ -198,7 +198,7 @@ fn install(tmp: &Path, dest: &Path, stamp: &str) -> Result<(), RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rootfs::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use std::os::unix::fs::MetadataExt;
 
     const BUSYBOX: &str = "/bin/busybox";

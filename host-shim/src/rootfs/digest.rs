@@ -152,7 +152,7 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rootfs::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn sample(root: &Path) {

@@ -134,7 +134,7 @@ fn find_program(name: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::rootfs::busybox_tree;
-    use crate::rootfs::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use std::process::Output;
     use std::time::Instant;
 
