@@ -27,21 +27,12 @@ fn text(bytes: &[u8]) -> String {
 fn nat_reaches_a_service_on_the_hosts_loopback() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut request = String::new();
-        BufReader::new(conn.try_clone().unwrap())
-            .read_line(&mut request)
-            .unwrap();
-        let body = "hello from the host\n";
-        write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-        request
-    });
+    let server = serve_http_once(listener, "hello from the host\n");
     let url = format!("http://host.vminitd.internal:{port}/greeting");
     let out = vmshim(&["run", "--", "wget", "-q", "-O", "-", &url]);
     assert_eq!(text(&out.stdout), "hello from the host\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
-    assert!(server.join().unwrap().starts_with("GET /greeting "));
+    assert!(server.join().unwrap().0.starts_with("GET /greeting "));
 }
 
 #[test]
@@ -63,21 +54,11 @@ fn a_published_port_answers_the_host() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "ready\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let attempt = TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
-            c.set_read_timeout(Some(Duration::from_secs(5)))?;
-            c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
-            let mut s = String::new();
-            c.read_to_string(&mut s)?;
-            Ok(s)
-        });
-        match attempt {
-            Ok(s) if s.contains("200 OK") => break s,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            other => panic!("the published port never answered: {other:?}"),
-        }
-    };
+    let body = http_get(
+        ("127.0.0.1", port),
+        "index.html",
+        Instant::now() + Duration::from_secs(20),
+    );
     assert!(body.ends_with("published\n"), "{body}");
     // SAFETY: signals our own child.
     unsafe { libc::kill(vm.id() as i32, libc::SIGTERM) };
@@ -282,6 +263,21 @@ impl Drop for BridgeGuard {
 }
 
 /// `GET /PATH` over HTTP/1.0 to `addr`, retried until `deadline`.
+/// Answers one HTTP request on `listener` with `body`; returns the request
+/// line and the peer's address.
+fn serve_http_once(listener: TcpListener, body: &'static str) -> std::thread::JoinHandle<(String, String)> {
+    std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut request = String::new();
+        BufReader::new(conn.try_clone().unwrap())
+            .read_line(&mut request)
+            .unwrap();
+        write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        (request, peer.ip().to_string())
+    })
+}
+
+/// GETs `path` from `addr`, retrying until `deadline`; the whole answer.
 fn http_get(addr: (&str, u16), path: &str, deadline: Instant) -> String {
     loop {
         let attempt = TcpStream::connect_timeout(
@@ -348,15 +344,7 @@ fn a_bridge_network_joins_vms_and_the_host() {
     // A service of the host on the bridge's address, for the VMs.
     let listener = TcpListener::bind("10.123.9.1:0").unwrap();
     let host_port = listener.local_addr().unwrap().port();
-    let host_service = std::thread::spawn(move || {
-        let (mut conn, peer) = listener.accept().unwrap();
-        let mut request = String::new();
-        BufReader::new(conn.try_clone().unwrap())
-            .read_line(&mut request)
-            .unwrap();
-        write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nthe host\n").unwrap();
-        peer.ip().to_string()
-    });
+    let host_service = serve_http_once(listener, "the host\n");
 
     // db serves HTTP to the host, then answers one nc client, reversed.
     let mut server = vmshim_in(
@@ -416,7 +404,7 @@ fn a_bridge_network_joins_vms_and_the_host() {
         "the name resolves: {client_said}"
     );
     assert!(client_said.contains("the host\n"), "web → host: {client_said}");
-    assert_eq!(host_service.join().unwrap(), "10.123.9.2", "web came over the bridge");
+    assert_eq!(host_service.join().unwrap().1, "10.123.9.2", "web came over the bridge");
     assert!(
         client_said.contains("db got: hello-from-web"),
         "web → db: {client_said}"
