@@ -4,6 +4,8 @@
 //! * [`exec`]: run one process through the agent with its stdio relayed.
 //! * [`terminal`]: the host terminal in raw mode and its window size.
 //! * [`vm`]: one micro-VM: vsock backend, QEMU, agent session, teardown.
+//! * [`instance`]: VMs that outlive the command that started them, held by a
+//!   daemon each, reached by name.
 //! * [`accel`]: whether KVM really runs a guest here.
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
 //! * [`profile`]: the boot timeline, host and guest on one axis.
@@ -15,6 +17,7 @@ pub mod accel;
 pub mod assets;
 pub mod client;
 pub mod exec;
+pub mod instance;
 pub mod network;
 pub mod profile;
 pub mod rootfs;

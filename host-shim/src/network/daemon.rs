@@ -133,31 +133,9 @@ impl Networks {
         let mut cmd = Command::new(&program);
         cmd.args(["network", "serve", name, "--state-dir"])
             .arg(self.state_dir())
-            .current_dir("/")
-            .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_err("open", &log_path))?)
             .stderr(log);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // makes only async-signal-safe calls (setsid, fork, _exit).
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                match libc::fork() {
-                    -1 => Err(io::Error::last_os_error()),
-                    // The daemon: on to exec.
-                    0 => Ok(()),
-                    // The middle process, whom we reap at once.
-                    _ => libc::_exit(0),
-                }
-            });
-        }
-        let mut middle = cmd
-            .spawn()
-            .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
-        let _ = middle.wait();
-        Ok(())
+        spawn_detached(cmd).map_err(|e| fail(format!("cannot run {}: {e}", program.display())))
     }
 
     /// Stops the switch named by `switch.pid`, if it is running and is
@@ -261,6 +239,33 @@ async fn socket_gone(socket: &Path, ino: Option<u64>) -> String {
     }
 }
 
+/// Runs `cmd` as a daemon: in `/`, stdin from /dev/null, in a session of
+/// its own, reparented at once (a double fork), with no parent-death
+/// signal, so it does not die with us. Returns once it has been exec'd (an
+/// exec failure is reported here).
+pub(crate) fn spawn_detached(mut cmd: Command) -> io::Result<()> {
+    cmd.current_dir("/").stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and
+    // makes only async-signal-safe calls (setsid, fork, _exit).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                // The daemon: on to exec.
+                0 => Ok(()),
+                // The middle process, whom we reap at once.
+                _ => libc::_exit(0),
+            }
+        });
+    }
+    let mut middle = cmd.spawn()?;
+    let _ = middle.wait();
+    Ok(())
+}
+
 /// Whether a Unix socket at `path` accepts a connection now. Never blocks:
 /// a listener with a full backlog counts as accepting.
 pub(super) fn accepts(path: &Path) -> bool {
@@ -299,10 +304,10 @@ pub(super) fn accepts(path: &Path) -> bool {
     ok
 }
 
-/// The vmshim program to run a switch with: `$VMSHIM_BIN`, this program if
+/// The vmshim program to run a daemon (a switch, an instance) with: `$VMSHIM_BIN`, this program if
 /// it is vmshim, a vmshim beside it or one directory up (tests run from
 /// `target/debug/deps/`), else `vmshim` in PATH.
-fn vmshim_program() -> Option<PathBuf> {
+pub(crate) fn vmshim_program() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VMSHIM_BIN").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
@@ -342,7 +347,7 @@ fn remove_pid_file(path: &Path, pid: u32) {
 }
 
 /// The last `lines` lines of a log file.
-fn log_tail(path: &Path, lines: usize) -> String {
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(lines).collect();
     if tail.is_empty() {

@@ -51,9 +51,10 @@
 
 pub mod bridge;
 pub mod daemon;
+pub mod hosts;
 pub mod lease;
 pub mod links;
-mod process;
+pub mod process;
 pub mod store;
 pub mod subnet;
 pub mod switch;
@@ -61,6 +62,7 @@ pub mod switch;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+pub use hosts::HostsFile;
 pub use lease::{Lease, Member, PortBackend};
 pub use store::{Driver, Network, NetworkInfo, Networks};
 pub use subnet::Subnet;

@@ -252,6 +252,22 @@ impl Vm {
         self.client.as_ref().expect("a booted Vm always has a client")
     }
 
+    /// Where the agent listens: another process may connect to it there
+    /// while this VM runs (`vsock:CID:PORT` or `hvsock:PATH:PORT`).
+    pub fn agent_endpoint(&self) -> agent_proto::Endpoint {
+        self.vsock.endpoint(AGENT_PORT)
+    }
+
+    /// The host processes that make up the VM: QEMU, and the vsock backend
+    /// where it is a process of its own.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        let mut pids = vec![(self.qemu.name(), self.qemu.pid())];
+        if let VsockBackend::User { daemon, .. } = &self.vsock {
+            pids.push((daemon.name(), daemon.pid()));
+        }
+        pids
+    }
+
     /// The accelerator in use and why it was chosen.
     pub fn accel(&self) -> (Accel, &str) {
         (self.accel, &self.accel_reason)

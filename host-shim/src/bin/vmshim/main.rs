@@ -1,6 +1,7 @@
 //! `vmshim`: the command line of vminitd's host side. Flags are parsed here;
 //! the work is done by the `host_shim` library.
 
+mod instance;
 mod network;
 mod process;
 mod run;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agent_proto::{Endpoint, ErrorCode};
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use host_shim::exec::spawn;
 use host_shim::terminal::{is_terminal, RawMode};
 use host_shim::{Client, ClientError};
@@ -34,10 +35,18 @@ struct Cli {
 enum Command {
     /// Boot a micro-VM, run a command in it with stdio relayed, shut it down;
     /// exits with the command's status (128+N when killed by signal N).
-    Run(run::RunArgs),
-    /// Run a command through a running agent, relaying its stdio; exits with
-    /// its status (128+N when killed by signal N).
+    Run(Box<run::RunArgs>),
+    /// Run a command in a running instance (`run -d`), or through the agent
+    /// at --connect, relaying its stdio; exits with its status (128+N when
+    /// killed by signal N).
     Exec(ExecArgs),
+    /// List the running instances (`run -d`).
+    Ps(instance::PsArgs),
+    /// Stop an instance: shut its VM down and remove its state.
+    Stop(instance::StopArgs),
+    /// The daemon that holds an instance's VM (started by `run -d`).
+    #[command(hide = true)]
+    Instance(instance::InstanceArgs),
     /// Print the agent's version and boot timeline.
     Ping(ConnectArgs),
     /// Print the guest's and the agent's resource figures as JSON.
@@ -56,9 +65,14 @@ struct ConnectArgs {
 }
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["name", "connect"])))]
 struct ExecArgs {
-    #[command(flatten)]
-    connect: ConnectArgs,
+    /// The instance to run it in (`vmshim run -d --name NAME`).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    /// Where the agent listens: unix:PATH, vsock:CID:PORT or hvsock:PATH:PORT.
+    #[arg(long, value_name = "URL")]
+    connect: Option<Endpoint>,
     #[command(flatten)]
     process: ProcessArgs,
 }
@@ -105,7 +119,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
 
 async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
     match cli.command {
-        Command::Run(args) => run::run(args, started).await,
+        Command::Run(args) => run::run(*args, started).await,
         Command::Exec(args) => exec(args).await,
         Command::Ping(args) => ping(args).await,
         Command::Stats(args) => {
@@ -118,6 +132,9 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
             Ok(0)
         }
         Command::Network(args) => network::run(args).await,
+        Command::Ps(args) => instance::ps(args),
+        Command::Stop(args) => instance::stop(args),
+        Command::Instance(args) => instance::serve(args).await,
     }
 }
 
@@ -144,9 +161,18 @@ async fn ping(args: ConnectArgs) -> Result<u8> {
 }
 
 async fn exec(args: ExecArgs) -> Result<u8> {
-    let spec = args.process.spec()?;
+    let mut spec = args.process.spec()?;
     let tty = args.process.tty;
-    let client = Client::connect(&args.connect.connect).await?;
+    let endpoint = match (&args.name, args.connect) {
+        (_, Some(url)) => url,
+        (Some(name), None) => {
+            // The instance's processes run in its root filesystem, as `run`'s.
+            spec.root = Some(agent_proto::GUEST_ROOTFS.to_owned());
+            instance::endpoint(name)?
+        }
+        (None, None) => unreachable!("clap requires a NAME or --connect"),
+    };
+    let client = Client::connect(&endpoint).await?;
     let _raw = raw_terminal(tty)?;
     let running = spawn(&client, spec, host_stdio(true)).await?;
     match drive(&client, running, tty, None).await? {

@@ -3,16 +3,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agent_proto::{HostEntry, NetworkConfig, Op, GUEST_ROOTFS};
+use agent_proto::GUEST_ROOTFS;
 use anyhow::{Context, Result};
 use clap::Args;
 use host_shim::accel::Accel;
 use host_shim::assets;
 use host_shim::exec::spawn;
+use host_shim::network::{HostsFile, Networks};
 use host_shim::profile::Profile;
-use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort, HOST_ALIAS, NAT_HOST};
+use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort};
 use host_shim::vm::{Vm, VmConfig};
-use host_shim::Client;
 
 use crate::process::{drive, host_stdio, Ended, ProcessArgs};
 
@@ -24,6 +24,8 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 const POWEROFF_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
+// With -d the command is optional: without one the VM runs until stopped.
+#[command(mut_arg("command", |a| a.required(false).required_unless_present("detach")))]
 pub struct RunArgs {
     /// Guest kernel (an uncompressed vmlinux with PVH boot) [default: build/vmlinux].
     #[arg(long, value_name = "FILE")]
@@ -71,6 +73,11 @@ pub struct RunArgs {
     /// trace JSON (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     profile: Option<String>,
+    /// Leave the VM running, held by a daemon, and print its name (see
+    /// `vmshim ps`, `exec NAME`, `stop NAME`); the command, if any, is its
+    /// main process: the VM stops when it exits.
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty", "profile"])]
+    detach: bool,
     #[command(flatten)]
     process: ProcessArgs,
 }
@@ -97,6 +104,10 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.rootfs = Some(assets::rootfs_image(args.rootfs.as_deref()).context("root filesystem")?);
     for mapping in &args.publish {
         mapping.check_free()?;
+    }
+    if args.detach {
+        let network = (args.no_network, args.publish, args.network, args.ip);
+        return crate::instance::run_detached(cfg, args.name, network, &args.process).await;
     }
     let name = args
         .name
@@ -132,8 +143,9 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     };
     let outcome = async {
         let mut hosts = HostsFile::default();
+        let networks = Networks::from_env()?;
         if let Some(network) = &args.network {
-            hosts.refresh(vm.client(), network).await?;
+            hosts.refresh(vm.client(), &networks, network).await?;
         }
         let _raw = crate::raw_terminal(tty && stdin)?;
         let running = spawn(vm.client(), spec, host_stdio(stdin)).await?;
@@ -142,7 +154,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         let ended = match &args.network {
             Some(network) => tokio::select! {
                 ended = drive => ended?,
-                never = hosts.keep_current(vm.client(), network) => match never {},
+                never = hosts.keep_current(vm.client(), &networks, network) => match never {},
             },
             None => drive.await?,
         };
@@ -165,49 +177,6 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     match outcome? {
         Ended::Exited(status) => Ok(status.shell_code().clamp(0, 255) as u8),
         Ended::Interrupted(signo) => Ok((128 + signo) as u8),
-    }
-}
-
-/// How often the VMs of a network are looked up again for `/etc/hosts`.
-const HOSTS_REFRESH: Duration = Duration::from_millis(250);
-
-/// The guest's `/etc/hosts` entries on a vmshim network: the host, and every
-/// VM on the network by name, kept current as VMs come and go.
-#[derive(Default)]
-struct HostsFile {
-    sent: Option<Vec<HostEntry>>,
-}
-
-impl HostsFile {
-    /// Sends the entries if they changed since the last time.
-    async fn refresh(&mut self, client: &Client, network: &str) -> Result<()> {
-        let mut entries = vec![HostEntry {
-            address: NAT_HOST.to_string(),
-            names: vec![HOST_ALIAS.to_owned()],
-        }];
-        for member in host_shim::network::members(network)? {
-            entries.push(HostEntry {
-                address: member.ip.to_string(),
-                names: vec![member.name],
-            });
-        }
-        if self.sent.as_ref() != Some(&entries) {
-            let config = NetworkConfig {
-                hosts: Some(entries.clone()),
-                ..Default::default()
-            };
-            client.call::<()>(Op::ConfigureNetwork(config)).await?;
-            self.sent = Some(entries);
-        }
-        Ok(())
-    }
-
-    /// Refreshes until cancelled; a failed look-up is retried next time.
-    async fn keep_current(&mut self, client: &Client, network: &str) -> std::convert::Infallible {
-        loop {
-            tokio::time::sleep(HOSTS_REFRESH).await;
-            let _ = self.refresh(client, network).await;
-        }
     }
 }
 

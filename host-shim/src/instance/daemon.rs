@@ -1,0 +1,266 @@
+//! The instance daemon, `vmshim instance serve NAME`: started detached by
+//! [`Instances::start`] (its own session, no parent-death signal, stdio to
+//! the instance's log), it holds the VM (QEMU and the vsock backend die
+//! with it), the network lease and the guest's `/etc/hosts`, and the main
+//! process. It stops the VM on SIGTERM or SIGINT, or when the main process
+//! exits, then removes the instance's state.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_proto::ExitStatus;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::{InstanceDir, InstanceError, Instances, Status};
+use crate::exec::{spawn, ExecIo};
+use crate::network::process::Owner;
+use crate::network::{HostsFile, Lease, Networks};
+use crate::profile::Profile;
+use crate::vm::net::SwitchPort;
+use crate::vm::Vm;
+
+/// How long the guest may take to power off after the shutdown request.
+const POWEROFF_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the daemon stops its VM.
+enum Ending {
+    Signal(&'static str),
+    MainExited(ExitStatus),
+}
+
+impl Instances {
+    /// Starts `vmshim instance serve NAME --state-dir DIR` detached.
+    pub(super) fn spawn_daemon(&self, name: &str) -> Result<(), String> {
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            None => crate::network::daemon::vmshim_program()
+                .ok_or("cannot find the vmshim program to run its daemon (set VMSHIM_BIN to its path)")?,
+        };
+        let log_path = self.dir(name).log();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let mut cmd = Command::new(&program);
+        cmd.args(["instance", "serve", name, "--state-dir"])
+            .arg(&self.state_dir)
+            .stdout(log)
+            .stderr(log2);
+        crate::network::daemon::spawn_detached(cmd).map_err(|e| format!("cannot run {}: {e}", program.display()))
+    }
+
+    /// The daemon's body: takes instance `name` over from the vmshim that
+    /// started it, boots its VM, starts its main process, marks it running,
+    /// and serves until told to stop or until the main process exits; then
+    /// shuts the VM down, gives the network address back and removes the
+    /// instance's state.
+    ///
+    /// QEMU and the vsock backend die with the thread that spawned them
+    /// (`PR_SET_PDEATHSIG`): run this on a thread that lives as long as the
+    /// daemon (the one that calls `block_on`), never in a spawned task.
+    pub async fn serve(&self, name: &str) -> Result<(), InstanceError> {
+        let dir = self.dir(name);
+        let serve_err = |detail: String| InstanceError::Serve {
+            name: name.to_owned(),
+            detail,
+        };
+        let mut record = dir
+            .read_record()?
+            .ok_or_else(|| InstanceError::Unknown { name: name.to_owned() })?;
+        let spec = dir.read_spec()?;
+        let me = Owner::current();
+        record.pid = me.pid;
+        record.started = me.started;
+        record.status = Status::Starting;
+        dir.write_record(&record)?;
+        log(&format!("daemon of instance {name:?}, pid {}", me.pid));
+        let mut stop = StopSignals::new().map_err(|e| serve_err(format!("cannot handle signals: {e}")))?;
+
+        let networks = Networks::at(&self.state_dir);
+        // Blocking (the network's lock, `ip` for a tap), on the daemon's
+        // own thread: nothing else waits on it.
+        let lease: Option<Lease> = match &spec.network {
+            Some(network) => Some(
+                networks
+                    .lease(network, name, spec.ip)
+                    .map_err(|e| serve_err(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let cfg = spec
+            .vm_config(name, lease.as_ref().map(SwitchPort::for_lease))
+            .map_err(serve_err)?;
+        let mut profile = Profile::new(std::time::Instant::now());
+        let vm = tokio::select! {
+            vm = Vm::boot(&cfg, &mut profile) => vm.map_err(|e| serve_err(e.to_string()))?,
+            why = stop.next() => {
+                log(&format!("{why} while booting: stopping"));
+                drop(lease);
+                let _ = dir.remove();
+                return Ok(());
+            }
+        };
+        let (accel, why) = vm.accel();
+        log(&format!(
+            "VM booted ({accel:?}: {why}; {}); agent at {}",
+            vm.vsock_description(),
+            vm.agent_endpoint()
+        ));
+
+        let outcome = self
+            .run_vm(name, &dir, &vm, &spec, &networks, &mut record, &mut stop)
+            .await;
+        match &outcome {
+            Ok(Ending::Signal(signal)) => log(&format!("{signal}: stopping the VM")),
+            Ok(Ending::MainExited(status)) => log(&format!(
+                "the main process exited ({}): stopping the VM",
+                describe(status)
+            )),
+            Err(e) => log(&format!("{e}: stopping the VM")),
+        }
+        record.status = Status::Stopping;
+        let _ = dir.write_record(&record);
+        vm.shutdown(POWEROFF_GRACE).await;
+        drop(lease);
+        log("VM stopped");
+        dir.remove()?;
+        outcome.map(|_| ())
+    }
+
+    /// From a booted VM to the reason to stop it.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_vm(
+        &self,
+        name: &str,
+        dir: &InstanceDir,
+        vm: &Vm,
+        spec: &super::InstanceSpec,
+        networks: &Networks,
+        record: &mut super::Instance,
+        stop: &mut StopSignals,
+    ) -> Result<Ending, InstanceError> {
+        let serve_err = |detail: String| InstanceError::Serve {
+            name: name.to_owned(),
+            detail,
+        };
+        let client = vm.client();
+        let mut hosts = HostsFile::default();
+        if let Some(network) = &spec.network {
+            hosts
+                .refresh(client, networks, network)
+                .await
+                .map_err(|e| serve_err(e.to_string()))?;
+        }
+        let main = match &spec.process {
+            Some(process) => {
+                let io = log_io(&dir.log()).map_err(|e| serve_err(format!("cannot open the log: {e}")))?;
+                let running = spawn(client, process.clone(), io)
+                    .await
+                    .map_err(|e| serve_err(format!("cannot start the main process: {e}")))?;
+                log(&format!("main process started: {:?}", process.args));
+                Some(running)
+            }
+            None => None,
+        };
+        record.status = Status::Running;
+        record.endpoint = Some(vm.agent_endpoint().to_string());
+        record.vm_pids = vm.pids().into_iter().map(|(n, p)| (n.to_owned(), p)).collect();
+        dir.write_record(record)?;
+
+        let main_exit = async {
+            match main {
+                Some(running) => running.wait(client).await,
+                None => std::future::pending().await,
+            }
+        };
+        let hosts_current = async {
+            match &spec.network {
+                Some(network) => match hosts.keep_current(client, networks, network).await {},
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            status = main_exit => Ok(Ending::MainExited(
+                status.map_err(|e| serve_err(format!("waiting for the main process: {e}")))?,
+            )),
+            why = stop.next() => Ok(Ending::Signal(why)),
+            () = hosts_current => unreachable!("keeping the hosts file current never ends"),
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, handled from the start so that a stop during the
+/// boot is orderly too.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// The main process's stdout and stderr: appended to the instance's log.
+fn log_io(path: &std::path::Path) -> std::io::Result<ExecIo> {
+    let open = || fs::OpenOptions::new().append(true).open(path).map(LogFile);
+    Ok(ExecIo {
+        stdin: None,
+        stdout: Some(Box::new(open()?)),
+        stderr: Some(Box::new(open()?)),
+    })
+}
+
+/// A log file as an async writer. Writes to a regular file do not wait on
+/// anyone: they are made in place.
+struct LogFile(fs::File);
+
+impl tokio::io::AsyncWrite for LogFile {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(std::io::Write::write(&mut self.get_mut().0, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn describe(status: &ExitStatus) -> String {
+    format!("status {}", status.shell_code())
+}
+
+/// One line on the daemon's stderr (the log), with a timestamp.
+fn log(line: &str) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    eprintln!("{}.{:03} vmshim: {line}", now.as_secs(), now.subsec_millis());
+}

@@ -1,0 +1,130 @@
+//! What an instance boots and runs, as the starting vmshim hands it to the
+//! instance daemon (`spec.json`).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent_proto::ProcessSpec;
+
+use crate::accel::Accel;
+use crate::vm::net::{GuestNetwork, PortMapping};
+use crate::vm::VmConfig;
+
+/// An instance's VM, network and main process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceSpec {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub rootfs: Option<PathBuf>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// `"kvm"`, `"tcg"`, or absent: KVM where it really runs a guest.
+    pub accel: Option<String>,
+    pub boot_timeout_ms: u64,
+    #[serde(default)]
+    pub cmdline_extra: Vec<String>,
+    /// No network but loopback.
+    #[serde(default)]
+    pub no_network: bool,
+    /// Published ports, as `-p` takes them.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// A vmshim network to join, and the address asked for on it.
+    pub network: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    /// The main process: the instance stops when it exits. Absent: the
+    /// instance runs until stopped.
+    pub process: Option<ProcessSpec>,
+}
+
+impl InstanceSpec {
+    /// The spec of a VM booted with `cfg` (whose `network` is ignored: the
+    /// daemon makes it from `publish`, `network` and `ip`).
+    pub fn from_config(cfg: &VmConfig) -> InstanceSpec {
+        InstanceSpec {
+            qemu: cfg.qemu.clone(),
+            kernel: cfg.kernel.clone(),
+            initramfs: cfg.initramfs.clone(),
+            rootfs: cfg.rootfs.clone(),
+            cpus: cfg.cpus,
+            memory_mib: cfg.memory_mib,
+            accel: cfg.accel.map(|a| {
+                match a {
+                    Accel::Kvm => "kvm",
+                    Accel::Tcg => "tcg",
+                }
+                .to_owned()
+            }),
+            boot_timeout_ms: cfg.boot_timeout.as_millis() as u64,
+            cmdline_extra: cfg.cmdline_extra.clone(),
+            no_network: false,
+            publish: Vec::new(),
+            network: None,
+            ip: None,
+            process: None,
+        }
+    }
+
+    pub fn boot_timeout(&self) -> Duration {
+        Duration::from_millis(self.boot_timeout_ms)
+    }
+
+    /// The VM config, for a VM named `hostname`; `switch` is its port on
+    /// `network`, once leased.
+    pub fn vm_config(&self, hostname: &str, switch: Option<crate::vm::net::SwitchPort>) -> Result<VmConfig, String> {
+        let mut cfg = VmConfig::new(self.kernel.clone(), self.initramfs.clone());
+        cfg.qemu = self.qemu.clone();
+        cfg.rootfs = self.rootfs.clone();
+        cfg.cpus = self.cpus;
+        cfg.memory_mib = self.memory_mib;
+        cfg.accel = match self.accel.as_deref() {
+            None => None,
+            Some("kvm") => Some(Accel::Kvm),
+            Some("tcg") => Some(Accel::Tcg),
+            Some(other) => return Err(format!("unknown accelerator {other:?}")),
+        };
+        cfg.boot_timeout = self.boot_timeout();
+        cfg.cmdline_extra = self.cmdline_extra.clone();
+        let publish = self
+            .publish
+            .iter()
+            .map(|p| p.parse::<PortMapping>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        cfg.network = GuestNetwork {
+            none: self.no_network,
+            publish,
+            switch,
+            hostname: Some(hostname.to_owned()),
+        };
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_config() {
+        let mut cfg = VmConfig::new("/k".into(), "/i".into());
+        cfg.accel = Some(Accel::Tcg);
+        cfg.cpus = 2;
+        cfg.rootfs = Some("/r.ext4".into());
+        let mut spec = InstanceSpec::from_config(&cfg);
+        spec.publish = vec!["8080:80".to_owned()];
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: InstanceSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+        let again = back.vm_config("a", None).unwrap();
+        assert_eq!(again.accel, Some(Accel::Tcg));
+        assert_eq!((again.cpus, again.memory_mib), (2, 256));
+        assert_eq!(again.rootfs, cfg.rootfs);
+        assert_eq!(again.boot_timeout, cfg.boot_timeout);
+        assert_eq!(again.network.publish[0].guest_port, 80);
+        assert_eq!(again.network.hostname.as_deref(), Some("a"));
+        spec.publish = vec!["nope".to_owned()];
+        assert!(spec.vm_config("a", None).unwrap_err().contains("nope"));
+    }
+}
