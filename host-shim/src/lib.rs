@@ -8,6 +8,7 @@
 //!   daemon each, reached by name.
 //! * [`accel`]: whether KVM really runs a guest here.
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
+//! * [`image`]: root filesystems and process defaults from OCI images and bundles.
 //! * [`profile`]: the boot timeline, host and guest on one axis.
 //!
 //! The `vmshim` binary is a thin command line over this library; a host
@@ -17,6 +18,7 @@ pub mod accel;
 pub mod assets;
 pub mod client;
 pub mod exec;
+pub mod image;
 pub mod instance;
 pub mod network;
 pub mod profile;

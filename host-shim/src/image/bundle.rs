@@ -1,0 +1,236 @@
+//! OCI runtime bundles: `DIR/config.json` and the root directory it names.
+//!
+//! A vminitd VM runs the process in a root of its own (mount namespace,
+//! `pivot_root`) inside a kernel of its own, so some of what a spec asks
+//! for is simply what the VM is. Exactly this is accepted:
+//!
+//! * `ociVersion` 1.x, `annotations` (informational), `hostname` (the VM's
+//!   host name unless `--name` is given);
+//! * `root.path` (relative to the bundle, or absolute), `root.readonly`
+//!   false or absent (the guest puts a writable overlay over the root);
+//! * `process.args`, `env`, `cwd`, `terminal`, `user.uid`, `user.gid`,
+//!   `user.additionalGids`;
+//! * `linux.namespaces` of types pid, network, ipc, uts, mount and cgroup,
+//!   without `path`: the VM's own kernel isolates all of those from the host;
+//! * `mounts` that are the defaults the guest provides: `/proc` (proc),
+//!   `/sys` (sysfs), `/dev` (tmpfs: the guest's `/dev`), `/dev/pts` (devpts),
+//!   `/dev/shm` (tmpfs); their options are not applied.
+//!
+//! Anything else that asks for something (a value other than null, false,
+//! `{}` or `[]`) is refused with an error naming every such field:
+//! capabilities, rlimits, `noNewPrivileges`, seccomp, resources, masked and
+//! read-only paths, hooks, user namespaces and id mappings, sysctls, other
+//! mounts, .... A stock `runc spec` asks for several of those
+//! (capabilities, rlimits, `noNewPrivileges`, `root.readonly`, masked paths,
+//! a device cgroup, `/dev/mqueue` and `/sys/fs/cgroup` mounts), so it is
+//! refused until the guest honours them.
+
+use std::path::{Path, PathBuf};
+
+use agent_proto::User;
+use oci_spec::runtime::Spec;
+use serde_json::Value;
+
+use super::{ImageError, ProcessDefaults};
+
+/// Namespaces the VM provides by being a VM.
+const NAMESPACES: [&str; 6] = ["pid", "network", "ipc", "uts", "mount", "cgroup"];
+/// The mounts the guest makes in every root: destination and type.
+const MOUNTS: [(&str, &[&str]); 5] = [
+    ("/proc", &["proc"]),
+    ("/sys", &["sysfs"]),
+    ("/dev", &["tmpfs", "devtmpfs"]),
+    ("/dev/pts", &["devpts"]),
+    ("/dev/shm", &["tmpfs"]),
+];
+
+/// A bundle, read and checked.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The root filesystem directory.
+    pub rootfs: PathBuf,
+    pub defaults: ProcessDefaults,
+    pub hostname: Option<String>,
+}
+
+/// Reads `dir/config.json`; refuses a spec that asks for what the VM does
+/// not honour, naming the fields.
+pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
+    let path = dir.join("config.json");
+    let bad = |detail: String| ImageError::BadBundle {
+        path: path.clone(),
+        detail,
+    };
+    let text = std::fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let unsupported = unsupported_fields(&value);
+    if !unsupported.is_empty() {
+        return Err(ImageError::UnsupportedSpec {
+            path,
+            fields: unsupported,
+        });
+    }
+    let spec: Spec = serde_json::from_value(value).map_err(|e| bad(format!("not a runtime spec: {e}")))?;
+    if !spec.version().starts_with("1.") {
+        return Err(bad(format!("ociVersion {:?}: only 1.x is supported", spec.version())));
+    }
+    let root = spec.root().as_ref().ok_or_else(|| bad("no root.path".into()))?;
+    let rootfs = dir.join(root.path());
+    let process = spec.process().as_ref().ok_or_else(|| bad("no process".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    if !cwd.starts_with('/') {
+        return Err(bad(format!("process.cwd {cwd:?} is not an absolute path")));
+    }
+    let user = process.user();
+    Ok(Bundle {
+        rootfs,
+        defaults: ProcessDefaults {
+            entrypoint: Vec::new(),
+            cmd: args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: Some(cwd),
+            user: Some(User {
+                uid: user.uid(),
+                gid: user.gid(),
+                additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            }),
+            terminal: process.terminal().unwrap_or(false),
+        },
+        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+    })
+}
+
+/// Every field of `spec` that asks for what the VM does not honour, with
+/// why, in document order.
+fn unsupported_fields(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(top) = spec.as_object() else {
+        return vec!["the spec is not a JSON object".into()];
+    };
+    for (key, value) in top {
+        match key.as_str() {
+            "ociVersion" | "annotations" | "hostname" => {}
+            "root" => only(value, "root", &["path"], &mut out),
+            "process" => {
+                only(value, "process", &["terminal", "user", "args", "env", "cwd"], &mut out);
+                if let Some(user) = value.get("user") {
+                    only(user, "process.user", &["uid", "gid", "additionalGids"], &mut out);
+                }
+            }
+            "linux" => {
+                only(value, "linux", &["namespaces"], &mut out);
+                for (i, ns) in array(value.get("namespaces")).iter().enumerate() {
+                    let kind = ns.get("type").and_then(Value::as_str).unwrap_or("");
+                    if !NAMESPACES.contains(&kind) {
+                        out.push(format!("linux.namespaces[{i}] ({kind:?}: not provided by the VM)"));
+                    } else if asks(ns.get("path")) {
+                        out.push(format!("linux.namespaces[{i}].path (joining a namespace)"));
+                    }
+                }
+            }
+            "mounts" => {
+                for (i, m) in array(Some(value)).iter().enumerate() {
+                    let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
+                    let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
+                    let default = MOUNTS.iter().any(|(d, types)| *d == dest && types.contains(&kind));
+                    if !default {
+                        out.push(format!("mounts[{i}] ({dest} type {kind:?}: only the default mounts)"));
+                    }
+                }
+            }
+            _ if asks(Some(value)) => out.push(key.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Pushes `PREFIX.KEY` for each field of `value` outside `allowed` that
+/// asks for something.
+fn only(value: &Value, prefix: &str, allowed: &[&str], out: &mut Vec<String>) {
+    for (key, v) in value.as_object().into_iter().flatten() {
+        if !allowed.contains(&key.as_str()) && asks(Some(v)) {
+            out.push(format!("{prefix}.{key}"));
+        }
+    }
+}
+
+/// Whether a value asks for anything: not absent, null, false, {} or [].
+fn asks(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn array(value: Option<&Value>) -> &[Value] {
+    value.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs", "readonly": false},
+            "process": {
+                "terminal": false,
+                "user": {"uid": 1000, "gid": 1000, "additionalGids": [5]},
+                "args": ["sh", "-c", "id"],
+                "env": ["PATH=/bin", "A=1"],
+                "cwd": "/tmp",
+                "noNewPrivileges": false
+            },
+            "hostname": "box",
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "resources": {}}
+        })
+    }
+
+    fn load(spec: &Value) -> Result<Bundle, ImageError> {
+        let t = TestDir::new("bundle");
+        std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
+        load_bundle(t.path())
+    }
+
+    #[test]
+    fn a_minimal_spec_maps_onto_the_process() {
+        let b = load(&minimal()).unwrap();
+        assert!(b.rootfs.ends_with("rootfs"));
+        assert_eq!(b.defaults.cmd, ["sh", "-c", "id"]);
+        assert_eq!(b.defaults.cwd.as_deref(), Some("/tmp"));
+        let user = b.defaults.user.unwrap();
+        assert_eq!((user.uid, user.gid, user.additional_gids), (1000, 1000, vec![5]));
+        assert_eq!(b.hostname.as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let mut spec = minimal();
+        spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
+        spec["linux"]["namespaces"] = json!([{"type": "user"}, {"type": "network", "path": "/proc/1/ns/net"}]);
+        spec["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
+        spec["root"]["readonly"] = json!(true);
+        spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/srv"}]);
+        spec["hooks"] = json!({"prestart": [{"path": "/bin/true"}]});
+        let err = load(&spec).unwrap_err().to_string();
+        for field in [
+            "linux.seccomp",
+            "linux.namespaces[0] (\"user\"",
+            "linux.namespaces[1].path",
+            "process.capabilities",
+            "root.readonly",
+            "mounts[0] (/data",
+            "hooks",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+    }
+}
