@@ -9,6 +9,7 @@ use clap::Args;
 use host_shim::accel::Accel;
 use host_shim::assets;
 use host_shim::exec::spawn;
+use host_shim::image::{self, ImageRef, ProcessDefaults};
 use host_shim::network::{HostsFile, Networks};
 use host_shim::profile::Profile;
 use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort};
@@ -26,6 +27,8 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(5);
 #[derive(Args)]
 // With -d the command is optional: without one the VM runs until stopped.
 #[command(mut_arg("command", |a| a.required(false).required_unless_present("detach")))]
+// An image or a bundle gives the command.
+#[command(mut_arg("command", |a| a.required_unless_present_any(["image", "bundle"])))]
 pub struct RunArgs {
     /// Guest kernel (an uncompressed vmlinux with PVH boot) [default: build/vmlinux].
     #[arg(long, value_name = "FILE")]
@@ -37,6 +40,17 @@ pub struct RunArgs {
     /// read-only ext4 image with a writable overlay) [default: busybox].
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// Run in an OCI image layout (`skopeo copy ... oci:DIR:TAG`, umoci):
+    /// its layers (cached by manifest digest) are the root filesystem, its
+    /// config gives the command (a command after `--` replaces Cmd and
+    /// keeps Entrypoint), environment, working directory and user.
+    #[arg(long, value_name = "DIR[:TAG]", conflicts_with_all = ["rootfs", "bundle", "detach"])]
+    image: Option<ImageRef>,
+    /// Run an OCI runtime bundle: `DIR/config.json`'s root and process
+    /// (flags override); a spec that asks for what the VM does not honour
+    /// is refused, naming the fields.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs", "detach"])]
+    bundle: Option<PathBuf>,
     /// Virtual CPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     cpus: u32,
@@ -101,7 +115,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.memory_mib = args.memory;
     cfg.accel = args.accel;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
-    cfg.rootfs = Some(assets::rootfs_image(args.rootfs.as_deref()).context("root filesystem")?);
+    let (tree, defaults, hostname) = root_and_defaults(&args)?;
+    cfg.rootfs = Some(assets::rootfs_image(tree.as_deref()).context("root filesystem")?);
     for mapping in &args.publish {
         mapping.check_free()?;
     }
@@ -112,6 +127,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     let name = args
         .name
         .clone()
+        .or(hostname)
         .unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
     // Held until the VM is gone: the address is ours while the lease lives.
     let lease = match &args.network {
@@ -130,9 +146,9 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     };
     profile.mark("assets ready");
 
-    let mut spec = args.process.spec()?;
+    let mut spec = defaults.under(args.process.spec()?);
     spec.root = Some(GUEST_ROOTFS.to_owned());
-    let tty = args.process.tty;
+    let tty = spec.terminal;
     let stdin = args.interactive || tty;
 
     // A SIGINT, SIGTERM or SIGHUP while the VM boots stops the boot: what
@@ -191,4 +207,28 @@ async fn stop_signal() -> std::io::Result<i32> {
         _ = term.recv() => libc::SIGTERM,
         _ = hup.recv() => libc::SIGHUP,
     })
+}
+
+/// The root filesystem tree (`None`: the default busybox), the process
+/// defaults and the host name that `--image`, `--bundle` or `--rootfs` give.
+fn root_and_defaults(args: &RunArgs) -> Result<(Option<PathBuf>, ProcessDefaults, Option<String>)> {
+    if let Some(image) = &args.image {
+        let cache = assets::build_dir().join("cache");
+        let unpacked = tokio::task::block_in_place(|| image::unpack_image(image, &cache))
+            .with_context(|| format!("image {}", image.dir.display()))?;
+        if !unpacked.skipped.is_empty() {
+            let list: Vec<String> = unpacked
+                .skipped
+                .iter()
+                .map(|s| format!("{} ({})", s.entry, s.kind))
+                .collect();
+            eprintln!("vmshim: note: not created from the image: {}", list.join(", "));
+        }
+        return Ok((Some(unpacked.tree), unpacked.defaults, None));
+    }
+    if let Some(dir) = &args.bundle {
+        let bundle = image::load_bundle(dir)?;
+        return Ok((Some(bundle.rootfs), bundle.defaults, bundle.hostname));
+    }
+    Ok((args.rootfs.clone(), ProcessDefaults::default(), None))
 }
