@@ -50,13 +50,7 @@ impl InstanceSpec {
             rootfs: cfg.rootfs.clone(),
             cpus: cfg.cpus,
             memory_mib: cfg.memory_mib,
-            accel: cfg.accel.map(|a| {
-                match a {
-                    Accel::Kvm => "kvm",
-                    Accel::Tcg => "tcg",
-                }
-                .to_owned()
-            }),
+            accel: cfg.accel.map(|a| a.to_string()),
             boot_timeout_ms: cfg.boot_timeout.as_millis() as u64,
             cmdline_extra: cfg.cmdline_extra.clone(),
             no_network: false,
@@ -79,12 +73,7 @@ impl InstanceSpec {
         cfg.rootfs = self.rootfs.clone();
         cfg.cpus = self.cpus;
         cfg.memory_mib = self.memory_mib;
-        cfg.accel = match self.accel.as_deref() {
-            None => None,
-            Some("kvm") => Some(Accel::Kvm),
-            Some("tcg") => Some(Accel::Tcg),
-            Some(other) => return Err(format!("unknown accelerator {other:?}")),
-        };
+        cfg.accel = self.accel.as_deref().map(str::parse::<Accel>).transpose()?;
         cfg.boot_timeout = self.boot_timeout();
         cfg.cmdline_extra = self.cmdline_extra.clone();
         let publish = self

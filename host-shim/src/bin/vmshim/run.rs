@@ -58,7 +58,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
     memory: u32,
     /// Accelerator: kvm or tcg [default: kvm where it really runs a guest].
-    #[arg(long, value_parser = parse_accel)]
+    #[arg(long, value_parser = clap::builder::ValueParser::new(str::parse::<Accel>))]
     accel: Option<Accel>,
     /// Seconds the agent may take to answer after QEMU starts.
     #[arg(long, default_value_t = 30)]
@@ -94,14 +94,6 @@ pub struct RunArgs {
     detach: bool,
     #[command(flatten)]
     process: ProcessArgs,
-}
-
-fn parse_accel(s: &str) -> Result<Accel, String> {
-    match s {
-        "kvm" => Ok(Accel::Kvm),
-        "tcg" => Ok(Accel::Tcg),
-        _ => Err(format!("unknown accelerator {s:?}: expected kvm or tcg")),
-    }
 }
 
 pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
