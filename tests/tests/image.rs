@@ -126,6 +126,30 @@ fn image_layers_whiteouts_and_config() {
         "{}",
         text(&out.stderr)
     );
+
+    // Detached: the image's root filesystem and defaults serve `exec` too.
+    let state = t.path().join("state");
+    let vmshim_in_state = |args: &[&str]| {
+        std::process::Command::new(vminitd_tests::vmshim_bin())
+            .args(args)
+            .env("VMSHIM_STATE_DIR", &state)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = vmshim_in_state(&["run", "-d", "--name", "imgbox", "--image", &image, "--", "sleep", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = vmshim_in_state(&[
+        "exec",
+        "imgbox",
+        "--",
+        "sh",
+        "-c",
+        "cat /data/new; test -e /etc/gone || echo whited-out",
+    ]);
+    assert_eq!(text(&out.stdout), "upper\nwhited-out\n", "{}", text(&out.stderr));
+    let out = vmshim_in_state(&["stop", "imgbox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 /// An image layout of one manifest, tagged `t`, with these layers (tars).

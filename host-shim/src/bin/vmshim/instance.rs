@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agent_proto::{Endpoint, GUEST_ROOTFS};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use host_shim::image::ProcessDefaults;
 use host_shim::instance::{Instance, InstanceSpec, Instances};
 use host_shim::vm::net::PortMapping;
 use host_shim::vm::VmConfig;
@@ -24,6 +25,7 @@ pub async fn run_detached(
     name: Option<String>,
     (no_network, publish, network, ip): NetworkFlags,
     process: &ProcessArgs,
+    defaults: &ProcessDefaults,
 ) -> Result<u8> {
     let name = name.unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
     let mut spec = InstanceSpec::from_config(&cfg);
@@ -31,8 +33,9 @@ pub async fn run_detached(
     spec.publish = publish.iter().map(ToString::to_string).collect();
     spec.network = network;
     spec.ip = ip;
-    if !process.command.is_empty() {
-        let mut main = process.spec()?;
+    // The main process: the command given, or the image's or bundle's.
+    let mut main = defaults.under(process.spec()?);
+    if !main.args.is_empty() {
         main.root = Some(GUEST_ROOTFS.to_owned());
         spec.process = Some(main);
     }

@@ -44,12 +44,12 @@ pub struct RunArgs {
     /// its layers (cached by manifest digest) are the root filesystem, its
     /// config gives the command (a command after `--` replaces Cmd and
     /// keeps Entrypoint), environment, working directory and user.
-    #[arg(long, value_name = "DIR[:TAG]", conflicts_with_all = ["rootfs", "bundle", "detach"])]
+    #[arg(long, value_name = "DIR[:TAG]", conflicts_with_all = ["rootfs", "bundle"])]
     image: Option<ImageRef>,
     /// Run an OCI runtime bundle: `DIR/config.json`'s root and process
     /// (flags override); a spec that asks for what the VM does not honour
     /// is refused, naming the fields.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs", "detach"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs"])]
     bundle: Option<PathBuf>,
     /// Virtual CPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -114,7 +114,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     }
     if args.detach {
         let network = (args.no_network, args.publish, args.network, args.ip);
-        return crate::instance::run_detached(cfg, args.name, network, &args.process).await;
+        let name = args.name.or(hostname);
+        return crate::instance::run_detached(cfg, name, network, &args.process, &defaults).await;
     }
     let name = args
         .name
