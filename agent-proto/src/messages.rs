@@ -79,14 +79,16 @@ pub enum Op {
     Hello { version: u32, client: String },
     /// Prepare a process (nothing runs yet). Answer: [`Created`], with the id
     /// used to attach streams, start, wait, signal and resize it. Errors:
-    /// [`ErrorCode::InvalidRequest`] for an empty argv or a bad environment
-    /// entry.
+    /// [`ErrorCode::InvalidRequest`] for an empty argv, a bad environment
+    /// entry, an unknown capability or resource limit name, or a soft limit
+    /// above its hard one.
     Create(ProcessSpec),
     /// Start a created process with the streams attached so far. Answer:
     /// [`Started`] with its pid. Errors: [`ErrorCode::NotFound`],
     /// [`ErrorCode::InvalidState`] if already started, and
     /// [`ErrorCode::ExecFailed`] naming what failed (program not found, the
-    /// working directory, the user, the exec itself).
+    /// working directory, the user, a resource limit, the capabilities, the
+    /// exec itself).
     Start { process: ProcessId },
     /// Wait for a started process to end. Answer: [`ExitStatus`], sent only
     /// after every attached output stream has delivered its last byte. Any
@@ -224,6 +226,56 @@ pub struct ProcessSpec {
     /// agent's own root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
+    /// The file mode creation mask (OCI `process.user.umask`); the agent's
+    /// (0022) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
+    /// Resource limits (OCI `process.rlimits`), each set on the process
+    /// before exec; the agent's own for the others. An unknown `kind` or a
+    /// soft limit above the hard one is [`ErrorCode::InvalidRequest`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+    /// Set `no_new_privs` (OCI `process.noNewPrivileges`): exec can no
+    /// longer grant privileges (set-user-id bits, file capabilities).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
+    /// The capability sets (OCI `process.capabilities`), kept across the
+    /// change of user. Absent: the agent's own (every capability) for root,
+    /// none for another user. An unknown name is
+    /// [`ErrorCode::InvalidRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// The process's `/proc/PID/oom_score_adj` (OCI `process.oomScoreAdj`),
+    /// -1000 to 1000; inherited from the agent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// One resource limit, as `setrlimit(2)` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The resource by its C name: `RLIMIT_NOFILE`, `RLIMIT_NPROC`, ....
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The capability sets of a process, each a list of names such as
+/// `CAP_NET_RAW` (as in the OCI runtime spec). Bounding: every capability
+/// not listed is dropped. Ambient ones that are not also permitted and
+/// inheritable are left out (as runc does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub bounding: Vec<String>,
+    #[serde(default)]
+    pub effective: Vec<String>,
+    #[serde(default)]
+    pub inheritable: Vec<String>,
+    #[serde(default)]
+    pub permitted: Vec<String>,
+    #[serde(default)]
+    pub ambient: Vec<String>,
 }
 
 /// A numeric identity.

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use agent_proto::{ProcessSpec, User, WindowSize};
 
+use crate::security::Security;
+
 /// The `PATH` of a process whose environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -37,6 +39,18 @@ pub enum SpecError {
     CwdNul { cwd: String },
     #[error("root {root:?} is not an absolute path without NUL bytes")]
     BadRoot { root: String },
+    #[error("unknown resource limit {kind:?}")]
+    UnknownRlimit { kind: String },
+    #[error("{kind}: the soft limit {soft} is above the hard limit {hard}")]
+    SoftAboveHard { kind: String, soft: u64, hard: u64 },
+    #[error("{kind} is given more than once")]
+    DuplicateRlimit { kind: String },
+    #[error("unknown capability {name:?} in the {set} set")]
+    UnknownCapability { set: &'static str, name: String },
+    #[error("oom_score_adj {value} is outside -1000..=1000")]
+    OomScoreAdj { value: i32 },
+    #[error("umask {umask:#o} is not a permission mask (at most 0o777)")]
+    Umask { umask: u32 },
 }
 
 /// The program is nowhere in `PATH` (`exec_failed`).
@@ -66,12 +80,15 @@ pub struct Command {
     /// The root filesystem to run in, if not the agent's.
     pub root: Option<PathBuf>,
     pub root_c: Option<CString>,
+    /// oom_score_adj, rlimits, umask, capabilities, no_new_privs.
+    pub security: Security,
 }
 
 impl Command {
     /// Checks `spec` and prepares its strings.
     pub fn from_spec(spec: ProcessSpec) -> Result<Command, SpecError> {
         let program = spec.args.first().ok_or(SpecError::NoProgram)?.clone();
+        let security = Security::from_spec(&spec)?;
         if program.is_empty() {
             return Err(SpecError::EmptyProgram);
         }
@@ -116,6 +133,7 @@ impl Command {
             size: spec.size,
             root: spec.root.map(PathBuf::from),
             root_c,
+            security,
         })
     }
 

@@ -30,6 +30,7 @@ mod procfs;
 mod pty;
 mod reaper;
 mod rootfs;
+mod security;
 mod server;
 mod session;
 mod shutdown;

@@ -4,8 +4,8 @@
 //! Everything the child needs is prepared before fork: after fork, in a
 //! program that may have other threads, the child may only make
 //! async-signal-safe calls (no allocation, no locks). It runs the steps in
-//! order and on the first failure writes `(step, errno)` to the pipe and
-//! exits with 127. Reading end-of-file from the pipe means exec succeeded.
+//! order and on the first failure writes `(step, errno, detail)` to the
+//! pipe and exits with 127 (`detail` says which rlimit or capability). Reading end-of-file from the pipe means exec succeeded.
 
 use std::ffi::{c_char, CStr};
 use std::io;
@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 use crate::command::Command;
 use crate::fdio;
 use crate::rootfs::{self, EnterStep, RootPlan};
+use crate::security::{self, CapSets, Limit};
 
 /// The steps of the child, in order; the code travels through the pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,13 @@ pub enum Step {
     RootSys = 13,
     RootDev = 14,
     RootPivot = 15,
+    OomScoreAdj = 16,
+    Rlimit = 17,
+    BoundingSet = 18,
+    KeepCaps = 19,
+    Capabilities = 20,
+    AmbientCaps = 21,
+    NoNewPrivs = 22,
 }
 
 impl From<EnterStep> for Step {
@@ -69,6 +77,13 @@ impl Step {
             13 => Step::RootSys,
             14 => Step::RootDev,
             15 => Step::RootPivot,
+            16 => Step::OomScoreAdj,
+            17 => Step::Rlimit,
+            18 => Step::BoundingSet,
+            19 => Step::KeepCaps,
+            20 => Step::Capabilities,
+            21 => Step::AmbientCaps,
+            22 => Step::NoNewPrivs,
             _ => return None,
         })
     }
@@ -98,14 +113,18 @@ pub struct ChildStdio {
 pub struct ChildFailure {
     pub step: Option<Step>,
     pub errno: i32,
+    /// Which one, for a step over a list: the index of the rlimit, the
+    /// number of the capability.
+    pub detail: u32,
 }
 
 impl ChildFailure {
-    fn decode(buf: [u8; 8]) -> ChildFailure {
-        let [a, b, c, d, e, f, g, h] = buf;
+    fn decode(buf: [u8; 12]) -> ChildFailure {
+        let [a, b, c, d, e, f, g, h, i, j, k, l] = buf;
         ChildFailure {
             step: Step::from_code(u32::from_le_bytes([a, b, c, d])),
             errno: i32::from_le_bytes([e, f, g, h]),
+            detail: u32::from_le_bytes([i, j, k, l]),
         }
     }
 
@@ -136,6 +155,25 @@ impl ChildFailure {
             ),
             Some(Step::Cwd) => format!("cannot change to working directory \"{}\": {err}", command.cwd),
             Some(Step::Exec) => format!("cannot exec \"{}\": {err}", program.to_string_lossy()),
+            Some(Step::OomScoreAdj) => format!(
+                "cannot set oom_score_adj to {}: {err}",
+                command.security.oom_score_adj.unwrap_or_default()
+            ),
+            Some(Step::Rlimit) => match command.security.rlimits.get(self.detail as usize) {
+                Some(l) => format!("cannot set {} to {}/{}: {err}", l.kind, l.soft, l.hard),
+                None => format!("cannot set a resource limit: {err}"),
+            },
+            Some(Step::BoundingSet) => format!(
+                "cannot drop {} from the bounding set: {err}",
+                security::capability_name(self.detail)
+            ),
+            Some(Step::KeepCaps) => format!("cannot keep the capabilities across the change of user: {err}"),
+            Some(Step::Capabilities) => format!("cannot set the capabilities: {err}"),
+            Some(Step::AmbientCaps) => format!(
+                "cannot raise the ambient capability {}: {err}",
+                security::capability_name(self.detail)
+            ),
+            Some(Step::NoNewPrivs) => format!("cannot set no_new_privs: {err}"),
             Some(
                 step @ (Step::RootNamespace
                 | Step::RootBind
@@ -175,6 +213,11 @@ struct ChildPlan<'a> {
     ids: Option<(libc::uid_t, libc::gid_t)>,
     groups: &'a [libc::gid_t],
     root: Option<RootPlan>,
+    oom_score_adj: Option<&'a CStr>,
+    rlimits: &'a [Limit],
+    umask: Option<libc::mode_t>,
+    capabilities: Option<CapSets>,
+    no_new_privileges: bool,
 }
 
 /// Forks a child that runs `command` as `program` on `stdio`. Returns its
@@ -213,6 +256,11 @@ pub fn fork_exec(
             mount_api: command.root.as_deref() != Some(std::path::Path::new(agent_proto::GUEST_ROOTFS)),
             root,
         }),
+        oom_score_adj: command.security.oom_score_adj_c.as_deref(),
+        rlimits: &command.security.rlimits,
+        umask: command.security.umask,
+        capabilities: command.security.capabilities,
+        no_new_privileges: command.security.no_new_privileges,
     };
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;
@@ -248,7 +296,7 @@ pub fn fork_exec(
 /// Waits for the child's exec: `None` when it succeeded, else the step that
 /// failed.
 pub async fn exec_outcome(pid: libc::pid_t, pipe: AsyncFd<OwnedFd>) -> Result<Option<ChildFailure>, SpawnError> {
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; 12];
     let mut got = 0;
     while got < buf.len() {
         let n = fdio::read(&pipe, &mut buf[got..])
@@ -261,7 +309,7 @@ pub async fn exec_outcome(pid: libc::pid_t, pipe: AsyncFd<OwnedFd>) -> Result<Op
     }
     match got {
         0 => Ok(None),
-        8 => Ok(Some(ChildFailure::decode(buf))),
+        12 => Ok(Some(ChildFailure::decode(buf))),
         len => Err(SpawnError::Malformed { pid, len }),
     }
 }
@@ -320,8 +368,30 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
                 fail(status_fd, step.into());
             }
         }
-        // 6-8. Identity. Raw syscalls: they change only this (the only)
-        //      thread, without libc's cross-thread broadcast.
+        // 6. oom_score_adj, resource limits and umask, still privileged.
+        if let Some(value) = plan.oom_score_adj {
+            if security::set_oom_score_adj(value).is_err() {
+                fail(status_fd, Step::OomScoreAdj);
+            }
+        }
+        if let Err(index) = security::set_rlimits(plan.rlimits) {
+            fail_with(status_fd, Step::Rlimit, index as u32);
+        }
+        if let Some(umask) = plan.umask {
+            libc::umask(umask);
+        }
+        // 7. With capabilities: shrink the bounding set while CAP_SETPCAP
+        //    is still effective, and keep the permitted set across setuid.
+        if let Some(caps) = &plan.capabilities {
+            if let Err(cap) = security::drop_bounding(caps) {
+                fail_with(status_fd, Step::BoundingSet, cap);
+            }
+            if security::keep_caps().is_err() {
+                fail(status_fd, Step::KeepCaps);
+            }
+        }
+        // 8. Identity. Raw syscalls: they change only this (the only)
+        //    thread, without libc's cross-thread broadcast.
         if let Some((uid, gid)) = plan.ids {
             if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) < 0 {
                 fail(status_fd, Step::Groups);
@@ -333,11 +403,25 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
                 fail(status_fd, Step::Uid);
             }
         }
-        // 9. The working directory.
+        // 9. The capability sets, then the ambient ones (which must be
+        //    permitted and inheritable by then).
+        if let Some(caps) = &plan.capabilities {
+            if security::set_capabilities(caps).is_err() {
+                fail(status_fd, Step::Capabilities);
+            }
+            if let Err(cap) = security::raise_ambient(caps) {
+                fail_with(status_fd, Step::AmbientCaps, cap);
+            }
+        }
+        // 10. The working directory.
         if libc::chdir(plan.cwd) < 0 {
             fail(status_fd, Step::Cwd);
         }
-        // 10. exec; the status pipe closes on success.
+        // 11. no_new_privs, last: nothing after it needs a privilege.
+        if plan.no_new_privileges && security::set_no_new_privs().is_err() {
+            fail(status_fd, Step::NoNewPrivs);
+        }
+        // 12. exec; the status pipe closes on success.
         libc::execve(plan.path, plan.argv, plan.envp);
         fail(status_fd, Step::Exec)
     }
@@ -348,13 +432,23 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
 /// # Safety
 /// Only in the forked child.
 unsafe fn fail(status_fd: RawFd, step: Step) -> ! {
+    // SAFETY: as the caller's.
+    unsafe { fail_with(status_fd, step, 0) }
+}
+
+/// [`fail`], saying which item of the step failed.
+///
+/// # Safety
+/// Only in the forked child.
+unsafe fn fail_with(status_fd: RawFd, step: Step, detail: u32) -> ! {
     // SAFETY: errno is thread-local and readable; write and _exit are
-    // async-signal-safe; `buf` is a valid 8-byte buffer.
+    // async-signal-safe; `buf` is a valid 12-byte buffer.
     unsafe {
         let errno = *libc::__errno_location();
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 12];
         buf[..4].copy_from_slice(&(step as u32).to_le_bytes());
-        buf[4..].copy_from_slice(&errno.to_le_bytes());
+        buf[4..8].copy_from_slice(&errno.to_le_bytes());
+        buf[8..].copy_from_slice(&detail.to_le_bytes());
         libc::write(status_fd, buf.as_ptr().cast(), buf.len());
         libc::_exit(127)
     }
@@ -374,12 +468,13 @@ mod tests {
         };
         let command = Command::from_spec(spec).unwrap();
         let program = c"/bin/x";
-        let f = ChildFailure::decode([8, 0, 0, 0, 2, 0, 0, 0]);
+        let f = ChildFailure::decode([8, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
             f,
             ChildFailure {
                 step: Some(Step::Cwd),
-                errno: libc::ENOENT
+                errno: libc::ENOENT,
+                detail: 0,
             }
         );
         let msg = f.describe(&command, program);
@@ -390,11 +485,12 @@ mod tests {
         let f = ChildFailure {
             step: Some(Step::Exec),
             errno: libc::EACCES,
+            detail: 0,
         };
         assert!(f
             .describe(&command, program)
             .starts_with("cannot exec \"/bin/x\": Permission denied"));
-        for code in 1..=15 {
+        for code in 1..=22 {
             assert_eq!(Step::from_code(code).map(|s| s as u32), Some(code));
         }
         assert_eq!(Step::from_code(0), None);
@@ -439,7 +535,8 @@ mod tests {
             outcome,
             Some(ChildFailure {
                 step: Some(Step::Cwd),
-                errno: libc::ENOENT
+                errno: libc::ENOENT,
+                detail: 0,
             })
         );
         assert_eq!(status.code, Some(127));
@@ -449,5 +546,55 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(outcome.map(|f| f.step), Some(Some(Step::Exec)));
+
+        // A hard limit above fs.nr_open is refused by the kernel, and the
+        // failure names the limit.
+        let mut spec = sh("exit 0");
+        spec.rlimits = vec![
+            agent_proto::Rlimit {
+                kind: "RLIMIT_CORE".into(),
+                soft: 0,
+                hard: 0,
+            },
+            agent_proto::Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: u64::MAX - 1,
+            },
+        ];
+        let command = Command::from_spec(spec.clone()).unwrap();
+        let (outcome, status) = run(spec);
+        let failure = outcome.expect("the rlimit step fails");
+        assert_eq!((failure.step, failure.detail), (Some(Step::Rlimit), 1));
+        assert_eq!(status.code, Some(127));
+        let msg = failure.describe(&command, c"sh");
+        assert!(
+            msg.starts_with(&format!("cannot set RLIMIT_NOFILE to 1024/{}: ", u64::MAX - 1)),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn capability_failures_name_the_capability() {
+        let command = Command::from_spec(ProcessSpec {
+            args: vec!["/bin/x".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let f = ChildFailure {
+            step: Some(Step::AmbientCaps),
+            errno: libc::EPERM,
+            detail: 13,
+        };
+        assert!(f
+            .describe(&command, c"/bin/x")
+            .starts_with("cannot raise the ambient capability CAP_NET_RAW: Operation not permitted"));
+        let f = ChildFailure {
+            step: Some(Step::Capabilities),
+            ..f
+        };
+        assert!(f
+            .describe(&command, c"/bin/x")
+            .starts_with("cannot set the capabilities: "));
     }
 }

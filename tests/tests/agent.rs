@@ -665,3 +665,179 @@ async fn a_daemon_holding_stdout_does_not_hold_the_exit_status() {
     let out = run(&client, spec, None).await.unwrap();
     assert!(out.stdout_str().contains("bye"), "{:?}", out.stdout_str());
 }
+
+/// `CapInh`, `CapPrm`, `CapEff`, `CapBnd` and `CapAmb` of `/proc/self/status`.
+fn cap_masks(status: &str) -> Vec<(String, String)> {
+    status
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.starts_with("Cap"))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn masks(inh: &str, prm: &str, eff: &str, bnd: &str, amb: &str) -> Vec<(String, String)> {
+    ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+        .into_iter()
+        .zip([inh, prm, eff, bnd, amb])
+        .map(|(k, v)| (k.to_owned(), format!("{:0>16}", v)))
+        .collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn umask_rlimits_oom_score_adj_and_no_new_privileges() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let script = "umask; ulimit -n; ulimit -Hn; grep 'Max open files' /proc/self/limits; \
+                  cat /proc/self/oom_score_adj; grep NoNewPrivs /proc/self/status";
+    let spec = ProcessSpec {
+        umask: Some(0o027),
+        rlimits: vec![agent_proto::Rlimit {
+            kind: "RLIMIT_NOFILE".into(),
+            soft: 100,
+            hard: 200,
+        }],
+        oom_score_adj: Some(500),
+        no_new_privileges: true,
+        ..sh(script)
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    let stdout = out.stdout_str();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}{}", out.stdout_str(), out.stderr_str());
+    assert_eq!(lines[..3], ["0027", "100", "200"]);
+    assert_eq!(
+        lines[3].split_whitespace().collect::<Vec<_>>(),
+        ["Max", "open", "files", "100", "200", "files"]
+    );
+    assert_eq!(lines[4], "500");
+    assert_eq!(lines[5].split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"]);
+    // Without them, the process gets the agent's.
+    let out = run(&client, sh(script), None).await.unwrap();
+    let stdout = out.stdout_str();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "0022");
+    assert_ne!(lines[1], "100");
+    assert_eq!(lines[5].split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "0"]);
+}
+
+#[tokio::test]
+async fn capabilities_are_kept_across_the_change_of_user() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let caps = |sets: [&[&str]; 5]| agent_proto::Capabilities {
+        bounding: names(sets[0]),
+        effective: names(sets[1]),
+        permitted: names(sets[2]),
+        inheritable: names(sets[3]),
+        ambient: names(sets[4]),
+    };
+    let user = |uid| User {
+        uid,
+        gid: uid,
+        additional_gids: vec![],
+    };
+    let two: &[&str] = &["CAP_CHOWN", "CAP_NET_BIND_SERVICE"];
+    // CAP_CHOWN (0) and CAP_NET_BIND_SERVICE (10): 0x401. A user other than
+    // root keeps them across exec only as ambient capabilities.
+    let cases = [
+        (
+            1000,
+            caps([two, two, two, two, two]),
+            masks("401", "401", "401", "401", "401"),
+        ),
+        (1000, caps([two, two, two, &[], &[]]), masks("0", "0", "0", "401", "0")),
+        // Root: exec gives the whole bounding set back as permitted and
+        // effective (as with runc).
+        (
+            0,
+            caps([
+                &["CAP_KILL", "CAP_SETGID", "CAP_SETUID"],
+                &["CAP_KILL"],
+                &["CAP_KILL"],
+                &[],
+                &[],
+            ]),
+            masks("0", "e0", "e0", "e0", "0"),
+        ),
+    ];
+    for (uid, capabilities, expected) in cases {
+        let spec = ProcessSpec {
+            user: Some(user(uid)),
+            capabilities: Some(capabilities.clone()),
+            ..sh("id -u; cat /proc/self/status")
+        };
+        let out = run(&client, spec, None).await.unwrap();
+        assert_eq!(out.status.code, Some(0), "{}", out.stderr_str());
+        assert_eq!(out.stdout_str().lines().next(), Some(uid.to_string().as_str()));
+        assert_eq!(cap_masks(&out.stdout_str()), expected, "uid {uid}, {capabilities:?}");
+    }
+    // With no_new_privs, exec gives root no more than it had: the
+    // permitted set stays as set (as with runc).
+    let spec = ProcessSpec {
+        capabilities: Some(caps([
+            &["CAP_KILL", "CAP_SETGID", "CAP_SETUID"],
+            &["CAP_KILL"],
+            &["CAP_KILL"],
+            &[],
+            &[],
+        ])),
+        no_new_privileges: true,
+        ..sh("cat /proc/self/status")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert_eq!(cap_masks(&out.stdout_str()), masks("0", "20", "20", "e0", "0"));
+    // Ambient capabilities that are not inheritable are left out, as runc
+    // does with the stock `runc spec` (ambient, no inheritable).
+    let spec = ProcessSpec {
+        user: Some(user(1000)),
+        capabilities: Some(caps([two, two, two, &[], two])),
+        ..sh("cat /proc/self/status")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert_eq!(out.status.code, Some(0), "{}", out.stderr_str());
+    assert_eq!(cap_masks(&out.stdout_str()), masks("0", "0", "0", "401", "0"));
+    assert_serving(&agent).await;
+}
+
+#[tokio::test]
+async fn bad_capabilities_and_rlimits_are_refused_by_name() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let rlimit = |kind: &str, soft, hard| ProcessSpec {
+        rlimits: vec![agent_proto::Rlimit {
+            kind: kind.into(),
+            soft,
+            hard,
+        }],
+        ..sh("true")
+    };
+    let bad = [
+        (
+            ProcessSpec {
+                capabilities: Some(agent_proto::Capabilities {
+                    bounding: names(&["CAP_CHOWN", "CAP_FLY"]),
+                    ..Default::default()
+                }),
+                ..sh("true")
+            },
+            "unknown capability \"CAP_FLY\" in the bounding set",
+        ),
+        (rlimit("RLIMIT_BOGUS", 1, 1), "unknown resource limit \"RLIMIT_BOGUS\""),
+        (
+            rlimit("RLIMIT_NOFILE", 300, 200),
+            "RLIMIT_NOFILE: the soft limit 300 is above the hard limit 200",
+        ),
+    ];
+    for (spec, message) in bad {
+        let err = client.create(spec).await.unwrap_err();
+        let e = err.agent_error().expect("an agent error").clone();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+        assert!(e.message.contains(message), "{}", e.message);
+    }
+    assert_serving(&agent).await;
+}

@@ -9,7 +9,9 @@
 //! * `root.path` (relative to the bundle, or absolute), `root.readonly`
 //!   false or absent (the guest puts a writable overlay over the root);
 //! * `process.args`, `env`, `cwd`, `terminal`, `user.uid`, `user.gid`,
-//!   `user.additionalGids`;
+//!   `user.additionalGids`, `user.umask`, `capabilities`, `rlimits`,
+//!   `noNewPrivileges` and `oomScoreAdj` (applied by the agent between fork
+//!   and exec; unknown capability or rlimit names are refused there);
 //! * `linux.namespaces` of types pid, network, ipc, uts, mount and cgroup,
 //!   without `path`: the VM's own kernel isolates all of those from the host;
 //! * `mounts` that are the defaults the guest provides: `/proc` (proc),
@@ -18,16 +20,15 @@
 //!
 //! Anything else that asks for something (a value other than null, false,
 //! `{}` or `[]`) is refused with an error naming every such field:
-//! capabilities, rlimits, `noNewPrivileges`, seccomp, resources, masked and
-//! read-only paths, hooks, user namespaces and id mappings, sysctls, other
-//! mounts, .... A stock `runc spec` asks for several of those
-//! (capabilities, rlimits, `noNewPrivileges`, `root.readonly`, masked paths,
-//! a device cgroup, `/dev/mqueue` and `/sys/fs/cgroup` mounts), so it is
-//! refused until the guest honours them.
+//! AppArmor and SELinux labels, seccomp, resources, masked and read-only
+//! paths, hooks, user namespaces and id mappings, sysctls, other mounts,
+//! .... A stock `runc spec` asks for several of those (`root.readonly`,
+//! masked paths, a device cgroup, `/dev/mqueue` and `/sys/fs/cgroup`
+//! mounts), so it is refused until the guest honours them.
 
 use std::path::{Path, PathBuf};
 
-use agent_proto::User;
+use agent_proto::{Capabilities, Rlimit, User};
 use oci_spec::runtime::Spec;
 use serde_json::Value;
 
@@ -70,6 +71,12 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
             fields: unsupported,
         });
     }
+    let attributes = value
+        .get("process")
+        .map(ProcessAttributes::from_json)
+        .transpose()
+        .map_err(bad)?
+        .unwrap_or_default();
     let spec: Spec = serde_json::from_value(value).map_err(|e| bad(format!("not a runtime spec: {e}")))?;
     if !spec.version().starts_with("1.") {
         return Err(bad(format!("ociVersion {:?}: only 1.x is supported", spec.version())));
@@ -96,9 +103,88 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
                 additional_gids: user.additional_gids().clone().unwrap_or_default(),
             }),
             terminal: process.terminal().unwrap_or(false),
+            umask: attributes.umask,
+            rlimits: attributes.rlimits,
+            no_new_privileges: attributes.no_new_privileges,
+            capabilities: attributes.capabilities,
+            oom_score_adj: attributes.oom_score_adj,
         },
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
     })
+}
+
+/// The attributes of `process` that the agent applies between fork and
+/// exec, read from the JSON itself so that names reach the agent as
+/// written (the agent checks them).
+#[derive(Debug, Default)]
+struct ProcessAttributes {
+    umask: Option<u32>,
+    rlimits: Vec<Rlimit>,
+    no_new_privileges: bool,
+    capabilities: Option<Capabilities>,
+    oom_score_adj: Option<i32>,
+}
+
+impl ProcessAttributes {
+    fn from_json(process: &Value) -> Result<ProcessAttributes, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            user: Option<RawUser>,
+            #[serde(default)]
+            rlimits: Option<Vec<RawRlimit>>,
+            #[serde(default)]
+            no_new_privileges: Option<bool>,
+            #[serde(default)]
+            capabilities: Option<RawCapabilities>,
+            #[serde(default)]
+            oom_score_adj: Option<i32>,
+        }
+        #[derive(serde::Deserialize)]
+        struct RawUser {
+            #[serde(default)]
+            umask: Option<u32>,
+        }
+        #[derive(serde::Deserialize)]
+        struct RawRlimit {
+            #[serde(rename = "type")]
+            kind: String,
+            soft: u64,
+            hard: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct RawCapabilities {
+            bounding: Option<Vec<String>>,
+            effective: Option<Vec<String>>,
+            inheritable: Option<Vec<String>>,
+            permitted: Option<Vec<String>>,
+            ambient: Option<Vec<String>>,
+        }
+        let raw: Raw = serde_json::from_value(process.clone()).map_err(|e| format!("process: {e}"))?;
+        Ok(ProcessAttributes {
+            umask: raw.user.and_then(|u| u.umask),
+            rlimits: raw
+                .rlimits
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| Rlimit {
+                    kind: r.kind,
+                    soft: r.soft,
+                    hard: r.hard,
+                })
+                .collect(),
+            no_new_privileges: raw.no_new_privileges.unwrap_or(false),
+            capabilities: raw.capabilities.map(|c| Capabilities {
+                bounding: c.bounding.unwrap_or_default(),
+                effective: c.effective.unwrap_or_default(),
+                inheritable: c.inheritable.unwrap_or_default(),
+                permitted: c.permitted.unwrap_or_default(),
+                ambient: c.ambient.unwrap_or_default(),
+            }),
+            oom_score_adj: raw.oom_score_adj,
+        })
+    }
 }
 
 /// Every field of `spec` that asks for what the VM does not honour, with
@@ -113,9 +199,25 @@ fn unsupported_fields(spec: &Value) -> Vec<String> {
             "ociVersion" | "annotations" | "hostname" => {}
             "root" => only(value, "root", &["path"], &mut out),
             "process" => {
-                only(value, "process", &["terminal", "user", "args", "env", "cwd"], &mut out);
+                const PROCESS: [&str; 9] = [
+                    "terminal",
+                    "user",
+                    "args",
+                    "env",
+                    "cwd",
+                    "capabilities",
+                    "rlimits",
+                    "noNewPrivileges",
+                    "oomScoreAdj",
+                ];
+                only(value, "process", &PROCESS, &mut out);
                 if let Some(user) = value.get("user") {
-                    only(user, "process.user", &["uid", "gid", "additionalGids"], &mut out);
+                    only(
+                        user,
+                        "process.user",
+                        &["uid", "gid", "additionalGids", "umask"],
+                        &mut out,
+                    );
                 }
             }
             "linux" => {
@@ -209,6 +311,46 @@ mod tests {
         let user = b.defaults.user.unwrap();
         assert_eq!((user.uid, user.gid, user.additional_gids), (1000, 1000, vec![5]));
         assert_eq!(b.hostname.as_deref(), Some("box"));
+        assert_eq!(b.defaults.capabilities, None);
+        assert!(b.defaults.rlimits.is_empty() && !b.defaults.no_new_privileges);
+    }
+
+    #[test]
+    fn process_attributes_map_onto_the_process() {
+        let mut spec = minimal();
+        spec["process"]["user"]["umask"] = json!(0o027);
+        spec["process"]["noNewPrivileges"] = json!(true);
+        spec["process"]["oomScoreAdj"] = json!(500);
+        spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 2048, "soft": 1024}]);
+        spec["process"]["capabilities"] = json!({
+            "bounding": ["CAP_CHOWN", "CAP_KILL"],
+            "effective": ["CAP_CHOWN"],
+            "permitted": ["CAP_CHOWN"],
+            "ambient": []
+        });
+        let d = load(&spec).unwrap().defaults;
+        assert_eq!(d.umask, Some(0o027));
+        assert!(d.no_new_privileges);
+        assert_eq!(d.oom_score_adj, Some(500));
+        assert_eq!(
+            d.rlimits,
+            [Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: 2048
+            }]
+        );
+        let caps = d.capabilities.clone().unwrap();
+        assert_eq!(caps.bounding, ["CAP_CHOWN", "CAP_KILL"]);
+        assert_eq!((caps.effective.len(), caps.inheritable.len()), (1, 0));
+        // They reach the process spec under the user's flags.
+        let p = d.under(agent_proto::ProcessSpec::default());
+        assert_eq!(
+            (p.umask, p.oom_score_adj, p.no_new_privileges),
+            (Some(0o027), Some(500), true)
+        );
+        assert_eq!(p.capabilities, Some(caps));
+        assert_eq!(p.rlimits.len(), 1);
     }
 
     #[test]
@@ -216,7 +358,7 @@ mod tests {
         let mut spec = minimal();
         spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
         spec["linux"]["namespaces"] = json!([{"type": "user"}, {"type": "network", "path": "/proc/1/ns/net"}]);
-        spec["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
+        spec["process"]["apparmorProfile"] = json!("docker-default");
         spec["root"]["readonly"] = json!(true);
         spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/srv"}]);
         spec["hooks"] = json!({"prestart": [{"path": "/bin/true"}]});
@@ -225,7 +367,7 @@ mod tests {
             "linux.seccomp",
             "linux.namespaces[0] (\"user\"",
             "linux.namespaces[1].path",
-            "process.capabilities",
+            "process.apparmorProfile",
             "root.readonly",
             "mounts[0] (/data",
             "hooks",

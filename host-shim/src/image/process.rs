@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use agent_proto::{ProcessSpec, User};
+use agent_proto::{Capabilities, ProcessSpec, Rlimit, User};
 use oci_spec::image::ImageConfiguration;
 
 use super::ImageError;
@@ -21,6 +21,13 @@ pub struct ProcessDefaults {
     pub cwd: Option<String>,
     pub user: Option<User>,
     pub terminal: bool,
+    /// A bundle's `process.user.umask`, `rlimits`, `noNewPrivileges`,
+    /// `capabilities` and `oomScoreAdj`.
+    pub umask: Option<u32>,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+    pub capabilities: Option<Capabilities>,
+    pub oom_score_adj: Option<i32>,
 }
 
 impl ProcessDefaults {
@@ -40,7 +47,7 @@ impl ProcessDefaults {
             env: c.env().clone().unwrap_or_default(),
             cwd: c.working_dir().clone().filter(|d| !d.is_empty()),
             user,
-            terminal: false,
+            ..ProcessDefaults::default()
         })
     }
 
@@ -67,6 +74,13 @@ impl ProcessDefaults {
         spec.cwd = spec.cwd.or_else(|| self.cwd.clone());
         spec.user = spec.user.or_else(|| self.user.clone());
         spec.terminal |= self.terminal;
+        spec.umask = spec.umask.or(self.umask);
+        if spec.rlimits.is_empty() {
+            spec.rlimits = self.rlimits.clone();
+        }
+        spec.no_new_privileges |= self.no_new_privileges;
+        spec.capabilities = spec.capabilities.or_else(|| self.capabilities.clone());
+        spec.oom_score_adj = spec.oom_score_adj.or(self.oom_score_adj);
         spec
     }
 }
@@ -150,7 +164,7 @@ mod tests {
             user: None,
             terminal: false,
             size: None,
-            root: None,
+            ..Default::default()
         }
     }
 
@@ -170,7 +184,7 @@ mod tests {
                 gid: 8,
                 additional_gids: vec![],
             }),
-            terminal: false,
+            ..Default::default()
         };
         let s = d.under(spec(&[], &["A=user"]));
         assert_eq!(s.args, strings(&["/entry", "default", "args"]));

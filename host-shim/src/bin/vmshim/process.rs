@@ -45,7 +45,7 @@ impl ProcessArgs {
             } else {
                 None
             },
-            root: None,
+            ..Default::default()
         })
     }
 }
