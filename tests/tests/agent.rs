@@ -547,13 +547,20 @@ async fn sigterm_shuts_down_in_order() {
     let client = agent.client().await;
     // One process ends on TERM, the other ignores it and needs the KILL.
     let polite = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
+    let out = Capture::default();
+    let io = ExecIo {
+        stdout: Some(Box::new(out.clone())),
+        ..Default::default()
+    };
     let stubborn = spawn(
         &client,
-        sh("trap '' TERM; while :; do sleep 0.05; done"),
-        ExecIo::default(),
+        sh("trap '' TERM; echo ready; while :; do sleep 0.05; done"),
+        io,
     )
     .await
     .unwrap();
+    // Only once the trap is set does the process ignore TERM.
+    wait_for(&out, "ready").await;
     let started = std::time::Instant::now();
     // SAFETY: sends a signal to a pid we just looked up.
     unsafe { libc::kill(agent.agent_host_pid(), libc::SIGTERM) };
