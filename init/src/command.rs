@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use agent_proto::{ProcessSpec, User, WindowSize};
 
+use crate::seccomp::Filter;
 use crate::security::Security;
 
 /// The `PATH` of a process whose environment has none.
@@ -51,6 +52,8 @@ pub enum SpecError {
     OomScoreAdj { value: i32 },
     #[error("umask {umask:#o} is not a permission mask (at most 0o777)")]
     Umask { umask: u32 },
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// The program is nowhere in `PATH` (`exec_failed`).
@@ -82,6 +85,8 @@ pub struct Command {
     pub root_c: Option<CString>,
     /// oom_score_adj, rlimits, umask, capabilities, no_new_privs.
     pub security: Security,
+    /// The compiled seccomp filter.
+    pub seccomp: Option<Filter>,
 }
 
 impl Command {
@@ -89,6 +94,7 @@ impl Command {
     pub fn from_spec(spec: ProcessSpec) -> Result<Command, SpecError> {
         let program = spec.args.first().ok_or(SpecError::NoProgram)?.clone();
         let security = Security::from_spec(&spec)?;
+        let seccomp = spec.seccomp.as_deref().map(Filter::compile).transpose()?;
         if program.is_empty() {
             return Err(SpecError::EmptyProgram);
         }
@@ -134,6 +140,7 @@ impl Command {
             root: spec.root.map(PathBuf::from),
             root_c,
             security,
+            seccomp,
         })
     }
 

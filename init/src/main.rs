@@ -30,6 +30,8 @@ mod procfs;
 mod pty;
 mod reaper;
 mod rootfs;
+mod seccomp;
+mod seccomp_table;
 mod security;
 mod server;
 mod session;

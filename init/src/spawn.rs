@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 use crate::command::Command;
 use crate::fdio;
 use crate::rootfs::{self, EnterStep, RootPlan};
+use crate::seccomp::{self, Filter};
 use crate::security::{self, CapSets, Limit};
 
 /// The steps of the child, in order; the code travels through the pipe.
@@ -44,6 +45,7 @@ pub enum Step {
     Capabilities = 20,
     AmbientCaps = 21,
     NoNewPrivs = 22,
+    Seccomp = 23,
 }
 
 impl From<EnterStep> for Step {
@@ -84,6 +86,7 @@ impl Step {
             20 => Step::Capabilities,
             21 => Step::AmbientCaps,
             22 => Step::NoNewPrivs,
+            23 => Step::Seccomp,
             _ => return None,
         })
     }
@@ -174,6 +177,7 @@ impl ChildFailure {
                 security::capability_name(self.detail)
             ),
             Some(Step::NoNewPrivs) => format!("cannot set no_new_privs: {err}"),
+            Some(Step::Seccomp) => format!("cannot install the seccomp filter: {err}"),
             Some(
                 step @ (Step::RootNamespace
                 | Step::RootBind
@@ -218,6 +222,7 @@ struct ChildPlan<'a> {
     umask: Option<libc::mode_t>,
     capabilities: Option<CapSets>,
     no_new_privileges: bool,
+    seccomp: Option<&'a Filter>,
 }
 
 /// Forks a child that runs `command` as `program` on `stdio`. Returns its
@@ -261,6 +266,7 @@ pub fn fork_exec(
         umask: command.security.umask,
         capabilities: command.security.capabilities,
         no_new_privileges: command.security.no_new_privileges,
+        seccomp: command.seccomp.as_ref(),
     };
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;
@@ -380,6 +386,15 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
         if let Some(umask) = plan.umask {
             libc::umask(umask);
         }
+        // 6b. Without no_new_privs, the seccomp filter now, while
+        //     CAP_SYS_ADMIN is still effective (as runc does, before
+        //     finalizeNamespace); the syscalls of the steps below then go
+        //     through it.
+        if let Some(filter) = plan.seccomp {
+            if !plan.no_new_privileges && seccomp::install(filter).is_err() {
+                fail(status_fd, Step::Seccomp);
+            }
+        }
         // 7. With capabilities: shrink the bounding set while CAP_SETPCAP
         //    is still effective, and keep the permitted set across setuid.
         if let Some(caps) = &plan.capabilities {
@@ -420,6 +435,13 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
         // 11. no_new_privs, last: nothing after it needs a privilege.
         if plan.no_new_privileges && security::set_no_new_privs().is_err() {
             fail(status_fd, Step::NoNewPrivs);
+        }
+        // 11b. With no_new_privs, the seccomp filter as late as possible:
+        //      only execve goes through it.
+        if let Some(filter) = plan.seccomp {
+            if plan.no_new_privileges && seccomp::install(filter).is_err() {
+                fail(status_fd, Step::Seccomp);
+            }
         }
         // 12. exec; the status pipe closes on success.
         libc::execve(plan.path, plan.argv, plan.envp);
@@ -490,7 +512,7 @@ mod tests {
         assert!(f
             .describe(&command, program)
             .starts_with("cannot exec \"/bin/x\": Permission denied"));
-        for code in 1..=22 {
+        for code in 1..=23 {
             assert_eq!(Step::from_code(code).map(|s| s as u32), Some(code));
         }
         assert_eq!(Step::from_code(0), None);

@@ -848,3 +848,205 @@ async fn bad_capabilities_and_rlimits_are_refused_by_name() {
     }
     assert_serving(&agent).await;
 }
+
+fn seccomp_rule(names: &[&str], action: &str, errno_ret: Option<u32>) -> agent_proto::SeccompRule {
+    agent_proto::SeccompRule {
+        names: names.iter().map(|s| s.to_string()).collect(),
+        action: action.into(),
+        errno_ret,
+        args: vec![],
+    }
+}
+
+#[tokio::test]
+async fn seccomp_filters() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = agent.dir.path().join("seccomp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+
+    // Allow everything but mkdir, which fails with EPERM.
+    let spec = ProcessSpec {
+        seccomp: Some(Box::new(agent_proto::Seccomp {
+            default_action: "SCMP_ACT_ALLOW".into(),
+            architectures: names(&["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+            syscalls: vec![seccomp_rule(&["mkdir", "mkdirat"], "SCMP_ACT_ERRNO", Some(1))],
+            ..Default::default()
+        })),
+        ..sh(&format!(
+            "touch {d}/file && mkdir {d}/x; echo mkdir=$?; grep '^Seccomp:' /proc/self/status"
+        ))
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert_eq!(out.status.code, Some(0), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("Operation not permitted"),
+        "{}",
+        out.stderr_str()
+    );
+    assert!(out.stdout_str().contains("mkdir=1"), "{}", out.stdout_str());
+    assert!(out.stdout_str().contains("Seccomp:\t2"), "{}", out.stdout_str());
+    assert!(dir.join("file").exists() && !dir.join("x").exists());
+
+    // Deny by default, with an allow-list just big enough for `sh -c 'echo ok'`.
+    const SH: [&str; 30] = [
+        "access",
+        "arch_prctl",
+        "brk",
+        "close",
+        "execve",
+        "exit_group",
+        "fcntl",
+        "futex",
+        "getcwd",
+        "getegid",
+        "geteuid",
+        "getgid",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "getuid",
+        "mmap",
+        "mprotect",
+        "munmap",
+        "newfstatat",
+        "openat",
+        "pread64",
+        "prlimit64",
+        "read",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "set_robust_list",
+        "set_tid_address",
+        "write",
+    ];
+    let allow_list = |extra: &[&str]| agent_proto::Seccomp {
+        default_action: "SCMP_ACT_ERRNO".into(),
+        default_errno_ret: Some(38), // ENOSYS
+        syscalls: vec![seccomp_rule(
+            &SH.iter().chain(extra).copied().collect::<Vec<_>>(),
+            "SCMP_ACT_ALLOW",
+            None,
+        )],
+        ..Default::default()
+    };
+    // Without no_new_privs the filter is installed before the working
+    // directory is changed, so chdir must be allowed too (as with runc).
+    let spec = ProcessSpec {
+        seccomp: Some(Box::new(allow_list(&["chdir"]))),
+        ..sh("echo ok")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert_eq!(
+        (out.status.code, out.stdout_str().as_str()),
+        (Some(0), "ok\n"),
+        "{}",
+        out.stderr_str()
+    );
+    let spec = ProcessSpec {
+        seccomp: Some(Box::new(allow_list(&[]))),
+        ..sh("echo ok")
+    };
+    let err = run(&client, spec, None).await.unwrap_err();
+    let e = err.agent_error().expect("an agent error").clone();
+    assert_eq!(e.code, ErrorCode::ExecFailed);
+    assert!(
+        e.message
+            .contains("cannot change to working directory \"/\": Function not implemented"),
+        "{}",
+        e.message
+    );
+    // With no_new_privs it comes last: only execve goes through it.
+    let spec = ProcessSpec {
+        seccomp: Some(Box::new(allow_list(&[]))),
+        no_new_privileges: true,
+        ..sh("echo ok; cd /tmp || echo denied")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert_eq!(out.stdout_str(), "ok\ndenied\n", "{}", out.stderr_str());
+
+    // An argument rule: personality(0xffffffff) (a query) is allowed,
+    // any other personality is refused.
+    let spec = ProcessSpec {
+        seccomp: Some(Box::new(agent_proto::Seccomp {
+            default_action: "SCMP_ACT_ALLOW".into(),
+            syscalls: vec![
+                agent_proto::SeccompRule {
+                    args: vec![agent_proto::SeccompArg {
+                        index: 0,
+                        value: 0xffff_ffff,
+                        value_two: 0,
+                        op: "SCMP_CMP_EQ".into(),
+                    }],
+                    ..seccomp_rule(&["personality"], "SCMP_ACT_ALLOW", None)
+                },
+                seccomp_rule(&["personality"], "SCMP_ACT_ERRNO", Some(1)),
+            ],
+            ..Default::default()
+        })),
+        ..sh("setarch x86_64 --addr-no-randomize true; echo setarch=$?; cat /proc/self/personality")
+    };
+    let out = run(&client, spec, None).await.unwrap();
+    assert!(out.stdout_str().contains("setarch=1"), "{}", out.stdout_str());
+    assert!(
+        out.stderr_str().contains("Operation not permitted"),
+        "{}",
+        out.stderr_str()
+    );
+    assert_serving(&agent).await;
+}
+
+#[tokio::test]
+async fn bad_seccomp_profiles_are_refused_by_name() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let profile = |default: &str, rule: agent_proto::SeccompRule| ProcessSpec {
+        seccomp: Some(Box::new(agent_proto::Seccomp {
+            default_action: default.into(),
+            syscalls: vec![rule],
+            ..Default::default()
+        })),
+        ..sh("true")
+    };
+    let bad = [
+        (
+            profile(
+                "SCMP_ACT_ALLOW",
+                seccomp_rule(&["mkdir", "fly"], "SCMP_ACT_ERRNO", None),
+            ),
+            "unknown x86_64 syscall \"fly\" in syscalls[0]",
+        ),
+        (
+            profile("SCMP_ACT_ALLOW", seccomp_rule(&["mkdir"], "SCMP_ACT_NOTIFY", None)),
+            "unknown action \"SCMP_ACT_NOTIFY\" in syscalls[0].action",
+        ),
+        (
+            profile("SCMP_ACT_MAYBE", seccomp_rule(&["mkdir"], "SCMP_ACT_ERRNO", None)),
+            "unknown action \"SCMP_ACT_MAYBE\" in default_action",
+        ),
+        (
+            profile(
+                "SCMP_ACT_ALLOW",
+                agent_proto::SeccompRule {
+                    args: vec![agent_proto::SeccompArg {
+                        index: 0,
+                        value: 1,
+                        value_two: 0,
+                        op: "SCMP_CMP_ABOUT".into(),
+                    }],
+                    ..seccomp_rule(&["personality"], "SCMP_ACT_ERRNO", None)
+                },
+            ),
+            "unknown comparison \"SCMP_CMP_ABOUT\" in syscalls[0].args[0]",
+        ),
+    ];
+    for (spec, message) in bad {
+        let err = client.create(spec).await.unwrap_err();
+        let e = err.agent_error().expect("an agent error").clone();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+        assert!(e.message.contains(message), "{}", e.message);
+    }
+    assert_serving(&agent).await;
+}

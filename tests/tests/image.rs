@@ -283,12 +283,12 @@ fn bundles_run_their_process_and_refuse_what_the_vm_cannot_honour() {
     );
 
     // One unsupported field is named.
-    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/notify.sock"});
     fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let out = vmshim_run(&["--bundle", b]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("linux.seccomp"), "{stderr}");
+    assert!(stderr.contains("linux.seccomp.listenerPath"), "{stderr}");
 }
 
 #[test]

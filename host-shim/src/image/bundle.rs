@@ -12,6 +12,10 @@
 //!   `user.additionalGids`, `user.umask`, `capabilities`, `rlimits`,
 //!   `noNewPrivileges` and `oomScoreAdj` (applied by the agent between fork
 //!   and exec; unknown capability or rlimit names are refused there);
+//! * `linux.seccomp`: `defaultAction`, `defaultErrnoRet`, `architectures`
+//!   and `syscalls` (`names`, `action`, `errnoRet`, `args`), compiled by
+//!   the agent (x86_64 syscalls only; unknown names, actions and
+//!   comparisons are refused there); `flags` and `listenerPath` are not;
 //! * `linux.namespaces` of types pid, network, ipc, uts, mount and cgroup,
 //!   without `path`: the VM's own kernel isolates all of those from the host;
 //! * `mounts` that are the defaults the guest provides: `/proc` (proc),
@@ -20,7 +24,7 @@
 //!
 //! Anything else that asks for something (a value other than null, false,
 //! `{}` or `[]`) is refused with an error naming every such field:
-//! AppArmor and SELinux labels, seccomp, resources, masked and read-only
+//! AppArmor and SELinux labels, seccomp flags and listeners, resources, masked and read-only
 //! paths, hooks, user namespaces and id mappings, sysctls, other mounts,
 //! .... A stock `runc spec` asks for several of those (`root.readonly`,
 //! masked paths, a device cgroup, `/dev/mqueue` and `/sys/fs/cgroup`
@@ -28,7 +32,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_proto::{Capabilities, Rlimit, User};
+use agent_proto::{Capabilities, Rlimit, Seccomp, SeccompArg, SeccompRule, User};
 use oci_spec::runtime::Spec;
 use serde_json::Value;
 
@@ -77,6 +81,13 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
         .transpose()
         .map_err(bad)?
         .unwrap_or_default();
+    let seccomp = value
+        .get("linux")
+        .and_then(|l| l.get("seccomp"))
+        .filter(|s| !s.is_null())
+        .map(seccomp_from_json)
+        .transpose()
+        .map_err(bad)?;
     let spec: Spec = serde_json::from_value(value).map_err(|e| bad(format!("not a runtime spec: {e}")))?;
     if !spec.version().starts_with("1.") {
         return Err(bad(format!("ociVersion {:?}: only 1.x is supported", spec.version())));
@@ -108,6 +119,7 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
             no_new_privileges: attributes.no_new_privileges,
             capabilities: attributes.capabilities,
             oom_score_adj: attributes.oom_score_adj,
+            seccomp,
         },
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
     })
@@ -187,6 +199,67 @@ impl ProcessAttributes {
     }
 }
 
+/// `linux.seccomp` as the agent takes it; names are checked there.
+fn seccomp_from_json(value: &Value) -> Result<Seccomp, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Raw {
+        default_action: String,
+        #[serde(default)]
+        default_errno_ret: Option<u32>,
+        #[serde(default)]
+        architectures: Option<Vec<String>>,
+        #[serde(default)]
+        syscalls: Option<Vec<RawRule>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RawRule {
+        names: Vec<String>,
+        action: String,
+        #[serde(default)]
+        errno_ret: Option<u32>,
+        #[serde(default)]
+        args: Option<Vec<RawArg>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RawArg {
+        index: u32,
+        value: u64,
+        #[serde(default)]
+        value_two: u64,
+        op: String,
+    }
+    let raw: Raw = serde_json::from_value(value.clone()).map_err(|e| format!("linux.seccomp: {e}"))?;
+    Ok(Seccomp {
+        default_action: raw.default_action,
+        default_errno_ret: raw.default_errno_ret,
+        architectures: raw.architectures.unwrap_or_default(),
+        syscalls: raw
+            .syscalls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| SeccompRule {
+                names: r.names,
+                action: r.action,
+                errno_ret: r.errno_ret,
+                args: r
+                    .args
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| SeccompArg {
+                        index: a.index,
+                        value: a.value,
+                        value_two: a.value_two,
+                        op: a.op,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
 /// Every field of `spec` that asks for what the VM does not honour, with
 /// why, in document order.
 fn unsupported_fields(spec: &Value) -> Vec<String> {
@@ -221,7 +294,15 @@ fn unsupported_fields(spec: &Value) -> Vec<String> {
                 }
             }
             "linux" => {
-                only(value, "linux", &["namespaces"], &mut out);
+                only(value, "linux", &["namespaces", "seccomp"], &mut out);
+                if let Some(seccomp) = value.get("seccomp") {
+                    only(
+                        seccomp,
+                        "linux.seccomp",
+                        &["defaultAction", "defaultErrnoRet", "architectures", "syscalls"],
+                        &mut out,
+                    );
+                }
                 for (i, ns) in array(value.get("namespaces")).iter().enumerate() {
                     let kind = ns.get("type").and_then(Value::as_str).unwrap_or("");
                     if !NAMESPACES.contains(&kind) {
@@ -354,9 +435,45 @@ mod tests {
     }
 
     #[test]
+    fn seccomp_maps_onto_the_process() {
+        let mut spec = minimal();
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 38,
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+            ]
+        });
+        let s = load(&spec).unwrap().defaults.seccomp.unwrap();
+        assert_eq!(
+            (s.default_action.as_str(), s.default_errno_ret),
+            ("SCMP_ACT_ERRNO", Some(38))
+        );
+        assert_eq!(s.architectures.len(), 3);
+        assert_eq!(s.syscalls.len(), 3);
+        assert_eq!(s.syscalls[0].names, ["read", "write"]);
+        assert_eq!(
+            s.syscalls[1].args,
+            [SeccompArg {
+                index: 0,
+                value: 8,
+                value_two: 0,
+                op: "SCMP_CMP_EQ".into()
+            }]
+        );
+        assert_eq!(s.syscalls[2].errno_ret, Some(1));
+        let p = load(&spec).unwrap().defaults.under(agent_proto::ProcessSpec::default());
+        assert_eq!(p.seccomp, Some(Box::new(s)));
+    }
+
+    #[test]
     fn unsupported_fields_are_named() {
         let mut spec = minimal();
-        spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
+        spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO", "listenerPath": "/run/x"});
         spec["linux"]["namespaces"] = json!([{"type": "user"}, {"type": "network", "path": "/proc/1/ns/net"}]);
         spec["process"]["apparmorProfile"] = json!("docker-default");
         spec["root"]["readonly"] = json!(true);
@@ -364,7 +481,7 @@ mod tests {
         spec["hooks"] = json!({"prestart": [{"path": "/bin/true"}]});
         let err = load(&spec).unwrap_err().to_string();
         for field in [
-            "linux.seccomp",
+            "linux.seccomp.listenerPath",
             "linux.namespaces[0] (\"user\"",
             "linux.namespaces[1].path",
             "process.apparmorProfile",

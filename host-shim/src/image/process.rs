@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use agent_proto::{Capabilities, ProcessSpec, Rlimit, User};
+use agent_proto::{Capabilities, ProcessSpec, Rlimit, Seccomp, User};
 use oci_spec::image::ImageConfiguration;
 
 use super::ImageError;
@@ -22,12 +22,13 @@ pub struct ProcessDefaults {
     pub user: Option<User>,
     pub terminal: bool,
     /// A bundle's `process.user.umask`, `rlimits`, `noNewPrivileges`,
-    /// `capabilities` and `oomScoreAdj`.
+    /// `capabilities` and `oomScoreAdj`, and its `linux.seccomp`.
     pub umask: Option<u32>,
     pub rlimits: Vec<Rlimit>,
     pub no_new_privileges: bool,
     pub capabilities: Option<Capabilities>,
     pub oom_score_adj: Option<i32>,
+    pub seccomp: Option<Seccomp>,
 }
 
 impl ProcessDefaults {
@@ -81,6 +82,7 @@ impl ProcessDefaults {
         spec.no_new_privileges |= self.no_new_privileges;
         spec.capabilities = spec.capabilities.or_else(|| self.capabilities.clone());
         spec.oom_score_adj = spec.oom_score_adj.or(self.oom_score_adj);
+        spec.seccomp = spec.seccomp.or_else(|| self.seccomp.clone().map(Box::new));
         spec
     }
 }
