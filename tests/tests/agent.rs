@@ -134,19 +134,11 @@ async fn signals() {
     assert_eq!((status.code, status.signal), (None, Some(libc::SIGKILL)));
     assert_eq!(status.shell_code(), 137);
     // A handled signal reaches the process, which decides how to end.
-    let out = Capture::default();
-    let io = ExecIo {
-        stdout: Some(Box::new(out.clone())),
-        ..Default::default()
-    };
-    let running = spawn(
+    let (running, out) = spawn_until_ready(
         &client,
         sh("trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"),
-        io,
     )
-    .await
-    .unwrap();
-    wait_for(&out, "ready").await;
+    .await;
     client.signal(running.process, libc::SIGTERM).await.unwrap();
     let status = running.wait(&client).await.unwrap();
     assert_eq!(status.code, Some(7));
@@ -164,6 +156,18 @@ async fn signals() {
 }
 
 /// Waits until the captured output contains `needle`.
+/// Starts `spec` with stdout captured and waits until it prints `ready`.
+async fn spawn_until_ready(client: &host_shim::Client, spec: ProcessSpec) -> (host_shim::exec::Running, Capture) {
+    let out = Capture::default();
+    let io = ExecIo {
+        stdout: Some(Box::new(out.clone())),
+        ..Default::default()
+    };
+    let running = spawn(client, spec, io).await.unwrap();
+    wait_for(&out, "ready").await;
+    (running, out)
+}
+
 async fn wait_for(out: &Capture, needle: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
@@ -194,18 +198,12 @@ async fn terminal_and_resize() {
     assert_eq!(out.status.code, Some(0));
 
     // A resize reaches the process as SIGWINCH and a new size.
-    let out = Capture::default();
     let spec = ProcessSpec {
         terminal: true,
         size: Some(WindowSize { rows: 24, cols: 80 }),
         ..sh("trap 'stty size; exit 3' WINCH; echo ready; while :; do sleep 0.05; done")
     };
-    let io = ExecIo {
-        stdout: Some(Box::new(out.clone())),
-        ..Default::default()
-    };
-    let running = spawn(&client, spec, io).await.unwrap();
-    wait_for(&out, "ready").await;
+    let (running, out) = spawn_until_ready(&client, spec).await;
     client.resize(running.process, 50, 120).await.unwrap();
     let status = running.wait(&client).await.unwrap();
     assert_eq!(status.code, Some(3));
@@ -547,20 +545,8 @@ async fn sigterm_shuts_down_in_order() {
     let client = agent.client().await;
     // One process ends on TERM, the other ignores it and needs the KILL.
     let polite = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
-    let out = Capture::default();
-    let io = ExecIo {
-        stdout: Some(Box::new(out.clone())),
-        ..Default::default()
-    };
-    let stubborn = spawn(
-        &client,
-        sh("trap '' TERM; echo ready; while :; do sleep 0.05; done"),
-        io,
-    )
-    .await
-    .unwrap();
     // Only once the trap is set does the process ignore TERM.
-    wait_for(&out, "ready").await;
+    let (stubborn, _) = spawn_until_ready(&client, sh("trap '' TERM; echo ready; while :; do sleep 0.05; done")).await;
     let started = std::time::Instant::now();
     // SAFETY: sends a signal to a pid we just looked up.
     unsafe { libc::kill(agent.agent_host_pid(), libc::SIGTERM) };
