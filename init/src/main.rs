@@ -40,6 +40,7 @@ mod spawn;
 mod start;
 mod stats;
 mod streams;
+mod sysctl;
 mod timeline;
 
 use std::convert::Infallible;
