@@ -17,6 +17,7 @@
 mod log;
 
 mod agent;
+mod cgroup;
 mod command;
 mod config;
 mod console;
