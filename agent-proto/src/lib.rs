@@ -31,6 +31,7 @@
 //! writes [`READY_LINE`] and closes. The host dials the agent after that
 //! instead of probing a guest that is still booting.
 
+pub mod container;
 pub mod endpoint;
 pub mod frame;
 pub mod messages;

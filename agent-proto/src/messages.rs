@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::container::*;
+
 /// The agent's handle for a process it manages. Assigned by the agent in the
 /// answer to [`Op::Create`]; never reused while the agent runs.
 pub type ProcessId = u64;
@@ -118,6 +120,46 @@ pub enum Op {
     /// power off the machine (or exit, when the agent runs in a namespace).
     /// Answer: `null`, sent before the shutdown begins.
     Shutdown,
+    /// Create a container: its namespaces, cgroup, mounts and devices set
+    /// up, the `create_runtime` and `create_container` hooks run, and its
+    /// process waiting, before exec, for [`Op::StartContainer`]. Answer:
+    /// [`ContainerCreated`]. The container belongs to the agent, not to the
+    /// session: it stays until [`Op::DeleteContainer`]. Errors:
+    /// [`ErrorCode::InvalidRequest`] for a bad id, a field that cannot be
+    /// honoured (named), a bad process; [`ErrorCode::InvalidState`] for an
+    /// id in use; [`ErrorCode::ExecFailed`] naming the step that failed.
+    CreateContainer { spec: Box<ContainerSpec> },
+    /// Start a created container: the `start_container` hooks, then its
+    /// program, then the `poststart` hooks. Answer: [`Started`]. Errors:
+    /// [`ErrorCode::NotFound`], [`ErrorCode::InvalidState`] unless created,
+    /// [`ErrorCode::ExecFailed`].
+    StartContainer { container: String },
+    /// Prepare another process in a running container: it joins every
+    /// namespace and the cgroup of the container's process, and its root.
+    /// Answer: [`Created`]; attach and [`Op::Start`] it as any process.
+    /// Its `root` must be absent.
+    ExecContainer { container: String, process: ProcessSpec },
+    /// A container's state. Answer: [`ContainerInfo`].
+    ContainerState { container: String },
+    /// Every container. Answer: a list of [`ContainerInfo`].
+    ListContainers,
+    /// Send a signal to a created or running container's process, or with
+    /// `all` to every process of its cgroup. Answer: `null`. Errors:
+    /// [`ErrorCode::InvalidState`] once stopped.
+    KillContainer {
+        container: String,
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Delete a stopped (or created) container: its cgroup is removed, the
+    /// `poststop` hooks run, its id is free again. With `force`, a running
+    /// one is killed first. Answer: `null`.
+    DeleteContainer {
+        container: String,
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 impl Op {
@@ -133,6 +175,13 @@ impl Op {
         "configure_network",
         "stats",
         "shutdown",
+        "create_container",
+        "start_container",
+        "exec_container",
+        "container_state",
+        "list_containers",
+        "kill_container",
+        "delete_container",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -146,6 +195,13 @@ impl Op {
             Op::ConfigureNetwork(_) => "configure_network",
             Op::Stats => "stats",
             Op::Shutdown => "shutdown",
+            Op::CreateContainer { .. } => "create_container",
+            Op::StartContainer { .. } => "start_container",
+            Op::ExecContainer { .. } => "exec_container",
+            Op::ContainerState { .. } => "container_state",
+            Op::ListContainers => "list_containers",
+            Op::KillContainer { .. } => "kill_container",
+            Op::DeleteContainer { .. } => "delete_container",
         }
     }
 }
@@ -455,7 +511,7 @@ pub enum ErrorCode {
     Unsupported,
     /// The `hello` named a protocol version the agent does not speak.
     VersionMismatch,
-    /// No process with that id.
+    /// No process (or container) with that id.
     NotFound,
     /// The process is not in a state that allows this (attach or start after
     /// start, resize without a terminal, signal before start).
@@ -636,13 +692,64 @@ mod tests {
             },
             Op::Stats,
             Op::Shutdown,
+            Op::CreateContainer { spec: Box::default() },
+            Op::StartContainer {
+                container: String::new(),
+            },
+            Op::ExecContainer {
+                container: String::new(),
+                process: ProcessSpec::default(),
+            },
+            Op::ContainerState {
+                container: String::new(),
+            },
+            Op::ListContainers,
+            Op::KillContainer {
+                container: String::new(),
+                signal: 0,
+                all: false,
+            },
+            Op::DeleteContainer {
+                container: String::new(),
+                force: false,
+            },
         ];
         for op in ops {
             let v = serde_json::to_value(Request { id: 1, op: op.clone() }).unwrap();
             assert_eq!(v["op"], op.name());
             assert!(Op::NAMES.contains(&op.name()));
         }
-        assert_eq!(Op::NAMES.len(), 9);
+        assert_eq!(Op::NAMES.len(), 16);
+    }
+
+    #[test]
+    fn container_ops_keep_the_request_id() {
+        let req = Request {
+            id: 9,
+            op: Op::CreateContainer {
+                spec: Box::new(ContainerSpec {
+                    id: "web".into(),
+                    ..Default::default()
+                }),
+            },
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["spec"]["id"], "web");
+        assert_eq!(parse_request(v.to_string().as_bytes()).unwrap(), req);
+        let req = Request {
+            id: 10,
+            op: Op::KillContainer {
+                container: "web".into(),
+                signal: 9,
+                all: true,
+            },
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": 10, "op": "kill_container", "container": "web", "signal": 9, "all": true})
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_proto::{
-    read_frame, write_frame, AttachReply, Conn, Created, Endpoint, ErrorBody, ExitStatus, FrameError, HelloReply, Op,
-    Open, Outcome, ProcessId, ProcessSpec, Request, Response, Started, Stats, StreamKind, Transport, TransportError,
-    MAX_FRAME_LEN, PROTOCOL_VERSION,
+    read_frame, write_frame, AttachReply, Conn, ContainerCreated, ContainerInfo, ContainerSpec, Created, Endpoint,
+    ErrorBody, ExitStatus, FrameError, HelloReply, Op, Open, Outcome, ProcessId, ProcessSpec, Request, Response,
+    Started, Stats, StreamKind, Transport, TransportError, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -241,6 +241,65 @@ impl Client {
     /// Asks the agent to stop everything and power off (or exit).
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         self.call(Op::Shutdown).await
+    }
+
+    /// Creates a container; see [`Op::CreateContainer`].
+    pub async fn create_container(&self, spec: ContainerSpec) -> Result<ContainerCreated, ClientError> {
+        self.call(Op::CreateContainer { spec: Box::new(spec) }).await
+    }
+
+    /// Starts a created container; returns its process's pid in the guest.
+    pub async fn start_container(&self, id: &str) -> Result<i32, ClientError> {
+        Ok(self
+            .call::<Started>(Op::StartContainer {
+                container: id.to_owned(),
+            })
+            .await?
+            .pid)
+    }
+
+    /// Prepares a process in a running container; start it with
+    /// [`Client::start`].
+    pub async fn exec_container(&self, id: &str, process: ProcessSpec) -> Result<ProcessId, ClientError> {
+        Ok(self
+            .call::<Created>(Op::ExecContainer {
+                container: id.to_owned(),
+                process,
+            })
+            .await?
+            .process)
+    }
+
+    /// A container's state.
+    pub async fn container_state(&self, id: &str) -> Result<ContainerInfo, ClientError> {
+        self.call(Op::ContainerState {
+            container: id.to_owned(),
+        })
+        .await
+    }
+
+    /// Every container of the agent.
+    pub async fn list_containers(&self) -> Result<Vec<ContainerInfo>, ClientError> {
+        self.call(Op::ListContainers).await
+    }
+
+    /// Signals a container's process (or, with `all`, every process of it).
+    pub async fn kill_container(&self, id: &str, signal: i32, all: bool) -> Result<(), ClientError> {
+        self.call(Op::KillContainer {
+            container: id.to_owned(),
+            signal,
+            all,
+        })
+        .await
+    }
+
+    /// Deletes a container (with `force`, a running one is killed first).
+    pub async fn delete_container(&self, id: &str, force: bool) -> Result<(), ClientError> {
+        self.call(Op::DeleteContainer {
+            container: id.to_owned(),
+            force,
+        })
+        .await
     }
 
     /// Closes the control session.

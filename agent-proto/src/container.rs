@@ -1,0 +1,358 @@
+//! Containers: the OCI runtime spec's `linux` section as the agent takes it
+//! ([`crate::Op::CreateContainer`]).
+//!
+//! The host translates a bundle's `config.json` into a [`ContainerSpec`]:
+//! the same fields under the same meaning, paths of the host already
+//! resolved. Field docs name the OCI field each one carries.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitStatus, ProcessId, ProcessSpec};
+
+/// How to create a container ([`crate::Op::CreateContainer`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The container's name: 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting
+    /// with `.` or `-`; unique among the agent's containers.
+    pub id: String,
+    /// The bundle directory, as the host names it: reported by state, and
+    /// given to hooks in their state.
+    #[serde(default)]
+    pub bundle: String,
+    /// The root filesystem: an absolute path the agent sees (OCI
+    /// `root.path`, resolved); usually [`crate::GUEST_ROOTFS`] in a VM.
+    pub root: String,
+    /// Mount the root read-only (OCI `root.readonly`).
+    #[serde(default)]
+    pub readonly_root: bool,
+    /// The container's process (OCI `process`). Its `root` must be absent:
+    /// the container's root is [`ContainerSpec::root`].
+    pub process: ProcessSpec,
+    /// OCI `hostname`; needs a new uts namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// OCI `domainname`; needs a new uts namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
+    /// OCI `linux.namespaces`: each one listed is new, or joined when it has
+    /// a path. The ones not listed are the agent's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Namespace>,
+    /// OCI `linux.uidMappings`, with a new user namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uid_mappings: Vec<IdMapping>,
+    /// OCI `linux.gidMappings`, with a new user namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gid_mappings: Vec<IdMapping>,
+    /// OCI `mounts`, mounted in order after the root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// OCI `linux.rootfsPropagation`: `private`, `rprivate`, `slave`,
+    /// `rslave`, `shared`, `rshared`, `unbindable`, `runbindable`. Absent:
+    /// `rslave`, as runc does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_propagation: Option<String>,
+    /// OCI `linux.maskedPaths`: made unreadable (`/dev/null` over a file, an
+    /// empty read-only tmpfs over a directory); missing ones are skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_paths: Vec<String>,
+    /// OCI `linux.readonlyPaths`: remounted read-only; missing ones are
+    /// skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readonly_paths: Vec<String>,
+    /// OCI `linux.sysctl`: written under `/proc/sys` inside the container's
+    /// namespaces. Only namespaced keys are accepted (`kernel.shm*`,
+    /// `kernel.msg*`, `kernel.sem`, `fs.mqueue.*` with a new ipc namespace,
+    /// `net.*` with a new network namespace, `kernel.hostname` and
+    /// `kernel.domainname` with a new uts namespace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, String>,
+    /// OCI `linux.cgroupsPath`, relative to the cgroup v2 root the agent
+    /// uses. Absent: `vminitd/ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups_path: Option<String>,
+    /// OCI `linux.resources`, applied to the container's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// OCI `linux.devices`: device nodes created in the container (beside
+    /// the default ones: null, zero, full, random, urandom, tty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// OCI `hooks` run by the agent. (`prestart` is carried as
+    /// `create_runtime`, where the spec runs it.)
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+    /// OCI `annotations`, reported by state and given to hooks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One namespace of [`ContainerSpec::namespaces`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    /// `pid`, `network`, `mount`, `ipc`, `uts`, `user` or `cgroup`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Join the namespace at this path (`/proc/PID/ns/net`, a bind mount of
+    /// one) instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// One range of a user namespace's id map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// One mount of [`ContainerSpec::mounts`], as OCI `mounts[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path inside the container; resolved inside the root,
+    /// created when missing.
+    pub destination: String,
+    /// The filesystem type: `proc`, `sysfs`, `tmpfs`, `devpts`, `mqueue`,
+    /// `cgroup` or `cgroup2`, `bind` (or absent with a `bind`/`rbind`
+    /// option), or another type the kernel knows.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A path the agent sees for a bind mount; the device or a name
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `mount(8)` options: flags (`ro`, `nosuid`, `bind`, `rbind`,
+    /// propagation such as `rprivate`, ...) and filesystem data
+    /// (`mode=755`, `size=65536k`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// OCI `linux.resources`, applied through cgroup v2.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuResources>,
+    /// `pids.limit`: `pids.max` (0 or below: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_io: Option<BlockIo>,
+    /// The device allow-list, in order, the last matching rule deciding
+    /// (OCI `devices`); enforced with an eBPF program on the cgroup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceRule>,
+    /// OCI `unified`: cgroup v2 files written as given (after the others).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unified: BTreeMap<String, String>,
+}
+
+/// OCI `linux.resources.memory`, in bytes; -1 is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryResources {
+    /// `memory.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// `memory.low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<i64>,
+    /// Memory plus swap: `memory.swap.max` is `swap - limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<i64>,
+}
+
+/// OCI `linux.resources.cpu`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuResources {
+    /// cgroup v1 shares (2 to 262144), converted to `cpu.weight` as runc
+    /// does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<u64>,
+    /// `cpu.max` quota in microseconds per period; -1 or absent: `max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<i64>,
+    /// `cpu.max` period in microseconds (100000 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<u64>,
+    /// `cpuset.cpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// `cpuset.mems`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mems: Option<String>,
+}
+
+/// OCI `linux.resources.blockIO`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockIo {
+    /// v1 weight (10 to 1000), converted to `io.weight` (1 to 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttle_read_bps_device: Vec<ThrottleDevice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttle_write_bps_device: Vec<ThrottleDevice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttle_read_iops_device: Vec<ThrottleDevice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttle_write_iops_device: Vec<ThrottleDevice>,
+}
+
+/// One `io.max` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThrottleDevice {
+    pub major: i64,
+    pub minor: i64,
+    pub rate: u64,
+}
+
+/// One rule of the device allow-list (OCI `linux.resources.devices[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a` (all, the default), `c` or `b`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Absent or -1: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor: Option<i64>,
+    /// Letters of `rwm`; absent: all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+}
+
+/// A device node to create (OCI `linux.devices[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// `c`, `u` (both character), `b` or `p` (a FIFO).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub major: i64,
+    #[serde(default)]
+    pub minor: i64,
+    /// Permission bits; 0666 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// OCI `hooks`, each list run in order; a hook that fails (non-zero exit,
+/// timeout) fails the operation it belongs to, except `poststart` and
+/// `poststop`, whose failures are logged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    /// After the container's namespaces exist, before `pivot_root`; run in
+    /// the agent's namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_runtime: Vec<Hook>,
+    /// After the mounts, before `pivot_root`; run in the container's
+    /// namespaces (the path is the agent's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_container: Vec<Hook>,
+    /// At start, before the process's program runs; run in the container
+    /// (the path is inside the container).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_container: Vec<Hook>,
+    /// After the process started; run in the agent's namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststart: Vec<Hook>,
+    /// At delete; run in the agent's namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststop: Vec<Hook>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.create_runtime.is_empty()
+            && self.create_container.is_empty()
+            && self.start_container.is_empty()
+            && self.poststart.is_empty()
+            && self.poststop.is_empty()
+    }
+}
+
+/// One hook: a program run with the container's state (OCI state JSON) on
+/// its stdin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// Absolute path of the program.
+    pub path: String,
+    /// Its argv, `args[0]` included; `[path]` when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Seconds before the hook is killed and counted as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+}
+
+/// Where a container is in its life (OCI state `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    /// Being set up by [`crate::Op::CreateContainer`].
+    Creating,
+    /// Set up, its process waiting for [`crate::Op::StartContainer`].
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process has ended (or never started).
+    Stopped,
+}
+
+impl ContainerStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerStatus::Creating => "creating",
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// Answer to [`crate::Op::CreateContainer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerCreated {
+    /// The container's process: attach its streams before the start, wait
+    /// for it, resize its terminal.
+    pub process: ProcessId,
+    /// Its pid, as the agent sees it.
+    pub pid: i32,
+}
+
+/// A container as [`crate::Op::ContainerState`] and
+/// [`crate::Op::ListContainers`] report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub status: ContainerStatus,
+    /// The process's pid as the agent sees it, while created or running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The container's process (see [`ContainerCreated::process`]).
+    pub process: ProcessId,
+    pub bundle: String,
+    /// How the process ended, once stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// When it was created: seconds and nanoseconds since the Unix epoch,
+    /// on the agent's clock.
+    pub created_unix_ns: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
