@@ -7,6 +7,7 @@ use agent_proto::BootTimeline;
 use tokio::sync::watch;
 
 use crate::config::Mode;
+use crate::container::ContainerTable;
 use crate::network::NetworkFiles;
 use crate::process::{ProcessTable, SessionId};
 use crate::reaper::Reaper;
@@ -17,6 +18,7 @@ pub struct Agent {
     pub boot: BootTimeline,
     pub reaper: Arc<Reaper>,
     pub processes: ProcessTable,
+    pub containers: ContainerTable,
     /// The processes' root filesystem (`vminitd.rootfs=`).
     pub rootfs: watch::Receiver<RootfsStatus>,
     /// What `/etc/hosts` and `/etc/resolv.conf` are made of.
@@ -38,6 +40,7 @@ impl Agent {
             boot,
             reaper,
             processes: ProcessTable::default(),
+            containers: ContainerTable::default(),
             rootfs,
             network_files: std::sync::Mutex::new(network_files),
             shutdown: watch::Sender::new(false),

@@ -20,6 +20,7 @@ mod agent;
 mod cgroup;
 mod command;
 mod config;
+mod container;
 mod console;
 mod fatal;
 mod fdio;

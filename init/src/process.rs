@@ -53,11 +53,40 @@ pub struct Pending {
     pub command: Command,
     /// The attached connections, by [`stream_index`].
     pub streams: [Option<Conn>; 3],
+    /// The container it joins, if any.
+    pub join: Option<ContainerJoin>,
+}
+
+/// A container a process joins at its start: every namespace of the
+/// container's process, and its cgroup.
+pub struct ContainerJoin {
+    pub pid: libc::pid_t,
+    pub cgroup_procs: Option<std::ffi::CString>,
+}
+
+/// A container's process: forked and set up, waiting before exec for its
+/// start, its stdio already made (pipes or a terminal) and its streams
+/// attachable.
+pub struct Forked {
+    pub command: Command,
+    pub program: std::ffi::CString,
+    pub streams: [Option<Conn>; 3],
+    pub pid: libc::pid_t,
+    /// The agent's ends of the process's stdio.
+    pub stdio: crate::start::AgentEnds,
+    /// The child's status pipe: its exec outcome comes after the start.
+    pub status_pipe: tokio::io::unix::AsyncFd<OwnedFd>,
+    /// The write end of the child's gate: one byte starts it.
+    pub gate: OwnedFd,
+    /// Hands the pumps to the process's supervisor at the start.
+    pub pumps: tokio::sync::oneshot::Sender<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The resources of a process, behind its lock.
 pub enum State {
     Created(Box<Pending>),
+    /// A container's process before its start.
+    Forked(Box<Forked>),
     /// Started and not yet done; `master` is the terminal, if any.
     Running {
         pid: libc::pid_t,
@@ -76,6 +105,8 @@ pub struct Process {
     pub phase: watch::Sender<Phase>,
     /// Its session has closed: forget it once done.
     orphaned: AtomicBool,
+    /// Kept after it is waited for, until its container is deleted.
+    retained: bool,
 }
 
 /// The index of a stream in [`Pending::streams`] (and the child's fd).
@@ -194,6 +225,25 @@ impl ProcessTable {
 
 /// `Op::Create`: checks the spec and adds a created process.
 pub fn create(table: &ProcessTable, session: SessionId, spec: ProcessSpec) -> Result<Created, ProcessError> {
+    create_process(table, session, spec, None)
+}
+
+/// `Op::ExecContainer`: a created process that joins a container.
+pub fn create_joined(
+    table: &ProcessTable,
+    session: SessionId,
+    spec: ProcessSpec,
+    join: ContainerJoin,
+) -> Result<Created, ProcessError> {
+    create_process(table, session, spec, Some(join))
+}
+
+fn create_process(
+    table: &ProcessTable,
+    session: SessionId,
+    spec: ProcessSpec,
+    join: Option<ContainerJoin>,
+) -> Result<Created, ProcessError> {
     let command = Command::from_spec(spec)?;
     let id = table.next_id.fetch_add(1, Ordering::Relaxed);
     let process = Process {
@@ -202,13 +252,37 @@ pub fn create(table: &ProcessTable, session: SessionId, spec: ProcessSpec) -> Re
         state: tokio::sync::Mutex::new(State::Created(Box::new(Pending {
             command,
             streams: [None, None, None],
+            join,
         }))),
         phase: watch::Sender::new(Phase::Created),
         orphaned: AtomicBool::new(false),
+        retained: false,
     };
     table.lock().insert(id, Arc::new(process));
     Ok(Created { process: id })
 }
+
+impl ProcessTable {
+    /// Adds a container's process: it belongs to no session, is running
+    /// as far as waits go (it exists, set up), and stays until
+    /// [`ProcessTable::forget`].
+    pub fn insert_forked(&self, forked: Forked) -> Arc<Process> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let process = Arc::new(Process {
+            id,
+            session: CONTAINER_SESSION,
+            state: tokio::sync::Mutex::new(State::Forked(Box::new(forked))),
+            phase: watch::Sender::new(Phase::Running),
+            orphaned: AtomicBool::new(false),
+            retained: true,
+        });
+        self.lock().insert(id, process.clone());
+        process
+    }
+}
+
+/// The session of containers' processes: none closes it.
+pub const CONTAINER_SESSION: SessionId = 0;
 
 /// `Open::Attach`: answers one [`AttachReply`] on `conn` and, on success,
 /// keeps the connection for the process's start. On error the connection
@@ -219,18 +293,19 @@ pub async fn attach(table: &ProcessTable, id: ProcessId, stream: StreamKind, mut
         Err(e) => return refuse(conn, e).await,
     };
     let mut state = process.state.lock().await;
-    let pending = match &mut *state {
-        State::Created(pending) => pending,
+    let (command, streams) = match &mut *state {
+        State::Created(pending) => (&pending.command, &mut pending.streams),
+        State::Forked(forked) => (&forked.command, &mut forked.streams),
         _ => {
             let why = "has been started: streams can only be attached between create and start";
             return refuse(conn, ProcessError::InvalidState { id, why }).await;
         }
     };
-    if stream == StreamKind::Stderr && pending.command.terminal {
+    if stream == StreamKind::Stderr && command.terminal {
         let why = "has a terminal: its stderr is on the terminal, attach stdout";
         return refuse(conn, ProcessError::InvalidState { id, why }).await;
     }
-    let slot = &mut pending.streams[stream_index(stream)];
+    let slot = &mut streams[stream_index(stream)];
     if slot.is_some() {
         let why = match stream {
             StreamKind::Stdin => "already has stdin attached",
@@ -274,9 +349,12 @@ pub async fn wait(table: &ProcessTable, id: ProcessId) -> Result<ExitStatus, Pro
     let done = phase.wait_for(|p| matches!(p, Phase::Done(_))).await;
     match done.as_deref() {
         Ok(Phase::Done(status)) => {
-            // Waited for: forgotten. Waits already outstanding hold the
-            // process and get the same answer; later ones get NotFound.
-            table.forget(id);
+            // Waited for: forgotten (unless a container keeps it). Waits
+            // already outstanding hold the process and get the same
+            // answer; later ones get NotFound.
+            if !process.retained {
+                table.forget(id);
+            }
             Ok(*status)
         }
         _ => Err(ProcessError::Internal {
@@ -306,6 +384,13 @@ pub async fn signal(table: &ProcessTable, reaper: &Reaper, id: ProcessId, signal
                 message: e.to_string(),
             }),
         },
+        State::Forked(forked) => match reaper.kill(forked.pid, signal) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ProcessError::Internal {
+                id,
+                message: e.to_string(),
+            }),
+        },
         State::Ended => Ok(()),
     }
 }
@@ -318,6 +403,16 @@ pub async fn resize(table: &ProcessTable, id: ProcessId, rows: u16, cols: u16) -
         State::Created(pending) if pending.command.terminal => {
             pending.command.size = Some(WindowSize { rows, cols });
             Ok(())
+        }
+        State::Forked(forked) if forked.stdio.master.is_some() => {
+            let master = forked.stdio.master.as_ref().map(|m| m.as_fd());
+            match master {
+                Some(master) => pty::set_size(master, rows, cols).map_err(|e| ProcessError::Internal {
+                    id,
+                    message: format!("cannot resize its terminal: {e}"),
+                }),
+                None => Ok(()),
+            }
         }
         State::Running {
             master: Some(master), ..

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::agent::Agent;
 use crate::process::{self, SessionId};
-use crate::{start, stats, timeline};
+use crate::{container, start, stats, timeline};
 
 /// How long a shutdown waits for its answer to be written.
 const SHUTDOWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -179,6 +179,25 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
         Op::Stats => json(stats::collect(table.len()).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?),
         Op::Shutdown => {
             agent.request_shutdown();
+            Ok(Value::Null)
+        }
+        Op::CreateContainer { spec } => json(container::create(agent, *spec).await.map_err(|e| e.to_body())?),
+        Op::StartContainer { container: id } => json(container::start(agent, &id).await.map_err(|e| e.to_body())?),
+        Op::ExecContainer { container: id, process } => {
+            json(container::exec(agent, session, &id, process).map_err(|e| e.to_body())?)
+        }
+        Op::ContainerState { container: id } => json(container::state(agent, &id).map_err(|e| e.to_body())?),
+        Op::ListContainers => json(container::list(agent)),
+        Op::KillContainer {
+            container: id,
+            signal,
+            all,
+        } => {
+            container::kill(agent, &id, signal, all).map_err(|e| e.to_body())?;
+            Ok(Value::Null)
+        }
+        Op::DeleteContainer { container: id, force } => {
+            container::delete(agent, &id, force).await.map_err(|e| e.to_body())?;
             Ok(Value::Null)
         }
     }

@@ -14,6 +14,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use tokio::io::unix::AsyncFd;
 
 use crate::command::Command;
+use crate::container::namespaces::NsPlan;
+use crate::container::setup::{self, SetupPlan, SetupStep};
 use crate::fdio;
 use crate::rootfs::{self, EnterStep, RootPlan};
 use crate::seccomp::{self, Filter};
@@ -46,6 +48,16 @@ pub enum Step {
     AmbientCaps = 21,
     NoNewPrivs = 22,
     Seccomp = 23,
+    JoinCgroup = 24,
+    Sync = 25,
+    UserRoot = 26,
+    JoinNamespace = 27,
+    Unshare = 28,
+    /// A step of the container's filesystem setup; `detail` is its
+    /// [`SetupStep::code`].
+    Setup = 29,
+    /// Not a failure: the container is set up and waits for its start.
+    Ready = 100,
 }
 
 impl From<EnterStep> for Step {
@@ -87,6 +99,13 @@ impl Step {
             21 => Step::AmbientCaps,
             22 => Step::NoNewPrivs,
             23 => Step::Seccomp,
+            24 => Step::JoinCgroup,
+            25 => Step::Sync,
+            26 => Step::UserRoot,
+            27 => Step::JoinNamespace,
+            28 => Step::Unshare,
+            29 => Step::Setup,
+            100 => Step::Ready,
             _ => return None,
         })
     }
@@ -178,6 +197,16 @@ impl ChildFailure {
             ),
             Some(Step::NoNewPrivs) => format!("cannot set no_new_privs: {err}"),
             Some(Step::Seccomp) => format!("cannot install the seccomp filter: {err}"),
+            Some(Step::JoinCgroup) => format!("cannot join the container's cgroup: {err}"),
+            Some(Step::Sync) => format!("lost the agent while waiting for it: {err}"),
+            Some(Step::UserRoot) => format!("cannot become root in the new user namespace (is 0 mapped?): {err}"),
+            Some(Step::JoinNamespace) => format!("cannot enter a namespace: {err}"),
+            Some(Step::Unshare) => format!("cannot create the container's namespaces: {err}"),
+            Some(Step::Setup) => match SetupStep::from_code(self.detail) {
+                Some(step) => format!("cannot set up the container's filesystem ({step:?}): {err}"),
+                None => format!("cannot set up the container's filesystem: {err}"),
+            },
+            Some(Step::Ready) => "the process stopped before exec".to_owned(),
             Some(
                 step @ (Step::RootNamespace
                 | Step::RootBind
@@ -223,6 +252,23 @@ struct ChildPlan<'a> {
     capabilities: Option<CapSets>,
     no_new_privileges: bool,
     seccomp: Option<&'a Filter>,
+    container: Option<&'a ContainerChild<'a>>,
+}
+
+/// What the child of a container (or of a process joining one) does
+/// besides what [`Command`] says, prepared by the agent.
+pub struct ContainerChild<'a> {
+    /// The namespaces: `clone` flags, and those the child enters or
+    /// unshares itself.
+    pub ns: &'a NsPlan,
+    /// A new container's filesystem; `None` for a process joining one.
+    pub setup: Option<&'a SetupPlan>,
+    /// A new container's gate: the read end of a pipe. The child waits on
+    /// it once for the agent (id maps, cgroup), then, set up, reports
+    /// [`Step::Ready`] and waits on it again for its start.
+    pub gate: Option<RawFd>,
+    /// A joining process writes itself into this `cgroup.procs` first.
+    pub cgroup_procs: Option<&'a CStr>,
 }
 
 /// Forks a child that runs `command` as `program` on `stdio`. Returns its
@@ -231,6 +277,7 @@ pub fn fork_exec(
     command: &Command,
     program: &CStr,
     stdio: &ChildStdio,
+    container: Option<&ContainerChild<'_>>,
 ) -> Result<(libc::pid_t, AsyncFd<OwnedFd>), SpawnError> {
     let argv: Vec<*const c_char> = command
         .argv
@@ -267,7 +314,9 @@ pub fn fork_exec(
         capabilities: command.security.capabilities,
         no_new_privileges: command.security.no_new_privileges,
         seccomp: command.seccomp.as_ref(),
+        container,
     };
+    let clone_flags = container.map_or(0, |c| c.ns.clone_flags);
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;
 
@@ -282,9 +331,17 @@ pub fn fork_exec(
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
     }
-    // SAFETY: fork has no memory preconditions. The child only runs
+    // SAFETY: fork (or clone without CLONE_VM, a fork into new
+    // namespaces) has no memory preconditions. The child only runs
     // `child`, which makes async-signal-safe calls and never returns.
-    let pid = unsafe { libc::fork() };
+    let pid = unsafe {
+        if clone_flags == 0 {
+            libc::fork()
+        } else {
+            let flags = (clone_flags | libc::SIGCHLD) as libc::c_ulong;
+            libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) as libc::pid_t
+        }
+    };
     if pid == 0 {
         // SAFETY: we are the child; `plan` points into memory copied by fork.
         unsafe { child(&plan, status_write.as_raw_fd()) }
@@ -301,11 +358,11 @@ pub fn fork_exec(
 
 /// Waits for the child's exec: `None` when it succeeded, else the step that
 /// failed.
-pub async fn exec_outcome(pid: libc::pid_t, pipe: AsyncFd<OwnedFd>) -> Result<Option<ChildFailure>, SpawnError> {
+pub async fn exec_outcome(pid: libc::pid_t, pipe: &AsyncFd<OwnedFd>) -> Result<Option<ChildFailure>, SpawnError> {
     let mut buf = [0u8; 12];
     let mut got = 0;
     while got < buf.len() {
-        let n = fdio::read(&pipe, &mut buf[got..])
+        let n = fdio::read(pipe, &mut buf[got..])
             .await
             .map_err(|source| SpawnError::ReadStatus { pid, source })?;
         if n == 0 {
@@ -368,8 +425,11 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
                 fail(status_fd, Step::Stdio);
             }
         }
-        // 5. The root filesystem, while still privileged.
-        if let Some(root) = &plan.root {
+        // 5. The root filesystem, while still privileged: a container's
+        //    (namespaces, cgroup, mounts), or a plain process's root.
+        if let Some(container) = plan.container {
+            enter_container(container, status_fd);
+        } else if let Some(root) = &plan.root {
             if let Err(step) = rootfs::enter(root) {
                 fail(status_fd, step.into());
             }
@@ -449,6 +509,93 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
     }
 }
 
+/// A container's part of the child: its cgroup, its namespaces, its
+/// filesystem, and the wait for its start.
+///
+/// # Safety
+/// Only in the forked child.
+unsafe fn enter_container(c: &ContainerChild<'_>, status_fd: RawFd) {
+    // SAFETY (whole body): system calls on prepared strings and open
+    // descriptors; no allocation.
+    unsafe {
+        // a. A joining process enters the container's cgroup while the
+        //    path is still the agent's.
+        if let Some(procs) = c.cgroup_procs {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(status_fd, Step::JoinCgroup);
+            }
+            libc::close(fd);
+        }
+        // b. A new container waits for the agent: its id maps written, its
+        //    pid moved into its cgroup.
+        if let Some(gate) = c.gate {
+            wait_gate(gate, status_fd);
+        }
+        // c. Root in a new user namespace, so that what the setup creates
+        //    belongs to the container's root.
+        if c.ns.new_user()
+            && (libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0)
+        {
+            fail(status_fd, Step::UserRoot);
+        }
+        // d. The user and mount namespaces joined by path; after a user
+        //    one, the new namespaces it is to own.
+        for (i, join) in c.ns.in_child.iter().enumerate() {
+            if libc::setns(join.fd.as_raw_fd(), join.kind.flag()) != 0 {
+                fail_with(status_fd, Step::JoinNamespace, i as u32);
+            }
+            if join.kind == crate::container::namespaces::Kind::User
+                && c.ns.unshare_after_user != 0
+                && libc::unshare(c.ns.unshare_after_user) != 0
+            {
+                fail(status_fd, Step::Unshare);
+            }
+        }
+        // e. A cgroup namespace rooted at the container's cgroup.
+        if c.ns.new_cgroup && libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            fail(status_fd, Step::Unshare);
+        }
+        // f. The filesystem, up to and after pivot_root.
+        if let Some(setup) = c.setup {
+            if let Err(step) = setup::mount_root(setup).and_then(|()| setup::finish_root(setup)) {
+                fail_with(status_fd, Step::Setup, step.code());
+            }
+        }
+        // g. Set up: say so, and wait for the start.
+        if let Some(gate) = c.gate {
+            let mut buf = [0u8; 12];
+            buf[..4].copy_from_slice(&(Step::Ready as u32).to_le_bytes());
+            if libc::write(status_fd, buf.as_ptr().cast(), buf.len()) != buf.len() as isize {
+                fail(status_fd, Step::Sync);
+            }
+            wait_gate(gate, status_fd);
+        }
+    }
+}
+
+/// Reads one byte from the gate; end-of-file (the agent gave up on the
+/// container) ends the child.
+///
+/// # Safety
+/// Only in the forked child.
+unsafe fn wait_gate(gate: RawFd, status_fd: RawFd) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: a one-byte read into a valid buffer.
+        let n = unsafe { libc::read(gate, (&mut byte as *mut u8).cast(), 1) };
+        if n == 1 {
+            return;
+        }
+        // SAFETY: errno is thread-local and readable.
+        if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        // SAFETY: as the caller's.
+        unsafe { fail(status_fd, Step::Sync) }
+    }
+}
+
 /// Reports `step` with the current errno and exits with 127.
 ///
 /// # Safety
@@ -512,7 +659,7 @@ mod tests {
         assert!(f
             .describe(&command, program)
             .starts_with("cannot exec \"/bin/x\": Permission denied"));
-        for code in 1..=23 {
+        for code in 1..=29 {
             assert_eq!(Step::from_code(code).map(|s| s as u32), Some(code));
         }
         assert_eq!(Step::from_code(0), None);
@@ -531,8 +678,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (pid, pipe) = fork_exec(&command, &program, &stdio).unwrap();
-            let outcome = exec_outcome(pid, pipe).await.unwrap();
+            let (pid, pipe) = fork_exec(&command, &program, &stdio, None).unwrap();
+            let outcome = exec_outcome(pid, &pipe).await.unwrap();
             let mut status = 0;
             // SAFETY: waits for our own child only (never -1: other tests run beside).
             assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);

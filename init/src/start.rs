@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 
 use crate::agent::Agent;
 use crate::command::Command;
+use crate::container::namespaces::NsPlan;
 use crate::fdio;
 use crate::process::{Pending, Phase, Process, ProcessError, State};
 use crate::pty::{self, PtyError};
 use crate::reaper::{self, RawStatus};
-use crate::spawn::{self, ChildStdio};
+use crate::spawn::{self, ChildStdio, ContainerChild};
 use crate::streams;
 
 /// The status a process gets when it could not be started at all, as if
@@ -27,7 +28,7 @@ const NOT_STARTED: ExitStatus = ExitStatus {
 };
 
 #[derive(Debug, thiserror::Error)]
-enum StdioError {
+pub enum StdioError {
     #[error("cannot create a pipe for {stream}: {source}")]
     Pipe {
         stream: &'static str,
@@ -46,9 +47,9 @@ enum StdioError {
 
 /// A process's stdio before fork: the child's ends (closed in the agent
 /// right after fork) and the agent's ends (pumped).
-struct Stdio {
-    child_ends: Vec<OwnedFd>,
-    child: ChildStdio,
+pub struct Stdio {
+    pub child_ends: Vec<OwnedFd>,
+    pub child: ChildStdio,
     stdin: Option<AsyncFd<OwnedFd>>,
     /// With a terminal, always present: the terminal must be drained.
     stdout: Option<AsyncFd<OwnedFd>>,
@@ -56,10 +57,39 @@ struct Stdio {
     master: Option<OwnedFd>,
 }
 
+/// The agent's ends of a forked process's stdio, kept until its start.
+pub struct AgentEnds {
+    pub stdin: Option<AsyncFd<OwnedFd>>,
+    pub stdout: Option<AsyncFd<OwnedFd>>,
+    pub stderr: Option<AsyncFd<OwnedFd>>,
+    pub master: Option<OwnedFd>,
+}
+
+impl Stdio {
+    /// For a container's process, forked before anything can attach: pipes
+    /// for all three streams (or one terminal).
+    pub fn for_container(command: &Command) -> Result<Stdio, String> {
+        Stdio::prepare(command, [true; 3]).map_err(|e| e.to_string())
+    }
+
+    /// Splits off the agent's ends (after fork, with the child's closed).
+    pub fn agent_ends(self) -> (Vec<OwnedFd>, AgentEnds) {
+        (
+            self.child_ends,
+            AgentEnds {
+                stdin: self.stdin,
+                stdout: self.stdout,
+                stderr: self.stderr,
+                master: self.master,
+            },
+        )
+    }
+}
+
 impl Stdio {
     /// Pipes for the attached streams, `/dev/null` for the others, or one
     /// terminal for all three.
-    fn prepare(command: &Command, attached: [bool; 3]) -> Result<Stdio, StdioError> {
+    pub fn prepare(command: &Command, attached: [bool; 3]) -> Result<Stdio, StdioError> {
         if command.terminal {
             return Stdio::terminal(command, attached[0]);
         }
@@ -167,7 +197,7 @@ pub async fn start(agent: &Arc<Agent>, id: ProcessId) -> Result<Started, Process
     };
     *state = State::Running { pid, master };
     drop(state);
-    match spawn::exec_outcome(pid, status_pipe).await {
+    match spawn::exec_outcome(pid, &status_pipe).await {
         Ok(None) => {
             debug!("process {id}: started pid {pid}");
             Ok(Started { pid })
@@ -203,13 +233,30 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
         id,
         message: e.to_string(),
     })?;
+    // A process joining a container enters its namespaces and cgroup.
+    let ns = match &pending.join {
+        Some(join) => Some(NsPlan::for_exec(join.pid).map_err(|e| ProcessError::ExecFailed {
+            message: format!("cannot join the container: {e}"),
+        })?),
+        None => None,
+    };
+    let container = ns.as_ref().map(|ns| ContainerChild {
+        ns,
+        setup: None,
+        gate: None,
+        cgroup_procs: pending.join.as_ref().and_then(|j| j.cgroup_procs.as_deref()),
+    });
     let (pid, status_pipe, exited) = agent
         .reaper
-        .spawn(|| spawn::fork_exec(&pending.command, &program, &stdio.child))
-        .map_err(|e| ProcessError::Internal {
-            id,
-            message: e.to_string(),
-        })?;
+        .spawn(|| match &container {
+            Some(child) => child
+                .ns
+                .around_fork(|| spawn::fork_exec(&pending.command, &program, &stdio.child, Some(child)))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string()),
+            None => spawn::fork_exec(&pending.command, &program, &stdio.child, None).map_err(|e| e.to_string()),
+        })
+        .map_err(|message| ProcessError::Internal { id, message })?;
     process.phase.send_replace(Phase::Running);
     let Stdio {
         child_ends,
@@ -221,33 +268,13 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
     } = stdio;
     drop(child_ends);
 
-    let mut pumps = Vec::with_capacity(2);
-    if let Some(fd) = stdout {
-        let conn = pending.streams[1].take();
-        pumps.push(tokio::spawn(streams::pump_output(
-            fd,
-            conn,
-            format!("stdout of process {id}"),
-            process.phase.subscribe(),
-        )));
-    }
-    if let Some(fd) = stderr {
-        let conn = pending.streams[2].take();
-        pumps.push(tokio::spawn(streams::pump_output(
-            fd,
-            conn,
-            format!("stderr of process {id}"),
-            process.phase.subscribe(),
-        )));
-    }
-    if let (Some(fd), Some(conn)) = (stdin, pending.streams[0].take()) {
-        tokio::spawn(streams::pump_input(
-            conn,
-            fd,
-            pending.command.terminal,
-            process.phase.subscribe(),
-        ));
-    }
+    let ends = AgentEnds {
+        stdin,
+        stdout,
+        stderr,
+        master: None,
+    };
+    let pumps = start_pumps(process, ends, &mut pending.streams, pending.command.terminal);
     tokio::spawn(supervise(agent.clone(), process.clone(), exited, pumps));
     Ok(Launched {
         pid,
@@ -255,6 +282,136 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
         status_pipe,
         master,
     })
+}
+
+/// Starts the pumps of a process's stdio: each output to its attached
+/// connection (or drained), stdin from its connection (or closed).
+fn start_pumps(
+    process: &Arc<Process>,
+    ends: AgentEnds,
+    streams: &mut [Option<agent_proto::Conn>; 3],
+    terminal: bool,
+) -> Vec<JoinHandle<()>> {
+    let id = process.id;
+    let mut pumps = Vec::with_capacity(2);
+    if let Some(fd) = ends.stdout {
+        pumps.push(tokio::spawn(streams::pump_output(
+            fd,
+            streams[1].take(),
+            format!("stdout of process {id}"),
+            process.phase.subscribe(),
+        )));
+    }
+    if let Some(fd) = ends.stderr {
+        pumps.push(tokio::spawn(streams::pump_output(
+            fd,
+            streams[2].take(),
+            format!("stderr of process {id}"),
+            process.phase.subscribe(),
+        )));
+    }
+    if let (Some(fd), Some(conn)) = (ends.stdin, streams[0].take()) {
+        tokio::spawn(streams::pump_input(conn, fd, terminal, process.phase.subscribe()));
+    }
+    pumps
+}
+
+/// Follows a container's process from its fork: reaped, then (once it was
+/// started) every output pump finished, then done. The pumps come through
+/// `rx` at the start; dropping its sender (a container deleted
+/// before its start) means there are none.
+pub fn supervise_forked(
+    agent: &Arc<Agent>,
+    process: &Arc<Process>,
+    exited: oneshot::Receiver<RawStatus>,
+    rx: oneshot::Receiver<Vec<JoinHandle<()>>>,
+) {
+    let agent = agent.clone();
+    let process = process.clone();
+    tokio::spawn(async move {
+        let status = match exited.await {
+            Ok(raw) => reaper::decode(raw),
+            Err(_) => ExitStatus {
+                code: None,
+                signal: None,
+            },
+        };
+        process.phase.send_replace(Phase::Exited(status));
+        let never_started = {
+            let mut state = process.state.lock().await;
+            // Ended before its start: nothing was pumped; dropping it
+            // closes its pipes and its gate.
+            let forked = matches!(&*state, State::Forked(_));
+            if forked {
+                *state = State::Ended;
+            }
+            forked
+        };
+        if !never_started {
+            for pump in rx.await.unwrap_or_default() {
+                let _ = pump.await;
+            }
+            *process.state.lock().await = State::Ended;
+        }
+        agent.processes.finish(&process, status);
+        debug!("container process {}: done, {status:?}", process.id);
+    });
+}
+
+/// Starts a container's forked process: its pumps, then the byte through
+/// its gate; answers once its exec has succeeded or failed.
+pub async fn start_forked(process: &Arc<Process>) -> Result<Started, ProcessError> {
+    let id = process.id;
+    let mut state = process.state.lock().await;
+    let forked = match std::mem::replace(&mut *state, State::Ended) {
+        State::Forked(forked) => forked,
+        other => {
+            *state = other;
+            return Err(ProcessError::InvalidState {
+                id,
+                why: "is not waiting for its start",
+            });
+        }
+    };
+    let mut forked = *forked;
+    let pumps = start_pumps(
+        process,
+        AgentEnds {
+            stdin: forked.stdio.stdin.take(),
+            stdout: forked.stdio.stdout.take(),
+            stderr: forked.stdio.stderr.take(),
+            master: None,
+        },
+        &mut forked.streams,
+        forked.command.terminal,
+    );
+    let _ = forked.pumps.send(pumps);
+    let pid = forked.pid;
+    let gate = forked.gate;
+    // SAFETY: a one-byte write from a valid buffer to our pipe.
+    let written = unsafe { libc::write(gate.as_raw_fd(), b"s".as_ptr().cast(), 1) };
+    if written != 1 {
+        return Err(ProcessError::Internal {
+            id,
+            message: format!("cannot start pid {pid}: {}", std::io::Error::last_os_error()),
+        });
+    }
+    drop(gate);
+    *state = State::Running {
+        pid,
+        master: forked.stdio.master.take(),
+    };
+    drop(state);
+    match spawn::exec_outcome(pid, &forked.status_pipe).await {
+        Ok(None) => Ok(Started { pid }),
+        Ok(Some(failure)) => Err(ProcessError::ExecFailed {
+            message: failure.describe(&forked.command, &forked.program),
+        }),
+        Err(e) => Err(ProcessError::Internal {
+            id,
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// Follows a started process to its end: reaped, then every output pump

@@ -1,0 +1,650 @@
+//! The container engine: OCI containers over the agent's processes.
+//!
+//! A container is created in one step, as runc creates one: its spec is
+//! checked ([`plan`]), its cgroup made, its process cloned into its new
+//! namespaces ([`namespaces`]); the agent writes its id maps and moves it
+//! into the cgroup, then the process sets up its filesystem ([`setup`]),
+//! reports that it is ready and waits, before exec, for the start. Its
+//! stdio exists from the clone on (pipes or a terminal): the host attaches
+//! to them between create and start, as to any created process.
+//!
+//! Containers belong to the agent, not to the session that created them:
+//! they stay, and keep their exit status, until deleted.
+
+pub mod hooks;
+pub mod namespaces;
+pub mod plan;
+pub mod setup;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_proto::{
+    ContainerCreated, ContainerInfo, ContainerSpec, ContainerStatus, Created, ErrorBody, ErrorCode, Hooks, ProcessSpec,
+    Started, GUEST_ROOTFS,
+};
+
+use crate::agent::Agent;
+use crate::cgroup::{Cgroup, CgroupError};
+use crate::command::Command;
+use crate::fdio;
+use crate::process::{self, Forked, Phase, Process, SessionId};
+use crate::spawn::{self, ContainerChild, Step};
+use crate::start::{self, Stdio};
+use namespaces::NsPlan;
+
+/// How long a deleted container's processes may take to die after SIGKILL.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a container operation failed; each maps to one protocol code.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no container {id:?}")]
+    NotFound { id: String },
+    #[error("container {id:?} already exists")]
+    Exists { id: String },
+    #[error("container {id:?} is {status}: {why}")]
+    InvalidState {
+        id: String,
+        status: &'static str,
+        why: &'static str,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container {id:?}: {message}")]
+    SetupFailed { id: String, message: String },
+    #[error("container {id:?}: {message}")]
+    Internal { id: String, message: String },
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+}
+
+impl ContainerError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ContainerError::NotFound { .. } => ErrorCode::NotFound,
+            ContainerError::Exists { .. } | ContainerError::InvalidState { .. } => ErrorCode::InvalidState,
+            ContainerError::Invalid(_) => ErrorCode::InvalidRequest,
+            ContainerError::SetupFailed { .. } => ErrorCode::ExecFailed,
+            ContainerError::Internal { .. } => ErrorCode::Internal,
+            ContainerError::ShuttingDown => ErrorCode::ShuttingDown,
+            ContainerError::Process(e) => e.code(),
+        }
+    }
+
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+/// One container.
+pub struct Container {
+    pub id: String,
+    bundle: String,
+    annotations: BTreeMap<String, String>,
+    created_unix_ns: u64,
+    pub process: Arc<Process>,
+    /// The pid of its process, as the agent sees it.
+    pub pid: libc::pid_t,
+    pub cgroup: Option<Cgroup>,
+    hooks: Hooks,
+    started: AtomicBool,
+}
+
+impl Container {
+    pub fn status(&self) -> ContainerStatus {
+        if self.process.phase.borrow().has_exited() {
+            ContainerStatus::Stopped
+        } else if self.started.load(Ordering::SeqCst) {
+            ContainerStatus::Running
+        } else {
+            ContainerStatus::Created
+        }
+    }
+
+    pub fn info(&self) -> ContainerInfo {
+        let status = self.status();
+        let exit = match *self.process.phase.borrow() {
+            Phase::Exited(s) | Phase::Done(s) => Some(s),
+            _ => None,
+        };
+        ContainerInfo {
+            id: self.id.clone(),
+            status,
+            pid: (status != ContainerStatus::Stopped).then_some(self.pid),
+            process: self.process.id,
+            bundle: self.bundle.clone(),
+            exit,
+            created_unix_ns: self.created_unix_ns,
+            annotations: self.annotations.clone(),
+        }
+    }
+
+    /// The OCI state JSON hooks read on stdin.
+    fn oci_state(&self) -> String {
+        let status = self.status();
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "id": self.id,
+            "status": status.name(),
+            "pid": if status == ContainerStatus::Stopped { 0 } else { self.pid },
+            "bundle": self.bundle,
+            "annotations": self.annotations,
+        })
+        .to_string()
+    }
+}
+
+/// Every container of the agent, and the ids being created.
+#[derive(Default)]
+pub struct ContainerTable {
+    entries: Mutex<HashMap<String, Arc<Container>>>,
+    creating: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ContainerTable {
+    pub fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
+        lock(&self.entries)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ContainerError::NotFound { id: id.to_owned() })
+    }
+
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        let mut all: Vec<ContainerInfo> = lock(&self.entries).values().map(|c| c.info()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Takes `id` for a creation; released by dropping the guard.
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>, ContainerError> {
+        let entries = lock(&self.entries);
+        let mut creating = lock(&self.creating);
+        if entries.contains_key(id) || !creating.insert(id.to_owned()) {
+            return Err(ContainerError::Exists { id: id.to_owned() });
+        }
+        Ok(Reservation {
+            table: self,
+            id: id.to_owned(),
+        })
+    }
+}
+
+struct Reservation<'a> {
+    table: &'a ContainerTable,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.table.creating).remove(&self.id);
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Kills a process of ours that never became a container (the reaper
+/// collects it).
+fn abandon(agent: &Agent, pid: libc::pid_t) {
+    let _ = agent.reaper.kill(pid, libc::SIGKILL);
+}
+
+/// `Op::CreateContainer`.
+pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<ContainerCreated, ContainerError> {
+    if agent.shutting_down() {
+        return Err(ContainerError::ShuttingDown);
+    }
+    plan::check_id(&spec.id).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    let id = spec.id.clone();
+    let _reservation = agent.containers.reserve(&id)?;
+    if spec.root == GUEST_ROOTFS {
+        crate::rootfs::wait_ready(&agent.rootfs)
+            .await
+            .map_err(|e| ContainerError::SetupFailed {
+                id: id.clone(),
+                message: format!("the root filesystem is not available: {e}"),
+            })?;
+    }
+    let invalid = |e: &dyn std::fmt::Display| ContainerError::Invalid(e.to_string());
+    // 1. The spec, checked and prepared: nothing exists yet.
+    let ns = NsPlan::for_create(&spec.namespaces, &spec.uid_mappings, &spec.gid_mappings).map_err(|e| invalid(&e))?;
+    let setup = plan::setup_plan(&spec, &ns).map_err(|e| invalid(&e))?;
+    if let Some(resources) = &spec.resources {
+        Cgroup::validate(resources).map_err(|e| invalid(&e))?;
+    }
+    let mut process_spec = spec.process.clone();
+    process_spec.root = Some(spec.root.clone());
+    let command = Command::from_spec(process_spec).map_err(|e| invalid(&e))?;
+    let program = command.resolve_program().map_err(|e| ContainerError::SetupFailed {
+        id: id.clone(),
+        message: e.to_string(),
+    })?;
+    // 2. Its cgroup.
+    let cgroup_path = spec.cgroups_path.clone().unwrap_or_else(|| format!("vminitd/{id}"));
+    let cgroup = match Cgroup::create(&cgroup_path, spec.resources.as_ref()) {
+        Ok(cgroup) => Some(cgroup),
+        Err(CgroupError::NoCgroup2) if spec.resources.is_none() && spec.cgroups_path.is_none() => {
+            warn!("container {id}: no cgroup2 filesystem: the container gets no cgroup of its own");
+            None
+        }
+        Err(e @ (CgroupError::ControllerMissing { .. } | CgroupError::BadPath { .. })) => return Err(invalid(&e)),
+        Err(e) => {
+            return Err(ContainerError::Internal {
+                id: id.clone(),
+                message: e.to_string(),
+            })
+        }
+    };
+    let (pumps_tx, pumps_rx) = tokio::sync::oneshot::channel();
+    let result = fork_container(agent, &id, command, program, &ns, &setup, cgroup.as_ref(), pumps_tx).await;
+    let (forked, exited) = match result {
+        Ok(forked) => forked,
+        Err(e) => {
+            if let Some(cgroup) = &cgroup {
+                remove_cgroup(&id, cgroup).await;
+            }
+            return Err(e);
+        }
+    };
+    let pid = forked.pid;
+    let process = agent.processes.insert_forked(forked);
+    start::supervise_forked(agent, &process, exited, pumps_rx);
+    let container = Arc::new(Container {
+        id: id.clone(),
+        bundle: spec.bundle.clone(),
+        annotations: spec.annotations.clone(),
+        created_unix_ns: now_unix_ns(),
+        process: process.clone(),
+        pid,
+        cgroup,
+        hooks: spec.hooks.clone(),
+        started: AtomicBool::new(false),
+    });
+    lock(&agent.containers.entries).insert(id.clone(), container.clone());
+    // 3. The hooks of the creation; a failure undoes it.
+    let state = container.oci_state();
+    let ran = async {
+        hooks::run_all(agent, &container.hooks.create_runtime, "createRuntime", &state, None).await?;
+        hooks::run_all(
+            agent,
+            &container.hooks.create_container,
+            "createContainer",
+            &state,
+            Some(hooks::InContainer {
+                pid,
+                cgroup: container.cgroup.as_ref(),
+                mount: false,
+            }),
+        )
+        .await
+    }
+    .await;
+    if let Err(message) = ran {
+        let _ = delete(agent, &id, true).await;
+        return Err(ContainerError::SetupFailed { id, message });
+    }
+    debug!("container {id}: created, pid {pid}");
+    Ok(ContainerCreated {
+        process: process.id,
+        pid,
+    })
+}
+
+/// Clones the container's process and waits until it is set up.
+#[allow(clippy::too_many_arguments)]
+async fn fork_container(
+    agent: &Arc<Agent>,
+    id: &str,
+    command: Command,
+    program: CString,
+    ns: &NsPlan,
+    setup: &setup::SetupPlan,
+    cgroup: Option<&Cgroup>,
+    pumps: tokio::sync::oneshot::Sender<Vec<tokio::task::JoinHandle<()>>>,
+) -> Result<(Forked, tokio::sync::oneshot::Receiver<crate::reaper::RawStatus>), ContainerError> {
+    let internal = |message: String| ContainerError::Internal {
+        id: id.to_owned(),
+        message,
+    };
+    let stdio = Stdio::for_container(&command).map_err(internal)?;
+    let (gate_read, gate_write) = fdio::pipe().map_err(|e| internal(format!("cannot create its gate: {e}")))?;
+    let child = ContainerChild {
+        ns,
+        setup: Some(setup),
+        gate: Some(gate_read.as_raw_fd()),
+        cgroup_procs: None,
+    };
+    let (pid, status_pipe, exited) = agent
+        .reaper
+        .spawn(|| {
+            ns.around_fork(|| spawn::fork_exec(&command, &program, &stdio.child, Some(&child)))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        })
+        .map_err(internal)?;
+    drop(gate_read);
+    let (child_ends, ends) = stdio.agent_ends();
+    drop(child_ends);
+    // The agent's part: id maps, the cgroup; then the child goes on.
+    let prepared = (|| {
+        if let Some(maps) = &ns.id_maps {
+            namespaces::write_id_maps(pid, maps).map_err(|e| e.to_string())?;
+        }
+        if let Some(cgroup) = cgroup {
+            cgroup.add(pid).map_err(|e| e.to_string())?;
+        }
+        // SAFETY: a one-byte write from a valid buffer to our pipe.
+        if unsafe { libc::write(gate_write.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
+            return Err(format!("cannot wake it: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    })();
+    if let Err(message) = prepared {
+        abandon(agent, pid);
+        return Err(internal(message));
+    }
+    let failure = match spawn::exec_outcome(pid, &status_pipe).await {
+        Ok(Some(f)) if f.step == Some(Step::Ready) => None,
+        Ok(Some(f)) => Some(describe_failure(&f, &command, &program, setup)),
+        Ok(None) => Some("its process ended during the setup".to_owned()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(message) = failure {
+        abandon(agent, pid);
+        return Err(ContainerError::SetupFailed {
+            id: id.to_owned(),
+            message,
+        });
+    }
+    Ok((
+        Forked {
+            command,
+            program,
+            streams: [None, None, None],
+            pid,
+            stdio: ends,
+            status_pipe,
+            gate: gate_write,
+            pumps,
+        },
+        exited,
+    ))
+}
+
+/// What failed in the child, naming the spec's value where the step is
+/// one of the setup's.
+fn describe_failure(
+    failure: &spawn::ChildFailure,
+    command: &Command,
+    program: &CString,
+    plan: &setup::SetupPlan,
+) -> String {
+    use setup::SetupStep as S;
+    let err = std::io::Error::from_raw_os_error(failure.errno);
+    let step = match failure.step {
+        Some(Step::Setup) => S::from_code(failure.detail),
+        _ => return failure.describe(command, program),
+    };
+    let mount = |i: u32| {
+        plan.mounts
+            .get(i as usize)
+            .map(|m| format!("/{}", m.target.to_string_lossy()))
+            .unwrap_or_default()
+    };
+    let listed = |list: &[CString], i: u32| {
+        list.get(i as usize)
+            .map(|p| format!("/{}", p.to_string_lossy()))
+            .unwrap_or_default()
+    };
+    match step {
+        Some(S::Propagation) => format!("cannot set the propagation of / (linux.rootfsPropagation): {err}"),
+        Some(S::BindRoot) | Some(S::OpenRoot) => {
+            format!("cannot bind the root {:?} onto itself: {err}", plan.root)
+        }
+        Some(S::MountTarget(i)) => format!(
+            "mounts[{i}]: cannot create the destination {} inside the root: {err}",
+            mount(i)
+        ),
+        Some(S::Mount(i)) => {
+            let m = &plan.mounts[i as usize];
+            format!(
+                "mounts[{i}]: cannot mount {:?} ({}) on {}: {err}",
+                m.source,
+                if m.fstype.is_empty() {
+                    "bind".into()
+                } else {
+                    m.fstype.to_string_lossy()
+                },
+                mount(i)
+            )
+        }
+        Some(S::MountRemount(i)) => format!("mounts[{i}]: cannot apply the options to {}: {err}", mount(i)),
+        Some(S::MountPropagation(i)) => format!("mounts[{i}]: cannot set the propagation of {}: {err}", mount(i)),
+        Some(S::Device(i)) => format!(
+            "cannot create the device {}: {err}",
+            plan.devices
+                .get(i as usize)
+                .map(|d| format!("/{}", d.path.to_string_lossy()))
+                .unwrap_or_default()
+        ),
+        Some(S::Symlink(i)) => format!(
+            "cannot create the link {}: {err}",
+            plan.symlinks
+                .get(i as usize)
+                .map(|(_, l)| format!("/{}", l.to_string_lossy()))
+                .unwrap_or_default()
+        ),
+        Some(S::Pivot) => format!("cannot pivot_root into {:?}: {err}", plan.root),
+        Some(S::MaskPath(i)) => format!("linux.maskedPaths[{i}] {}: {err}", listed(&plan.masked, i)),
+        Some(S::ReadonlyPath(i)) => format!("linux.readonlyPaths[{i}] {}: {err}", listed(&plan.readonly, i)),
+        Some(S::ReadonlyRoot) => format!("cannot make the root read-only (root.readonly): {err}"),
+        Some(S::Hostname) => format!("cannot set the hostname: {err}"),
+        Some(S::Domainname) => format!("cannot set the domainname: {err}"),
+        Some(S::Sysctl(i)) => format!("linux.sysctl {:?}: {err}", plan.sysctl.key(i as usize)),
+        None => format!("the container's setup failed: {err}"),
+    }
+}
+
+/// Removes a cgroup, logging what it could not.
+async fn remove_cgroup(id: &str, cgroup: &Cgroup) {
+    if let Err(e) = cgroup.remove() {
+        warn!("container {id}: {e}");
+    }
+}
+
+/// `Op::StartContainer`.
+pub async fn start(agent: &Arc<Agent>, id: &str) -> Result<Started, ContainerError> {
+    if agent.shutting_down() {
+        return Err(ContainerError::ShuttingDown);
+    }
+    let container = agent.containers.get(id)?;
+    match container.status() {
+        ContainerStatus::Created => {}
+        ContainerStatus::Stopped => {
+            return Err(ContainerError::InvalidState {
+                id: id.to_owned(),
+                status: "stopped",
+                why: "cannot start a container that has stopped",
+            })
+        }
+        status => {
+            return Err(ContainerError::InvalidState {
+                id: id.to_owned(),
+                status: status.name(),
+                why: "it has already been started",
+            })
+        }
+    }
+    if container.started.swap(true, Ordering::SeqCst) {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: "running",
+            why: "it has already been started",
+        });
+    }
+    let state = container.oci_state();
+    if let Err(message) = hooks::run_all(
+        agent,
+        &container.hooks.start_container,
+        "startContainer",
+        &state,
+        Some(hooks::InContainer {
+            pid: container.pid,
+            cgroup: container.cgroup.as_ref(),
+            mount: true,
+        }),
+    )
+    .await
+    {
+        container.started.store(false, Ordering::SeqCst);
+        return Err(ContainerError::SetupFailed {
+            id: id.to_owned(),
+            message,
+        });
+    }
+    let started = start::start_forked(&container.process).await?;
+    let state = container.oci_state();
+    if let Err(message) = hooks::run_all(agent, &container.hooks.poststart, "poststart", &state, None).await {
+        warn!("container {id}: {message}");
+    }
+    Ok(started)
+}
+
+/// `Op::ExecContainer`: a created process that joins the container.
+pub fn exec(
+    agent: &Arc<Agent>,
+    session: SessionId,
+    id: &str,
+    mut spec: ProcessSpec,
+) -> Result<Created, ContainerError> {
+    if agent.shutting_down() {
+        return Err(ContainerError::ShuttingDown);
+    }
+    let container = agent.containers.get(id)?;
+    if container.status() == ContainerStatus::Stopped {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: "stopped",
+            why: "cannot exec in a stopped container",
+        });
+    }
+    if spec.root.is_some() {
+        return Err(ContainerError::Invalid(
+            "process.root must be absent: the process runs in the container's root".into(),
+        ));
+    }
+    // Programs are looked up in the container's root, through its process.
+    spec.root = Some(format!("/proc/{}/root", container.pid));
+    let join = process::ContainerJoin {
+        pid: container.pid,
+        cgroup_procs: container.cgroup.as_ref().map(|c| c.procs_file().to_owned()),
+    };
+    Ok(process::create_joined(&agent.processes, session, spec, join)?)
+}
+
+/// `Op::ContainerState`.
+pub fn state(agent: &Agent, id: &str) -> Result<ContainerInfo, ContainerError> {
+    Ok(agent.containers.get(id)?.info())
+}
+
+/// `Op::ListContainers`.
+pub fn list(agent: &Agent) -> Vec<ContainerInfo> {
+    agent.containers.list()
+}
+
+/// `Op::KillContainer`.
+pub fn kill(agent: &Agent, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+    if !(1..=64).contains(&signal) {
+        return Err(ContainerError::Invalid(format!(
+            "invalid signal number {signal}: expected 1 to 64"
+        )));
+    }
+    let container = agent.containers.get(id)?;
+    if container.status() == ContainerStatus::Stopped {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: "stopped",
+            why: "its process is no longer running",
+        });
+    }
+    signal_container(agent, &container, signal, all).map_err(|message| ContainerError::Internal {
+        id: id.to_owned(),
+        message,
+    })
+}
+
+/// Signals the container's process, and with `all` every process of its
+/// cgroup.
+fn signal_container(agent: &Agent, container: &Container, signal: i32, all: bool) -> Result<(), String> {
+    if all {
+        if let Some(cgroup) = &container.cgroup {
+            for pid in cgroup.pids().map_err(|e| e.to_string())? {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+    }
+    agent
+        .reaper
+        .kill(container.pid, signal)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `Op::DeleteContainer`.
+pub async fn delete(agent: &Arc<Agent>, id: &str, force: bool) -> Result<(), ContainerError> {
+    let container = agent.containers.get(id)?;
+    let status = container.status();
+    if status == ContainerStatus::Running && !force {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: "running",
+            why: "cannot delete a container that is not stopped (kill it, or delete with force)",
+        });
+    }
+    // Created (its process waits before exec) or forced: kill everything.
+    if status != ContainerStatus::Stopped {
+        let _ = signal_container(agent, &container, libc::SIGKILL, true);
+    }
+    let mut phase = container.process.phase.subscribe();
+    let ended = matches!(
+        tokio::time::timeout(KILL_TIMEOUT, phase.wait_for(|p| p.has_exited())).await,
+        Ok(Ok(_))
+    );
+    if !ended {
+        return Err(ContainerError::Internal {
+            id: id.to_owned(),
+            message: format!(
+                "its process (pid {}) did not die within {KILL_TIMEOUT:?}",
+                container.pid
+            ),
+        });
+    }
+    if let Some(cgroup) = &container.cgroup {
+        // Whatever else was in its cgroup (no pid namespace) goes too.
+        let _ = signal_container(agent, &container, libc::SIGKILL, true);
+        remove_cgroup(id, cgroup).await;
+    }
+    lock(&agent.containers.entries).remove(id);
+    agent.processes.forget(container.process.id);
+    let state = container.oci_state();
+    if let Err(message) = hooks::run_all(agent, &container.hooks.poststop, "poststop", &state, None).await {
+        warn!("container {id}: {message}");
+    }
+    debug!("container {id}: deleted");
+    Ok(())
+}
