@@ -1,0 +1,334 @@
+//! The container engine, with the agent as PID 1 of a namespace on the
+//! host: namespaces, mounts, masked and read-only paths, devices, the
+//! lifecycle, exec into a running container, and bad specs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_proto::{ContainerSpec, ContainerStatus, ErrorCode, Mount, Namespace, ProcessSpec, StreamKind};
+use host_shim::Client;
+use tokio::io::AsyncReadExt;
+use vminitd_tests::{NamespacedAgent, TempDir};
+
+fn ns(kinds: &[&str]) -> Vec<Namespace> {
+    kinds
+        .iter()
+        .map(|k| Namespace {
+            kind: (*k).into(),
+            path: None,
+        })
+        .collect()
+}
+
+fn mount(dest: &str, kind: &str, options: &[&str]) -> Mount {
+    Mount {
+        destination: dest.into(),
+        kind: Some(kind.into()),
+        source: Some(kind.into()),
+        options: options.iter().map(|o| (*o).into()).collect(),
+    }
+}
+
+/// A busybox root and a spec shaped like `runc spec`'s.
+fn container(dir: &Path, id: &str, script: &str) -> ContainerSpec {
+    let root = dir.join(format!("rootfs-{id}"));
+    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &root).unwrap();
+    ContainerSpec {
+        id: id.into(),
+        bundle: dir.display().to_string(),
+        root: root.display().to_string(),
+        process: ProcessSpec {
+            args: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec!["PATH=/bin:/sbin".into()],
+            ..Default::default()
+        },
+        hostname: Some("box".into()),
+        namespaces: ns(&["pid", "network", "ipc", "uts", "mount"]),
+        mounts: vec![
+            mount("/proc", "proc", &["nosuid", "noexec", "nodev"]),
+            mount("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            mount(
+                "/dev/pts",
+                "devpts",
+                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            ),
+            mount(
+                "/dev/shm",
+                "tmpfs",
+                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            ),
+            mount("/dev/mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+            mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        ],
+        masked_paths: vec!["/proc/version".into(), "/sys/kernel".into(), "/proc/nonexistent".into()],
+        readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
+        ..Default::default()
+    }
+}
+
+/// Creates, attaches stdout and stderr, starts and waits; returns the
+/// output and the exit code.
+async fn run_container(client: &Client, spec: ContainerSpec) -> (String, String, i32) {
+    let id = spec.id.clone();
+    let created = client.create_container(spec).await.expect("create");
+    let state = client.container_state(&id).await.unwrap();
+    assert_eq!(state.status, ContainerStatus::Created);
+    assert_eq!(state.pid, Some(created.pid));
+    let mut out = client.attach(created.process, StreamKind::Stdout).await.unwrap();
+    let mut err = client.attach(created.process, StreamKind::Stderr).await.unwrap();
+    client.start_container(&id).await.expect("start");
+    let read_out = tokio::spawn(async move {
+        let mut s = String::new();
+        out.read_to_string(&mut s).await.unwrap();
+        s
+    });
+    let read_err = tokio::spawn(async move {
+        let mut s = String::new();
+        err.read_to_string(&mut s).await.unwrap();
+        s
+    });
+    let status = client.wait(created.process).await.unwrap();
+    let state = client.container_state(&id).await.unwrap();
+    assert_eq!(state.status, ContainerStatus::Stopped);
+    assert_eq!(state.exit, Some(status));
+    client.delete_container(&id, false).await.expect("delete");
+    (read_out.await.unwrap(), read_err.await.unwrap(), status.shell_code())
+}
+
+#[tokio::test]
+async fn a_container_sees_its_own_namespaces_and_mounts() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let mut spec = container(
+        dir.path(),
+        "c1",
+        "echo pid=$$; hostname; \
+         wc -c < /proc/version; \
+         echo x > /proc/sys/kernel/hostname 2>/dev/null && echo sys-writable || echo sys-readonly; \
+         ls /sys/kernel | wc -l; \
+         ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | cut -c1; \
+         readlink /dev/ptmx; readlink /dev/fd; \
+         touch /newfile 2>/dev/null && echo root-writable || echo root-readonly; \
+         grep ' / ' /proc/self/mountinfo | grep -o ' ro,\\| rw,' | head -1; \
+         ip link 2>/dev/null | grep -c '^[0-9]' || cat /proc/net/dev | tail -n +3 | wc -l",
+    );
+    spec.readonly_root = true;
+    let (out, err, code) = run_container(&client, spec).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1", "{out}");
+    assert_eq!(lines[1], "box");
+    assert_eq!(lines[2].trim(), "0", "/proc/version is masked: {out}");
+    assert_eq!(lines[3], "sys-readonly");
+    assert_eq!(lines[4].trim(), "0", "/sys/kernel is masked: {out}");
+    assert_eq!(&lines[5..11], ["c"; 6], "default devices: {out}");
+    assert_eq!(&lines[11..13], ["pts/ptmx", "/proc/self/fd"]);
+    assert_eq!(lines[13], "root-readonly");
+    assert_eq!(lines[14].trim(), "ro,");
+    // A new network namespace has only its loopback.
+    assert_eq!(lines[15].trim(), "1", "{out}");
+}
+
+#[tokio::test]
+async fn lifecycle_kill_exec_and_delete() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let spec = container(dir.path(), "web", "echo started; exec sleep 60");
+    let created = client.create_container(spec.clone()).await.unwrap();
+    // The id is taken.
+    let e = client.create_container(spec).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+    assert!(e.to_string().contains("already exists"), "{e}");
+    client.start_container("web").await.unwrap();
+    assert_eq!(
+        client.container_state("web").await.unwrap().status,
+        ContainerStatus::Running
+    );
+    let e = client.start_container("web").await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+
+    // exec joins every namespace: same hostname, same pid namespace (sees
+    // the container's sleep as pid 1), same root.
+    let exec = client
+        .exec_container(
+            "web",
+            ProcessSpec {
+                args: vec!["sh".into(), "-c".into(), "hostname; cat /proc/1/comm; ls /".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut out = client.attach(exec, StreamKind::Stdout).await.unwrap();
+    client.start(exec).await.unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(client.wait(exec).await.unwrap().code, Some(0));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..2], ["box", "sleep"], "{text}");
+    assert!(lines.contains(&"bin") && !lines.contains(&"rootfs-web"), "{text}");
+
+    // A running container is not deleted without force.
+    let e = client.delete_container("web", false).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+    client.kill_container("web", libc::SIGKILL, false).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), client.wait(created.process))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.signal, Some(libc::SIGKILL));
+    let state = client.container_state("web").await.unwrap();
+    assert_eq!((state.status, state.pid), (ContainerStatus::Stopped, None));
+    let e = client.kill_container("web", libc::SIGTERM, false).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+    client.delete_container("web", false).await.unwrap();
+    let e = client.container_state("web").await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::NotFound);
+    assert!(client.list_containers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_created_container_can_be_deleted_and_a_forced_delete_kills() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    client
+        .create_container(container(dir.path(), "never", "echo never"))
+        .await
+        .unwrap();
+    let list = client.list_containers().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].status, ContainerStatus::Created);
+    client.delete_container("never", false).await.unwrap();
+
+    client
+        .create_container(container(dir.path(), "busy", "exec sleep 60"))
+        .await
+        .unwrap();
+    client.start_container("busy").await.unwrap();
+    client.delete_container("busy", true).await.unwrap();
+    assert!(client.list_containers().await.unwrap().is_empty());
+    // The id is free again.
+    client
+        .create_container(container(dir.path(), "busy", "true"))
+        .await
+        .unwrap();
+    client.delete_container("busy", false).await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_links_in_the_root_stay_inside_it() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let mut spec = container(dir.path(), "links", "grep -c ' /t1 \\| /t2 ' /proc/self/mountinfo");
+    let root = Path::new(&spec.root).to_owned();
+    // Mount destinations through a link to `/` and a `..` link: both are
+    // resolved inside the root.
+    std::os::unix::fs::symlink("/", root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../..", root.join("up")).unwrap();
+    spec.mounts.push(mount("/escape/t1", "tmpfs", &[]));
+    spec.mounts.push(mount("/up/t2", "tmpfs", &[]));
+    let (out, err, code) = run_container(&client, spec).await;
+    assert_eq!((out.trim(), code), ("2", 0), "{err}");
+    assert!(
+        root.join("t1").is_dir() && root.join("t2").is_dir(),
+        "made inside the root"
+    );
+    assert!(!Path::new("/t1").exists() && !Path::new("/t2").exists());
+
+    // A link to the host's directory is the root's path of that name: it
+    // dangles there, and the mount is refused rather than followed out.
+    let mut spec = container(dir.path(), "dangling", "true");
+    let root = Path::new(&spec.root).to_owned();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    spec.mounts.push(mount("/escape/t3", "tmpfs", &[]));
+    let e = client.create_container(spec).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("mounts[6]: cannot create the destination /escape/t3 inside the root"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing was made outside"
+    );
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_naming_the_field() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let base = container(dir.path(), "bad", "true");
+    let cases: Vec<(ContainerSpec, &str)> = vec![
+        (
+            ContainerSpec {
+                id: "../x".into(),
+                ..base.clone()
+            },
+            "container id \"../x\" is invalid",
+        ),
+        (
+            ContainerSpec {
+                namespaces: ns(&["pid", "mount", "time"]),
+                ..base.clone()
+            },
+            "linux.namespaces[2]: unknown type \"time\"",
+        ),
+        (
+            ContainerSpec {
+                namespaces: ns(&["pid"]),
+                ..base.clone()
+            },
+            "a container needs a new mount namespace",
+        ),
+        (
+            ContainerSpec {
+                mounts: vec![mount("/x", "tmpfs", &["tmpcopyup"])],
+                ..base.clone()
+            },
+            "mounts[0] (/x): unknown option \"tmpcopyup\"",
+        ),
+        (
+            ContainerSpec {
+                root: "/nonexistent-root".into(),
+                ..base.clone()
+            },
+            "root.path \"/nonexistent-root\"",
+        ),
+        (
+            ContainerSpec {
+                namespaces: ns(&["pid", "mount"]),
+                ..base.clone()
+            },
+            "hostname: a new uts namespace is needed",
+        ),
+    ];
+    for (spec, message) in cases {
+        let e = client.create_container(spec).await.unwrap_err();
+        let body = e.agent_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(body.code, ErrorCode::InvalidRequest, "{e}");
+        assert!(
+            body.message.contains(message),
+            "{:?} does not name {message:?}",
+            body.message
+        );
+    }
+    // A mount the kernel refuses names the mount.
+    let mut spec = base.clone();
+    spec.mounts.push(mount("/bad", "nosuchfs", &[]));
+    let e = client.create_container(spec).await.unwrap_err();
+    let body = e.agent_error().unwrap();
+    assert_eq!(body.code, ErrorCode::ExecFailed);
+    assert!(body.message.contains("mounts[6]: cannot mount"), "{}", body.message);
+    // Nothing is left behind, and the agent serves on.
+    assert!(client.list_containers().await.unwrap().is_empty());
+    client.create_container(base).await.unwrap();
+    client.delete_container("bad", false).await.unwrap();
+}
