@@ -332,3 +332,121 @@ async fn bad_specs_are_refused_naming_the_field() {
     client.create_container(base).await.unwrap();
     client.delete_container("bad", false).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_user_namespace_with_id_maps() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let mut spec = container(
+        dir.path(),
+        "userns",
+        "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; ls -l /dev/null | cut -c1; \
+         touch /tmp/made && ls -ln /tmp/made | awk '{print $3}'",
+    );
+    spec.namespaces = ns(&["user", "pid", "network", "ipc", "uts", "mount"]);
+    let map = agent_proto::IdMapping {
+        container_id: 0,
+        host_id: 100000,
+        size: 65536,
+    };
+    spec.uid_mappings = vec![map];
+    spec.gid_mappings = vec![map];
+    spec.mounts.push(mount("/tmp", "tmpfs", &[]));
+    let (out, err, code) = run_container(&client, spec).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        ["0", "0", "0 100000 65536", "0 100000 65536", "c", "0"],
+        "stdout: {out}\nstderr: {err}"
+    );
+}
+
+#[tokio::test]
+async fn sysctls_and_hooks() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let log = dir.path().join("hooks.log");
+    let hook = |stage: &str| agent_proto::Hook {
+        path: "/bin/sh".into(),
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "read -r state; echo \"{stage} $state\" >> {}; [ -e /bin/busybox ] && echo {stage}-sees-bin >> {}",
+                log.display(),
+                log.display()
+            ),
+        ],
+        ..Default::default()
+    };
+    let mut spec = container(dir.path(), "hooked", "cat /proc/sys/net/ipv4/ip_forward /started");
+    spec.sysctl.insert("net.ipv4.ip_forward".into(), "1".into());
+    spec.hooks = agent_proto::Hooks {
+        create_runtime: vec![hook("createRuntime")],
+        // In the container's namespaces but the agent's filesystem.
+        create_container: vec![agent_proto::Hook {
+            path: "/bin/sh".into(),
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo createContainer-host-$(hostname) >> {}", log.display()),
+            ],
+            ..Default::default()
+        }],
+        // Inside the container, before its program.
+        start_container: vec![agent_proto::Hook {
+            path: "/bin/sh".into(),
+            args: vec!["sh".into(), "-c".into(), "hostname > /started".into()],
+            ..Default::default()
+        }],
+        poststart: vec![hook("poststart")],
+        poststop: vec![hook("poststop")],
+    };
+    let (out, err, code) = run_container(&client, spec).await;
+    assert_eq!((out.as_str(), code), ("1\nbox\n", 0), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let stages: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.ends_with("-sees-bin"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["createRuntime", "createContainer-host-box", "poststart", "poststop"],
+        "{text}"
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(text.lines().next().unwrap().split_once(' ').unwrap().1).unwrap();
+    assert_eq!(first["id"], "hooked");
+    assert_eq!(first["status"], "created");
+    assert!(first["pid"].as_i64().unwrap() > 0);
+
+    // A failing createRuntime hook fails the create, naming the hook and
+    // quoting its output; nothing is left.
+    let mut spec = container(dir.path(), "failing", "true");
+    spec.hooks.create_runtime = vec![agent_proto::Hook {
+        path: "/bin/sh".into(),
+        args: vec!["sh".into(), "-c".into(), "echo no network for you; exit 3".into()],
+        ..Default::default()
+    }];
+    let e = client.create_container(spec).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("createRuntime hook 0 (/bin/sh): exited with status 3: no network for you"),
+        "{e}"
+    );
+    assert!(client.list_containers().await.unwrap().is_empty());
+
+    // A sysctl that is not namespaced is refused by name.
+    let mut spec = container(dir.path(), "sysctl", "true");
+    spec.sysctl.insert("vm.swappiness".into(), "10".into());
+    let e = client.create_container(spec).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidRequest);
+    assert!(e.to_string().contains("vm.swappiness"), "{e}");
+}

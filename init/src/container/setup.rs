@@ -1,7 +1,7 @@
 //! The container's filesystem, set up by its forked process before exec, in
 //! the order runc does it: propagation, the root bound onto itself, the
-//! spec's mounts, the devices, `pivot_root`, masked and read-only paths,
-//! the read-only root, the host and domain names, the sysctls.
+//! spec's mounts, the devices, `pivot_root`, the host and domain names, the
+//! sysctls, read-only and masked paths, the read-only root.
 //!
 //! Everything here runs between fork and exec: async-signal-safe system
 //! calls on strings prepared by [`super::plan`], no allocation. Every path
@@ -438,8 +438,8 @@ pub unsafe fn mount_root(plan: &SetupPlan) -> Result<(), SetupStep> {
     Ok(())
 }
 
-/// The steps after `pivot_root`: masked and read-only paths, the read-only
-/// root, names and sysctls.
+/// The steps after `pivot_root`: names, sysctls, read-only and masked
+/// paths, the read-only root.
 ///
 /// # Safety
 /// Only in a forked child before exec, after [`mount_root`].
@@ -451,7 +451,54 @@ pub unsafe fn finish_root(plan: &SetupPlan) -> Result<(), SetupStep> {
         if rootfd < 0 {
             return Err(SetupStep::OpenRoot);
         }
-        // 6. Masked paths: /dev/null over a file, an empty read-only tmpfs
+        // 6. Names, in the container's uts namespace.
+        if let Some(name) = &plan.hostname {
+            if libc::sethostname(name.as_ptr(), name.to_bytes().len()) != 0 {
+                return Err(SetupStep::Hostname);
+            }
+        }
+        if let Some(name) = &plan.domainname {
+            if libc::setdomainname(name.as_ptr(), name.to_bytes().len()) != 0 {
+                return Err(SetupStep::Domainname);
+            }
+        }
+        // 7. Sysctls, through the container's /proc/sys (before it is
+        //    made read-only).
+        if let Err(index) = plan.sysctl.apply() {
+            return Err(SetupStep::Sysctl(index as u32));
+        }
+        // 8. Read-only paths: bound onto themselves, remounted read-only.
+        for (i, path) in plan.readonly.iter().enumerate() {
+            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
+            if fd < 0 {
+                if *libc::__errno_location() == libc::ENOENT {
+                    continue;
+                }
+                return Err(SetupStep::ReadonlyPath(i as u32));
+            }
+            let on = fd_path(fd);
+            if libc::mount(
+                on.as_ptr(),
+                on.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(SetupStep::ReadonlyPath(i as u32));
+            }
+            libc::close(fd);
+            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
+            if fd < 0 {
+                return Err(SetupStep::ReadonlyPath(i as u32));
+            }
+            let on = fd_path(fd);
+            if remount_readonly(on.as_ptr()) != 0 {
+                return Err(SetupStep::ReadonlyPath(i as u32));
+            }
+            libc::close(fd);
+        }
+        // 9. Masked paths: /dev/null over a file, an empty read-only tmpfs
         //    over a directory; a missing path is skipped (as runc).
         for (i, path) in plan.masked.iter().enumerate() {
             let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
@@ -488,56 +535,10 @@ pub unsafe fn finish_root(plan: &SetupPlan) -> Result<(), SetupStep> {
             }
             libc::close(fd);
         }
-        // 7. Read-only paths: bound onto themselves, remounted read-only.
-        for (i, path) in plan.readonly.iter().enumerate() {
-            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
-            if fd < 0 {
-                if *libc::__errno_location() == libc::ENOENT {
-                    continue;
-                }
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            let on = fd_path(fd);
-            if libc::mount(
-                on.as_ptr(),
-                on.as_ptr(),
-                null,
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            libc::close(fd);
-            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
-            if fd < 0 {
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            let on = fd_path(fd);
-            if remount_readonly(on.as_ptr()) != 0 {
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            libc::close(fd);
-        }
         libc::close(rootfd);
-        // 8. The root read-only, keeping its other flags.
+        // 10. The root read-only, keeping its other flags.
         if plan.readonly_root && remount_readonly(c"/".as_ptr()) != 0 {
             return Err(SetupStep::ReadonlyRoot);
-        }
-        // 9. Names, in the container's uts namespace.
-        if let Some(name) = &plan.hostname {
-            if libc::sethostname(name.as_ptr(), name.to_bytes().len()) != 0 {
-                return Err(SetupStep::Hostname);
-            }
-        }
-        if let Some(name) = &plan.domainname {
-            if libc::setdomainname(name.as_ptr(), name.to_bytes().len()) != 0 {
-                return Err(SetupStep::Domainname);
-            }
-        }
-        // 10. Sysctls, through the container's /proc/sys.
-        if let Err(index) = plan.sysctl.apply() {
-            return Err(SetupStep::Sysctl(index as u32));
         }
     }
     Ok(())
