@@ -22,6 +22,8 @@ struct OpenHow {
 }
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// statvfs's relatime flag (the libc crate has it for glibc only).
+const ST_RELATIME: libc::c_ulong = 0x1000;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// Which step failed; the index says which mount, device or path.
@@ -563,7 +565,7 @@ unsafe fn remount_readonly(path: *const c_char) -> libc::c_int {
             (libc::ST_NOEXEC, libc::MS_NOEXEC),
             (libc::ST_NOATIME, libc::MS_NOATIME),
             (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-            (libc::ST_RELATIME, libc::MS_RELATIME),
+            (ST_RELATIME, libc::MS_RELATIME),
         ] {
             if vfs.f_flag & st != 0 {
                 flags |= ms;
