@@ -28,7 +28,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_proto::Resources;
+use agent_proto::{DeviceRule, Resources};
 
 use self::limits::{IfMissing, Setting};
 
@@ -124,23 +124,20 @@ impl Cgroup {
     }
 
     /// Creates the cgroup `relative` (OCI `cgroupsPath`; a leading `/` is
-    /// still under the cgroup2 mount) with `resources`. On failure, removes
-    /// the directories it made.
+    /// still under the cgroup2 mount) with `resources`, but for the device
+    /// allow-list ([`Cgroup::restrict_devices`]). On failure, removes the
+    /// directories it made.
     pub fn create(relative: &str, resources: Option<&Resources>) -> Result<Cgroup, CgroupError> {
         let empty = Resources::default();
         let resources = resources.unwrap_or(&empty);
         let settings = limits::settings(resources)?;
-        let program = if resources.devices.is_empty() {
-            None
-        } else {
-            Some(devices::program(&resources.devices)?)
-        };
+        devices::validate(&resources.devices)?;
         let components = components(relative)?;
         let root = cgroup2_root()?;
         let controllers = needed_controllers(&settings);
         check_controllers(&root, &controllers)?;
         let mut cgroup = make_directories(&root, &components)?;
-        match cgroup.configure(&root, &controllers, &settings, program.as_deref()) {
+        match cgroup.configure(&root, &controllers, &settings) {
             Ok(()) => Ok(cgroup),
             Err(e) => {
                 cgroup.discard();
@@ -206,21 +203,30 @@ impl Cgroup {
         root: &Path,
         controllers: &[(&'static str, String)],
         settings: &[Setting],
-        program: Option<&[devices::Insn]>,
     ) -> Result<(), CgroupError> {
         enable_controllers(root, &self.path, controllers)?;
         for setting in settings {
             self.apply(setting)?;
         }
-        if let Some(program) = program {
-            let dir = std::fs::File::open(&self.path).map_err(|source| CgroupError::Open {
-                path: self.path.clone(),
-                source,
-            })?;
-            let program = devices::load(program)?;
-            devices::attach(&program, dir.as_fd(), &self.path)?;
-            self._device_filter = Some(program);
+        Ok(())
+    }
+
+    /// Attaches the device allow-list (OCI `linux.resources.devices`) as an
+    /// eBPF program. Called once the container's setup has made its device
+    /// nodes (the filter would refuse their `mknod`), as runc sets it once
+    /// its init reports ready. No rules: nothing attached.
+    pub fn restrict_devices(&mut self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        if rules.is_empty() {
+            return Ok(());
         }
+        let program = devices::program(rules)?;
+        let dir = std::fs::File::open(&self.path).map_err(|source| CgroupError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        let program = devices::load(&program)?;
+        devices::attach(&program, dir.as_fd(), &self.path)?;
+        self._device_filter = Some(program);
         Ok(())
     }
 
@@ -478,7 +484,7 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     use super::*;
-    use agent_proto::{DeviceRule, MemoryResources};
+    use agent_proto::MemoryResources;
 
     /// Removes the test's cgroup even when an assertion fails first.
     struct Cleanup(Option<Cgroup>);
@@ -768,10 +774,12 @@ mod tests {
             ],
             ..Default::default()
         };
-        let cgroup = match Cgroup::create(&unique("devices"), Some(&resources)) {
-            Ok(cgroup) => Cleanup(Some(cgroup)),
-            Err(e) => panic!("the kernel refused the device filter: {e}"),
-        };
+        let mut cgroup = Cleanup(Some(
+            Cgroup::create(&unique("devices"), Some(&resources)).expect("create"),
+        ));
+        if let Err(e) = cgroup.0.as_mut().unwrap().restrict_devices(&resources.devices) {
+            panic!("the kernel refused the device filter: {e}");
+        }
         let cg = cgroup.0.as_ref().unwrap();
         // The child joins, then tries: /dev/null for reading (bit 0 of
         // its exit code when refused), /dev/null for writing (bit 1 when

@@ -552,6 +552,17 @@ unsafe fn enter_container(c: &ContainerChild<'_>, status_fd: RawFd) {
                 fail(status_fd, Step::Unshare);
             }
         }
+        // d'. Root of a joined user namespace, as of a new one: the
+        //     agent's uid is not mapped there.
+        let joined_user =
+            c.ns.in_child
+                .iter()
+                .any(|j| j.kind == crate::container::namespaces::Kind::User);
+        if joined_user
+            && (libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0)
+        {
+            fail(status_fd, Step::UserRoot);
+        }
         // e. A cgroup namespace rooted at the container's cgroup.
         if c.ns.new_cgroup && libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
             fail(status_fd, Step::Unshare);

@@ -261,6 +261,18 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         }
     };
     let pid = forked.pid;
+    // The device allow-list, now that the setup has made the nodes.
+    let mut cgroup = cgroup;
+    if let (Some(cgroup), Some(resources)) = (cgroup.as_mut(), spec.resources.as_ref()) {
+        if let Err(e) = cgroup.restrict_devices(&resources.devices) {
+            abandon(agent, pid);
+            remove_cgroup(&id, cgroup).await;
+            return Err(ContainerError::Internal {
+                id,
+                message: e.to_string(),
+            });
+        }
+    }
     let process = agent.processes.insert_forked(forked);
     start::supervise_forked(agent, &process, exited, pumps_rx);
     let container = Arc::new(Container {

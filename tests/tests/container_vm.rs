@@ -1,0 +1,190 @@
+//! The container engine inside a micro-VM: vminitd as the guest's init
+//! creates a container over the root filesystem the VM booted with, with
+//! cgroup v2 limits (the guest kernel has the controllers), a device
+//! allow-list, a user namespace, and exec into it.
+
+use std::process::{Command, Stdio};
+
+use agent_proto::{
+    ContainerSpec, ContainerStatus, CpuResources, DeviceRule, IdMapping, MemoryResources, Mount, Namespace,
+    ProcessSpec, Resources, StreamKind, GUEST_ROOTFS,
+};
+use host_shim::instance::Instances;
+use host_shim::Client;
+use tokio::io::AsyncReadExt;
+use vminitd_tests::{vmshim_bin, TempDir};
+
+fn mount(dest: &str, kind: &str, options: &[&str]) -> Mount {
+    Mount {
+        destination: dest.into(),
+        kind: Some(kind.into()),
+        source: Some(kind.into()),
+        options: options.iter().map(|o| (*o).into()).collect(),
+    }
+}
+
+fn spec(id: &str, script: &str) -> ContainerSpec {
+    ContainerSpec {
+        id: id.into(),
+        root: GUEST_ROOTFS.into(),
+        process: ProcessSpec {
+            args: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec!["PATH=/bin:/sbin:/usr/bin".into()],
+            ..Default::default()
+        },
+        hostname: Some(id.into()),
+        namespaces: ["pid", "network", "ipc", "uts", "mount", "cgroup"]
+            .iter()
+            .map(|k| Namespace {
+                kind: (*k).into(),
+                path: None,
+            })
+            .collect(),
+        mounts: vec![
+            mount("/proc", "proc", &["nosuid", "noexec", "nodev"]),
+            mount("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            mount(
+                "/dev/pts",
+                "devpts",
+                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            ),
+            mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+            mount(
+                "/sys/fs/cgroup",
+                "cgroup",
+                &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            ),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Attaches `process`'s stdout (before its start); the task reads it all.
+async fn output(client: &Client, process: u64) -> tokio::task::JoinHandle<String> {
+    let mut out = client.attach(process, StreamKind::Stdout).await.unwrap();
+    tokio::spawn(async move {
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        text
+    })
+}
+
+#[tokio::test]
+async fn containers_with_cgroup_limits_devices_and_user_namespaces_in_a_vm() {
+    let state = TempDir::new("container-vm");
+    let boot = Command::new(vmshim_bin())
+        .args(["run", "-d", "--name", "engine", "--", "sleep", "600"])
+        .env("VMSHIM_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmshim");
+    assert!(boot.status.success(), "{}", String::from_utf8_lossy(&boot.stderr));
+    let instances = Instances::at(state.path());
+    let endpoint = instances.endpoint("engine").unwrap();
+    let client = Client::connect(&endpoint).await.unwrap();
+
+    // Limits, as a container's own cgroup (its cgroup namespace's root).
+    let mut limited = spec(
+        "limited",
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight; \
+         cat /proc/self/cgroup; \
+         head -c 1 /dev/zero > /dev/null && echo zero-ok; \
+         head -c 1 /dev/full 2>/dev/null > /dev/null && echo full-ok || echo full-denied",
+    );
+    limited.resources = Some(Resources {
+        memory: Some(MemoryResources {
+            limit: Some(64 << 20),
+            ..Default::default()
+        }),
+        cpu: Some(CpuResources {
+            shares: Some(1024),
+            quota: Some(50000),
+            period: Some(100000),
+            ..Default::default()
+        }),
+        pids_limit: Some(32),
+        // Everything but /dev/full (c 1:7).
+        devices: vec![
+            DeviceRule {
+                allow: true,
+                access: Some("rwm".into()),
+                ..Default::default()
+            },
+            DeviceRule {
+                allow: false,
+                kind: Some("c".into()),
+                major: Some(1),
+                minor: Some(7),
+                access: Some("rwm".into()),
+            },
+        ],
+        ..Default::default()
+    });
+    let created = client.create_container(limited).await.expect("create in the VM");
+    let out = output(&client, created.process).await;
+    client.start_container("limited").await.unwrap();
+    let status = client.wait(created.process).await.unwrap();
+    let text = out.await.unwrap();
+    assert_eq!(status.code, Some(0), "{text}");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["67108864", "32", "50000 100000", "39", "0::/", "zero-ok", "full-denied"],
+        "{text}"
+    );
+    client.delete_container("limited", false).await.unwrap();
+
+    // A user namespace, and exec into the running container.
+    let mut userns = spec("userns", "exec sleep 60");
+    userns.namespaces.push(Namespace {
+        kind: "user".into(),
+        path: None,
+    });
+    let map = IdMapping {
+        container_id: 0,
+        host_id: 200000,
+        size: 65536,
+    };
+    userns.uid_mappings = vec![map];
+    userns.gid_mappings = vec![map];
+    userns.mounts.pop(); // no cgroup mount: sysfs/cgroup2 need more care in a user namespace
+    client
+        .create_container(userns)
+        .await
+        .expect("create with a user namespace");
+    client.start_container("userns").await.unwrap();
+    assert_eq!(
+        client.container_state("userns").await.unwrap().status,
+        ContainerStatus::Running
+    );
+    let exec = client
+        .exec_container(
+            "userns",
+            ProcessSpec {
+                args: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "id -u; cat /proc/self/uid_map; hostname; cat /proc/1/comm".into(),
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let reader = output(&client, exec).await;
+    client.start(exec).await.unwrap();
+    assert_eq!(client.wait(exec).await.unwrap().code, Some(0));
+    let text = reader.await.unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines, ["0", "0 200000 65536", "userns", "sleep"], "{text}");
+    client.delete_container("userns", true).await.unwrap();
+
+    let stop = Command::new(vmshim_bin())
+        .args(["stop", "engine"])
+        .env("VMSHIM_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+}
