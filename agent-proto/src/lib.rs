@@ -20,6 +20,15 @@
 //! [`Op::Wait`] returns the exit status, and only after every attached output
 //! stream has delivered its last byte, so no output is lost.
 //!
+//! The life of one container (OCI runtime semantics, [`container`]):
+//! [`Op::CreateContainer`] (namespaces, cgroup, mounts and devices set up;
+//! its process waits before exec; the answer names that process) → attach
+//! its streams → [`Op::StartContainer`] → [`Op::Wait`] on its process, any
+//! number of [`Op::ExecContainer`] processes joining it meanwhile →
+//! [`Op::DeleteContainer`]. [`Op::ContainerState`] reports `created`,
+//! `running` or `stopped` at any point; containers outlive the session that
+//! created them.
+//!
 //! Framing ([`frame`]): a 4-byte big-endian length, then a JSON document.
 //! Frames over [`MAX_FRAME_LEN`] are refused and the connection is closed.
 //!
