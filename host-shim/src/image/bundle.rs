@@ -1,6 +1,12 @@
-//! OCI runtime bundles: `DIR/config.json` and the root directory it names.
+//! OCI runtime bundles: `DIR/config.json` and the root directory it names,
+//! read two ways.
 //!
-//! A vminitd VM runs the process in a root of its own (mount namespace,
+//! [`container_spec`] translates the whole spec into the agent's
+//! [`agent_proto::ContainerSpec`], for `vmshim runtime` (see
+//! [`container`]'s docs for what is carried and what is refused).
+//!
+//! [`load_bundle`] (`vmshim run --bundle`) takes the root and the process
+//! only, and runs it as a plain process in its root (mount namespace,
 //! `pivot_root`) inside a kernel of its own, so some of what a spec asks
 //! for is simply what the VM is. Exactly this is accepted:
 //!
@@ -28,7 +34,9 @@
 //! paths, hooks, user namespaces and id mappings, sysctls, other mounts,
 //! .... A stock `runc spec` asks for several of those (`root.readonly`,
 //! masked paths, a device cgroup, `/dev/mqueue` and `/sys/fs/cgroup`
-//! mounts), so it is refused until the guest honours them.
+//! mounts), so `run --bundle` refuses it; `vmshim runtime` takes it.
+
+mod container;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +45,7 @@ use oci_spec::runtime::Spec;
 use serde_json::Value;
 
 use super::{ImageError, ProcessDefaults};
+pub use container::{container_spec, RootPlacement};
 
 /// Namespaces the VM provides by being a VM.
 const NAMESPACES: [&str; 6] = ["pid", "network", "ipc", "uts", "mount", "cgroup"];
@@ -61,13 +70,7 @@ pub struct Bundle {
 /// Reads `dir/config.json`; refuses a spec that asks for what the VM does
 /// not honour, naming the fields.
 pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
-    let path = dir.join("config.json");
-    let bad = |detail: String| ImageError::BadBundle {
-        path: path.clone(),
-        detail,
-    };
-    let text = std::fs::read(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let (path, value) = read_config(dir)?;
     let unsupported = unsupported_fields(&value);
     if !unsupported.is_empty() {
         return Err(ImageError::UnsupportedSpec {
@@ -75,11 +78,52 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
             fields: unsupported,
         });
     }
+    let parsed = parse(&path, value)?;
+    Ok(Bundle {
+        rootfs: dir.join(
+            parsed
+                .spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .unwrap_or_default(),
+        ),
+        hostname: parsed.spec.hostname().clone().filter(|h| !h.is_empty()),
+        defaults: parsed.defaults,
+    })
+}
+
+/// `dir/config.json`'s path and its JSON.
+fn read_config(dir: &Path) -> Result<(PathBuf, Value), ImageError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| bad(&path, format!("cannot read: {e}")))?;
+    let value = serde_json::from_slice(&text).map_err(|e| bad(&path, format!("not JSON: {e}")))?;
+    Ok((path, value))
+}
+
+fn bad(path: &Path, detail: String) -> ImageError {
+    ImageError::BadBundle {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+/// A spec read whole: the typed spec and its process, as the agent takes
+/// it.
+struct Parsed {
+    spec: Spec,
+    defaults: ProcessDefaults,
+}
+
+/// Parses `value` (read from `path`): the spec's version, root and process
+/// checked, the process's attributes and seccomp profile read as written
+/// (the agent checks the names).
+fn parse(path: &Path, value: Value) -> Result<Parsed, ImageError> {
     let attributes = value
         .get("process")
         .map(ProcessAttributes::from_json)
         .transpose()
-        .map_err(bad)?
+        .map_err(|e| bad(path, e))?
         .unwrap_or_default();
     let seccomp = value
         .get("linux")
@@ -87,42 +131,43 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, ImageError> {
         .filter(|s| !s.is_null())
         .map(seccomp_from_json)
         .transpose()
-        .map_err(bad)?;
-    let spec: Spec = serde_json::from_value(value).map_err(|e| bad(format!("not a runtime spec: {e}")))?;
+        .map_err(|e| bad(path, e))?;
+    let spec: Spec = serde_json::from_value(value).map_err(|e| bad(path, format!("not a runtime spec: {e}")))?;
     if !spec.version().starts_with("1.") {
-        return Err(bad(format!("ociVersion {:?}: only 1.x is supported", spec.version())));
+        return Err(bad(
+            path,
+            format!("ociVersion {:?}: only 1.x is supported", spec.version()),
+        ));
     }
-    let root = spec.root().as_ref().ok_or_else(|| bad("no root.path".into()))?;
-    let rootfs = dir.join(root.path());
-    let process = spec.process().as_ref().ok_or_else(|| bad("no process".into()))?;
+    if spec.root().is_none() {
+        return Err(bad(path, "no root.path".into()));
+    }
+    let process = spec.process().as_ref().ok_or_else(|| bad(path, "no process".into()))?;
     let args = process.args().clone().unwrap_or_default();
     let cwd = process.cwd().to_string_lossy().into_owned();
     if !cwd.starts_with('/') {
-        return Err(bad(format!("process.cwd {cwd:?} is not an absolute path")));
+        return Err(bad(path, format!("process.cwd {cwd:?} is not an absolute path")));
     }
     let user = process.user();
-    Ok(Bundle {
-        rootfs,
-        defaults: ProcessDefaults {
-            entrypoint: Vec::new(),
-            cmd: args,
-            env: process.env().clone().unwrap_or_default(),
-            cwd: Some(cwd),
-            user: Some(User {
-                uid: user.uid(),
-                gid: user.gid(),
-                additional_gids: user.additional_gids().clone().unwrap_or_default(),
-            }),
-            terminal: process.terminal().unwrap_or(false),
-            umask: attributes.umask,
-            rlimits: attributes.rlimits,
-            no_new_privileges: attributes.no_new_privileges,
-            capabilities: attributes.capabilities,
-            oom_score_adj: attributes.oom_score_adj,
-            seccomp,
-        },
-        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
-    })
+    let defaults = ProcessDefaults {
+        entrypoint: Vec::new(),
+        cmd: args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: Some(cwd),
+        user: Some(User {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        }),
+        terminal: process.terminal().unwrap_or(false),
+        umask: attributes.umask,
+        rlimits: attributes.rlimits,
+        no_new_privileges: attributes.no_new_privileges,
+        capabilities: attributes.capabilities,
+        oom_score_adj: attributes.oom_score_adj,
+        seccomp,
+    };
+    Ok(Parsed { spec, defaults })
 }
 
 /// The attributes of `process` that the agent applies between fork and

@@ -8,6 +8,8 @@
 //! * [`load_bundle`]: an OCI runtime bundle (`config.json` + root
 //!   directory) → its root directory and process; a spec that asks for
 //!   anything a vminitd VM does not honour is refused, naming the fields.
+//! * [`container_spec`]: a bundle's whole spec as the agent's container
+//!   spec (`vmshim runtime`), for an agent on this host or in a VM.
 //! * [`ProcessDefaults`]: what either gives the process, under the user's
 //!   flags (`docker run` rules: a command replaces `Cmd`, `-e` overrides
 //!   `Env` by key, `-w` and `-u` replace `WorkingDir` and `User`).
@@ -21,7 +23,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use bundle::{load_bundle, Bundle};
+pub use bundle::{container_spec, load_bundle, Bundle, RootPlacement};
 pub use layer::{apply_layer, LayerError, Skipped};
 pub use layout::{ImageRef, Layout};
 pub use process::ProcessDefaults;

@@ -1,0 +1,900 @@
+//! A bundle's whole `config.json` as the agent's [`ContainerSpec`], the way
+//! runc's `specconv` makes its libcontainer config.
+//!
+//! Carried: `process` (as [`super::load_bundle`] reads it, plus
+//! `consoleSize`), `hostname`, `domainname`, `root.readonly`, `mounts`
+//! (bind mounts normalised to type `bind`, a relative bind source taken
+//! from the bundle, as runc does), `hooks` (`prestart` runs where the spec
+//! runs it, first among the `createRuntime` hooks, as in runc),
+//! `annotations`, and `linux.namespaces` (with `path`), `uidMappings`,
+//! `gidMappings`, `rootfsPropagation`, `maskedPaths`, `readonlyPaths`,
+//! `sysctl`, `cgroupsPath`, `devices`, `seccomp` and `resources`
+//! (`memory` limit, reservation and swap; `cpu` shares, quota, period,
+//! cpus and mems; `pids`; `blockIO` weight and throttles; `devices`;
+//! `unified`).
+//!
+//! The device allow-list is runc's: the spec's `resources.devices`, then
+//! runc's built-in rules appended ([`DEFAULT_DEVICE_RULES`]: mknod of any
+//! device; null, random, full, tty, zero, urandom; `/dev/pts/*`, ptmx;
+//! tun), less those whose device node the spec's `linux.devices` lists
+//! again.
+//!
+//! Refused, each named: whatever the protocol cannot carry and the spec
+//! asks for (AppArmor and SELinux labels, `mountLabel`, seccomp `flags` and
+//! listeners, `intelRdt`, `personality`, `timeOffsets`, `netDevices`,
+//! `memoryPolicy`, the `time` namespace, `process.ioPriority`,
+//! `scheduler` and `execCPUAffinity`, hugepage, network and RDMA
+//! resources, kernel memory, swappiness, real-time CPU, block I/O weight
+//! devices, id-mapped mounts, ...). With [`RootPlacement::Guest`] also what
+//! names the host, which a VM cannot reach: bind mounts of host paths
+//! (the guest kernel's own `/proc`, `/sys` and `/dev` excepted),
+//! namespaces joined by path, and hooks that run host programs (all but
+//! `startContainer`, which runs inside the container).
+
+use std::path::{Component, Path, PathBuf};
+
+use agent_proto::{
+    BlockIo, ContainerSpec, CpuResources, Device, DeviceRule, Hook, Hooks, IdMapping, MemoryResources, Mount,
+    Namespace, ProcessSpec, Resources, ThrottleDevice, WindowSize, GUEST_ROOTFS,
+};
+use oci_spec::runtime::{Linux, LinuxNamespaceType, LinuxResources, LinuxThrottleDevice, Spec};
+use serde_json::Value;
+
+use super::{array, asks, bad, only, parse, read_config, ImageError};
+
+/// Where the agent that runs the container is, which decides how the
+/// bundle's host paths reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootPlacement {
+    /// On this host (vminitd as PID 1 of a namespace): the root is the
+    /// bundle's root directory as an absolute host path, bind sources are
+    /// host paths.
+    Host,
+    /// In a VM: the root is [`GUEST_ROOTFS`] (the bundle's root directory
+    /// packed into the VM's root filesystem image); host paths cannot
+    /// reach it.
+    Guest,
+}
+
+/// One rule of [`DEFAULT_DEVICE_RULES`]: the device node it is for (none
+/// for the rules that cover a class of devices), type, major, minor (-1:
+/// any), access.
+type DefaultRule = (Option<&'static str>, &'static str, i64, i64, &'static str);
+
+/// runc's built-in device rules (`specconv.AllowedDevices`, runc 1.1 and
+/// 1.2.4+), appended after the spec's own, in runc's order.
+pub const DEFAULT_DEVICE_RULES: [DefaultRule; 11] = [
+    (None, "c", -1, -1, "m"),
+    (None, "b", -1, -1, "m"),
+    (Some("/dev/null"), "c", 1, 3, "rwm"),
+    (Some("/dev/random"), "c", 1, 8, "rwm"),
+    (Some("/dev/full"), "c", 1, 7, "rwm"),
+    (Some("/dev/tty"), "c", 5, 0, "rwm"),
+    (Some("/dev/zero"), "c", 1, 5, "rwm"),
+    (Some("/dev/urandom"), "c", 1, 9, "rwm"),
+    (None, "c", 136, -1, "rwm"),
+    (None, "c", 5, 2, "rwm"),
+    (None, "c", 10, 200, "rwm"),
+];
+
+/// Namespace types the protocol carries, by their OCI names.
+const NAMESPACES: [&str; 7] = ["pid", "network", "mount", "ipc", "uts", "user", "cgroup"];
+
+/// Bind sources that are the guest kernel's own filesystems, not the
+/// host's.
+const GUEST_KERNEL_PATHS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Reads `dir/config.json` and translates it into the container `id`'s
+/// spec; refuses, naming every field, what the protocol cannot carry and
+/// (with [`RootPlacement::Guest`]) what would need the host's files.
+pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<ContainerSpec, ImageError> {
+    let (path, value) = read_config(dir)?;
+    let bundle = std::path::absolute(dir).map_err(|e| bad(&path, format!("cannot resolve the bundle: {e}")))?;
+    let mut unsupported = unsupported_fields(&value);
+    if placement == RootPlacement::Guest {
+        unsupported.extend(host_references(&value));
+    }
+    if !unsupported.is_empty() {
+        return Err(ImageError::UnsupportedSpec {
+            path,
+            fields: unsupported,
+        });
+    }
+    let console_size = value
+        .pointer("/process/consoleSize")
+        .map(|s| serde_json::from_value::<RawSize>(s.clone()))
+        .transpose()
+        .map_err(|e| bad(&path, format!("process.consoleSize: {e}")))?;
+    let parsed = parse(&path, value)?;
+    let spec = parsed.spec;
+    let mut process = parsed.defaults.under(ProcessSpec::default());
+    process.size = console_size.map(|s| WindowSize {
+        rows: s.height,
+        cols: s.width,
+    });
+    let root_path = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_default();
+    let root = match placement {
+        RootPlacement::Host => path_string(&bundle.join(root_path)),
+        RootPlacement::Guest => GUEST_ROOTFS.to_owned(),
+    };
+    let linux = spec.linux().clone().unwrap_or_else(empty_linux);
+    let devices: Vec<Device> = linux
+        .devices()
+        .iter()
+        .flatten()
+        .map(|d| Device {
+            path: path_string(d.path()),
+            kind: d.typ().as_str().to_owned(),
+            major: d.major(),
+            minor: d.minor(),
+            file_mode: d.file_mode(),
+            uid: d.uid(),
+            gid: d.gid(),
+        })
+        .collect();
+    let mut resources = linux.resources().as_ref().map(resources).unwrap_or_default();
+    resources.devices.extend(default_device_rules(&devices));
+    Ok(ContainerSpec {
+        id: id.to_owned(),
+        bundle: path_string(&bundle),
+        root,
+        readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        process,
+        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
+        namespaces: linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|ns| Namespace {
+                kind: namespace_name(ns.typ()).to_owned(),
+                path: ns.path().as_deref().map(path_string),
+            })
+            .collect(),
+        uid_mappings: id_mappings(linux.uid_mappings()),
+        gid_mappings: id_mappings(linux.gid_mappings()),
+        mounts: spec.mounts().iter().flatten().map(|m| mount(m, &bundle)).collect(),
+        rootfs_propagation: linux.rootfs_propagation().clone().filter(|p| !p.is_empty()),
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        sysctl: linux.sysctl().clone().unwrap_or_default().into_iter().collect(),
+        cgroups_path: linux.cgroups_path().as_deref().map(path_string),
+        resources: Some(resources),
+        devices,
+        hooks: hooks(&spec).map_err(|e| bad(&path, e))?,
+        annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+    })
+}
+
+/// `process.consoleSize`.
+#[derive(serde::Deserialize)]
+struct RawSize {
+    height: u16,
+    width: u16,
+}
+
+/// An empty `linux` section, for a spec without one (oci-spec's
+/// `Default` is runc's default spec instead).
+fn empty_linux() -> Linux {
+    serde_json::from_value(serde_json::json!({})).expect("an empty linux section deserializes")
+}
+
+fn path_string(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn namespace_name(kind: LinuxNamespaceType) -> &'static str {
+    match kind {
+        LinuxNamespaceType::Mount => "mount",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "network",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+fn id_mappings(maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>) -> Vec<IdMapping> {
+    maps.iter()
+        .flatten()
+        .map(|m| IdMapping {
+            container_id: m.container_id(),
+            host_id: m.host_id(),
+            size: m.size(),
+        })
+        .collect()
+}
+
+/// Whether mount options make it a bind mount.
+fn is_bind(options: &[String]) -> bool {
+    options.iter().any(|o| o == "bind" || o == "rbind")
+}
+
+/// One mount; a bind mount's type is `bind` and its relative source is
+/// the bundle's (as runc makes them).
+fn mount(m: &oci_spec::runtime::Mount, bundle: &Path) -> Mount {
+    let options = m.options().clone().unwrap_or_default();
+    let bind = is_bind(&options);
+    let source = m.source().as_ref().map(|s| match bind && s.is_relative() {
+        true => path_string(&bundle.join(s)),
+        false => path_string(s),
+    });
+    Mount {
+        destination: path_string(m.destination()),
+        kind: if bind { Some("bind".to_owned()) } else { m.typ().clone() },
+        source,
+        options,
+    }
+}
+
+fn resources(r: &LinuxResources) -> Resources {
+    let throttles = |list: &Option<Vec<LinuxThrottleDevice>>| -> Vec<ThrottleDevice> {
+        list.iter()
+            .flatten()
+            .map(|t| ThrottleDevice {
+                major: t.major(),
+                minor: t.minor(),
+                rate: t.rate(),
+            })
+            .collect()
+    };
+    Resources {
+        memory: r.memory().as_ref().map(|m| MemoryResources {
+            limit: m.limit(),
+            reservation: m.reservation(),
+            swap: m.swap(),
+        }),
+        cpu: r.cpu().as_ref().map(|c| CpuResources {
+            shares: c.shares(),
+            quota: c.quota(),
+            period: c.period(),
+            cpus: c.cpus().clone(),
+            mems: c.mems().clone(),
+        }),
+        pids_limit: r.pids().as_ref().map(|p| p.limit()),
+        block_io: r.block_io().as_ref().map(|b| BlockIo {
+            weight: b.weight(),
+            throttle_read_bps_device: throttles(b.throttle_read_bps_device()),
+            throttle_write_bps_device: throttles(b.throttle_write_bps_device()),
+            throttle_read_iops_device: throttles(b.throttle_read_iops_device()),
+            throttle_write_iops_device: throttles(b.throttle_write_iops_device()),
+        }),
+        devices: r
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| DeviceRule {
+                allow: d.allow(),
+                kind: d.typ().map(|t| t.as_str().to_owned()),
+                major: d.major(),
+                minor: d.minor(),
+                access: d.access().clone(),
+            })
+            .collect(),
+        unified: r.unified().clone().unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// runc's built-in rules, less those for a device node `devices` lists
+/// again (the spec's node takes priority, as in runc).
+fn default_device_rules(devices: &[Device]) -> Vec<DeviceRule> {
+    DEFAULT_DEVICE_RULES
+        .iter()
+        .filter(|(node, ..)| node.is_none_or(|n| !devices.iter().any(|d| d.path == n)))
+        .map(|&(_, kind, major, minor, access)| DeviceRule {
+            allow: true,
+            kind: Some(kind.to_owned()),
+            major: Some(major),
+            minor: Some(minor),
+            access: Some(access.to_owned()),
+        })
+        .collect()
+}
+
+/// The spec's hooks; `prestart` ones run first at `createRuntime`, as runc
+/// runs them.
+fn hooks(spec: &Spec) -> Result<Hooks, String> {
+    let Some(h) = spec.hooks() else {
+        return Ok(Hooks::default());
+    };
+    let list = |name: &str, hooks: &Option<Vec<oci_spec::runtime::Hook>>| -> Result<Vec<Hook>, String> {
+        hooks
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, hook)| {
+                let timeout = hook
+                    .timeout()
+                    .map(|t| u32::try_from(t).ok().filter(|&t| t > 0))
+                    .map(|t| {
+                        t.ok_or(format!(
+                            "hooks.{name}[{i}].timeout must be a positive number of seconds"
+                        ))
+                    })
+                    .transpose()?;
+                Ok(Hook {
+                    path: path_string(hook.path()),
+                    args: hook.args().clone().unwrap_or_default(),
+                    env: hook.env().clone().unwrap_or_default(),
+                    timeout,
+                })
+            })
+            .collect()
+    };
+    let mut create_runtime = list("prestart", h.prestart())?;
+    create_runtime.extend(list("createRuntime", h.create_runtime())?);
+    Ok(Hooks {
+        create_runtime,
+        create_container: list("createContainer", h.create_container())?,
+        start_container: list("startContainer", h.start_container())?,
+        poststart: list("poststart", h.poststart())?,
+        poststop: list("poststop", h.poststop())?,
+    })
+}
+
+/// Every field of `spec` that asks for what the protocol cannot carry, in
+/// document order.
+fn unsupported_fields(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(top) = spec.as_object() else {
+        return vec!["the spec is not a JSON object".into()];
+    };
+    for (key, value) in top {
+        match key.as_str() {
+            "ociVersion" | "annotations" | "hostname" | "domainname" => {}
+            "root" => only(value, "root", &["path", "readonly"], &mut out),
+            "process" => {
+                const PROCESS: [&str; 10] = [
+                    "terminal",
+                    "consoleSize",
+                    "user",
+                    "args",
+                    "env",
+                    "cwd",
+                    "capabilities",
+                    "rlimits",
+                    "noNewPrivileges",
+                    "oomScoreAdj",
+                ];
+                only(value, "process", &PROCESS, &mut out);
+                if let Some(user) = value.get("user") {
+                    let user_fields = ["uid", "gid", "additionalGids", "umask"];
+                    only(user, "process.user", &user_fields, &mut out);
+                }
+            }
+            "mounts" => {
+                for (i, m) in array(Some(value)).iter().enumerate() {
+                    only(
+                        m,
+                        &format!("mounts[{i}]"),
+                        &["destination", "type", "source", "options"],
+                        &mut out,
+                    );
+                }
+            }
+            "hooks" => {
+                const HOOKS: [&str; 6] = [
+                    "prestart",
+                    "createRuntime",
+                    "createContainer",
+                    "startContainer",
+                    "poststart",
+                    "poststop",
+                ];
+                only(value, "hooks", &HOOKS, &mut out);
+            }
+            "linux" => linux_unsupported(value, &mut out),
+            _ if asks(Some(value)) => out.push(key.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn linux_unsupported(linux: &Value, out: &mut Vec<String>) {
+    const LINUX: [&str; 11] = [
+        "namespaces",
+        "uidMappings",
+        "gidMappings",
+        "sysctl",
+        "resources",
+        "cgroupsPath",
+        "devices",
+        "rootfsPropagation",
+        "maskedPaths",
+        "readonlyPaths",
+        "seccomp",
+    ];
+    only(linux, "linux", &LINUX, out);
+    if let Some(seccomp) = linux.get("seccomp") {
+        let carried = ["defaultAction", "defaultErrnoRet", "architectures", "syscalls"];
+        only(seccomp, "linux.seccomp", &carried, out);
+    }
+    for (i, ns) in array(linux.get("namespaces")).iter().enumerate() {
+        let kind = ns.get("type").and_then(Value::as_str).unwrap_or("");
+        if !NAMESPACES.contains(&kind) {
+            out.push(format!("linux.namespaces[{i}] ({kind:?})"));
+        }
+    }
+    let Some(r) = linux.get("resources") else {
+        return;
+    };
+    let carried = ["devices", "memory", "cpu", "pids", "blockIO", "unified"];
+    only(r, "linux.resources", &carried, out);
+    let sections: [(&str, &[&str]); 4] = [
+        ("memory", &["limit", "reservation", "swap"]),
+        ("cpu", &["shares", "quota", "period", "cpus", "mems"]),
+        ("pids", &["limit"]),
+        (
+            "blockIO",
+            &[
+                "weight",
+                "throttleReadBpsDevice",
+                "throttleWriteBpsDevice",
+                "throttleReadIOPSDevice",
+                "throttleWriteIOPSDevice",
+            ],
+        ),
+    ];
+    for (name, fields) in sections {
+        if let Some(section) = r.get(name) {
+            only(section, &format!("linux.resources.{name}"), fields, out);
+        }
+    }
+}
+
+/// Every field of `spec` that names something of the host, which a VM
+/// cannot reach, with why.
+fn host_references(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, m) in array(spec.get("mounts")).iter().enumerate() {
+        let options: Vec<String> = array(m.get("options"))
+            .iter()
+            .filter_map(|o| o.as_str().map(str::to_owned))
+            .collect();
+        let bind = is_bind(&options) || m.get("type").and_then(Value::as_str) == Some("bind");
+        let source = m.get("source").and_then(Value::as_str).unwrap_or("");
+        if bind && !is_guest_kernel_path(source) {
+            out.push(format!(
+                "mounts[{i}] (a bind mount of {source:?}: the VM cannot reach the host's files)"
+            ));
+        }
+    }
+    for (i, ns) in array(spec.pointer("/linux/namespaces")).iter().enumerate() {
+        if let Some(path) = ns.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+            out.push(format!(
+                "linux.namespaces[{i}].path ({path:?}: a namespace of the host cannot be joined from a VM)"
+            ));
+        }
+    }
+    for kind in ["prestart", "createRuntime", "createContainer", "poststart", "poststop"] {
+        for (i, hook) in array(spec.get("hooks").and_then(|h| h.get(kind))).iter().enumerate() {
+            let path = hook.get("path").and_then(Value::as_str).unwrap_or("");
+            out.push(format!(
+                "hooks.{kind}[{i}] ({path:?}: a program of the host, which the VM cannot run)"
+            ));
+        }
+    }
+    out
+}
+
+/// Whether `source` is `/proc`, `/sys` or `/dev` or below, with no `..`.
+fn is_guest_kernel_path(source: &str) -> bool {
+    let path = PathBuf::from(source);
+    if path.components().any(|c| c == Component::ParentDir) {
+        return false;
+    }
+    GUEST_KERNEL_PATHS.iter().any(|p| path.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+    use serde_json::json;
+
+    fn translate(spec: &Value, placement: RootPlacement) -> Result<ContainerSpec, ImageError> {
+        let t = TestDir::new("container-spec");
+        std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
+        container_spec(t.path(), "c1", placement)
+    }
+
+    /// `runc spec` (with `extra` flags) in a fresh bundle directory.
+    fn runc_spec(extra: &[&str]) -> (TestDir, Value) {
+        let t = TestDir::new("runc-spec");
+        let out = std::process::Command::new("runc")
+            .arg("spec")
+            .args(extra)
+            .current_dir(t.path())
+            .output()
+            .expect("run runc spec (scripts/setup.sh installs runc)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let spec = serde_json::from_slice(&std::fs::read(t.path().join("config.json")).unwrap()).unwrap();
+        (t, spec)
+    }
+
+    fn rule(allow: bool, kind: &str, major: i64, minor: i64, access: &str) -> DeviceRule {
+        DeviceRule {
+            allow,
+            kind: Some(kind.to_owned()),
+            major: Some(major),
+            minor: Some(minor),
+            access: Some(access.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_stock_runc_spec_translates_for_a_vm_and_for_the_host() {
+        let (t, _) = runc_spec(&[]);
+        let c = container_spec(t.path(), "c1", RootPlacement::Guest).unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.root.as_str(), c.readonly_root),
+            ("c1", GUEST_ROOTFS, true)
+        );
+        assert_eq!(c.bundle, t.path().to_string_lossy());
+        assert_eq!(
+            (c.process.args.as_slice(), c.process.terminal),
+            (&["sh".to_owned()][..], true)
+        );
+        assert_eq!(c.process.cwd.as_deref(), Some("/"));
+        assert!(c.process.no_new_privileges);
+        assert_eq!(c.process.capabilities.as_ref().unwrap().bounding.len(), 3);
+        assert_eq!(c.hostname.as_deref(), Some("runc"));
+        let kinds: Vec<&str> = c.namespaces.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(kinds, ["pid", "network", "ipc", "uts", "mount"]);
+        let dests: Vec<&str> = c.mounts.iter().map(|m| m.destination.as_str()).collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup"
+            ]
+        );
+        assert_eq!(c.mounts[4].kind.as_deref(), Some("mqueue"));
+        assert_eq!(c.mounts[4].options, ["nosuid", "noexec", "nodev"]);
+        assert_eq!(c.masked_paths.len(), 10);
+        assert_eq!(c.readonly_paths.len(), 5);
+        // The spec's deny-all, then runc's built-in allow-list.
+        let devices = c.resources.unwrap().devices;
+        assert_eq!(
+            devices[0],
+            DeviceRule {
+                allow: false,
+                access: Some("rwm".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(devices.len(), 1 + DEFAULT_DEVICE_RULES.len());
+        assert_eq!(devices[1], rule(true, "c", -1, -1, "m"));
+        assert_eq!(devices[3], rule(true, "c", 1, 3, "rwm"));
+        assert_eq!(devices[11], rule(true, "c", 10, 200, "rwm"));
+
+        let host = container_spec(t.path(), "c1", RootPlacement::Host).unwrap();
+        assert_eq!(host.root, t.path().join("rootfs").to_string_lossy());
+        assert_eq!(
+            ContainerSpec {
+                root: c.root.clone(),
+                ..host
+            },
+            ContainerSpec {
+                resources: Some(Resources {
+                    devices,
+                    ..Default::default()
+                }),
+                ..c
+            }
+        );
+    }
+
+    #[test]
+    fn a_stock_rootless_runc_spec_translates() {
+        let (t, _) = runc_spec(&["--rootless"]);
+        for placement in [RootPlacement::Guest, RootPlacement::Host] {
+            let c = container_spec(t.path(), "r", placement).unwrap();
+            let user = IdMapping {
+                container_id: 0,
+                host_id: 0,
+                size: 1,
+            };
+            assert_eq!(
+                (c.uid_mappings.as_slice(), c.gid_mappings.as_slice()),
+                (&[user][..], &[user][..])
+            );
+            assert!(c.namespaces.iter().any(|n| n.kind == "user"));
+            // /sys is bound from the agent's own /sys: the guest kernel's in a VM.
+            let sys = c.mounts.iter().find(|m| m.destination == "/sys").unwrap();
+            assert_eq!(
+                (sys.kind.as_deref(), sys.source.as_deref()),
+                (Some("bind"), Some("/sys"))
+            );
+            // No resources in the spec: runc's allow-list alone.
+            assert_eq!(c.resources.unwrap().devices.len(), DEFAULT_DEVICE_RULES.len());
+        }
+    }
+
+    fn full() -> Value {
+        json!({
+            "ociVersion": "1.1.0",
+            "root": {"path": "root", "readonly": false},
+            "process": {
+                "terminal": true,
+                "consoleSize": {"height": 24, "width": 80},
+                "user": {"uid": 1, "gid": 2, "umask": 18},
+                "args": ["/bin/app", "-x"],
+                "env": ["A=1"],
+                "cwd": "/srv",
+                "oomScoreAdj": 100
+            },
+            "hostname": "h",
+            "domainname": "d",
+            "annotations": {"org.example": "yes"},
+            "mounts": [
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]},
+                {"destination": "/data", "type": "none", "source": "data", "options": ["rbind", "ro"]}
+            ],
+            "hooks": {
+                "prestart": [{"path": "/bin/pre"}],
+                "createRuntime": [{"path": "/bin/cr", "args": ["cr", "1"], "env": ["E=1"], "timeout": 5}],
+                "createContainer": [{"path": "/bin/cc"}],
+                "startContainer": [{"path": "/bin/sc"}],
+                "poststart": [{"path": "/bin/ps"}],
+                "poststop": [{"path": "/bin/pst"}]
+            },
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/7/ns/net"}, {"type": "user"}],
+                "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 10}],
+                "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 5}],
+                "sysctl": {"net.ipv4.ip_forward": "1"},
+                "cgroupsPath": "/box/c1",
+                "rootfsPropagation": "rprivate",
+                "maskedPaths": ["/proc/kcore"],
+                "readonlyPaths": ["/proc/sys"],
+                "devices": [
+                    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+                    {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}
+                ],
+                "resources": {
+                    "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}],
+                    "memory": {"limit": 1048576, "reservation": 524288, "swap": 2097152},
+                    "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
+                    "pids": {"limit": 32},
+                    "blockIO": {"weight": 500, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1000}]},
+                    "unified": {"memory.high": "1000000"}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn every_carried_field_maps() {
+        let t = TestDir::new("container-full");
+        std::fs::write(t.path().join("config.json"), full().to_string()).unwrap();
+        let c = container_spec(t.path(), "c1", RootPlacement::Host).unwrap();
+        let bundle = t.path().to_string_lossy().into_owned();
+        assert_eq!(c.root, format!("{bundle}/root"));
+        assert!(!c.readonly_root);
+        let p = &c.process;
+        assert_eq!(
+            (p.args.as_slice(), p.env.as_slice()),
+            (&["/bin/app".to_owned(), "-x".into()][..], &["A=1".to_owned()][..])
+        );
+        assert_eq!(
+            (p.cwd.as_deref(), p.umask, p.oom_score_adj),
+            (Some("/srv"), Some(18), Some(100))
+        );
+        assert_eq!(p.size, Some(WindowSize { rows: 24, cols: 80 }));
+        assert_eq!((c.hostname.as_deref(), c.domainname.as_deref()), (Some("h"), Some("d")));
+        assert_eq!(c.annotations["org.example"], "yes");
+        assert_eq!(c.mounts[0].options, ["nosuid", "size=1m"]);
+        // A bind mount: type bind, its relative source the bundle's.
+        assert_eq!(
+            c.mounts[1],
+            Mount {
+                destination: "/data".into(),
+                kind: Some("bind".into()),
+                source: Some(format!("{bundle}/data")),
+                options: vec!["rbind".into(), "ro".into()],
+            }
+        );
+        let hook = |path: &str| Hook {
+            path: path.into(),
+            ..Default::default()
+        };
+        let cr = Hook {
+            path: "/bin/cr".into(),
+            args: vec!["cr".into(), "1".into()],
+            env: vec!["E=1".into()],
+            timeout: Some(5),
+        };
+        assert_eq!(
+            c.hooks,
+            Hooks {
+                create_runtime: vec![hook("/bin/pre"), cr],
+                create_container: vec![hook("/bin/cc")],
+                start_container: vec![hook("/bin/sc")],
+                poststart: vec![hook("/bin/ps")],
+                poststop: vec![hook("/bin/pst")],
+            }
+        );
+        assert_eq!(c.namespaces[1].path.as_deref(), Some("/proc/7/ns/net"));
+        assert_eq!(c.namespaces[2].kind, "user");
+        assert_eq!(
+            c.uid_mappings[0],
+            IdMapping {
+                container_id: 0,
+                host_id: 1000,
+                size: 10
+            }
+        );
+        assert_eq!(c.gid_mappings[0].size, 5);
+        assert_eq!(c.sysctl["net.ipv4.ip_forward"], "1");
+        assert_eq!(c.cgroups_path.as_deref(), Some("/box/c1"));
+        assert_eq!(c.rootfs_propagation.as_deref(), Some("rprivate"));
+        assert_eq!(
+            (c.masked_paths.as_slice(), c.readonly_paths.as_slice()),
+            (&["/proc/kcore".to_owned()][..], &["/proc/sys".to_owned()][..])
+        );
+        assert_eq!(
+            c.devices[1],
+            Device {
+                path: "/dev/fuse".into(),
+                kind: "c".into(),
+                major: 10,
+                minor: 229,
+                file_mode: Some(0o666),
+                uid: Some(0),
+                gid: Some(0),
+            }
+        );
+        let r = c.resources.unwrap();
+        assert_eq!(
+            r.memory,
+            Some(MemoryResources {
+                limit: Some(1048576),
+                reservation: Some(524288),
+                swap: Some(2097152)
+            })
+        );
+        let cpu = r.cpu.unwrap();
+        assert_eq!(
+            (cpu.shares, cpu.quota, cpu.period, cpu.cpus.as_deref()),
+            (Some(512), Some(50000), Some(100000), Some("0"))
+        );
+        assert_eq!(r.pids_limit, Some(32));
+        let io = r.block_io.unwrap();
+        assert_eq!(
+            (io.weight, io.throttle_read_bps_device.as_slice()),
+            (
+                Some(500),
+                &[ThrottleDevice {
+                    major: 8,
+                    minor: 0,
+                    rate: 1000
+                }][..]
+            )
+        );
+        assert_eq!(r.unified["memory.high"], "1000000");
+        // The spec's rules, then runc's, less /dev/null's: the spec lists that node.
+        assert_eq!(r.devices.len(), 2 + DEFAULT_DEVICE_RULES.len() - 1);
+        assert_eq!(r.devices[1], rule(true, "c", 10, 229, "rw"));
+        assert!(!r.devices.contains(&rule(true, "c", 1, 3, "rwm")));
+        assert_eq!(
+            r.devices[2..4],
+            [rule(true, "c", -1, -1, "m"), rule(true, "b", -1, -1, "m")]
+        );
+    }
+
+    #[test]
+    fn what_the_protocol_cannot_carry_is_named() {
+        let mut spec = full();
+        spec["process"]["apparmorProfile"] = json!("docker-default");
+        spec["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+        spec["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE"});
+        spec["process"]["scheduler"] = json!({"policy": "SCHED_OTHER"});
+        spec["process"]["user"]["username"] = json!("app");
+        spec["linux"]["seccomp"] =
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"], "listenerPath": "/run/x"});
+        spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0");
+        spec["linux"]["intelRdt"] = json!({"closID": "x"});
+        spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+        spec["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 1}});
+        spec["linux"]["namespaces"] = json!([{"type": "time"}]);
+        spec["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 1}]);
+        spec["linux"]["resources"]["network"] = json!({"classID": 1});
+        spec["linux"]["resources"]["rdma"] = json!({"mlx5_1": {"hcaHandles": 3}});
+        spec["linux"]["resources"]["memory"]["swappiness"] = json!(10);
+        spec["linux"]["resources"]["cpu"]["realtimeRuntime"] = json!(1);
+        spec["mounts"][0]["uidMappings"] = json!([{"containerID": 0, "hostID": 1, "size": 1}]);
+        spec["solaris"] = json!({"milestone": "x"});
+        // Asking for nothing is no ask.
+        spec["windows"] = json!(null);
+        spec["linux"]["resources"]["memory"]["kernel"] = json!(null);
+        let err = translate(&spec, RootPlacement::Host).unwrap_err().to_string();
+        for field in [
+            "process.apparmorProfile",
+            "process.selinuxLabel",
+            "process.ioPriority",
+            "process.scheduler",
+            "process.user.username",
+            "linux.seccomp.flags",
+            "linux.seccomp.listenerPath",
+            "linux.mountLabel",
+            "linux.intelRdt",
+            "linux.personality",
+            "linux.timeOffsets",
+            "linux.namespaces[0] (\"time\")",
+            "linux.resources.hugepageLimits",
+            "linux.resources.network",
+            "linux.resources.rdma",
+            "linux.resources.memory.swappiness",
+            "linux.resources.cpu.realtimeRuntime",
+            "mounts[0].uidMappings",
+            "solaris",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+        assert!(!err.contains("windows") && !err.contains("kernel"), "{err}");
+        assert!(!err.contains("hooks"), "the host may run hooks: {err}");
+    }
+
+    #[test]
+    fn a_vm_cannot_reach_host_paths_namespaces_or_programs() {
+        let mut spec = full();
+        spec["mounts"] = json!([
+            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
+            {"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "ro"]},
+            {"destination": "/rel", "source": "data", "options": ["bind"]},
+            {"destination": "/up", "source": "/dev/../etc", "options": ["bind"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+        ]);
+        let err = translate(&spec, RootPlacement::Guest).unwrap_err().to_string();
+        for field in [
+            "mounts[0] (a bind mount of \"/srv/data\"",
+            "mounts[2] (a bind mount of \"data\"",
+            "mounts[3] (a bind mount of \"/dev/../etc\"",
+            "linux.namespaces[1].path (\"/proc/7/ns/net\"",
+            "hooks.prestart[0] (\"/bin/pre\"",
+            "hooks.createRuntime[0]",
+            "hooks.createContainer[0]",
+            "hooks.poststart[0]",
+            "hooks.poststop[0]",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+        for fine in ["mounts[1]", "mounts[4]", "startContainer"] {
+            assert!(!err.contains(fine), "{fine} refused: {err}");
+        }
+        // Without them, the same spec is fine in a VM.
+        spec["mounts"] = json!([{"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind"]}]);
+        spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "network"}]);
+        spec["hooks"] = json!({"startContainer": [{"path": "/bin/sc"}]});
+        let c = translate(&spec, RootPlacement::Guest).unwrap();
+        assert_eq!(c.root, GUEST_ROOTFS);
+        assert_eq!(c.hooks.start_container.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_say_where() {
+        let mut spec = full();
+        spec["hooks"]["poststop"][0]["timeout"] = json!(0);
+        let err = translate(&spec, RootPlacement::Host).unwrap_err().to_string();
+        assert!(err.contains("hooks.poststop[0].timeout"), "{err}");
+        let mut spec = full();
+        spec["process"]["consoleSize"] = json!({"height": -1, "width": 80});
+        let err = translate(&spec, RootPlacement::Host).unwrap_err().to_string();
+        assert!(err.contains("process.consoleSize"), "{err}");
+        let mut spec = full();
+        spec.as_object_mut().unwrap().remove("process");
+        assert!(translate(&spec, RootPlacement::Host)
+            .unwrap_err()
+            .to_string()
+            .contains("no process"));
+    }
+}
