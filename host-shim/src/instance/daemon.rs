@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agent_proto::ExitStatus;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::container::{self, ContainerStdio};
 use super::{InstanceDir, InstanceError, Instances, Status};
 use crate::exec::{spawn, ExecIo};
 use crate::network::process::Owner;
@@ -30,8 +31,9 @@ enum Ending {
 }
 
 impl Instances {
-    /// Starts `vmshim instance serve NAME --state-dir DIR` detached.
-    pub(super) fn spawn_daemon(&self, name: &str) -> Result<(), String> {
+    /// Starts `vmshim instance serve NAME --state-dir DIR` detached; with
+    /// `pass_stdio`, this process's stdio goes along for its container.
+    pub(super) fn spawn_daemon(&self, name: &str, pass_stdio: bool) -> Result<(), String> {
         let program = match &self.program {
             Some(p) => p.clone(),
             None => crate::network::daemon::vmshim_program()
@@ -51,6 +53,12 @@ impl Instances {
             .arg(&self.state_dir)
             .stdout(log)
             .stderr(log2);
+        // Dropped once the daemon has been spawned.
+        let _passed = match pass_stdio {
+            true => container::pass_stdio(&mut cmd, [0, 1, 2])
+                .map_err(|e| format!("cannot pass the container's stdio: {e}"))?,
+            false => Vec::new(),
+        };
         crate::network::daemon::spawn_detached(cmd).map_err(|e| format!("cannot run {}: {e}", program.display()))
     }
 
@@ -73,6 +81,11 @@ impl Instances {
             .read_record()?
             .ok_or_else(|| InstanceError::Unknown { name: name.to_owned() })?;
         let spec = dir.read_spec()?;
+        // First: QEMU must not inherit the container's stdio.
+        let container_stdio = match &spec.container {
+            Some(_) => Some(ContainerStdio::inherited().map_err(|e| serve_err(e.to_string()))?),
+            None => None,
+        };
         let me = Owner::current();
         record.pid = me.pid;
         record.started = me.started;
@@ -112,9 +125,14 @@ impl Instances {
             vm.agent_endpoint()
         ));
 
-        let outcome = self
-            .run_vm(name, &dir, &vm, &spec, &networks, &mut record, &mut stop)
-            .await;
+        let vm_run = VmRun {
+            name,
+            dir: &dir,
+            vm: &vm,
+            spec: &spec,
+            networks: &networks,
+        };
+        let outcome = vm_run.run(&mut record, container_stdio, &mut stop).await;
         match &outcome {
             Ok(Ending::Signal(signal)) => log(&format!("{signal}: stopping the VM")),
             Ok(Ending::MainExited(status)) => log(&format!(
@@ -123,54 +141,91 @@ impl Instances {
             )),
             Err(e) => log(&format!("{e}: stopping the VM")),
         }
+        let started = record.status == Status::Running;
         record.status = Status::Stopping;
         let _ = dir.write_record(&record);
         vm.shutdown(POWEROFF_GRACE).await;
         drop(lease);
         log("VM stopped");
-        dir.remove()?;
+        match &outcome {
+            // Left for the vmshim that started it, which reports the error
+            // and removes the instance (or, if it is gone, the next sweep).
+            Err(e) if !started => {
+                record.error = Some(match e {
+                    InstanceError::Serve { detail, .. } => detail.clone(),
+                    e => e.to_string(),
+                });
+                dir.write_record(&record)?;
+            }
+            _ => dir.remove()?,
+        }
         outcome.map(|_| ())
     }
+}
 
-    /// From a booted VM to the reason to stop it.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_vm(
+/// A booted VM and what the daemon knows of it.
+struct VmRun<'a> {
+    name: &'a str,
+    dir: &'a InstanceDir,
+    vm: &'a Vm,
+    spec: &'a super::InstanceSpec,
+    networks: &'a Networks,
+}
+
+impl VmRun<'_> {
+    fn err(&self, detail: String) -> InstanceError {
+        InstanceError::Serve {
+            name: self.name.to_owned(),
+            detail,
+        }
+    }
+
+    /// From a booted VM to the reason to stop it: the main process started
+    /// (or the container created), the instance marked running, then
+    /// served until a signal, or until the main process exits. A
+    /// container's process ending is recorded and the VM kept.
+    async fn run(
         &self,
-        name: &str,
-        dir: &InstanceDir,
-        vm: &Vm,
-        spec: &super::InstanceSpec,
-        networks: &Networks,
         record: &mut super::Instance,
+        container_stdio: Option<ContainerStdio>,
         stop: &mut StopSignals,
     ) -> Result<Ending, InstanceError> {
-        let serve_err = |detail: String| InstanceError::Serve {
-            name: name.to_owned(),
-            detail,
-        };
-        let client = vm.client();
+        let client = self.vm.client();
         let mut hosts = HostsFile::default();
-        if let Some(network) = &spec.network {
+        if let Some(network) = &self.spec.network {
             hosts
-                .refresh(client, networks, network)
+                .refresh(client, self.networks, network)
                 .await
-                .map_err(|e| serve_err(e.to_string()))?;
+                .map_err(|e| self.err(e.to_string()))?;
         }
-        let main = match &spec.process {
+        let main = match &self.spec.process {
             Some(process) => {
-                let io = log_io(&dir.log()).map_err(|e| serve_err(format!("cannot open the log: {e}")))?;
+                let io = log_io(&self.dir.log()).map_err(|e| self.err(format!("cannot open the log: {e}")))?;
                 let running = spawn(client, process.clone(), io)
                     .await
-                    .map_err(|e| serve_err(format!("cannot start the main process: {e}")))?;
+                    .map_err(|e| self.err(format!("cannot start the main process: {e}")))?;
                 log(&format!("main process started: {:?}", process.args));
                 Some(running)
             }
             None => None,
         };
+        let container = match (&self.spec.container, container_stdio) {
+            (Some(main), Some(stdio)) => {
+                let attached = container::create(client, main.spec.clone(), stdio, main.stdin)
+                    .await
+                    .map_err(|e| self.err(format!("cannot create the container: {e}")))?;
+                log(&format!(
+                    "container {:?} created: {:?}",
+                    main.spec.id, main.spec.process.args
+                ));
+                Some(attached)
+            }
+            _ => None,
+        };
         record.status = Status::Running;
-        record.endpoint = Some(vm.agent_endpoint().to_string());
-        record.vm_pids = vm.pids().into_iter().map(|(n, p)| (n.to_owned(), p)).collect();
-        dir.write_record(record)?;
+        record.endpoint = Some(self.vm.agent_endpoint().to_string());
+        record.vm_pids = self.vm.pids().into_iter().map(|(n, p)| (n.to_owned(), p)).collect();
+        self.dir.write_record(record)?;
 
         let main_exit = async {
             match main {
@@ -178,16 +233,35 @@ impl Instances {
                 None => std::future::pending().await,
             }
         };
+        let container_exit = async {
+            match container {
+                Some(attached) => attached.wait(client).await,
+                None => std::future::pending().await,
+            }
+        };
         let hosts_current = async {
-            match &spec.network {
-                Some(network) => match hosts.keep_current(client, networks, network).await {},
+            match &self.spec.network {
+                Some(network) => match hosts.keep_current(client, self.networks, network).await {},
                 None => std::future::pending::<()>().await,
             }
         };
+        tokio::pin!(hosts_current);
         tokio::select! {
-            status = main_exit => Ok(Ending::MainExited(
-                status.map_err(|e| serve_err(format!("waiting for the main process: {e}")))?,
+            status = main_exit => return Ok(Ending::MainExited(
+                status.map_err(|e| self.err(format!("waiting for the main process: {e}")))?,
             )),
+            why = stop.next() => return Ok(Ending::Signal(why)),
+            status = container_exit => {
+                log(&format!(
+                    "the container's process ended ({}); the VM stays until stopped",
+                    status.as_ref().map_or("status unknown".to_owned(), describe)
+                ));
+                record.exit = status.or(Some(ExitStatus { code: None, signal: None }));
+                self.dir.write_record(record)?;
+            }
+            () = &mut hosts_current => unreachable!("keeping the hosts file current never ends"),
+        }
+        tokio::select! {
             why = stop.next() => Ok(Ending::Signal(why)),
             () = hosts_current => unreachable!("keeping the hosts file current never ends"),
         }

@@ -19,6 +19,7 @@
 //! daemon killed with SIGKILL: its QEMU dies with it) is swept by the next
 //! [`Instances::list`], [`Instances::start`] or [`Instances::get`].
 
+mod container;
 mod daemon;
 mod spec;
 
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::network::process::Owner;
 use crate::network::{check_name, NetworkError, Networks};
-pub use spec::InstanceSpec;
+pub use spec::{ContainerMain, InstanceSpec};
 
 /// How long the daemon may take to take the instance over from the vmshim
 /// that started it.
@@ -110,6 +111,14 @@ pub struct Instance {
     /// running.
     #[serde(default)]
     pub vm_pids: Vec<(String, u32)>,
+    /// How the container's process ended ([`InstanceSpec::container`]),
+    /// once its output has been written out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<agent_proto::ExitStatus>,
+    /// Why the daemon could not start the instance, for the vmshim that
+    /// started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Instance {
@@ -233,8 +242,10 @@ impl Instances {
     }
 
     /// Starts instance `name`: its daemon boots the VM of `spec` and starts
-    /// its main process. Returns once the instance runs (its agent answers)
-    /// or failed; on failure nothing of it is left. Blocks meanwhile.
+    /// its main process, or creates its container (whose stdio is this
+    /// process's: see [`InstanceSpec::container`]). Returns once the
+    /// instance runs (its agent answers, its container is created) or
+    /// failed; on failure nothing of it is left. Blocks meanwhile.
     pub fn start(&self, name: &str, spec: &InstanceSpec) -> Result<Instance, InstanceError> {
         check_name("instance", name).map_err(InstanceError::Name)?;
         let root = self.root();
@@ -256,8 +267,14 @@ impl Instances {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            command: spec.process.as_ref().map(|p| p.args.clone()).unwrap_or_default(),
+            command: match (&spec.process, &spec.container) {
+                (Some(p), _) => p.args.clone(),
+                (None, Some(c)) => c.spec.process.args.clone(),
+                (None, None) => Vec::new(),
+            },
             vm_pids: Vec::new(),
+            exit: None,
+            error: None,
         };
         self.create_dir(name, &record, spec)?;
         let dir = self.dir(name);
@@ -269,7 +286,7 @@ impl Instances {
                 detail: format!("{detail}; its log:\n{log}"),
             }
         };
-        if let Err(e) = self.spawn_daemon(name) {
+        if let Err(e) = self.spawn_daemon(name, spec.container.is_some()) {
             return Err(fail(e));
         }
         let handover = Instant::now() + HANDOVER_TIMEOUT;
@@ -281,6 +298,14 @@ impl Instances {
                 Err(e) => return Err(fail(e.to_string())),
             };
             let handed_over = current.pid != me.pid;
+            // The daemon said why: that is the whole story.
+            if let Some(detail) = current.error {
+                let _ = dir.remove();
+                return Err(InstanceError::StartFailed {
+                    name: name.to_owned(),
+                    detail,
+                });
+            }
             if current.status == Status::Running && handed_over {
                 return Ok(current);
             }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_proto::ProcessSpec;
+use agent_proto::{ContainerSpec, ProcessSpec};
 
 use crate::accel::Accel;
 use crate::vm::net::{GuestNetwork, PortMapping};
@@ -37,6 +37,20 @@ pub struct InstanceSpec {
     /// The main process: the instance stops when it exits. Absent: the
     /// instance runs until stopped.
     pub process: Option<ProcessSpec>,
+    /// A container to create once the VM runs, with the starting vmshim's
+    /// stdio; it is started by whoever calls `start_container`, and the VM
+    /// outlives its process, until stopped (`vmshim runtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerMain>,
+}
+
+/// An instance's container ([`InstanceSpec::container`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerMain {
+    pub spec: ContainerSpec,
+    /// Attach the starting vmshim's stdin to the process (else its stdin is
+    /// `/dev/null`). Its stdout and stderr are always attached.
+    pub stdin: bool,
 }
 
 impl InstanceSpec {
@@ -58,6 +72,7 @@ impl InstanceSpec {
             network: None,
             ip: None,
             process: None,
+            container: None,
         }
     }
 

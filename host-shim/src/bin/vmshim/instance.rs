@@ -188,6 +188,8 @@ mod tests {
             created,
             command: command.iter().map(|s| s.to_string()).collect(),
             vm_pids: vec![],
+            exit: None,
+            error: None,
         };
         let text = table(&[i("a", 995, &[]), i("web-1", 0, &["sh", "-c", "sleep 9"])], 1000);
         assert_eq!(
