@@ -10,6 +10,8 @@
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
 //! * [`image`]: root filesystems and process defaults from OCI images and bundles.
 //! * [`profile`]: the boot timeline, host and guest on one axis.
+//! * [`runtime`]: an OCI runtime with runc's operations, each container a
+//!   micro-VM held by an instance daemon.
 //!
 //! The `vmshim` binary is a thin command line over this library; a host
 //! runtime can use the library directly.
@@ -23,6 +25,7 @@ pub mod instance;
 pub mod network;
 pub mod profile;
 pub mod rootfs;
+pub mod runtime;
 pub mod terminal;
 #[cfg(test)]
 pub(crate) mod test_dir;

@@ -5,6 +5,7 @@ mod instance;
 mod network;
 mod process;
 mod run;
+mod runtime;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ enum Command {
     Shutdown(ConnectArgs),
     /// Create, list and remove the networks VMs join with `run --network`.
     Network(network::NetworkArgs),
+    /// An OCI runtime with runc's command line: each container in a
+    /// micro-VM of its own.
+    Runtime(Box<runtime::RuntimeArgs>),
 }
 
 #[derive(Args)]
@@ -135,6 +139,7 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
         Command::Ps(args) => instance::ps(args),
         Command::Stop(args) => instance::stop(args),
         Command::Instance(args) => instance::serve(args).await,
+        Command::Runtime(args) => Ok(runtime::main(*args).await),
     }
 }
 

@@ -1,0 +1,380 @@
+//! `vmshim runtime`: runc's command line over `host_shim::runtime`, each
+//! container a micro-VM. Flags and messages are runc's; errors exit 1 and
+//! go where runc's go (see [`Logger`]).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use host_shim::accel::Accel;
+use host_shim::runtime::{
+    parse_signal, rfc3339_nanos, write_pid_file, CreateOptions, Runtime, RuntimeError, State, VmSettings, DEFAULT_ROOT,
+};
+use host_shim::terminal::is_terminal;
+
+#[derive(Args)]
+pub struct RuntimeArgs {
+    /// Where the containers' state lives.
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Write errors to FILE (and only the message to stderr), as runc does.
+    #[arg(long, global = true, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// The format of log lines.
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Accepted, as runc accepts it.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Accepted for runc's callers and ignored: the VM has cgroups of its own.
+    #[arg(long = "systemd-cgroup", global = true, hide = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc's callers and ignored.
+    #[arg(long, global = true, hide = true, value_name = "true|false|auto")]
+    rootless: Option<String>,
+    /// Guest kernel [default: build/vmlinux].
+    #[arg(long, global = true, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// Initramfs with vminitd as /init [default: build/initramfs.cpio].
+    #[arg(long, global = true, value_name = "FILE")]
+    initramfs: Option<PathBuf>,
+    /// Virtual CPUs of each container's VM.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
+    /// Memory of each container's VM, in MiB.
+    #[arg(long, global = true, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    memory: u32,
+    /// Accelerator: kvm or tcg [default: kvm where it really runs a guest].
+    #[arg(long, global = true, value_parser = clap::builder::ValueParser::new(str::parse::<Accel>))]
+    accel: Option<Accel>,
+    /// Seconds a VM's agent may take to answer after QEMU starts.
+    #[arg(long = "boot-timeout", global = true, default_value_t = 30)]
+    boot_timeout: u64,
+    #[command(subcommand)]
+    command: RuntimeCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum RuntimeCommand {
+    /// Create a container: its VM booted, its process waiting for `start`;
+    /// its stdout and stderr are this command's, and its stdin too unless
+    /// that is a terminal.
+    Create(CreateArgs),
+    /// Start a created container's process.
+    Start { id: String },
+    /// Print a container's state as JSON (pid: the VM's QEMU).
+    State { id: String },
+    /// Send a signal (default SIGTERM) to a container's process.
+    Kill {
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        /// A name (KILL, SIGKILL) or a number.
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container: its VM shut down, its state removed.
+    Delete {
+        /// Delete it even if it runs (or does not exist).
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// List the containers.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        /// Only the ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Create, start, wait for and delete a container; exits with its
+    /// process's status (128+N when killed by signal N).
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once it is started, leaving it running.
+        #[arg(short, long)]
+        detach: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// The bundle directory.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's pid (its VM's QEMU) to FILE.
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Where a terminal's master would be sent (terminals are refused for
+    /// now: the pty is in the VM).
+    #[arg(long = "console-socket", value_name = "PATH")]
+    console_socket: Option<PathBuf>,
+    /// Descriptors beyond stdio to pass to the process: only 0 works.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted, as runc accepts it; the VM always uses pivot_root.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted, as runc accepts it.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    id: String,
+}
+
+/// `vmshim runtime ...`: the exit status.
+pub async fn main(args: RuntimeArgs) -> u8 {
+    let logger = Logger {
+        file: args.log.clone(),
+        format: args.log_format,
+    };
+    match dispatch(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            logger.error(&format!("{e:#}"));
+            1
+        }
+    }
+}
+
+async fn dispatch(args: RuntimeArgs) -> Result<u8> {
+    let runtime = Runtime::new(&args.root).with_vm(VmSettings {
+        kernel: args.kernel,
+        initramfs: args.initramfs,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        accel: args.accel,
+        boot_timeout: Duration::from_secs(args.boot_timeout),
+    });
+    match args.command {
+        RuntimeCommand::Create(create_args) => create(&runtime, &create_args).await.map(|_| 0),
+        RuntimeCommand::Start { id } => runtime.start(&id).await.map(|()| 0).map_err(Into::into),
+        RuntimeCommand::State { id } => {
+            let state = runtime.state(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+            Ok(0)
+        }
+        RuntimeCommand::Kill { all, id, signal } => {
+            let signo = parse_signal(&signal).ok_or_else(|| anyhow!("unknown signal {signal:?}"))?;
+            runtime.kill(&id, signo, all).await?;
+            Ok(0)
+        }
+        RuntimeCommand::Delete { force, id } => match runtime.delete(&id, force).await {
+            // runc's: forcing the delete of what is not there is no error.
+            Err(RuntimeError::NotExist { .. }) if force => Ok(0),
+            done => done.map(|()| 0).map_err(Into::into),
+        },
+        RuntimeCommand::List { format, quiet } => {
+            let states = runtime.list().await?;
+            let mut out = String::new();
+            match (quiet, format) {
+                (true, _) => states.iter().for_each(|s| out.push_str(&format!("{}\n", s.id))),
+                (false, ListFormat::Table) => out = table(&states),
+                (false, ListFormat::Json) => out = format!("{}\n", serde_json::to_string(&states)?),
+            }
+            print!("{out}");
+            Ok(0)
+        }
+        RuntimeCommand::Run {
+            create: create_args,
+            detach,
+        } => run(&runtime, &create_args, detach).await,
+    }
+}
+
+/// `create`: the container created, its pid file written.
+async fn create(runtime: &Runtime, args: &CreateArgs) -> Result<State> {
+    if args.preserve_fds > 0 {
+        bail!("--preserve-fds: no descriptor but stdio can reach a process in a VM");
+    }
+    let _ = (args.no_pivot, args.no_new_keyring);
+    let options = CreateOptions {
+        bundle: args.bundle.clone(),
+        console_socket: args.console_socket.clone(),
+        stdin: !is_terminal(libc::STDIN_FILENO),
+    };
+    let state = runtime.create(&args.id, &options).await?;
+    if let Some(path) = &args.pid_file {
+        if let Err(e) = write_pid_file(path, state.pid) {
+            let _ = runtime.delete(&args.id, true).await;
+            return Err(e.into());
+        }
+    }
+    Ok(state)
+}
+
+/// `run`: create and start; unless detached, wait (forwarding SIGINT,
+/// SIGTERM and SIGHUP to the process), delete, and exit as the process did.
+async fn run(runtime: &Runtime, args: &CreateArgs, detach: bool) -> Result<u8> {
+    let id = &args.id;
+    create(runtime, args).await?;
+    if let Err(e) = runtime.start(id).await {
+        let _ = runtime.delete(id, true).await;
+        return Err(e.into());
+    }
+    if detach {
+        return Ok(0);
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let waited = {
+        let wait = runtime.wait(id);
+        tokio::pin!(wait);
+        loop {
+            let signo = tokio::select! {
+                status = &mut wait => break status,
+                _ = int.recv() => libc::SIGINT,
+                _ = term.recv() => libc::SIGTERM,
+                _ = hup.recv() => libc::SIGHUP,
+            };
+            // It may have ended meanwhile.
+            let _ = runtime.kill(id, signo, false).await;
+        }
+    };
+    let deleted = runtime.delete(id, true).await;
+    let status = waited?;
+    deleted?;
+    Ok(status.shell_code().clamp(0, 255) as u8)
+}
+
+/// runc's `list` table: ID PID STATUS BUNDLE CREATED OWNER, laid out as
+/// Go's tabwriter lays it out for runc (columns at least 12 wide, 3 spaces
+/// of padding, the last column unpadded).
+fn table(states: &[State]) -> String {
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(str::to_owned)];
+    for s in states {
+        rows.push([
+            s.id.clone(),
+            s.pid.to_string(),
+            s.status.clone(),
+            s.bundle.clone(),
+            s.created.clone(),
+            s.owner.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count() + 3).max().unwrap_or(0).max(12))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (cell, width) in row.iter().zip(&widths) {
+            out.push_str(&format!("{cell:<width$}"));
+        }
+        out.push_str(&row[5]);
+        out.push('\n');
+    }
+    out
+}
+
+/// Where errors go, as runc sends them: with `--log`, a log line to the
+/// file and the bare message to stderr; without, the log line to stderr
+/// (`ERRO[0000] message` on a terminal, as logrus writes it there).
+struct Logger {
+    file: Option<PathBuf>,
+    format: LogFormat,
+}
+
+impl Logger {
+    fn error(&self, message: &str) {
+        let line = self.line("error", message);
+        match &self.file {
+            Some(path) => {
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(e) = written {
+                    eprintln!("vmshim runtime: cannot write the log {}: {e}", path.display());
+                }
+                eprintln!("{message}");
+            }
+            None if is_terminal(libc::STDERR_FILENO) => eprintln!("ERRO[0000] {message}"),
+            None => eprint!("{line}"),
+        }
+    }
+
+    /// One log line, as logrus formats it.
+    fn line(&self, level: &str, message: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() * 1_000_000_000)
+            .unwrap_or(0);
+        let time = rfc3339_nanos(now);
+        let quoted = serde_json::to_string(message).unwrap_or_default();
+        match self.format {
+            LogFormat::Json => format!("{{\"level\":\"{level}\",\"msg\":{quoted},\"time\":\"{time}\"}}\n"),
+            LogFormat::Text => format!("time=\"{time}\" level={level} msg={quoted}\n"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_as_runc_lays_it_out() {
+        let state = |id: &str, pid, status: &str| State {
+            oci_version: "1.0.2".into(),
+            id: id.into(),
+            pid,
+            status: status.into(),
+            bundle: "/srv/bundles/web".into(),
+            rootfs: "/srv/bundles/web/rootfs".into(),
+            created: "2023-11-14T22:13:20.5Z".into(),
+            annotations: Default::default(),
+            owner: String::new(),
+        };
+        let text = table(&[state("web", 4242, "running"), state("a-much-longer-id", 0, "stopped")]);
+        assert_eq!(
+            text,
+            "ID                 PID         STATUS      BUNDLE             CREATED                  OWNER\n\
+             web                4242        running     /srv/bundles/web   2023-11-14T22:13:20.5Z   \n\
+             a-much-longer-id   0           stopped     /srv/bundles/web   2023-11-14T22:13:20.5Z   \n"
+        );
+    }
+
+    #[test]
+    fn log_lines_as_logrus_writes_them() {
+        let json = Logger {
+            file: None,
+            format: LogFormat::Json,
+        }
+        .line("error", "container \"x\" does not exist");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (v["level"].as_str(), v["msg"].as_str()),
+            (Some("error"), Some("container \"x\" does not exist"))
+        );
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert!(json.starts_with("{\"level\":\"error\",\"msg\":"), "{json}");
+        let text = Logger {
+            file: None,
+            format: LogFormat::Text,
+        }
+        .line("error", "container does not exist");
+        assert!(
+            text.starts_with("time=\"") && text.ends_with(" level=error msg=\"container does not exist\"\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,622 @@
+//! An OCI runtime with runc's operations, where each container is a
+//! micro-VM of its own (`vmshim runtime`).
+//!
+//! `create` translates the bundle ([`crate::image::container_spec`],
+//! [`RootPlacement::Guest`]), packs its root directory into a read-only
+//! ext4 image (cached by content), and starts an instance daemon
+//! ([`crate::instance`]) that boots the VM, creates the container there
+//! with the caller's stdio attached (as runc hands its stdio to the
+//! container), and holds the VM until `delete`. `start`, `kill` and
+//! `state` ask the VM's agent; `delete` stops the daemon, which shuts the
+//! VM down.
+//!
+//! State lives in the root directory (`--root`), one directory per
+//! container:
+//!
+//! | path | what |
+//! |---|---|
+//! | `ROOT/ID/state.json` | the [`Record`]: bundle, root filesystem, creation time, annotations |
+//! | `ROOT/ID/instances/NAME/` | the instance holding the VM (`instance.json`, `spec.json`, the daemon's `log`); NAME is the id |
+//!
+//! The status is the agent's while the VM runs; a container whose daemon
+//! or VM is gone is `stopped`. Its `pid` is the host pid of the VM's QEMU
+//! while created or running (the container's process lives in the VM and
+//! has no host pid), 0 once stopped.
+
+mod signal;
+mod state;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_proto::{ContainerStatus, Endpoint, ErrorCode, ExitStatus};
+
+use crate::accel::Accel;
+use crate::assets::{self, AssetError};
+use crate::client::{Client, ClientError};
+use crate::image::{self, ImageError, RootPlacement};
+use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
+use crate::vm::VmConfig;
+pub use signal::parse_signal;
+pub use state::{rfc3339_nanos, Record, State, OCI_VERSION};
+
+/// The default root directory, as `--root`.
+pub const DEFAULT_ROOT: &str = "/run/vmshim-runtime";
+
+/// How long `delete` gives the VM to shut down before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often `wait` looks for the container's end.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// Why a runtime operation failed. The messages of the lifecycle errors
+/// are runc's.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid container id format: {id}")]
+    BadId { id: String },
+    #[error("container with id exists: {id}")]
+    Exists { id: String },
+    #[error("container does not exist")]
+    NotExist { id: String },
+    #[error("cannot start a container that has stopped")]
+    StartStopped { id: String },
+    #[error("cannot start an already running container")]
+    StartRunning { id: String },
+    #[error("cannot start a container in the {status} state")]
+    StartOther { id: String, status: &'static str },
+    #[error("container not running")]
+    NotRunning { id: String },
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    NotStopped { id: String, status: &'static str },
+    #[error("container {id}: {detail}")]
+    Terminal { id: String, detail: &'static str },
+    #[error("container {id}: {detail}")]
+    CreateFailed { id: String, detail: String },
+    #[error("container {id}: its VM ended without reporting how its process ended")]
+    NoExit { id: String },
+    #[error(transparent)]
+    Bundle(#[from] ImageError),
+    #[error(transparent)]
+    Asset(#[from] AssetError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error("container {id}: {source}")]
+    Agent { id: String, source: ClientError },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{} is corrupt: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+/// The VM each container gets.
+#[derive(Debug, Clone)]
+pub struct VmSettings {
+    /// The guest kernel and initramfs; `None`: the build directory's.
+    pub kernel: Option<PathBuf>,
+    pub initramfs: Option<PathBuf>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// `None`: KVM where it really runs a guest, else TCG.
+    pub accel: Option<Accel>,
+    pub boot_timeout: Duration,
+}
+
+impl Default for VmSettings {
+    fn default() -> VmSettings {
+        VmSettings {
+            kernel: None,
+            initramfs: None,
+            cpus: 1,
+            memory_mib: 256,
+            accel: None,
+            boot_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How to create a container.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The bundle directory (`config.json` and its root).
+    pub bundle: PathBuf,
+    /// `--console-socket`: where a terminal's master would go. Terminals
+    /// are refused either way for now (the pty is in the VM).
+    pub console_socket: Option<PathBuf>,
+    /// Attach this process's stdin to the container's process (else its
+    /// stdin is `/dev/null`). Its stdout and stderr are always attached.
+    pub stdin: bool,
+}
+
+/// The containers of one root directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+    vm: VmSettings,
+    /// The vmshim program the instance daemons run; found at run time
+    /// when `None`.
+    program: Option<PathBuf>,
+}
+
+/// What is known of a container now.
+struct Live {
+    record: Record,
+    status: ContainerStatus,
+    /// QEMU's host pid, while created or running.
+    pid: u32,
+    /// The agent, while the VM runs.
+    endpoint: Option<Endpoint>,
+}
+
+impl Runtime {
+    /// The containers of root directory `root` (made absolute: the daemons
+    /// run in `/`).
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        let root = root.into();
+        Runtime {
+            root: std::path::absolute(&root).unwrap_or(root),
+            vm: VmSettings::default(),
+            program: None,
+        }
+    }
+
+    /// Boots containers' VMs with `vm`.
+    pub fn with_vm(mut self, vm: VmSettings) -> Runtime {
+        self.vm = vm;
+        self
+    }
+
+    /// Runs the instance daemons with `program` (a vmshim binary).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Runtime {
+        self.program = Some(program.into());
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// The instances of container `id`: one, holding its VM.
+    fn instances(&self, id: &str) -> Instances {
+        let instances = Instances::at(self.dir(id));
+        match &self.program {
+            Some(p) => instances.with_program(p),
+            None => instances,
+        }
+    }
+
+    /// Creates container `id` from `options.bundle`: its VM booted, the
+    /// container created in it with this process's stdio, its process
+    /// waiting for [`Runtime::start`]. On failure nothing of it is left.
+    pub async fn create(&self, id: &str, options: &CreateOptions) -> Result<State, RuntimeError> {
+        check_id(id)?;
+        let spec = image::container_spec(&options.bundle, id, RootPlacement::Guest)?;
+        if spec.process.terminal {
+            let detail = match options.console_socket {
+                None => "process.terminal is set but no --console-socket was given",
+                Some(_) => "process.terminal: vmshim runtime cannot hand over a terminal yet (its pty is in the VM)",
+            };
+            return Err(RuntimeError::Terminal {
+                id: id.to_owned(),
+                detail,
+            });
+        }
+        // The same spec on the host says where its root directory is.
+        let rootfs = PathBuf::from(image::container_spec(&options.bundle, id, RootPlacement::Host)?.root);
+        let dir = self.dir(id);
+        fs::create_dir_all(&self.root).map_err(io_err("create", &self.root))?;
+        fs::create_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => RuntimeError::Exists { id: id.to_owned() },
+            _ => io_err("create", &dir)(e),
+        })?;
+        let record = Record {
+            id: id.to_owned(),
+            bundle: PathBuf::from(&spec.bundle),
+            rootfs: rootfs.clone(),
+            created_unix_ns: now_unix_ns(),
+            annotations: spec.annotations.clone(),
+        };
+        let made = async {
+            state::write_record(&dir, &record)?;
+            let no_network = spec.namespaces.iter().any(|n| n.kind == "network" && n.path.is_none());
+            let main = ContainerMain {
+                spec,
+                stdin: options.stdin,
+            };
+            let (this, id) = (self.clone(), id.to_owned());
+            // Blocking: the image is packed on a first use, and the daemon
+            // is waited for until the container is created.
+            tokio::task::spawn_blocking(move || {
+                let mut instance = this.instance_spec(&rootfs)?;
+                instance.no_network = no_network;
+                instance.container = Some(main);
+                this.instances(&id)
+                    .start(&instance_name(&id), &instance)
+                    .map_err(|e| match e {
+                        InstanceError::StartFailed { detail, .. } => RuntimeError::CreateFailed { id, detail },
+                        e => e.into(),
+                    })
+            })
+            .await
+            .expect("creating a container does not panic")
+        }
+        .await;
+        match made {
+            Ok(instance) => Ok(State::new(&record, ContainerStatus::Created, qemu_pid(&instance))),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The instance spec of a VM whose root filesystem is `rootfs`.
+    fn instance_spec(&self, rootfs: &Path) -> Result<InstanceSpec, RuntimeError> {
+        let mut cfg = VmConfig::new(
+            assets::kernel(self.vm.kernel.as_deref())?,
+            assets::initramfs(self.vm.initramfs.as_deref())?,
+        );
+        cfg.rootfs = Some(assets::rootfs_image(Some(rootfs))?);
+        cfg.cpus = self.vm.cpus;
+        cfg.memory_mib = self.vm.memory_mib;
+        cfg.accel = self.vm.accel;
+        cfg.boot_timeout = self.vm.boot_timeout;
+        Ok(InstanceSpec::from_config(&cfg))
+    }
+
+    /// Container `id` as it is now.
+    async fn live(&self, id: &str) -> Result<Live, RuntimeError> {
+        check_id(id)?;
+        let not_exist = || RuntimeError::NotExist { id: id.to_owned() };
+        let record = state::read_record(&self.dir(id))?.ok_or_else(not_exist)?;
+        let stopped = |record| Live {
+            record,
+            status: ContainerStatus::Stopped,
+            pid: 0,
+            endpoint: None,
+        };
+        let instances = self.instances(id);
+        let name = instance_name(id);
+        let instance = match tokio::task::spawn_blocking(move || instances.get(&name)).await {
+            Ok(Ok(instance)) => instance,
+            Ok(Err(InstanceError::Unknown { .. })) => return Ok(stopped(record)),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Ok(stopped(record)),
+        };
+        let endpoint = instance.endpoint.as_deref().and_then(|e| e.parse::<Endpoint>().ok());
+        let status = match (instance.status, &endpoint) {
+            (Status::Starting, _) => ContainerStatus::Creating,
+            (Status::Stopping, _) => ContainerStatus::Stopped,
+            _ if instance.exit.is_some() => ContainerStatus::Stopped,
+            (Status::Running, Some(endpoint)) => match agent_state(endpoint, id).await {
+                Some(status) => status,
+                None => ContainerStatus::Stopped,
+            },
+            (Status::Running, None) => ContainerStatus::Stopped,
+        };
+        let pid = match status {
+            ContainerStatus::Stopped => 0,
+            _ => qemu_pid(&instance),
+        };
+        Ok(Live {
+            record,
+            status,
+            pid,
+            endpoint,
+        })
+    }
+
+    /// Container `id`'s state, as `runc state` prints it.
+    pub async fn state(&self, id: &str) -> Result<State, RuntimeError> {
+        let live = self.live(id).await?;
+        Ok(State::new(&live.record, live.status, live.pid))
+    }
+
+    /// Every container of the root directory, by id.
+    pub async fn list(&self) -> Result<Vec<State>, RuntimeError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &self.root)(e)),
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| check_id(id).is_ok())
+            .collect();
+        ids.sort();
+        let mut states = Vec::new();
+        for id in ids {
+            match self.state(&id).await {
+                Ok(state) => states.push(state),
+                // Being created or deleted meanwhile.
+                Err(RuntimeError::NotExist { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(states)
+    }
+
+    /// Starts created container `id`'s process.
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let live = self.live(id).await?;
+        let id = id.to_owned();
+        match (live.status, &live.endpoint) {
+            (ContainerStatus::Created, Some(endpoint)) => {
+                let client = connect(endpoint, &id).await?;
+                let started = client.start_container(&id).await;
+                client.close().await;
+                started.map(|_| ()).map_err(|e| agent_err(&id, e))
+            }
+            (ContainerStatus::Stopped | ContainerStatus::Created, _) => Err(RuntimeError::StartStopped { id }),
+            (ContainerStatus::Running, _) => Err(RuntimeError::StartRunning { id }),
+            (ContainerStatus::Creating, _) => Err(RuntimeError::StartOther {
+                id,
+                status: ContainerStatus::Creating.name(),
+            }),
+        }
+    }
+
+    /// Sends `signal` to container `id`'s process (with `all`, to every
+    /// process of the container).
+    pub async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError> {
+        let live = self.live(id).await?;
+        match (live.status, &live.endpoint) {
+            (ContainerStatus::Created | ContainerStatus::Running, Some(endpoint)) => {
+                let client = connect(endpoint, id).await?;
+                let killed = client.kill_container(id, signal, all).await;
+                client.close().await;
+                killed.map_err(|e| agent_err(id, e))
+            }
+            _ => Err(RuntimeError::NotRunning { id: id.to_owned() }),
+        }
+    }
+
+    /// Deletes container `id`: its VM shut down, its state removed. A
+    /// created or stopped container goes; a running one only with `force`
+    /// (its process dies with the VM).
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let live = self.live(id).await?;
+        match live.status {
+            ContainerStatus::Stopped | ContainerStatus::Created => {}
+            _ if force => {}
+            status => {
+                return Err(RuntimeError::NotStopped {
+                    id: id.to_owned(),
+                    status: status.name(),
+                })
+            }
+        }
+        let (instances, name) = (self.instances(id), instance_name(id));
+        let stopped = tokio::task::spawn_blocking(move || instances.stop(&name, STOP_TIMEOUT))
+            .await
+            .expect("stopping an instance does not panic");
+        match stopped {
+            Ok(()) | Err(InstanceError::Unknown { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir)(e)),
+        }
+    }
+
+    /// Waits until container `id`'s process has ended and its output has
+    /// been written out; returns how it ended.
+    pub async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        check_id(id)?;
+        if state::read_record(&self.dir(id))?.is_none() {
+            return Err(RuntimeError::NotExist { id: id.to_owned() });
+        }
+        loop {
+            let (instances, name) = (self.instances(id), instance_name(id));
+            let instance = tokio::task::spawn_blocking(move || instances.get(&name))
+                .await
+                .expect("reading an instance does not panic");
+            match instance {
+                Ok(Instance { exit: Some(status), .. }) => return Ok(status),
+                Ok(_) => tokio::time::sleep(WAIT_POLL).await,
+                Err(InstanceError::Unknown { .. }) => return Err(RuntimeError::NoExit { id: id.to_owned() }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Writes `pid` to `path` whole, without a newline, as runc's `--pid-file`.
+pub fn write_pid_file(path: &Path, pid: u32) -> Result<(), RuntimeError> {
+    state::write_whole(path, pid.to_string().as_bytes())
+}
+
+/// A container id as runc and the agent take it: 1 to 64 of `A-Z a-z 0-9
+/// _ . -`, not starting with `.` or `-`.
+fn check_id(id: &str) -> Result<(), RuntimeError> {
+    let b = id.as_bytes();
+    let ok = (1..=64).contains(&b.len())
+        && !matches!(b[0], b'.' | b'-')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    match ok {
+        true => Ok(()),
+        false => Err(RuntimeError::BadId { id: id.to_owned() }),
+    }
+}
+
+/// The name of container `id`'s instance: the id (the VM's host name),
+/// or `container` for an id an instance name cannot be (one starting with
+/// `_`).
+fn instance_name(id: &str) -> String {
+    match crate::network::check_name("instance", id) {
+        Ok(()) => id.to_owned(),
+        Err(_) => "container".to_owned(),
+    }
+}
+
+fn qemu_pid(instance: &Instance) -> u32 {
+    instance
+        .vm_pids
+        .iter()
+        .find(|(role, _)| role == "qemu")
+        .map_or(0, |&(_, pid)| pid)
+}
+
+/// The container's status as its agent reports it; `None` when the agent
+/// cannot be reached or no longer knows it.
+async fn agent_state(endpoint: &Endpoint, id: &str) -> Option<ContainerStatus> {
+    let client = Client::connect(endpoint).await.ok()?;
+    let info = client.container_state(id).await;
+    client.close().await;
+    info.ok().map(|i| i.status)
+}
+
+async fn connect(endpoint: &Endpoint, id: &str) -> Result<Client, RuntimeError> {
+    Client::connect(endpoint).await.map_err(|e| agent_err(id, e))
+}
+
+/// An agent's error, as runc would word it where it has a word for it.
+fn agent_err(id: &str, e: ClientError) -> RuntimeError {
+    let id = id.to_owned();
+    match e.agent_error().map(|b| b.code) {
+        Some(ErrorCode::NotFound) => RuntimeError::NotExist { id },
+        _ => RuntimeError::Agent { id, source: e },
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A closure that wraps an I/O error with what was being done, and where.
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TestDir;
+
+    #[test]
+    fn ids_as_runc_takes_them() {
+        for ok in ["a", "web-1", "A_b.c", "_x", &"x".repeat(64)] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "-a", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(instance_name("web-1"), "web-1");
+        assert_eq!(instance_name("_x"), "container");
+    }
+
+    #[tokio::test]
+    async fn unknown_containers_do_not_exist() {
+        let t = TestDir::new("runtime-unknown");
+        let runtime = Runtime::new(t.path().join("root"));
+        for err in [
+            runtime.state("nope").await.unwrap_err(),
+            runtime.start("nope").await.unwrap_err(),
+            runtime.kill("nope", 9, false).await.unwrap_err(),
+            runtime.delete("nope", true).await.unwrap_err(),
+            runtime.wait("nope").await.unwrap_err(),
+        ] {
+            assert_eq!(err.to_string(), "container does not exist");
+        }
+        assert!(runtime.list().await.unwrap().is_empty());
+        assert!(matches!(runtime.state("../x").await, Err(RuntimeError::BadId { .. })));
+    }
+
+    /// A container whose VM is gone (its daemon killed): stopped, pid 0;
+    /// start and kill refused as runc refuses them; delete removes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_container_without_its_vm_is_stopped() {
+        let t = TestDir::new("runtime-stopped");
+        let runtime = Runtime::new(t.path());
+        let dir = runtime.dir("c1");
+        fs::create_dir_all(&dir).unwrap();
+        let record = Record {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created_unix_ns: 1,
+            annotations: Default::default(),
+        };
+        state::write_record(&dir, &record).unwrap();
+        let state = runtime.state("c1").await.unwrap();
+        assert_eq!((state.status.as_str(), state.pid), ("stopped", 0));
+        assert_eq!(runtime.list().await.unwrap(), [state]);
+        let err = runtime.start("c1").await.unwrap_err().to_string();
+        assert_eq!(err, "cannot start a container that has stopped");
+        let err = runtime.kill("c1", 15, false).await.unwrap_err().to_string();
+        assert_eq!(err, "container not running");
+        runtime.delete("c1", false).await.unwrap();
+        assert!(!dir.exists());
+        assert_eq!(
+            runtime.state("c1").await.unwrap_err().to_string(),
+            "container does not exist"
+        );
+    }
+
+    #[tokio::test]
+    async fn create_refuses_a_terminal_and_a_taken_id_and_leaves_nothing() {
+        let t = TestDir::new("runtime-create");
+        let bundle = t.path().join("bundle");
+        fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let mut spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"terminal": true, "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"}
+        });
+        fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        let runtime = Runtime::new(t.path().join("root"));
+        let options = CreateOptions {
+            bundle: bundle.clone(),
+            console_socket: None,
+            stdin: false,
+        };
+        let err = runtime.create("c1", &options).await.unwrap_err().to_string();
+        assert!(err.contains("--console-socket"), "{err}");
+        assert!(!runtime.dir("c1").exists());
+
+        spec["process"]["terminal"] = serde_json::json!(false);
+        fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        fs::create_dir_all(runtime.dir("taken")).unwrap();
+        let err = runtime.create("taken", &options).await.unwrap_err().to_string();
+        assert_eq!(err, "container with id exists: taken");
+        assert!(runtime.dir("taken").exists(), "someone else's is left alone");
+
+        // No kernel: an error, and nothing left.
+        let runtime = runtime.with_vm(VmSettings {
+            kernel: Some(t.path().join("no-kernel")),
+            ..VmSettings::default()
+        });
+        let err = runtime.create("c2", &options).await.unwrap_err().to_string();
+        assert!(err.contains("no-kernel"), "{err}");
+        assert!(!runtime.dir("c2").exists());
+    }
+
+    #[test]
+    fn pid_files_as_runc_writes_them() {
+        let t = TestDir::new("runtime-pid");
+        let path = t.path().join("pid");
+        write_pid_file(&path, 1234).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "1234");
+    }
+}
