@@ -342,7 +342,9 @@ async fn a_user_namespace_with_id_maps() {
         dir.path(),
         "userns",
         "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; ls -l /dev/null | cut -c1; \
-         touch /tmp/made && ls -ln /tmp/made | awk '{print $3}'",
+         touch /tmp/made && ls -ln /tmp/made | awk '{print $3}'; \
+         [ -n \"$(ls /sys/fs/cgroup)\" ] && echo cgroups-visible; \
+         touch /sys/fs/cgroup/x 2>/dev/null || echo cgroups-readonly",
     );
     spec.namespaces = ns(&["user", "pid", "network", "ipc", "uts", "mount"]);
     let map = agent_proto::IdMapping {
@@ -353,6 +355,13 @@ async fn a_user_namespace_with_id_maps() {
     spec.uid_mappings = vec![map];
     spec.gid_mappings = vec![map];
     spec.mounts.push(mount("/tmp", "tmpfs", &[]));
+    // As in a rootless spec: a cgroup mount without a cgroup namespace,
+    // which the kernel refuses in a user namespace: the agent's is bound.
+    spec.mounts.push(mount(
+        "/sys/fs/cgroup",
+        "cgroup",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    ));
     let (out, err, code) = run_container(&client, spec).await;
     assert_eq!(code, 0, "{out}\n{err}");
     let lines: Vec<String> = out
@@ -361,7 +370,16 @@ async fn a_user_namespace_with_id_maps() {
         .collect();
     assert_eq!(
         lines,
-        ["0", "0", "0 100000 65536", "0 100000 65536", "c", "0"],
+        [
+            "0",
+            "0",
+            "0 100000 65536",
+            "0 100000 65536",
+            "c",
+            "0",
+            "cgroups-visible",
+            "cgroups-readonly"
+        ],
         "stdout: {out}\nstderr: {err}"
     );
 }

@@ -159,12 +159,25 @@ pub fn setup_plan(spec: &ContainerSpec, ns: &NsPlan) -> Result<SetupPlan, PlanEr
                 value: value.to_owned(),
             })?,
     };
-    let mounts = spec
+    let mut mounts = spec
         .mounts
         .iter()
         .enumerate()
         .map(|(index, m)| mount_step(index, m))
         .collect::<Result<Vec<_>, _>>()?;
+    // In a user namespace without a cgroup namespace of its own, the
+    // kernel refuses a cgroup2 mount: bind the agent's, as runc does
+    // (rootless specs ask for exactly this).
+    if ns.new_user() && !ns.owns(Kind::Cgroup) {
+        for m in mounts.iter_mut().filter(|m| m.fstype.as_c_str() == c"cgroup2") {
+            let rest = m.flags & !libc::MS_REMOUNT;
+            m.source = c"/sys/fs/cgroup".to_owned();
+            m.fstype = CString::default();
+            m.flags = libc::MS_BIND | libc::MS_REC;
+            m.data = CString::default();
+            m.remount_flags = (rest != 0).then_some(libc::MS_REMOUNT | libc::MS_BIND | rest);
+        }
+    }
     let new_user = ns.new_user();
     let mut devices: Vec<DeviceStep> = Vec::new();
     for (path, major, minor) in DEFAULT_DEVICES {
