@@ -468,3 +468,81 @@ async fn sysctls_and_hooks() {
     assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidRequest);
     assert!(e.to_string().contains("vm.swappiness"), "{e}");
 }
+
+#[tokio::test]
+async fn bind_mounts_and_joining_namespaces_by_path() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    std::fs::write(shared.join("data"), "from the host\n").unwrap();
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, "a file\n").unwrap();
+
+    // A long-running container whose uts and ipc namespaces another joins.
+    let first = container(dir.path(), "first", "exec sleep 60");
+    let created = client.create_container(first).await.unwrap();
+    client.start_container("first").await.unwrap();
+    // The agent sees the container's pid in its own pid namespace.
+    let pid = created.pid;
+
+    let mut second = container(
+        dir.path(),
+        "second",
+        "hostname; cat /data/data /etc/file.txt; \
+         echo x > /data/new 2>/dev/null && echo bind-writable || echo bind-readonly; \
+         echo y > /etc/file.txt 2>/dev/null && echo file-writable || echo file-readonly; \
+         grep -c ' /data ' /proc/self/mountinfo",
+    );
+    second.hostname = None;
+    second.namespaces = vec![
+        Namespace {
+            kind: "mount".into(),
+            path: None,
+        },
+        Namespace {
+            kind: "pid".into(),
+            path: None,
+        },
+        Namespace {
+            kind: "uts".into(),
+            path: Some(format!("/proc/{pid}/ns/uts")),
+        },
+    ];
+    second.mounts.push(Mount {
+        destination: "/data".into(),
+        kind: Some("bind".into()),
+        source: Some(shared.display().to_string()),
+        options: vec!["rbind".into(), "ro".into(), "rprivate".into()],
+    });
+    second.mounts.push(Mount {
+        destination: "/etc/file.txt".into(),
+        kind: None,
+        source: Some(file.display().to_string()),
+        options: vec!["bind".into()],
+    });
+    let (out, err, code) = run_container(&client, second).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["box", "from the host", "a file", "bind-readonly", "file-writable", "1"],
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "y\n",
+        "the bound file is the host's"
+    );
+    assert!(!shared.join("new").exists());
+    client.delete_container("first", true).await.unwrap();
+
+    // A path that is not a namespace of that type is refused by name.
+    let mut bad = container(dir.path(), "bad", "true");
+    bad.namespaces.push(Namespace {
+        kind: "cgroup".into(),
+        path: Some(file.display().to_string()),
+    });
+    let e = client.create_container(bad).await.unwrap_err();
+    assert!(e.to_string().contains("is not a cgroup namespace"), "{e}");
+}
