@@ -329,13 +329,7 @@ pub fn supervise_forked(
     let agent = agent.clone();
     let process = process.clone();
     tokio::spawn(async move {
-        let status = match exited.await {
-            Ok(raw) => reaper::decode(raw),
-            Err(_) => ExitStatus {
-                code: None,
-                signal: None,
-            },
-        };
+        let status = reaped(exited).await;
         process.phase.send_replace(Phase::Exited(status));
         let never_started = {
             let mut state = process.state.lock().await;
@@ -422,13 +416,7 @@ async fn supervise(
     exited: oneshot::Receiver<RawStatus>,
     pumps: Vec<JoinHandle<()>>,
 ) {
-    let status = match exited.await {
-        Ok(raw) => reaper::decode(raw),
-        Err(_) => ExitStatus {
-            code: None,
-            signal: None,
-        },
-    };
+    let status = reaped(exited).await;
     process.phase.send_replace(Phase::Exited(status));
     for pump in pumps {
         let _ = pump.await;
@@ -436,4 +424,16 @@ async fn supervise(
     *process.state.lock().await = State::Ended;
     agent.processes.finish(&process, status);
     debug!("process {}: done, {status:?}", process.id);
+}
+
+/// How a process ended, once the reaper has it (neither code nor signal if
+/// the reaper went away).
+async fn reaped(exited: oneshot::Receiver<RawStatus>) -> ExitStatus {
+    match exited.await {
+        Ok(raw) => reaper::decode(raw),
+        Err(_) => ExitStatus {
+            code: None,
+            signal: None,
+        },
+    }
 }
