@@ -10,7 +10,7 @@ VHOST_DEVICE_VSOCK_VERSION=0.3.0
 PACKAGES=(
   qemu-system-x86 busybox-static e2fsprogs file
   linux-source-6.1 bc bison flex libelf-dev libssl-dev xz-utils cpio
-  util-linux procps build-essential umoci runc
+  util-linux procps build-essential umoci runc crun
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
