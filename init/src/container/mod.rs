@@ -19,6 +19,7 @@ pub mod setup;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -227,6 +228,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         Cgroup::validate(resources).map_err(|e| invalid(&e))?;
     }
     let mut process_spec = spec.process.clone();
+    default_home(&mut process_spec, Path::new(&spec.root));
     process_spec.root = Some(spec.root.clone());
     let command = Command::from_spec(process_spec).map_err(|e| invalid(&e))?;
     let program = command.resolve_program().map_err(|e| ContainerError::SetupFailed {
@@ -313,6 +315,31 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
     Ok(ContainerCreated {
         process: process.id,
         pid,
+    })
+}
+
+/// `HOME`, when the environment has none, as runc sets it: the home of
+/// the process's uid in the root's `/etc/passwd` (read inside the root),
+/// else `/`.
+fn default_home(spec: &mut ProcessSpec, root: &Path) {
+    if spec.env.iter().any(|e| e.starts_with("HOME=")) {
+        return;
+    }
+    let uid = spec.user.as_ref().map_or(0, |u| u.uid);
+    // The lookup gives an O_PATH descriptor: read through its /proc link.
+    let home = crate::rootfs::open_in_root(root, "/etc/passwd")
+        .ok()
+        .and_then(|fd| std::fs::read_to_string(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok())
+        .and_then(|text| home_of(&text, uid))
+        .unwrap_or_else(|| "/".to_owned());
+    spec.env.push(format!("HOME={home}"));
+}
+
+/// The home directory of `uid` in `/etc/passwd` text.
+fn home_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2].parse() == Ok(uid)).then(|| fields[5].to_owned())
     })
 }
 
@@ -560,7 +587,9 @@ pub fn exec(
         ));
     }
     // Programs are looked up in the container's root, through its process.
-    spec.root = Some(format!("/proc/{}/root", container.pid));
+    let root = format!("/proc/{}/root", container.pid);
+    default_home(&mut spec, Path::new(&root));
+    spec.root = Some(root);
     let join = process::ContainerJoin {
         pid: container.pid,
         cgroup_procs: container.cgroup.as_ref().map(|c| c.procs_file().to_owned()),
@@ -659,4 +688,26 @@ pub async fn delete(agent: &Arc<Agent>, id: &str, force: bool) -> Result<(), Con
     }
     debug!("container {id}: deleted");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_comes_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n# comment\nwww:x:33:33::/var/www:/bin/false\nbad:line\n";
+        assert_eq!(home_of(passwd, 0).as_deref(), Some("/root"));
+        assert_eq!(home_of(passwd, 33).as_deref(), Some("/var/www"));
+        assert_eq!(home_of(passwd, 1000), None);
+        let mut spec = ProcessSpec {
+            env: vec!["HOME=/mine".into()],
+            ..Default::default()
+        };
+        default_home(&mut spec, Path::new("/nonexistent"));
+        assert_eq!(spec.env, ["HOME=/mine"]);
+        spec.env.clear();
+        default_home(&mut spec, Path::new("/nonexistent"));
+        assert_eq!(spec.env, ["HOME=/"]);
+    }
 }

@@ -201,8 +201,11 @@ pub fn setup_plan(spec: &ContainerSpec, ns: &NsPlan) -> Result<SetupPlan, PlanEr
         (c"/proc/self/fd/0".to_owned(), c"dev/stdin".to_owned()),
         (c"/proc/self/fd/1".to_owned(), c"dev/stdout".to_owned()),
         (c"/proc/self/fd/2".to_owned(), c"dev/stderr".to_owned()),
-        (c"/proc/kcore".to_owned(), c"dev/core".to_owned()),
     ];
+    // As runc: only where the kernel has it.
+    if Path::new("/proc/kcore").exists() {
+        symlinks.push((c"/proc/kcore".to_owned(), c"dev/core".to_owned()));
+    }
     let devpts = spec
         .mounts
         .iter()
