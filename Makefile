@@ -50,11 +50,13 @@ run-namespaced: build
 test: build vm-assets
 	cargo test --locked --workspace --no-fail-fast
 
-# Boot time against a busybox-init baseline, and TCP throughput against the
-# host's loopback, each baseline measured in the same run.
+# Boot time against a busybox-init baseline, TCP throughput against the
+# host's loopback, and OCI container launch against crun and runc, each
+# baseline measured in the same run.
 bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 	cargo run --release --locked -p vminitd-tests --bin bench -- net
+	cargo run --release --locked -p vminitd-tests --bin bench -- oci
 
 clean:
 	cargo clean

@@ -7,6 +7,10 @@
 //!   bench net [-n MIB]     TCP throughput VM→host (NAT) and VM→VM (a vmshim
 //!                          network), against the same transfer over the
 //!                          host's loopback.
+//!   bench oci [-n RUNS]    OCI container launch (create, start, wait,
+//!                          delete of `/bin/true`) by vminitd's engine on
+//!                          this host, against crun and runc on the same
+//!                          bundle.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,7 +31,8 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("boot") => boot(runs),
         Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 32 }),
-        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB]"),
+        Some("oci") => oci(if args.iter().any(|a| a == "-n") { runs } else { 50 }),
+        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB] | bench oci [-n RUNS]"),
     }
 }
 
@@ -287,4 +292,210 @@ fn vm_to_vm(mib: usize, loopback: f64) {
         "  VM -> VM (vmshim network)       {rate:9.1} MiB/s   ratio {:.4}",
         rate / loopback
     );
+}
+
+/// The `p`th percentile (nearest rank) of `v`.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+/// The first line of `PROGRAM --version`, or why there is none.
+fn version(program: &str) -> String {
+    match Command::new(program).arg("--version").output() {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        Err(e) => fail(&format!("{program}: {e} (scripts/setup.sh installs it)")),
+    }
+}
+
+/// OCI launch: create + start + wait + delete of `/bin/true` from the same
+/// busybox bundle (a stock `runc spec`), by vminitd's engine, crun and
+/// runc, interleaved run by run.
+fn oci(runs: usize) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        fail("bench oci needs root (runc and crun make namespaces and cgroups)");
+    }
+    let (crun_version, runc_version) = (version("crun"), version("runc"));
+    let dir = TempDir::new("bench-oci");
+    let bundle = oci_bundle(dir.path());
+    let state = dir.path().join("state");
+    let crun = CrunThread::start(&bundle, &state.join("crun"));
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let agent = tokio.block_on(vminitd_tests::NamespacedAgent::start());
+    let client = tokio.block_on(agent.client());
+    let runc = |id: &str| oci_cli_run("runc", &state.join("runc"), &bundle, id);
+
+    // One of each first: page cache, the agent's first container.
+    tokio.block_on(ours_run(&client, &bundle, "warm"));
+    crun.run("warm");
+    runc("warm");
+    let (mut ours, mut theirs, mut runcs) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let id = format!("c{i}");
+        ours.push(tokio.block_on(ours_run(&client, &bundle, &id)));
+        theirs.push(crun.run(&id));
+        runcs.push(runc(&id));
+    }
+    drop(agent);
+
+    println!("OCI launch: create + start + wait + delete of /bin/true, a stock `runc spec` busybox bundle,");
+    println!("{runs} runs each, interleaved; milliseconds");
+    println!("  vminitd: {}", vminitd_tests::vminitd_bin().display());
+    println!("                                                        p10   median      p90");
+    let row = |name: &str, v: &[f64]| {
+        println!(
+            "  {name:<48} {:8.2} {:8.2} {:8.2}",
+            percentile(v, 10.0),
+            median(v.to_vec()),
+            percentile(v, 90.0)
+        );
+    };
+    row("vminitd engine: requests to a running agent", &ours);
+    row(&format!("{crun_version}: one `crun run` process"), &theirs);
+    row(&format!("{runc_version}: one `runc run` process"), &runcs);
+    println!(
+        "  ratio vminitd / crun (medians) {:.3}; vminitd / runc {:.3}",
+        median(ours.clone()) / median(theirs),
+        median(ours) / median(runcs)
+    );
+    println!("  vminitd: the bundle's config.json translated, then create_container, start_container,");
+    println!("    wait and delete_container over the Unix socket of vminitd, started once before as");
+    println!("    PID 1 of a namespace (as a shim that stays); no process is spawned but the container's.");
+    println!("  crun, runc: the wall time of one `RUNTIME --root DIR run --bundle B ID` process, from");
+    println!("    its spawn to its exit. crun runs in a mount namespace without /sys/fs/cgroup/unified,");
+    println!("    entered once beforehand by the thread that spawns it (not timed).");
+}
+
+/// A busybox root and a stock `runc spec` whose process is `/bin/true`.
+fn oci_bundle(dir: &Path) -> PathBuf {
+    let bundle = dir.join("bundle");
+    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &bundle.join("rootfs"))
+        .unwrap_or_else(|e| fail(&format!("busybox root: {e}")));
+    let out = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap_or_else(|e| fail(&format!("runc spec: {e}")));
+    if !out.status.success() {
+        fail(&format!("runc spec: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    std::fs::write(&config, spec.to_string()).unwrap();
+    bundle
+}
+
+/// One launch by vminitd's engine, in ms.
+async fn ours_run(client: &host_shim::Client, bundle: &Path, id: &str) -> f64 {
+    use host_shim::image::{container_spec, RootPlacement};
+    let started = Instant::now();
+    let spec = container_spec(bundle, id, RootPlacement::Host).unwrap_or_else(|e| fail(&e.to_string()));
+    let run = async {
+        let created = client.create_container(spec).await?;
+        client.start_container(id).await?;
+        let status = client.wait(created.process).await?;
+        client.delete_container(id, false).await?;
+        Ok::<_, host_shim::ClientError>(status)
+    };
+    match run.await {
+        Ok(status) if status.code == Some(0) => started.elapsed().as_secs_f64() * 1e3,
+        Ok(status) => fail(&format!("vminitd: /bin/true ended with {status:?}")),
+        Err(e) => fail(&format!("vminitd: {e}")),
+    }
+}
+
+/// One `RUNTIME --root ROOT run --bundle BUNDLE ID`, in ms.
+fn oci_cli_run(runtime: &str, root: &Path, bundle: &Path, id: &str) -> f64 {
+    let started = Instant::now();
+    let out = Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| fail(&format!("{runtime}: {e}")));
+    let wall = started.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        fail(&format!(
+            "{runtime} run {id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    wall
+}
+
+/// A thread in a mount namespace of its own, without the hybrid cgroup2
+/// mount at /sys/fs/cgroup/unified (crun takes a host that has one for a
+/// cgroup v2 host, and fails), that runs crun on request. Namespaces are a
+/// thread's own: the processes it spawns start in its namespace, the rest
+/// of the bench stays in the host's.
+struct CrunThread {
+    ids: std::sync::mpsc::Sender<String>,
+    times: std::sync::mpsc::Receiver<f64>,
+}
+
+impl CrunThread {
+    fn start(bundle: &Path, root: &Path) -> CrunThread {
+        let (ids, ids_rx) = std::sync::mpsc::channel::<String>();
+        let (times_tx, times) = std::sync::mpsc::channel();
+        let (bundle, root) = (bundle.to_path_buf(), root.to_path_buf());
+        std::thread::spawn(move || {
+            leave_cgroup2_mount();
+            for id in ids_rx {
+                let _ = times_tx.send(oci_cli_run("crun", &root, &bundle, &id));
+            }
+        });
+        CrunThread { ids, times }
+    }
+
+    fn run(&self, id: &str) -> f64 {
+        self.ids.send(id.to_owned()).expect("the crun thread runs");
+        self.times.recv().expect("the crun thread answers")
+    }
+}
+
+/// Moves the calling thread to a private mount namespace and unmounts
+/// /sys/fs/cgroup/unified there (nothing to do where it is not mounted).
+fn leave_cgroup2_mount() {
+    // SAFETY: unshare(CLONE_NEWNS) (with the CLONE_FS it implies) changes
+    // only the calling thread's namespaces and root/cwd record.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        fail(&format!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: constant C strings; MS_REC | MS_PRIVATE stops the unmount
+    // below from reaching the host's namespace.
+    let private = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if private != 0 {
+        fail(&format!("making / private: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a constant C string.
+    if unsafe { libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
+            fail(&format!("unmounting /sys/fs/cgroup/unified: {e}"));
+        }
+    }
 }
