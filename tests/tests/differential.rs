@@ -4,6 +4,10 @@
 //! what the container's process sees, normalised so that only what a
 //! runtime decides is left; the two outputs must be the same.
 //!
+//! The same comparison runs with the bundle in a micro-VM (`vmshim runtime
+//! run`), where what the guest's kernel decides rather than the runtime is
+//! normalised away (see [`kernel_neutral`]).
+//!
 //! Needs root and runc (scripts/setup.sh installs runc); without either the
 //! tests fail, saying which is missing.
 
@@ -227,6 +231,147 @@ async fn compare(bundle: Bundle) {
         "the process saw something else under vminitd (- runc, + vminitd):\n{}\nstderr:\n{}",
         diff(&runc.stdout, &ours.stdout),
         diff(&runc.stderr, &ours.stderr)
+    );
+}
+
+/// `vmshim runtime run` of the bundle: the container in a micro-VM.
+fn run_in_vm(bundle: &Bundle, id: &str) -> Run {
+    let root = bundle.path().join("vmshim-state");
+    let out = Command::new(vminitd_tests::vmshim_bin())
+        .arg("runtime")
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(id)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmshim runtime");
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// The masked paths the probe looks at (the stock spec's).
+const MASKED: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// The probe's output without what the kernel under the runtime decides
+/// rather than the runtime: the limits the spec does not set (inherited
+/// from the runtime's parent: this test, or the guest's init), the root's
+/// filesystem type (the bundle's directory here, an overlay over the
+/// image in a VM), and whether a masked path exists at all (a masked path
+/// and a missing one both show nothing; only the first has a mount).
+fn kernel_neutral(probe: &str, spec_limits: &[&str]) -> String {
+    let mut section = "";
+    let mut out = String::new();
+    for line in probe.lines() {
+        if let Some(name) = line.strip_prefix("== ") {
+            section = name;
+        } else if section == "limits" && !line.starts_with("Limit ") && !spec_limits.iter().any(|l| line.starts_with(l))
+        {
+            continue;
+        } else if section == "mounts" && MASKED.iter().any(|m| line.starts_with(&format!("{m} "))) {
+            // Masked where the kernel has it, absent where it does not.
+            continue;
+        } else if section == "mounts" && line.starts_with("/ ") {
+            let options = line.split_whitespace().nth(2).unwrap_or_default();
+            out += &format!("/ (root) {options}\n");
+            continue;
+        } else if section == "masked"
+            && (line.ends_with(" absent") || line.ends_with(" 0 entries") || line.ends_with(" reads 0 bytes"))
+        {
+            out += &format!("{} shows nothing\n", line.split_whitespace().next().unwrap_or_default());
+            continue;
+        }
+        out += line;
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs the bundle with runc on this host and in a micro-VM, and asserts
+/// that the process saw the same, [`kernel_neutral`]ly.
+fn compare_in_vm(bundle: Bundle, spec_limits: &[&str]) {
+    let id = bundle.path().file_name().unwrap().to_string_lossy().into_owned();
+    let runc = run_runc(&bundle, &id);
+    assert_eq!(runc.code, 0, "runc failed: {}\n{}", runc.stderr, runc.stdout);
+    let vm = run_in_vm(&bundle, &id);
+    assert_eq!(vm.code, 0, "the probe failed in the VM: {}\n{}", vm.stderr, vm.stdout);
+    let (a, b) = (
+        kernel_neutral(&runc.stdout, spec_limits),
+        kernel_neutral(&vm.stdout, spec_limits),
+    );
+    assert!(
+        a == b,
+        "the process saw something else in the VM (- runc, + vminitd in a VM):\n{}",
+        diff(&a, &b)
+    );
+}
+
+#[test]
+fn the_stock_runc_spec_in_a_vm() {
+    if !can_compare() {
+        return;
+    }
+    compare_in_vm(Bundle::new("vm-stock", |_| {}), &["Max open files"]);
+}
+
+#[test]
+fn a_user_seccomp_and_fewer_capabilities_in_a_vm() {
+    if !can_compare() {
+        return;
+    }
+    let bundle = Bundle::new("vm-user", |spec| {
+        let p = &mut spec["process"];
+        p["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 2000], "umask": 0o077});
+        p["rlimits"] = json!([
+            {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048},
+            {"type": "RLIMIT_NPROC", "soft": 100, "hard": 200},
+        ]);
+        p["noNewPrivileges"] = json!(true);
+        let caps = json!(["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_KILL"]);
+        p["capabilities"] = json!({
+            "bounding": caps,
+            "effective": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+            "permitted": caps,
+            "inheritable": ["CAP_NET_BIND_SERVICE"],
+            "ambient": ["CAP_NET_BIND_SERVICE"],
+        });
+        spec["root"]["readonly"] = json!(false);
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
+                {"names": ["symlink", "symlinkat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            ],
+        });
+    });
+    compare_in_vm(bundle, &["Max open files", "Max processes"]);
+}
+
+#[test]
+fn kernel_neutral_keeps_what_the_runtime_decides() {
+    let probe = "== limits\nLimit  Soft\nMax cpu time  unlimited\nMax open files  1024\n\
+                 == mounts\n/ ext4 rw,relatime\n/proc proc rw\n== masked\n/proc/keys absent\n\
+                 /proc/kcore file, reads 0 bytes\n/proc/version file, reads 16 bytes\n";
+    assert_eq!(
+        kernel_neutral(probe, &["Max open files"]),
+        "== limits\nLimit  Soft\nMax open files  1024\n== mounts\n/ (root) rw,relatime\n/proc proc rw\n\
+         == masked\n/proc/keys shows nothing\n/proc/kcore shows nothing\n/proc/version file, reads 16 bytes\n"
     );
 }
 

@@ -235,6 +235,12 @@ pub fn setup_plan(spec: &ContainerSpec, ns: &NsPlan) -> Result<SetupPlan, PlanEr
     }
     let sysctl = SysctlPlan::new(&spec.sysctl, names)?;
     Ok(SetupPlan {
+        // The VM's root carries the agent's own /proc, /sys and /dev (for
+        // plain processes): a container takes the root alone. Any other
+        // root is bound with what is mounted under it, as runc does. In a
+        // new user namespace the agent's mounts are locked together and a
+        // bind without them is refused: there they stay, under the spec's.
+        recursive_root: spec.root != agent_proto::GUEST_ROOTFS || ns.new_user(),
         root: cstring("root.path", &spec.root)?,
         root_propagation,
         mounts,

@@ -143,6 +143,8 @@ pub struct DeviceStep {
 pub struct SetupPlan {
     /// The root, as the agent sees it (absolute).
     pub root: CString,
+    /// Bind the root with what is mounted under it (`MS_REC`).
+    pub recursive_root: bool,
     /// The propagation of `/` in the new mount namespace.
     pub root_propagation: c_ulong,
     pub mounts: Vec<MountStep>,
@@ -322,7 +324,8 @@ pub unsafe fn mount_root(plan: &SetupPlan) -> Result<(), SetupStep> {
         }
         // 2. The root bound onto itself: a mount of its own, to pivot to.
         let root = plan.root.as_ptr();
-        if libc::mount(root, root, null, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+        let recursive = if plan.recursive_root { libc::MS_REC } else { 0 };
+        if libc::mount(root, root, null, libc::MS_BIND | recursive, std::ptr::null()) != 0 {
             return Err(SetupStep::BindRoot);
         }
         let rootfd = libc::open(root, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
