@@ -505,7 +505,9 @@ async fn the_lifecycle_reports_runcs_status_names() {
     }
     let bundle = Bundle::new("life", |spec| spec["process"]["args"] = json!(["sleep", "60"]));
     let root: PathBuf = bundle.path().join("runc-state");
-    let id = "lifecycle";
+    // Unique: runc names the container's cgroups after its id.
+    let name = bundle.path().file_name().unwrap().to_string_lossy().into_owned();
+    let id = name.as_str();
     let mut theirs = Vec::new();
     let _cleanup = ForceDelete(&root, id);
     runc(&root, &["create", "--bundle", &bundle.path().to_string_lossy(), id]);
