@@ -14,17 +14,15 @@
 //! 5. writes the limits (`limits.rs`);
 //! 6. attaches the device filter (`devices.rs`).
 //!
-//! The forked child joins by writing `0` into [`Cgroup::procs_file`],
-//! without allocating; [`Cgroup::remove`] kills what is left and removes
-//! the directory.
+//! A container's processes are born in it (`clone3` with
+//! `CLONE_INTO_CGROUP` on [`Cgroup::open_dir`]); [`Cgroup::remove`] kills
+//! what is left and removes the directory.
 
 mod devices;
 mod limits;
 
-use std::ffi::{CStr, CString};
 use std::io::{ErrorKind, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -106,8 +104,6 @@ fn verifier_log(log: &str) -> String {
 #[derive(Debug)]
 pub struct Cgroup {
     path: PathBuf,
-    /// `PATH/cgroup.procs`, for the forked child.
-    procs: CString,
     /// The parents [`Cgroup::create`] made, deepest first: removed with the
     /// cgroup once empty.
     made_parents: Vec<PathBuf>,
@@ -147,16 +143,22 @@ impl Cgroup {
     }
 
     /// The cgroup's directory.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// `cgroup.procs` of the cgroup, for a forked child to write `0` into.
-    pub fn procs_file(&self) -> &CStr {
-        &self.procs
+    /// The cgroup's directory, open, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn open_dir(&self) -> Result<OwnedFd, CgroupError> {
+        let file = std::fs::File::open(&self.path).map_err(|source| CgroupError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(OwnedFd::from(file))
     }
 
     /// Moves process `pid` into the cgroup.
+    #[cfg(test)]
     pub fn add(&self, pid: libc::pid_t) -> Result<(), CgroupError> {
         let file = self.path().join("cgroup.procs");
         write_file(&file, &pid.to_string()).map_err(|source| CgroupError::Write {
@@ -372,19 +374,7 @@ fn make_directories(root: &Path, components: &[&str]) -> Result<Cgroup, CgroupEr
         });
     }
     made_parents.reverse();
-    let mut procs = path.join("cgroup.procs").into_os_string().into_vec();
-    procs.push(0);
-    let Ok(procs) = CString::from_vec_with_nul(procs) else {
-        // Only a mount point with an escaped NUL (\000) could get here.
-        let _ = std::fs::remove_dir(&path);
-        undo(&made_parents);
-        return Err(CgroupError::BadPath {
-            path: path.display().to_string(),
-            why: "contains a NUL byte",
-        });
-    };
     Ok(Cgroup {
-        procs,
         path,
         made_parents,
         _device_filter: None,
@@ -504,12 +494,12 @@ mod tests {
         format!("vminitd-test-{}-{name}", std::process::id())
     }
 
-    /// What the engine's forked child does with [`Cgroup::procs_file`]:
-    /// open, write `0`, close.
+    /// A forked child's way into a cgroup without allocating: open its
+    /// `cgroup.procs`, write `0`, close.
     ///
     /// # Safety
     /// Raw syscalls only, no allocation: fit for a forked child.
-    unsafe fn join_from_child(procs: &CStr) -> Result<(), ()> {
+    unsafe fn join_from_child(procs: &std::ffi::CStr) -> Result<(), ()> {
         // SAFETY: open, write and close on a valid C string and buffer.
         unsafe {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -625,10 +615,6 @@ mod tests {
         let root = cgroup2_root().unwrap();
         assert_eq!(cg.path(), root.join(&name));
         assert!(cg.path().is_dir());
-        assert_eq!(
-            cg.procs_file().to_bytes(),
-            cg.path().join("cgroup.procs").as_os_str().as_bytes()
-        );
         assert_eq!(
             Cgroup::create(&name, None).unwrap_err().to_string(),
             format!("the cgroup {} already exists", cg.path().display())
@@ -781,6 +767,7 @@ mod tests {
             panic!("the kernel refused the device filter: {e}");
         }
         let cg = cgroup.0.as_ref().unwrap();
+        let procs = std::ffi::CString::new(cg.path().join("cgroup.procs").as_os_str().as_bytes()).unwrap();
         // The child joins, then tries: /dev/null for reading (bit 0 of
         // its exit code when refused), /dev/null for writing (bit 1 when
         // allowed), /dev/zero for reading (bit 2 when allowed).
@@ -789,10 +776,10 @@ mod tests {
         if pid == 0 {
             // SAFETY: raw syscalls in the forked child.
             unsafe {
-                if join_from_child(cg.procs_file()).is_err() {
+                if join_from_child(&procs).is_err() {
                     libc::_exit(100);
                 }
-                let try_open = |path: &CStr, flags| {
+                let try_open = |path: &std::ffi::CStr, flags| {
                     let fd = libc::open(path.as_ptr(), flags | libc::O_CLOEXEC);
                     if fd >= 0 {
                         libc::close(fd);

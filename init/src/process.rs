@@ -61,7 +61,8 @@ pub struct Pending {
 /// container's process, and its cgroup.
 pub struct ContainerJoin {
     pub pid: libc::pid_t,
-    pub cgroup_procs: Option<std::ffi::CString>,
+    /// The container's cgroup directory, open: the process is born in it.
+    pub cgroup: Option<OwnedFd>,
 }
 
 /// A container's process: forked and set up, waiting before exec for its

@@ -48,7 +48,6 @@ pub enum Step {
     AmbientCaps = 21,
     NoNewPrivs = 22,
     Seccomp = 23,
-    JoinCgroup = 24,
     Sync = 25,
     UserRoot = 26,
     JoinNamespace = 27,
@@ -99,7 +98,6 @@ impl Step {
             21 => Step::AmbientCaps,
             22 => Step::NoNewPrivs,
             23 => Step::Seccomp,
-            24 => Step::JoinCgroup,
             25 => Step::Sync,
             26 => Step::UserRoot,
             27 => Step::JoinNamespace,
@@ -197,7 +195,6 @@ impl ChildFailure {
             ),
             Some(Step::NoNewPrivs) => format!("cannot set no_new_privs: {err}"),
             Some(Step::Seccomp) => format!("cannot install the seccomp filter: {err}"),
-            Some(Step::JoinCgroup) => format!("cannot join the container's cgroup: {err}"),
             Some(Step::Sync) => format!("lost the agent while waiting for it: {err}"),
             Some(Step::UserRoot) => format!("cannot become root in the new user namespace (is 0 mapped?): {err}"),
             Some(Step::JoinNamespace) => format!("cannot enter a namespace: {err}"),
@@ -267,8 +264,9 @@ pub struct ContainerChild<'a> {
     /// it once for the agent (id maps, cgroup), then, set up, reports
     /// [`Step::Ready`] and waits on it again for its start.
     pub gate: Option<RawFd>,
-    /// A joining process writes itself into this `cgroup.procs` first.
-    pub cgroup_procs: Option<&'a CStr>,
+    /// The cgroup the process is born in (`clone3` with
+    /// `CLONE_INTO_CGROUP`): an open directory of the cgroup v2 tree.
+    pub cgroup: Option<RawFd>,
 }
 
 /// Forks a child that runs `command` as `program` on `stdio`. Returns its
@@ -317,6 +315,7 @@ pub fn fork_exec(
         container,
     };
     let clone_flags = container.map_or(0, |c| c.ns.clone_flags);
+    let cgroup = container.and_then(|c| c.cgroup);
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;
 
@@ -335,11 +334,10 @@ pub fn fork_exec(
     // namespaces) has no memory preconditions. The child only runs
     // `child`, which makes async-signal-safe calls and never returns.
     let pid = unsafe {
-        if clone_flags == 0 {
+        if clone_flags == 0 && cgroup.is_none() {
             libc::fork()
         } else {
-            let flags = (clone_flags | libc::SIGCHLD) as libc::c_ulong;
-            libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) as libc::pid_t
+            clone3(clone_flags, cgroup)
         }
     };
     if pid == 0 {
@@ -354,6 +352,53 @@ pub fn fork_exec(
         return Err(SpawnError::Fork { source: fork_error });
     }
     Ok((pid, status_read))
+}
+
+/// `struct clone_args` of clone3(2), up to `cgroup`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Born in a cgroup: no write to `cgroup.procs` afterwards (which waits
+/// for the kernel's cgroup lock, milliseconds at a time).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A fork (no shared memory, SIGCHLD at exit) into new namespaces and, with
+/// `cgroup`, into that cgroup. Returns as fork does.
+///
+/// # Safety
+/// As fork: the child may only make async-signal-safe calls.
+unsafe fn clone3(namespaces: libc::c_int, cgroup: Option<RawFd>) -> libc::pid_t {
+    let mut args = CloneArgs {
+        flags: namespaces as u32 as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // SAFETY: clone3 with a valid clone_args of the size given and no
+    // stack: a fork, as the caller's contract says.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        ) as libc::pid_t
+    }
 }
 
 /// Waits for the child's exec: `None` when it succeeded, else the step that
@@ -518,16 +563,7 @@ unsafe fn enter_container(c: &ContainerChild<'_>, status_fd: RawFd) {
     // SAFETY (whole body): system calls on prepared strings and open
     // descriptors; no allocation.
     unsafe {
-        // a. A joining process enters the container's cgroup while the
-        //    path is still the agent's.
-        if let Some(procs) = c.cgroup_procs {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                fail(status_fd, Step::JoinCgroup);
-            }
-            libc::close(fd);
-        }
-        // b. A new container waits for the agent: its id maps written, its
+        // b. (The cgroup is the one it was born in.) A new container waits for the agent: its id maps written, its
         //    pid moved into its cgroup.
         if let Some(gate) = c.gate {
             wait_gate(gate, status_fd);
@@ -670,7 +706,7 @@ mod tests {
         assert!(f
             .describe(&command, program)
             .starts_with("cannot exec \"/bin/x\": Permission denied"));
-        for code in 1..=29 {
+        for code in (1..=23).chain(25..=29) {
             assert_eq!(Step::from_code(code).map(|s| s as u32), Some(code));
         }
         assert_eq!(Step::from_code(0), None);

@@ -244,7 +244,11 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
         ns,
         setup: None,
         gate: None,
-        cgroup_procs: pending.join.as_ref().and_then(|j| j.cgroup_procs.as_deref()),
+        cgroup: pending
+            .join
+            .as_ref()
+            .and_then(|j| j.cgroup.as_ref())
+            .map(|fd| fd.as_raw_fd()),
     });
     let (pid, status_pipe, exited) = agent
         .reaper

@@ -79,11 +79,15 @@ async fn run_one(agent: &Arc<Agent>, hook: &Hook, state: &str, within: Option<&I
         }
         None => None,
     };
+    let cgroup = match within.and_then(|c| c.cgroup) {
+        Some(cgroup) => Some(cgroup.open_dir().map_err(|e| e.to_string())?),
+        None => None,
+    };
     let child = ns.as_ref().map(|ns| ContainerChild {
         ns,
         setup: None,
         gate: None,
-        cgroup_procs: within.and_then(|c| c.cgroup).map(|c| c.procs_file()),
+        cgroup: cgroup.as_ref().map(|fd| fd.as_raw_fd()),
     });
     let (stdin_read, stdin_write) = fdio::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     let (out_read, out_write) = fdio::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;

@@ -361,11 +361,15 @@ async fn fork_container(
     };
     let stdio = Stdio::for_container(&command).map_err(internal)?;
     let (gate_read, gate_write) = fdio::pipe().map_err(|e| internal(format!("cannot create its gate: {e}")))?;
+    let cgroup_dir = match cgroup {
+        Some(cgroup) => Some(cgroup.open_dir().map_err(|e| internal(e.to_string()))?),
+        None => None,
+    };
     let child = ContainerChild {
         ns,
         setup: Some(setup),
         gate: Some(gate_read.as_raw_fd()),
-        cgroup_procs: None,
+        cgroup: cgroup_dir.as_ref().map(|fd| fd.as_raw_fd()),
     };
     let (pid, status_pipe, exited) = agent
         .reaper
@@ -378,13 +382,11 @@ async fn fork_container(
     drop(gate_read);
     let (child_ends, ends) = stdio.agent_ends();
     drop(child_ends);
-    // The agent's part: id maps, the cgroup; then the child goes on.
+    drop(cgroup_dir);
+    // The agent's part: the id maps; then the child goes on.
     let prepared = (|| {
         if let Some(maps) = &ns.id_maps {
             namespaces::write_id_maps(pid, maps).map_err(|e| e.to_string())?;
-        }
-        if let Some(cgroup) = cgroup {
-            cgroup.add(pid).map_err(|e| e.to_string())?;
         }
         // SAFETY: a one-byte write from a valid buffer to our pipe.
         if unsafe { libc::write(gate_write.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
@@ -590,9 +592,16 @@ pub fn exec(
     let root = format!("/proc/{}/root", container.pid);
     default_home(&mut spec, Path::new(&root));
     spec.root = Some(root);
+    let cgroup = match &container.cgroup {
+        Some(cgroup) => Some(cgroup.open_dir().map_err(|e| ContainerError::Internal {
+            id: id.to_owned(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
     let join = process::ContainerJoin {
         pid: container.pid,
-        cgroup_procs: container.cgroup.as_ref().map(|c| c.procs_file().to_owned()),
+        cgroup,
     };
     Ok(process::create_joined(&agent.processes, session, spec, join)?)
 }
