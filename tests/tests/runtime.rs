@@ -1,6 +1,6 @@
 //! `vmshim runtime`: runc's lifecycle with each container in a real VM
-//! (create, state, start, kill, delete, run), runc's errors, and a stock
-//! `runc spec` bundle translated for the agent in a namespace.
+//! (create, state, start, exec, kill, delete, run), runc's errors, and a
+//! stock `runc spec` bundle translated for the agent in a namespace.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,14 @@ fn bundle(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     bundle
 }
 
+/// Changes `bundle`'s config.json with `edit`.
+fn edit(bundle: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = bundle.join("config.json");
+    let mut spec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut spec);
+    fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+}
+
 /// `vmshim runtime --root ROOT ARGS`, stdin from /dev/null, output
 /// captured.
 fn runtime(root: &Path, args: &[&str]) -> Output {
@@ -63,6 +71,14 @@ fn fails_with(out: &Output, message: &str) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(message), "{message:?} not in: {stderr}");
+}
+
+/// `exec` fails as runc's does: status 255, `exec failed: MESSAGE`.
+fn exec_fails_with(out: &Output, message: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    let wanted = format!("exec failed: {message}");
+    assert!(stderr.contains(&wanted), "{wanted:?} not in: {stderr}");
 }
 
 /// Waits up to `timeout` for `done`.
@@ -92,6 +108,7 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         "bundle",
         &["sh", "-c", "echo out; echo err >&2; exec sleep 60"],
     );
+    edit(&b, |spec| spec["process"]["env"] = json!(["PATH=/bin:/sbin", "A=1"]));
     let pid_file = t.path().join("pid");
     let (stdout, stderr) = (t.path().join("stdout"), t.path().join("stderr"));
 
@@ -132,7 +149,6 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         .unwrap()
         .contains("qemu"));
     assert_eq!(fs::read_to_string(&stdout).unwrap(), "", "not started yet");
-
     fails_with(
         &runtime(&root, &["create", "--bundle", b.to_str().unwrap(), "c1"]),
         "container with id exists: c1",
@@ -158,6 +174,73 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         &runtime(&root, &["delete", "c1"]),
         "cannot delete container c1 that is not stopped: running",
     );
+
+    // exec: the bundle's process (env, user, cwd) changed by the flags,
+    // its stdio relayed, its status exit's.
+    let script = "echo $A $B; pwd; id -u; id -g; echo oops >&2; exit 3";
+    let out = runtime(
+        &root,
+        &[
+            "exec",
+            "-e",
+            "B=2",
+            "--cwd",
+            "/tmp",
+            "-u",
+            "1000:1001",
+            "c1",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(
+        (
+            text(&out.stdout).as_str(),
+            text(&out.stderr).as_str(),
+            out.status.code()
+        ),
+        ("1 2\n/tmp\n1000\n1001\n", "oops\n", Some(3))
+    );
+    let root_arg = root.to_str().unwrap();
+    let out = vminitd_tests::vmshim_with_input(&["runtime", "--root", root_arg, "exec", "c1", "cat"], b"piped\n");
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("piped\n", Some(0)));
+    let out = runtime(&root, &["exec", "c1", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+    let process = t.path().join("process.json");
+    let from_file = json!({"args": ["sh", "-c", "echo $X; id -u"], "env": ["X=from-file"], "cwd": "/", "user": {"uid": 7, "gid": 7}});
+    fs::write(&process, from_file.to_string()).unwrap();
+    let out = runtime(&root, &["exec", "--process", process.to_str().unwrap(), "c1"]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("from-file\n7\n", Some(0))
+    );
+    exec_fails_with(
+        &runtime(&root, &["exec", "c1", "no-such-program"]),
+        "container c1: start",
+    );
+
+    // exec --detach: returns once started; the pid file names the vmshim
+    // that relays the process, which lives as long as the process does.
+    let exec_pid = t.path().join("exec.pid");
+    let detached = Command::new(vminitd_tests::vmshim_bin())
+        .args(["runtime", "--root", root_arg, "exec", "--detach", "--pid-file"])
+        .arg(&exec_pid)
+        .args(["c1", "sh", "-c", "sleep 1; echo done > /dev/shm/detached"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(detached.success());
+    let relay: u64 = fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
+    assert!(runs(relay), "the relay runs while the process does");
+    assert!(
+        eventually(Duration::from_secs(10), || !runs(relay)),
+        "the relay ends with the process"
+    );
+    let out = runtime(&root, &["exec", "c1", "cat", "/dev/shm/detached"]);
+    assert_eq!(text(&out.stdout), "done\n", "{}", text(&out.stderr));
 
     let out = runtime(&root, &["list"]);
     let table = text(&out.stdout);
@@ -185,6 +268,10 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         "cannot start a container that has stopped",
     );
     fails_with(&runtime(&root, &["kill", "c1"]), "container not running");
+    exec_fails_with(
+        &runtime(&root, &["exec", "c1", "true"]),
+        "cannot exec in a stopped container",
+    );
 
     let out = runtime(&root, &["delete", "c1"]);
     assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
@@ -214,6 +301,7 @@ fn unknown_ids_and_bad_requests_fail_as_with_runc() {
         text(&out.stderr)
     );
     fails_with(&runtime(&root, &["kill", "nope", "NOSUCH"]), "unknown signal");
+    exec_fails_with(&runtime(&root, &["exec", "nope", "true"]), "container does not exist");
 
     // Errors go to --log as well, as JSON lines with --log-format json.
     let log = t.path().join("log.json");

@@ -5,17 +5,17 @@
 //! process has ended.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
 use agent_proto::{ContainerSpec, ContainerStatus, ExitStatus, ProcessId, StreamKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::client::{Client, ClientError};
+use crate::runtime::relay::{relay_input, relay_output};
 
 /// The descriptors the daemon finds the container's stdin, stdout and
 /// stderr on.
@@ -193,69 +193,10 @@ async fn stopped_status(client: &Client, id: &str) -> Option<ExitStatus> {
     }
 }
 
-/// How many chunks a relay holds between the agent's stream and a host
-/// file.
-const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// Copies `file` (the starting vmshim's stdin: a pipe, a file) to the
-/// process's stdin stream, then half-closes it. The file is read on a
-/// thread of its own, where a read may block as long as it likes.
-async fn relay_input(mut file: File, mut conn: agent_proto::Conn) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) if tx.blocking_send(buf[..n].to_vec()).is_ok() => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => break,
-            }
-        }
-    });
-    while let Some(chunk) = rx.recv().await {
-        // The process may end before its input does; a failed write is
-        // expected then.
-        if conn.write_all(&chunk).await.is_err() {
-            return;
-        }
-    }
-    let _ = conn.shutdown().await;
-}
-
-/// Copies one output stream to `file` until the agent ends it. The file
-/// (a pipe, a terminal) is written on a thread of its own, where a write
-/// may block as long as its reader takes; when it can no longer be
-/// written (a closed pipe), the rest is read and dropped so that the
-/// process never blocks on it. Returns once the last byte is written.
-async fn relay_output(mut conn: agent_proto::Conn, mut file: File) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut writable = true;
-        while let Some(chunk) = rx.blocking_recv() {
-            writable = writable && file.write_all(&chunk).is_ok();
-        }
-        let _ = done_tx.send(());
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match conn.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if tx.send(buf[..n].to_vec()).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    drop(tx);
-    let _ = done_rx.await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     /// A pipe: (read end, write end).
     fn pipe() -> (File, File) {

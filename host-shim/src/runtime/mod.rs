@@ -6,9 +6,9 @@
 //! ext4 image (cached by content), and starts an instance daemon
 //! ([`crate::instance`]) that boots the VM, creates the container there
 //! with the caller's stdio attached (as runc hands its stdio to the
-//! container), and holds the VM until `delete`. `start`, `kill` and
-//! `state` ask the VM's agent; `delete` stops the daemon, which shuts the
-//! VM down.
+//! container), and holds the VM until `delete`. `start`, `kill`, `exec`
+//! and `state` ask the VM's agent; `delete` stops the daemon, which shuts
+//! the VM down.
 //!
 //! State lives in the root directory (`--root`), one directory per
 //! container:
@@ -23,6 +23,9 @@
 //! while created or running (the container's process lives in the VM and
 //! has no host pid), 0 once stopped.
 
+mod exec;
+mod process;
+pub(crate) mod relay;
 mod signal;
 mod state;
 
@@ -39,6 +42,8 @@ use crate::client::{Client, ClientError};
 use crate::image::{self, ImageError, RootPlacement};
 use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
 use crate::vm::VmConfig;
+pub use exec::{Exec, ExecProcess, ExecStdio};
+pub use process::ExecFlags;
 pub use signal::parse_signal;
 pub use state::{rfc3339_nanos, Record, State, OCI_VERSION};
 
@@ -69,6 +74,13 @@ pub enum RuntimeError {
     StartOther { id: String, status: &'static str },
     #[error("container not running")]
     NotRunning { id: String },
+    #[error("cannot exec in a stopped container")]
+    ExecStopped { id: String },
+    #[error("cannot exec in a container in the {status} state")]
+    ExecOther { id: String, status: &'static str },
+    /// The process to run is not valid; runc's words.
+    #[error("{detail}")]
+    BadProcess { detail: String },
     #[error("cannot delete container {id} that is not stopped: {status}")]
     NotStopped { id: String, status: &'static str },
     #[error("container {id}: {detail}")]
@@ -83,8 +95,9 @@ pub enum RuntimeError {
     Asset(#[from] AssetError),
     #[error(transparent)]
     Instance(#[from] InstanceError),
-    #[error("container {id}: {source}")]
-    Agent { id: String, source: ClientError },
+    /// (Not the error's source: the message has it whole.)
+    #[error("container {id}: {error}")]
+    Agent { id: String, error: ClientError },
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -251,13 +264,14 @@ impl Runtime {
             .expect("creating a container does not panic")
         }
         .await;
-        match made {
-            Ok(instance) => Ok(State::new(&record, ContainerStatus::Created, qemu_pid(&instance))),
+        let instance = match made {
+            Ok(instance) => instance,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        Ok(State::new(&record, ContainerStatus::Created, qemu_pid(&instance)))
     }
 
     /// The instance spec of a VM whose root filesystem is `rootfs`.
@@ -397,6 +411,11 @@ impl Runtime {
                 })
             }
         }
+        self.destroy(id).await
+    }
+
+    /// Shuts container `id`'s VM down and removes its state.
+    async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
         let (instances, name) = (self.instances(id), instance_name(id));
         let stopped = tokio::task::spawn_blocking(move || instances.stop(&name, STOP_TIMEOUT))
             .await
@@ -489,7 +508,7 @@ fn agent_err(id: &str, e: ClientError) -> RuntimeError {
     let id = id.to_owned();
     match e.agent_error().map(|b| b.code) {
         Some(ErrorCode::NotFound) => RuntimeError::NotExist { id },
-        _ => RuntimeError::Agent { id, source: e },
+        _ => RuntimeError::Agent { id, error: e },
     }
 }
 
@@ -536,6 +555,10 @@ mod tests {
             runtime.kill("nope", 9, false).await.unwrap_err(),
             runtime.delete("nope", true).await.unwrap_err(),
             runtime.wait("nope").await.unwrap_err(),
+            runtime
+                .exec_process("nope", &ExecProcess::Flags(ExecFlags::default()))
+                .unwrap_err(),
+            runtime.exec("nope", Default::default(), files(&t)).await.err().unwrap(),
         ] {
             assert_eq!(err.to_string(), "container does not exist");
         }
@@ -566,6 +589,15 @@ mod tests {
         assert_eq!(err, "cannot start a container that has stopped");
         let err = runtime.kill("c1", 15, false).await.unwrap_err().to_string();
         assert_eq!(err, "container not running");
+        let (stdin, stdout, stderr) = (None, tempfile(&t), tempfile(&t));
+        let process = agent_proto::ProcessSpec {
+            args: vec!["true".into()],
+            ..Default::default()
+        };
+        let err = runtime
+            .exec("c1", process, ExecStdio::Files { stdin, stdout, stderr })
+            .await;
+        assert_eq!(err.err().unwrap().to_string(), "cannot exec in a stopped container");
         runtime.delete("c1", false).await.unwrap();
         assert!(!dir.exists());
         assert_eq!(
@@ -610,6 +642,18 @@ mod tests {
         let err = runtime.create("c2", &options).await.unwrap_err().to_string();
         assert!(err.contains("no-kernel"), "{err}");
         assert!(!runtime.dir("c2").exists());
+    }
+
+    fn tempfile(t: &TestDir) -> fs::File {
+        fs::File::create(t.path().join(format!("f{}", now_unix_ns()))).unwrap()
+    }
+
+    fn files(t: &TestDir) -> ExecStdio {
+        ExecStdio::Files {
+            stdin: None,
+            stdout: tempfile(t),
+            stderr: tempfile(t),
+        }
     }
 
     #[test]
