@@ -1,10 +1,15 @@
 //! `vmshim runtime`: runc's lifecycle with each container in a real VM
-//! (create, state, start, exec, kill, delete, run), runc's errors, and a
-//! stock `runc spec` bundle translated for the agent in a namespace.
+//! (create, state, start, exec, kill, delete, run), terminals handed to a
+//! console socket, runc's errors, and a stock `runc spec` bundle
+//! translated for the agent in a namespace.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_proto::{ContainerStatus, StreamKind};
@@ -79,6 +84,128 @@ fn exec_fails_with(out: &Output, message: &str) {
     assert_eq!(out.status.code(), Some(255), "{stderr}");
     let wanted = format!("exec failed: {message}");
     assert!(stderr.contains(&wanted), "{wanted:?} not in: {stderr}");
+}
+
+/// A console socket, as runc's callers listen on one: it receives a
+/// terminal's master with SCM_RIGHTS.
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn bind(path: PathBuf) -> ConsoleSocket {
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        ConsoleSocket { path, listener }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// The master sent to it, within 10 s.
+    fn receive(&self) -> Terminal {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            match self.listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("no terminal reached the console socket: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        let mut name = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: name.as_mut_ptr().cast(),
+            iov_len: name.len(),
+        };
+        let mut control = [0u64; 8];
+        // SAFETY: plain data; all zeros is an empty message.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: recvmsg fills the buffers msg describes, alive for the call.
+        let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, 0) };
+        assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+        // SAFETY: the control buffer holds what the kernel wrote; one
+        // SCM_RIGHTS message with one descriptor is checked for.
+        let fd = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            assert!(!cmsg.is_null(), "no descriptor came");
+            assert_eq!(
+                ((*cmsg).cmsg_level, (*cmsg).cmsg_type),
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS)
+            );
+            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>())
+        };
+        // SAFETY: the descriptor just received is ours alone.
+        Terminal::new(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+/// A terminal's master: written to, and read by a thread into a buffer.
+struct Terminal {
+    master: fs::File,
+    shown: Arc<Mutex<Vec<u8>>>,
+    /// Whether reading it failed (EIO: the last slave is closed).
+    hung_up: Arc<Mutex<bool>>,
+}
+
+impl Terminal {
+    fn new(master: fs::File) -> Terminal {
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let hung_up = Arc::new(Mutex::new(false));
+        let mut reader = master.try_clone().unwrap();
+        let (out, end) = (shown.clone(), hung_up.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+            *end.lock().unwrap() = true;
+        });
+        Terminal { master, shown, hung_up }
+    }
+
+    fn write(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).unwrap();
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize through a valid pointer.
+        assert_eq!(
+            unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+            0
+        );
+    }
+
+    /// Everything shown so far, once it contains `wanted` (within 10 s).
+    fn shows(&self, wanted: &str) -> String {
+        let shown = || text(&self.shown.lock().unwrap());
+        assert!(
+            eventually(Duration::from_secs(10), || shown().contains(wanted)),
+            "{wanted:?} not shown: {:?}",
+            shown()
+        );
+        shown()
+    }
+
+    /// Whether the terminal was hung up (its process ended) within 10 s.
+    fn hangs_up(&self) -> bool {
+        eventually(Duration::from_secs(10), || *self.hung_up.lock().unwrap())
+    }
 }
 
 /// Waits up to `timeout` for `done`.
@@ -323,17 +450,34 @@ fn unknown_ids_and_bad_requests_fail_as_with_runc() {
         (Some("error"), Some("container does not exist"))
     );
 
-    // A terminal is refused before anything boots, and nothing is left.
+    // A terminal without a console socket is refused before anything
+    // boots, as is a console socket without a terminal; nothing is left.
     let b = bundle(t.path(), "tty", &["sh"]);
     let mut spec: Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
     spec["process"]["terminal"] = json!(true);
     fs::write(b.join("config.json"), spec.to_string()).unwrap();
     fails_with(
         &runtime(&root, &["create", "-b", b.to_str().unwrap(), "t"]),
-        "--console-socket",
+        "cannot allocate tty if runc will detach without setting console socket",
+    );
+    spec["process"]["terminal"] = json!(false);
+    fs::write(b.join("config.json"), spec.to_string()).unwrap();
+    let socket = t.path().join("console.sock");
+    fails_with(
+        &runtime(
+            &root,
+            &[
+                "create",
+                "-b",
+                b.to_str().unwrap(),
+                "--console-socket",
+                socket.to_str().unwrap(),
+                "t",
+            ],
+        ),
+        "cannot use console socket if runc will not detach or allocate tty",
     );
     // So is a bind mount of a host directory, which a VM cannot reach.
-    spec["process"]["terminal"] = json!(false);
     spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind"]}]);
     fs::write(b.join("config.json"), spec.to_string()).unwrap();
     fails_with(
@@ -372,6 +516,83 @@ fn run_relays_stdin_and_exits_as_the_process_did() {
     );
     assert!(text(&out.stderr).ends_with("bye\n"), "{}", text(&out.stderr));
     fails_with(&runtime(&root, &["state", "r1"]), "container does not exist");
+}
+
+/// A terminal: its master goes to the console socket, and keys, output and
+/// window sizes pass through it to the process in the VM; `exec -t -d`
+/// hands over a terminal the same way. Without a console socket, `run`
+/// relays the terminal over its own stdio.
+#[test]
+fn a_terminal_reaches_the_console_socket() {
+    let t = TempDir::new("runtime-tty");
+    let root = t.path().join("root");
+    let b = bundle(t.path(), "bundle", &["sh"]);
+    edit(&b, |spec| spec["process"]["terminal"] = json!(true));
+    let console = ConsoleSocket::bind(t.path().join("console.sock"));
+    let out = runtime(
+        &root,
+        &[
+            "create",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--console-socket",
+            console.arg(),
+            "t1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "create: {}", text(&out.stderr));
+    let mut term = console.receive();
+    let out = runtime(&root, &["start", "t1"]);
+    assert_eq!(out.status.code(), Some(0), "start: {}", text(&out.stderr));
+    term.resize(33, 77);
+    // The size is passed on within the poll interval.
+    std::thread::sleep(Duration::from_millis(500));
+    term.write("[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; stty size; echo o''k\n");
+    let shown = term.shows("\r\nok\r\n");
+    assert!(shown.contains("on-a-terminal\r\n33 77\r\n"), "{shown:?}");
+
+    let exec_console = ConsoleSocket::bind(t.path().join("exec.sock"));
+    let root_arg = root.to_str().unwrap();
+    let exec_pid = t.path().join("exec.pid");
+    let status = Command::new(vminitd_tests::vmshim_bin())
+        .args(["runtime", "--root", root_arg, "exec", "-t", "-d", "--console-socket"])
+        .arg(&exec_console.path)
+        .arg("--pid-file")
+        .arg(&exec_pid)
+        .args(["t1", "sh"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exec_term = exec_console.receive();
+    exec_term.write("echo exec-$((6 * 7))\n");
+    exec_term.shows("exec-42");
+    exec_term.write("exit 3\n");
+    assert!(exec_term.hangs_up(), "the exec's terminal hangs up when it exits");
+    let relay: u64 = fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
+    assert!(eventually(Duration::from_secs(10), || !runs(relay)));
+
+    term.write("exit 4\n");
+    assert!(term.hangs_up(), "the terminal hangs up when the process exits");
+    assert!(eventually(Duration::from_secs(10), || state(&root, "t1")["status"] == "stopped"));
+    let out = runtime(&root, &["delete", "t1"]);
+    assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
+
+    let out = vminitd_tests::vmshim_with_input(
+        &[
+            "runtime",
+            "--root",
+            root_arg,
+            "run",
+            "--bundle",
+            b.to_str().unwrap(),
+            "r1",
+        ],
+        b"[ -t 0 ] && echo on-a-terminal; exit 6\n",
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("on-a-terminal\r\n"), "{}", text(&out.stdout));
 }
 
 /// The stock `runc spec`, translated for an agent on this host, runs in

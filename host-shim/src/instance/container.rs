@@ -2,12 +2,15 @@
 //! hands its stdin, stdout and stderr to the daemon as descriptors 3, 4
 //! and 5; the daemon creates the container, attaches its streams to them
 //! (as runc hands its own stdio to the container), and learns when its
-//! process has ended.
+//! process has ended. A terminal goes to those too, or, with a console
+//! socket, to a host pseudo-terminal whose master the socket receives
+//! ([`crate::runtime::console`]).
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use agent_proto::{ContainerSpec, ContainerStatus, ExitStatus, ProcessId, StreamK
 use tokio::task::JoinHandle;
 
 use crate::client::{Client, ClientError};
+use crate::runtime::console::{self, ConsoleError};
 use crate::runtime::relay::{relay_input, relay_output};
 
 /// The descriptors the daemon finds the container's stdin, stdout and
@@ -102,49 +106,88 @@ impl ContainerStdio {
     }
 }
 
+/// How the container's stdio reaches the host.
+pub(super) enum ContainerIo {
+    /// The starting vmshim's stdio: stdin attached when `attach_stdin`;
+    /// with a terminal, its stdin and stdout carry the terminal.
+    Passed { stdio: ContainerStdio, attach_stdin: bool },
+    /// A terminal handed to the console socket at this path.
+    Console(PathBuf),
+}
+
+/// Why the container could not be created with its stdio.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CreateError {
+    #[error(transparent)]
+    Agent(#[from] ClientError),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    #[error("cannot relay the terminal: {0}")]
+    Relay(io::Error),
+}
+
 /// A created container whose streams are attached and relayed.
 pub(super) struct Attached {
     id: String,
     process: ProcessId,
     stdin: Option<JoinHandle<()>>,
     outputs: Vec<JoinHandle<()>>,
+    /// The host terminal handed to a console socket, whose size is
+    /// followed.
+    console: Option<OwnedFd>,
 }
 
-/// Creates the container and attaches its streams to `stdio` (stdin only
-/// when `attach_stdin`); the process waits for `start_container`.
-pub(super) async fn create(
-    client: &Client,
-    spec: ContainerSpec,
-    stdio: ContainerStdio,
-    attach_stdin: bool,
-) -> Result<Attached, ClientError> {
+/// Creates the container and attaches its streams to `io`; the process
+/// waits for `start_container`.
+pub(super) async fn create(client: &Client, spec: ContainerSpec, io: ContainerIo) -> Result<Attached, CreateError> {
     let id = spec.id.clone();
+    let terminal = spec.process.terminal;
+    let size = spec.process.size;
     let created = client.create_container(spec).await?;
     let process = created.process;
+    let attach_stdin = match &io {
+        ContainerIo::Passed { attach_stdin, .. } => *attach_stdin,
+        ContainerIo::Console(_) => true,
+    };
     let attach = |wanted: bool, kind| async move {
         match wanted {
             true => client.attach(process, kind).await.map(Some),
             false => Ok(None),
         }
     };
+    // A terminal has no stderr stream: everything is on stdout.
     let (stdin_conn, stdout_conn, stderr_conn) = tokio::try_join!(
         attach(attach_stdin, StreamKind::Stdin),
         attach(true, StreamKind::Stdout),
-        attach(true, StreamKind::Stderr),
+        attach(!terminal, StreamKind::Stderr),
     )?;
-    let stdin = stdin_conn.map(|conn| tokio::spawn(relay_input(stdio.stdin, conn)));
-    let mut outputs = Vec::new();
-    for (conn, file) in [(stdout_conn, stdio.stdout), (stderr_conn, stdio.stderr)] {
-        if let Some(conn) = conn {
-            outputs.push(tokio::spawn(relay_output(conn, file)));
-        }
-    }
-    Ok(Attached {
+    let stdout_conn = stdout_conn.expect("stdout is attached");
+    let mut attached = Attached {
         id,
         process,
-        stdin,
-        outputs,
-    })
+        stdin: None,
+        outputs: Vec::new(),
+        console: None,
+    };
+    match io {
+        ContainerIo::Passed { stdio, .. } => {
+            attached.stdin = stdin_conn.map(|conn| tokio::spawn(relay_input(stdio.stdin, conn)));
+            attached
+                .outputs
+                .push(tokio::spawn(relay_output(stdout_conn, stdio.stdout)));
+            if let Some(conn) = stderr_conn {
+                attached.outputs.push(tokio::spawn(relay_output(conn, stdio.stderr)));
+            }
+        }
+        ContainerIo::Console(path) => {
+            let slave = console::hand_over(&path, size)?;
+            let (input, output) = console::relay(&slave, stdin_conn, stdout_conn).map_err(CreateError::Relay)?;
+            attached.stdin = input;
+            attached.outputs.push(output);
+            attached.console = Some(slave);
+        }
+    }
+    Ok(attached)
 }
 
 impl Attached {
@@ -162,7 +205,17 @@ impl Attached {
                 Err(_) => return None,
             }
         }
-        let status = match client.wait(self.process).await {
+        let follow_size = async {
+            match &self.console {
+                Some(slave) => console::follow_size(client, self.process, slave.as_fd()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let waited = tokio::select! {
+            waited = client.wait(self.process) => waited,
+            () = follow_size => unreachable!("following the window size never ends"),
+        };
+        let status = match waited {
             // Answered once every output stream has delivered its last byte.
             Ok(status) => Some(status),
             // Waited for by someone else: the container's state says.
@@ -178,6 +231,8 @@ impl Attached {
         if let Some(stdin) = self.stdin {
             stdin.abort();
         }
+        // The terminal's holder learns that the process has ended.
+        drop(self.console);
         status
     }
 }

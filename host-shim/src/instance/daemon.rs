@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agent_proto::ExitStatus;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::container::{self, ContainerStdio};
+use super::container::{self, ContainerIo, ContainerStdio};
 use super::{InstanceDir, InstanceError, Instances, Status};
 use crate::exec::{spawn, ExecIo};
 use crate::network::process::Owner;
@@ -83,8 +83,10 @@ impl Instances {
         let spec = dir.read_spec()?;
         // First: QEMU must not inherit the container's stdio.
         let container_stdio = match &spec.container {
-            Some(_) => Some(ContainerStdio::inherited().map_err(|e| serve_err(e.to_string()))?),
-            None => None,
+            Some(main) if main.passes_stdio() => {
+                Some(ContainerStdio::inherited().map_err(|e| serve_err(e.to_string()))?)
+            }
+            _ => None,
         };
         let me = Owner::current();
         record.pid = me.pid;
@@ -209,9 +211,17 @@ impl VmRun<'_> {
             }
             None => None,
         };
-        let container = match (&self.spec.container, container_stdio) {
-            (Some(main), Some(stdio)) => {
-                let attached = container::create(client, main.spec.clone(), stdio, main.stdin)
+        let container = match &self.spec.container {
+            Some(main) => {
+                let io = match (container_stdio, &main.console_socket) {
+                    (Some(stdio), _) => ContainerIo::Passed {
+                        stdio,
+                        attach_stdin: main.stdin || main.spec.process.terminal,
+                    },
+                    (None, Some(path)) => ContainerIo::Console(path.clone()),
+                    (None, None) => return Err(self.err("the container's stdio was not passed".to_owned())),
+                };
+                let attached = container::create(client, main.spec.clone(), io)
                     .await
                     .map_err(|e| self.err(format!("cannot create the container: {e}")))?;
                 log(&format!(
@@ -220,7 +230,7 @@ impl VmRun<'_> {
                 ));
                 Some(attached)
             }
-            _ => None,
+            None => None,
         };
         record.status = Status::Running;
         record.endpoint = Some(self.vm.agent_endpoint().to_string());

@@ -286,7 +286,7 @@ impl Instances {
                 detail: format!("{detail}; its log:\n{log}"),
             }
         };
-        if let Err(e) = self.spawn_daemon(name, spec.container.is_some()) {
+        if let Err(e) = self.spawn_daemon(name, spec.container.as_ref().is_some_and(ContainerMain::passes_stdio)) {
             return Err(fail(e));
         }
         let handover = Instant::now() + HANDOVER_TIMEOUT;

@@ -51,6 +51,20 @@ pub struct ContainerMain {
     /// Attach the starting vmshim's stdin to the process (else its stdin is
     /// `/dev/null`). Its stdout and stderr are always attached.
     pub stdin: bool,
+    /// With a terminal (`spec.process.terminal`): the console socket that
+    /// receives the master of a host pseudo-terminal relayed to the
+    /// process's (an absolute path). Absent: the terminal is relayed to
+    /// the starting vmshim's stdin and stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_socket: Option<PathBuf>,
+}
+
+impl ContainerMain {
+    /// Whether the starting vmshim's stdio goes to the daemon: always but
+    /// for a terminal handed to a console socket.
+    pub fn passes_stdio(&self) -> bool {
+        !(self.spec.process.terminal && self.console_socket.is_some())
+    }
 }
 
 impl InstanceSpec {

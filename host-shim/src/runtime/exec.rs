@@ -3,6 +3,7 @@
 //! relayed until it ends.
 
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,12 +11,13 @@ use agent_proto::{ContainerStatus, ExitStatus, ProcessId, ProcessSpec, StreamKin
 use tokio::task::JoinHandle;
 
 use super::relay::{relay_input, relay_output};
-use super::{agent_err, connect, process, ExecFlags, Runtime, RuntimeError};
+use super::{agent_err, connect, console, process, ExecFlags, Runtime, RuntimeError};
 use crate::client::Client;
 use crate::image::{self, RootPlacement};
 
 /// How long the output relays may take to deliver their last bytes once
-/// the agent has said the process ended.
+/// the agent has said the process ended (a terminal whose master nobody
+/// reads can hold them).
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Where `exec` takes its process from.
@@ -38,6 +40,9 @@ pub enum ExecStdio {
         stdout: File,
         stderr: File,
     },
+    /// A terminal process's host terminal, whose master goes to the
+    /// console socket at this path.
+    ConsoleSocket(PathBuf),
 }
 
 /// A started exec'd process whose stdio is being relayed.
@@ -47,6 +52,9 @@ pub struct Exec {
     pid: i32,
     stdin: Option<JoinHandle<()>>,
     outputs: Vec<JoinHandle<()>>,
+    /// The host terminal handed to a console socket, whose size is
+    /// followed.
+    console: Option<OwnedFd>,
 }
 
 impl Runtime {
@@ -67,6 +75,11 @@ impl Runtime {
     /// Starts `process` in created or running container `id`, its stdio
     /// relayed to `stdio`.
     pub async fn exec(&self, id: &str, process: ProcessSpec, stdio: ExecStdio) -> Result<Exec, RuntimeError> {
+        if matches!(stdio, ExecStdio::ConsoleSocket(_)) && !process.terminal {
+            return Err(RuntimeError::BadProcess {
+                detail: "cannot use console socket if runc will not detach or allocate tty".into(),
+            });
+        }
         let live = self.live(id).await?;
         let endpoint = match (live.status, live.endpoint) {
             (ContainerStatus::Created | ContainerStatus::Running, Some(endpoint)) => endpoint,
@@ -80,8 +93,12 @@ impl Runtime {
         };
         let client = connect(&endpoint, id).await?;
         let terminal = process.terminal;
+        let size = process.size;
         let created = client.exec_container(id, process).await.map_err(|e| agent_err(id, e))?;
-        let ExecStdio::Files { stdin, stdout, stderr } = stdio;
+        let (stdin, stdout, stderr, console_socket) = match stdio {
+            ExecStdio::Files { stdin, stdout, stderr } => (stdin, Some(stdout), Some(stderr), None),
+            ExecStdio::ConsoleSocket(path) => (None, None, None, Some(path)),
+        };
         let attach = |wanted: bool, kind| {
             let client = &client;
             async move {
@@ -92,7 +109,7 @@ impl Runtime {
             }
         };
         let (stdin_conn, stdout_conn, stderr_conn) = tokio::try_join!(
-            attach(stdin.is_some(), StreamKind::Stdin),
+            attach(stdin.is_some() || console_socket.is_some(), StreamKind::Stdin),
             attach(true, StreamKind::Stdout),
             attach(!terminal, StreamKind::Stderr),
         )
@@ -104,13 +121,32 @@ impl Runtime {
             pid: 0,
             stdin: None,
             outputs: Vec::new(),
+            console: None,
         };
-        if let (Some(file), Some(conn)) = (stdin, stdin_conn) {
-            exec.stdin = Some(tokio::spawn(relay_input(file, conn)));
-        }
-        exec.outputs.push(tokio::spawn(relay_output(stdout_conn, stdout)));
-        if let Some(conn) = stderr_conn {
-            exec.outputs.push(tokio::spawn(relay_output(conn, stderr)));
+        match console_socket {
+            Some(path) => {
+                let slave = console::hand_over(&path, size)?;
+                let (input, output) =
+                    console::relay(&slave, stdin_conn, stdout_conn).map_err(|source| RuntimeError::Io {
+                        what: "relay the terminal of",
+                        path: path.clone(),
+                        source,
+                    })?;
+                exec.stdin = input;
+                exec.outputs.push(output);
+                exec.console = Some(slave);
+            }
+            None => {
+                if let (Some(file), Some(conn)) = (stdin, stdin_conn) {
+                    exec.stdin = Some(tokio::spawn(relay_input(file, conn)));
+                }
+                if let Some(file) = stdout {
+                    exec.outputs.push(tokio::spawn(relay_output(stdout_conn, file)));
+                }
+                if let (Some(file), Some(conn)) = (stderr, stderr_conn) {
+                    exec.outputs.push(tokio::spawn(relay_output(conn, file)));
+                }
+            }
         }
         exec.pid = exec.client.start(created).await.map_err(|e| agent_err(id, e))?;
         Ok(exec)
@@ -133,10 +169,20 @@ impl Exec {
         self.client.resize(self.process, rows, cols).await
     }
 
-    /// Waits until the process has ended (its output delivered to the
-    /// relays); returns how it ended.
+    /// Waits until the process has ended and its output has been written
+    /// out; returns how it ended. Meanwhile, a console socket's terminal
+    /// has its window size followed.
     pub async fn wait(&self) -> Result<ExitStatus, crate::ClientError> {
-        self.client.wait(self.process).await
+        let follow_size = async {
+            match &self.console {
+                Some(slave) => console::follow_size(&self.client, self.process, slave.as_fd()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = self.client.wait(self.process) => status,
+            () = follow_size => unreachable!("following the window size never ends"),
+        }
     }
 
     /// Lets the relays write out the process's last output and ends them.

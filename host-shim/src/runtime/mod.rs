@@ -10,6 +10,10 @@
 //! and `state` ask the VM's agent; `delete` stops the daemon, which shuts
 //! the VM down.
 //!
+//! A terminal (`process.terminal`) is a host pseudo-terminal relayed to
+//! the process's terminal in the VM, its master sent to the caller's
+//! console socket ([`console`]).
+//!
 //! State lives in the root directory (`--root`), one directory per
 //! container:
 //!
@@ -23,6 +27,7 @@
 //! while created or running (the container's process lives in the VM and
 //! has no host pid), 0 once stopped.
 
+pub mod console;
 mod exec;
 mod process;
 pub(crate) mod relay;
@@ -42,6 +47,7 @@ use crate::client::{Client, ClientError};
 use crate::image::{self, ImageError, RootPlacement};
 use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
 use crate::vm::VmConfig;
+pub use console::ConsoleError;
 pub use exec::{Exec, ExecProcess, ExecStdio};
 pub use process::ExecFlags;
 pub use signal::parse_signal;
@@ -83,8 +89,12 @@ pub enum RuntimeError {
     BadProcess { detail: String },
     #[error("cannot delete container {id} that is not stopped: {status}")]
     NotStopped { id: String, status: &'static str },
-    #[error("container {id}: {detail}")]
+    /// A terminal and a console socket that do not go together; runc's
+    /// words.
+    #[error("{detail}")]
     Terminal { id: String, detail: &'static str },
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
     #[error("container {id}: {detail}")]
     CreateFailed { id: String, detail: String },
     #[error("container {id}: its VM ended without reporting how its process ended")]
@@ -139,12 +149,17 @@ impl Default for VmSettings {
 pub struct CreateOptions {
     /// The bundle directory (`config.json` and its root).
     pub bundle: PathBuf,
-    /// `--console-socket`: where a terminal's master would go. Terminals
-    /// are refused either way for now (the pty is in the VM).
+    /// `--console-socket`: where a terminal's master goes (see
+    /// [`console`]).
     pub console_socket: Option<PathBuf>,
     /// Attach this process's stdin to the container's process (else its
     /// stdin is `/dev/null`). Its stdout and stderr are always attached.
     pub stdin: bool,
+    /// The caller stays with the container (runc's `run` without
+    /// `--detach`): a terminal without a console socket is relayed over
+    /// this process's stdin and stdout. Else (`create`, `run --detach`) a
+    /// terminal needs a console socket, as with runc.
+    pub foreground: bool,
 }
 
 /// The containers of one root directory.
@@ -214,16 +229,16 @@ impl Runtime {
     pub async fn create(&self, id: &str, options: &CreateOptions) -> Result<State, RuntimeError> {
         check_id(id)?;
         let spec = image::container_spec(&options.bundle, id, RootPlacement::Guest)?;
-        if spec.process.terminal {
-            let detail = match options.console_socket {
-                None => "process.terminal is set but no --console-socket was given",
-                Some(_) => "process.terminal: vmshim runtime cannot hand over a terminal yet (its pty is in the VM)",
-            };
-            return Err(RuntimeError::Terminal {
-                id: id.to_owned(),
-                detail,
-            });
-        }
+        check_terminal(
+            id,
+            spec.process.terminal,
+            !options.foreground,
+            options.console_socket.is_some(),
+        )?;
+        let console_socket = match &options.console_socket {
+            Some(path) => Some(std::path::absolute(path).map_err(io_err("resolve", path))?),
+            None => None,
+        };
         // The same spec on the host says where its root directory is.
         let rootfs = PathBuf::from(image::container_spec(&options.bundle, id, RootPlacement::Host)?.root);
         let dir = self.dir(id);
@@ -245,6 +260,7 @@ impl Runtime {
             let main = ContainerMain {
                 spec,
                 stdin: options.stdin,
+                console_socket,
             };
             let (this, id) = (self.clone(), id.to_owned());
             // Blocking: the image is packed on a first use, and the daemon
@@ -432,6 +448,22 @@ impl Runtime {
         }
     }
 
+    /// Sets the size of created or running container `id`'s terminal.
+    pub async fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), RuntimeError> {
+        let live = self.live(id).await?;
+        let Some(endpoint) = live.endpoint.filter(|_| live.status != ContainerStatus::Stopped) else {
+            return Err(RuntimeError::NotRunning { id: id.to_owned() });
+        };
+        let client = connect(&endpoint, id).await?;
+        let resized = async {
+            let process = client.container_state(id).await?.process;
+            client.resize(process, rows, cols).await
+        }
+        .await;
+        client.close().await;
+        resized.map_err(|e| agent_err(id, e))
+    }
+
     /// Waits until container `id`'s process has ended and its output has
     /// been written out; returns how it ended.
     pub async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
@@ -452,6 +484,20 @@ impl Runtime {
             }
         }
     }
+}
+
+/// runc's check of a terminal against a console socket: a detached
+/// terminal needs one, and only a detached terminal takes one.
+fn check_terminal(id: &str, terminal: bool, detach: bool, console_socket: bool) -> Result<(), RuntimeError> {
+    let detail = match (terminal, detach, console_socket) {
+        (true, true, false) => "cannot allocate tty if runc will detach without setting console socket",
+        (true, true, true) | (_, _, false) => return Ok(()),
+        (_, _, true) => "cannot use console socket if runc will not detach or allocate tty",
+    };
+    Err(RuntimeError::Terminal {
+        id: id.to_owned(),
+        detail,
+    })
 }
 
 /// Writes `pid` to `path` whole, without a newline, as runc's `--pid-file`.
@@ -549,21 +595,36 @@ mod tests {
     async fn unknown_containers_do_not_exist() {
         let t = TestDir::new("runtime-unknown");
         let runtime = Runtime::new(t.path().join("root"));
+        let tty = agent_proto::ProcessSpec {
+            terminal: true,
+            ..Default::default()
+        };
         for err in [
             runtime.state("nope").await.unwrap_err(),
             runtime.start("nope").await.unwrap_err(),
             runtime.kill("nope", 9, false).await.unwrap_err(),
             runtime.delete("nope", true).await.unwrap_err(),
             runtime.wait("nope").await.unwrap_err(),
+            runtime.resize("nope", 24, 80).await.unwrap_err(),
             runtime
                 .exec_process("nope", &ExecProcess::Flags(ExecFlags::default()))
                 .unwrap_err(),
-            runtime.exec("nope", Default::default(), files(&t)).await.err().unwrap(),
+            runtime
+                .exec("nope", tty.clone(), ExecStdio::ConsoleSocket("/s".into()))
+                .await
+                .err()
+                .unwrap(),
         ] {
             assert_eq!(err.to_string(), "container does not exist");
         }
         assert!(runtime.list().await.unwrap().is_empty());
         assert!(matches!(runtime.state("../x").await, Err(RuntimeError::BadId { .. })));
+        let no_tty = ExecStdio::ConsoleSocket("/s".into());
+        let err = runtime.exec("nope", Default::default(), no_tty).await.err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "cannot use console socket if runc will not detach or allocate tty"
+        );
     }
 
     /// A container whose VM is gone (its daemon killed): stopped, pid 0;
@@ -606,6 +667,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn terminals_and_console_sockets_as_runc_pairs_them() {
+        let check = |terminal, detach, socket| check_terminal("c", terminal, detach, socket).map_err(|e| e.to_string());
+        let need = "cannot allocate tty if runc will detach without setting console socket";
+        let refuse = "cannot use console socket if runc will not detach or allocate tty";
+        assert_eq!(check(true, true, false), Err(need.into()));
+        assert_eq!(check(true, true, true), Ok(()));
+        assert_eq!(
+            check(true, false, false),
+            Ok(()),
+            "run in the foreground: its own stdio"
+        );
+        assert_eq!(check(true, false, true), Err(refuse.into()));
+        assert_eq!(check(false, true, true), Err(refuse.into()));
+        assert_eq!(check(false, true, false), Ok(()));
+    }
+
     #[tokio::test]
     async fn create_refuses_a_terminal_and_a_taken_id_and_leaves_nothing() {
         let t = TestDir::new("runtime-create");
@@ -622,9 +700,13 @@ mod tests {
             bundle: bundle.clone(),
             console_socket: None,
             stdin: false,
+            foreground: false,
         };
         let err = runtime.create("c1", &options).await.unwrap_err().to_string();
-        assert!(err.contains("--console-socket"), "{err}");
+        assert_eq!(
+            err,
+            "cannot allocate tty if runc will detach without setting console socket"
+        );
         assert!(!runtime.dir("c1").exists());
 
         spec["process"]["terminal"] = serde_json::json!(false);
@@ -646,14 +728,6 @@ mod tests {
 
     fn tempfile(t: &TestDir) -> fs::File {
         fs::File::create(t.path().join(format!("f{}", now_unix_ns()))).unwrap()
-    }
-
-    fn files(t: &TestDir) -> ExecStdio {
-        ExecStdio::Files {
-            stdin: None,
-            stdout: tempfile(t),
-            stderr: tempfile(t),
-        }
     }
 
     #[test]

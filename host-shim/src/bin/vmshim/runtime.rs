@@ -14,6 +14,7 @@ use agent_proto::{ExitStatus, ProcessSpec, WindowSize};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use host_shim::accel::Accel;
+use host_shim::image::{container_spec, RootPlacement};
 use host_shim::runtime::{
     parse_signal, rfc3339_nanos, write_pid_file, CreateOptions, Exec, ExecFlags, ExecProcess, ExecStdio, Runtime,
     RuntimeError, State, VmSettings, DEFAULT_ROOT,
@@ -139,7 +140,7 @@ struct ExecArgs {
     /// Give the process a terminal.
     #[arg(short, long)]
     tty: bool,
-    /// Refused for now: the terminal is in the VM.
+    /// With --detach and --tty: where the terminal's master is sent.
     #[arg(long = "console-socket", value_name = "PATH")]
     console_socket: Option<PathBuf>,
     /// The working directory in the container.
@@ -205,8 +206,7 @@ struct CreateArgs {
     /// Write the container's pid (its VM's QEMU) to FILE.
     #[arg(long = "pid-file", value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// Where a terminal's master would be sent (terminals are refused for
-    /// now: the pty is in the VM).
+    /// Where a terminal's master is sent (an AF_UNIX socket).
     #[arg(long = "console-socket", value_name = "PATH")]
     console_socket: Option<PathBuf>,
     /// Descriptors beyond stdio to pass to the process: only 0 works.
@@ -246,7 +246,7 @@ async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
         boot_timeout: Duration::from_secs(args.boot_timeout),
     });
     match args.command {
-        RuntimeCommand::Create(create_args) => create(&runtime, &create_args).await.map(|_| 0),
+        RuntimeCommand::Create(create_args) => create(&runtime, &create_args, false).await.map(|_| 0),
         RuntimeCommand::Start { id } => runtime.start(&id).await.map(|()| 0).map_err(Into::into),
         RuntimeCommand::State { id } => {
             let state = runtime.state(&id).await?;
@@ -289,8 +289,9 @@ async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
     }
 }
 
-/// `create`: the container created, its pid file written.
-async fn create(runtime: &Runtime, args: &CreateArgs) -> Result<State> {
+/// `create`: the container created, its pid file written. `foreground`:
+/// for `run` without `--detach`.
+async fn create(runtime: &Runtime, args: &CreateArgs, foreground: bool) -> Result<State> {
     if args.preserve_fds > 0 {
         bail!("--preserve-fds: no descriptor but stdio can reach a process in a VM");
     }
@@ -299,6 +300,7 @@ async fn create(runtime: &Runtime, args: &CreateArgs) -> Result<State> {
         bundle: args.bundle.clone(),
         console_socket: args.console_socket.clone(),
         stdin: !is_terminal(libc::STDIN_FILENO),
+        foreground,
     };
     let state = runtime.create(&args.id, &options).await?;
     if let Some(path) = &args.pid_file {
@@ -311,16 +313,31 @@ async fn create(runtime: &Runtime, args: &CreateArgs) -> Result<State> {
 }
 
 /// `run`: create and start; unless detached, wait (forwarding signals to
-/// the process), delete, and exit as the process did.
+/// the process, and this terminal's window size to its terminal), delete,
+/// and exit as the process did.
 async fn run(runtime: &Runtime, args: &CreateArgs, detach: bool) -> Result<u8> {
     let id = &args.id;
-    create(runtime, args).await?;
+    create(runtime, args, !detach).await?;
+    // A terminal on this process's own: raw while the container runs.
+    let terminal = !detach && container_spec(&args.bundle, id, RootPlacement::Guest)?.process.terminal;
+    let _raw = match terminal && is_terminal(libc::STDIN_FILENO) {
+        true => Some(RawMode::enable(libc::STDIN_FILENO)?),
+        false => None,
+    };
     if let Err(e) = runtime.start(id).await {
         let _ = runtime.delete(id, true).await;
         return Err(e.into());
     }
     if detach {
         return Ok(0);
+    }
+    let resize = || async {
+        if let Some((rows, cols)) = window_size(libc::STDOUT_FILENO) {
+            let _ = runtime.resize(id, rows, cols).await;
+        }
+    };
+    if terminal {
+        resize().await;
     }
     let mut signals = Signals::new()?;
     let waited = {
@@ -331,9 +348,13 @@ async fn run(runtime: &Runtime, args: &CreateArgs, detach: bool) -> Result<u8> {
                 status = &mut wait => break status,
                 signo = signals.next() => signo,
             };
-            if signo != libc::SIGWINCH {
+            match signo {
+                libc::SIGWINCH if terminal => resize().await,
+                libc::SIGWINCH => {}
                 // It may have ended meanwhile.
-                let _ = runtime.kill(id, signo, false).await;
+                signo => {
+                    let _ = runtime.kill(id, signo, false).await;
+                }
             }
         }
     };
@@ -373,14 +394,20 @@ async fn exec(runtime: &Runtime, root: &std::path::Path, logger: &Logger, args: 
         }),
     };
     let mut process = runtime.exec_process(&args.id, &how)?;
-    if args.console_socket.is_some() {
-        bail!("--console-socket: a terminal in a VM cannot be handed over yet");
-    }
-    if args.detach && process.terminal {
-        bail!("cannot allocate tty if runc will detach without setting console socket");
+    // runc's check of the terminal against the console socket.
+    match (args.detach, process.terminal, &args.console_socket) {
+        (true, true, None) => bail!("cannot allocate tty if runc will detach without setting console socket"),
+        (false, _, Some(_)) | (_, false, Some(_)) => {
+            bail!("cannot use console socket if runc will not detach or allocate tty")
+        }
+        _ => {}
     }
     if args.detach {
-        let pid = start_relay(root, logger, &args.id, process).await?;
+        let console_socket = match &args.console_socket {
+            Some(path) => Some(std::path::absolute(path)?),
+            None => None,
+        };
+        let pid = start_relay(root, logger, &args.id, process, console_socket).await?;
         if let Some(path) = &args.pid_file {
             write_pid_file(path, pid)?;
         }
@@ -455,6 +482,7 @@ async fn drive(running: &Exec, terminal: bool) -> Result<ExitStatus> {
 struct RelayRequest {
     id: String,
     process: ProcessSpec,
+    console_socket: Option<PathBuf>,
 }
 
 /// What the relay answers once the process started, or could not.
@@ -468,7 +496,13 @@ enum RelayReply {
 /// command's stdio, hands it the process over a socket pair (its
 /// descriptor 3), and waits until it says the process started; returns
 /// its pid.
-async fn start_relay(root: &std::path::Path, logger: &Logger, id: &str, process: ProcessSpec) -> Result<u32> {
+async fn start_relay(
+    root: &std::path::Path,
+    logger: &Logger,
+    id: &str,
+    process: ProcessSpec,
+    console_socket: Option<PathBuf>,
+) -> Result<u32> {
     let (mut mine, theirs) = UnixStream::pair()?;
     let program = std::env::current_exe().context("cannot find the vmshim program")?;
     let mut cmd = std::process::Command::new(program);
@@ -496,6 +530,7 @@ async fn start_relay(root: &std::path::Path, logger: &Logger, id: &str, process:
     let request = serde_json::to_vec(&RelayRequest {
         id: id.to_owned(),
         process,
+        console_socket,
     })?;
     let reply = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         mine.write_all(&request)?;
@@ -513,7 +548,8 @@ async fn start_relay(root: &std::path::Path, logger: &Logger, id: &str, process:
 }
 
 /// `exec-relay`: the process `exec --detach` was given, started with the
-/// stdio this relay inherited, the start reported on descriptor 3; then its stdio relayed, signals
+/// stdio this relay inherited (or a terminal handed to a console socket),
+/// the start reported on descriptor 3; then its stdio relayed, signals
 /// forwarded, until it ends. Exits as it did.
 async fn exec_relay(runtime: &Runtime) -> Result<u8> {
     // SAFETY: `exec --detach` put one end of a socket pair at 3 for this
@@ -522,7 +558,11 @@ async fn exec_relay(runtime: &Runtime) -> Result<u8> {
     let mut request = Vec::new();
     channel.read_to_end(&mut request)?;
     let request: RelayRequest = serde_json::from_slice(&request)?;
-    let started = runtime.exec(&request.id, request.process, own_stdio()?).await;
+    let stdio = match request.console_socket {
+        Some(path) => ExecStdio::ConsoleSocket(path),
+        None => own_stdio()?,
+    };
+    let started = runtime.exec(&request.id, request.process, stdio).await;
     let reply = match &started {
         Ok(_) => RelayReply::Started,
         Err(e) => RelayReply::Failed(e.to_string()),
