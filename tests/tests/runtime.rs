@@ -1,11 +1,12 @@
 //! `vmshim runtime`: runc's lifecycle with each container in a real VM
 //! (create, state, start, exec, kill, delete, run), terminals handed to a
-//! console socket, runc's errors, and a stock `runc spec` bundle
-//! translated for the agent in a namespace.
+//! console socket, hooks run on the host, runc's errors, and a stock `runc
+//! spec` bundle translated for the agent in a namespace.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -49,6 +50,32 @@ fn edit(bundle: &Path, edit: impl FnOnce(&mut Value)) {
     let mut spec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     edit(&mut spec);
     fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+}
+
+/// A hook script in `dir` that appends `STAGE STATE` (its first argument
+/// and its stdin) to `log`, a path it gets in its environment; returns
+/// the hook for `stage`.
+fn logging_hook(dir: &Path, log: &Path, stage: &str) -> Value {
+    let script = dir.join("hook.sh");
+    fs::write(&script, "#!/bin/sh\necho \"$1 $(cat)\" >> \"$LOG\"\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    json!({
+        "path": script,
+        "args": ["hook.sh", stage],
+        "env": ["PATH=/usr/bin:/bin", format!("LOG={}", log.display())],
+    })
+}
+
+/// The hook log's lines: each stage with the state JSON it was given.
+fn hook_log(log: &Path) -> Vec<(String, Value)> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (stage, state) = line.split_once(' ').unwrap();
+            (stage.to_owned(), serde_json::from_str(state).unwrap())
+        })
+        .collect()
 }
 
 /// `vmshim runtime --root ROOT ARGS`, stdin from /dev/null, output
@@ -235,7 +262,18 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         "bundle",
         &["sh", "-c", "echo out; echo err >&2; exec sleep 60"],
     );
-    edit(&b, |spec| spec["process"]["env"] = json!(["PATH=/bin:/sbin", "A=1"]));
+    let hooks = t.path().join("hooks.log");
+    edit(&b, |spec| {
+        spec["process"]["env"] = json!(["PATH=/bin:/sbin", "A=1"]);
+        let hook = |stage| json!([logging_hook(t.path(), &hooks, stage)]);
+        spec["hooks"] = json!({
+            "prestart": hook("prestart"),
+            "createRuntime": hook("createRuntime"),
+            "createContainer": hook("createContainer"),
+            "poststart": hook("poststart"),
+            "poststop": hook("poststop"),
+        });
+    });
     let pid_file = t.path().join("pid");
     let (stdout, stderr) = (t.path().join("stdout"), t.path().join("stderr"));
 
@@ -276,6 +314,19 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         .unwrap()
         .contains("qemu"));
     assert_eq!(fs::read_to_string(&stdout).unwrap(), "", "not started yet");
+    // The host ran the creation's hooks, in order, each with the state.
+    let log = hook_log(&hooks);
+    let stages: Vec<&str> = log.iter().map(|(stage, _)| stage.as_str()).collect();
+    assert_eq!(stages, ["prestart", "createRuntime", "createContainer"]);
+    for (_, state) in &log {
+        assert_eq!(
+            (state["id"].as_str(), state["status"].as_str(), state["pid"].as_u64()),
+            (Some("c1"), Some("creating"), Some(pid)),
+            "{state}"
+        );
+        assert_eq!(state["bundle"].as_str(), Some(b.to_str().unwrap()));
+    }
+
     fails_with(
         &runtime(&root, &["create", "--bundle", b.to_str().unwrap(), "c1"]),
         "container with id exists: c1",
@@ -284,6 +335,11 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     let out = runtime(&root, &["start", "c1"]);
     assert_eq!(out.status.code(), Some(0), "start: {}", text(&out.stderr));
     assert_eq!(state(&root, "c1")["status"], "running");
+    let (stage, started) = hook_log(&hooks).pop().unwrap();
+    assert_eq!(
+        (stage.as_str(), started["status"].as_str()),
+        ("poststart", Some("running"))
+    );
     let printed = eventually(Duration::from_secs(10), || {
         fs::read_to_string(&stdout).unwrap() == "out\n" && fs::read_to_string(&stderr).unwrap() == "err\n"
     });
@@ -406,6 +462,11 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     fails_with(&runtime(&root, &["state", "c1"]), "container does not exist");
     assert!(!root.join("c1").exists());
     assert_eq!(text(&runtime(&root, &["list", "-q"]).stdout), "");
+    let (stage, stopped) = hook_log(&hooks).pop().unwrap();
+    assert_eq!(
+        (stage.as_str(), stopped["status"].as_str(), stopped["pid"].as_u64()),
+        ("poststop", Some("stopped"), Some(0))
+    );
 }
 
 #[test]
@@ -593,6 +654,35 @@ fn a_terminal_reaches_the_console_socket() {
     );
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("on-a-terminal\r\n"), "{}", text(&out.stdout));
+}
+
+/// A create-time hook that fails fails `create` with runc's message, and
+/// the VM is torn down (its `poststop` hooks run); nothing is left.
+#[test]
+fn a_failing_creation_hook_fails_create_and_leaves_nothing() {
+    let t = TempDir::new("runtime-hook");
+    let root = t.path().join("root");
+    let b = bundle(t.path(), "bundle", &["true"]);
+    let hooks = t.path().join("hooks.log");
+    edit(&b, |spec| {
+        spec["hooks"] = json!({
+            "prestart": [logging_hook(t.path(), &hooks, "prestart")],
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo bad; exit 3"]}],
+            "createContainer": [logging_hook(t.path(), &hooks, "createContainer")],
+            "poststop": [logging_hook(t.path(), &hooks, "poststop")],
+        });
+    });
+    fails_with(
+        &runtime(&root, &["create", "--bundle", b.to_str().unwrap(), "h1"]),
+        "error running createRuntime hook #0: error running hook: exit status 3, stdout: bad",
+    );
+    let log = hook_log(&hooks);
+    let stages: Vec<&str> = log.iter().map(|(stage, _)| stage.as_str()).collect();
+    assert_eq!(stages, ["prestart", "poststop"]);
+    let qemu = log[0].1["pid"].as_u64().unwrap();
+    assert!(qemu > 0 && !runs(qemu), "the VM is gone");
+    fails_with(&runtime(&root, &["state", "h1"]), "container does not exist");
+    assert!(!root.join("h1").exists());
 }
 
 /// The stock `runc spec`, translated for an agent on this host, runs in

@@ -12,7 +12,10 @@
 //!
 //! A terminal (`process.terminal`) is a host pseudo-terminal relayed to
 //! the process's terminal in the VM, its master sent to the caller's
-//! console socket ([`console`]).
+//! console socket ([`console`]). The bundle's hooks but `startContainer`
+//! (which runs in the container) run on the host ([`hooks`]): `prestart`,
+//! `createRuntime` and `createContainer` once the container is created in
+//! its VM, `poststart` after `start`, `poststop` at `delete`.
 //!
 //! State lives in the root directory (`--root`), one directory per
 //! container:
@@ -29,6 +32,7 @@
 
 pub mod console;
 mod exec;
+pub mod hooks;
 mod process;
 pub(crate) mod relay;
 mod signal;
@@ -37,6 +41,7 @@ mod state;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_proto::{ContainerStatus, Endpoint, ErrorCode, ExitStatus};
@@ -49,6 +54,7 @@ use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Inst
 use crate::vm::VmConfig;
 pub use console::ConsoleError;
 pub use exec::{Exec, ExecProcess, ExecStdio};
+use hooks::HostHooks;
 pub use process::ExecFlags;
 pub use signal::parse_signal;
 pub use state::{rfc3339_nanos, Record, State, OCI_VERSION};
@@ -95,6 +101,9 @@ pub enum RuntimeError {
     Terminal { id: String, detail: &'static str },
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// A hook failed; runc's words (`error running prestart hook #0: ...`).
+    #[error("{detail}")]
+    Hook { id: String, detail: String },
     #[error("container {id}: {detail}")]
     CreateFailed { id: String, detail: String },
     #[error("container {id}: its VM ended without reporting how its process ended")]
@@ -170,6 +179,18 @@ pub struct Runtime {
     /// The vmshim program the instance daemons run; found at run time
     /// when `None`.
     program: Option<PathBuf>,
+    warn: Warn,
+}
+
+/// Where warnings go: failures that do not fail the operation (a
+/// `poststart` or `poststop` hook's, as runc logs them).
+#[derive(Clone)]
+struct Warn(Arc<dyn Fn(&RuntimeError) + Send + Sync>);
+
+impl std::fmt::Debug for Warn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Warn")
+    }
 }
 
 /// What is known of a container now.
@@ -191,7 +212,15 @@ impl Runtime {
             root: std::path::absolute(&root).unwrap_or(root),
             vm: VmSettings::default(),
             program: None,
+            warn: Warn(Arc::new(|e| eprintln!("vmshim runtime: warning: {e}"))),
         }
+    }
+
+    /// Sends warnings (failures that do not fail the operation) to `warn`
+    /// instead of stderr.
+    pub fn with_warnings(mut self, warn: impl Fn(&RuntimeError) + Send + Sync + 'static) -> Runtime {
+        self.warn = Warn(Arc::new(warn));
+        self
     }
 
     /// Boots containers' VMs with `vm`.
@@ -241,6 +270,10 @@ impl Runtime {
         };
         // The same spec on the host says where its root directory is.
         let rootfs = PathBuf::from(image::container_spec(&options.bundle, id, RootPlacement::Host)?.root);
+        let hooks = HostHooks::of_bundle(&options.bundle).map_err(|detail| RuntimeError::CreateFailed {
+            id: id.to_owned(),
+            detail,
+        })?;
         let dir = self.dir(id);
         fs::create_dir_all(&self.root).map_err(io_err("create", &self.root))?;
         fs::create_dir(&dir).map_err(|e| match e.kind() {
@@ -253,6 +286,7 @@ impl Runtime {
             rootfs: rootfs.clone(),
             created_unix_ns: now_unix_ns(),
             annotations: spec.annotations.clone(),
+            hooks,
         };
         let made = async {
             state::write_record(&dir, &record)?;
@@ -287,7 +321,41 @@ impl Runtime {
                 return Err(e);
             }
         };
-        Ok(State::new(&record, ContainerStatus::Created, qemu_pid(&instance)))
+        let pid = qemu_pid(&instance);
+        // The container exists in its VM: the host's hooks of its creation.
+        let creating = State::new(&record, ContainerStatus::Creating, pid);
+        for (stage, hooks) in record.hooks.at_create() {
+            if let Err(detail) = self.run_hooks(stage, hooks, &creating).await {
+                self.destroy(id, &record).await?;
+                return Err(RuntimeError::Hook {
+                    id: id.to_owned(),
+                    detail,
+                });
+            }
+        }
+        Ok(State::new(&record, ContainerStatus::Created, pid))
+    }
+
+    /// Runs `hooks` of `stage` with `state` on their stdin.
+    async fn run_hooks(&self, stage: &'static str, hooks: &[agent_proto::Hook], state: &State) -> Result<(), String> {
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let state = serde_json::to_string(state).expect("a state serializes");
+        let hooks = hooks.to_vec();
+        tokio::task::spawn_blocking(move || hooks::run(stage, &hooks, &state))
+            .await
+            .expect("running hooks does not panic")
+    }
+
+    /// Runs `hooks` of `stage` with `state`, a failure only a warning.
+    async fn run_hooks_warning(&self, id: &str, stage: &'static str, hooks: &[agent_proto::Hook], state: &State) {
+        if let Err(detail) = self.run_hooks(stage, hooks, state).await {
+            (self.warn.0)(&RuntimeError::Hook {
+                id: id.to_owned(),
+                detail,
+            });
+        }
     }
 
     /// The instance spec of a VM whose root filesystem is `rootfs`.
@@ -386,7 +454,11 @@ impl Runtime {
                 let client = connect(endpoint, &id).await?;
                 let started = client.start_container(&id).await;
                 client.close().await;
-                started.map(|_| ()).map_err(|e| agent_err(&id, e))
+                started.map_err(|e| agent_err(&id, e))?;
+                let running = State::new(&live.record, ContainerStatus::Running, live.pid);
+                let hooks = &live.record.hooks.poststart;
+                self.run_hooks_warning(&id, "poststart", hooks, &running).await;
+                Ok(())
             }
             (ContainerStatus::Stopped | ContainerStatus::Created, _) => Err(RuntimeError::StartStopped { id }),
             (ContainerStatus::Running, _) => Err(RuntimeError::StartRunning { id }),
@@ -427,11 +499,12 @@ impl Runtime {
                 })
             }
         }
-        self.destroy(id).await
+        self.destroy(id, &live.record).await
     }
 
-    /// Shuts container `id`'s VM down and removes its state.
-    async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+    /// Shuts container `id`'s VM down, runs its `poststop` hooks and
+    /// removes its state.
+    async fn destroy(&self, id: &str, record: &Record) -> Result<(), RuntimeError> {
         let (instances, name) = (self.instances(id), instance_name(id));
         let stopped = tokio::task::spawn_blocking(move || instances.stop(&name, STOP_TIMEOUT))
             .await
@@ -440,6 +513,9 @@ impl Runtime {
             Ok(()) | Err(InstanceError::Unknown { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        let stopped = State::new(record, ContainerStatus::Stopped, 0);
+        self.run_hooks_warning(id, "poststop", &record.hooks.poststop, &stopped)
+            .await;
         let dir = self.dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -641,6 +717,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created_unix_ns: 1,
             annotations: Default::default(),
+            hooks: Default::default(),
         };
         state::write_record(&dir, &record).unwrap();
         let state = runtime.state("c1").await.unwrap();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use agent_proto::ContainerStatus;
 
+use super::hooks::HostHooks;
 use super::RuntimeError;
 
 /// The OCI runtime spec version the state JSON follows.
@@ -26,6 +27,9 @@ pub struct Record {
     pub created_unix_ns: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The bundle's hooks that run on the host.
+    #[serde(default, skip_serializing_if = "HostHooks::is_empty")]
+    pub hooks: HostHooks,
 }
 
 /// A container's state as `runc state` prints it (the OCI state, plus
@@ -179,6 +183,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created_unix_ns: 1_700_000_000_000_000_000,
             annotations: BTreeMap::new(),
+            hooks: HostHooks::default(),
         };
         let json = serde_json::to_string(&State::new(&record, ContainerStatus::Running, 42)).unwrap();
         assert_eq!(
@@ -203,6 +208,13 @@ mod tests {
             rootfs: "/b/r".into(),
             created_unix_ns: 5,
             annotations: [("k".to_owned(), "v".to_owned())].into(),
+            hooks: HostHooks {
+                poststop: vec![agent_proto::Hook {
+                    path: "/bin/true".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
         };
         write_record(t.path(), &record).unwrap();
         assert_eq!(read_record(t.path()).unwrap(), Some(record));

@@ -237,6 +237,7 @@ pub async fn main(args: RuntimeArgs) -> u8 {
 }
 
 async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
+    let warnings = logger.clone();
     let runtime = Runtime::new(&args.root).with_vm(VmSettings {
         kernel: args.kernel,
         initramfs: args.initramfs,
@@ -245,6 +246,7 @@ async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
         accel: args.accel,
         boot_timeout: Duration::from_secs(args.boot_timeout),
     });
+    let runtime = runtime.with_warnings(move |e| warnings.warn(&e.to_string()));
     match args.command {
         RuntimeCommand::Create(create_args) => create(&runtime, &create_args, false).await.map(|_| 0),
         RuntimeCommand::Start { id } => runtime.start(&id).await.map(|()| 0).map_err(Into::into),
@@ -639,9 +641,10 @@ fn table(states: &[State]) -> String {
     out
 }
 
-/// Where errors go, as runc sends them: with `--log`, a log line to the
-/// file and the bare message to stderr; without, the log line to stderr
-/// (`ERRO[0000] message` on a terminal, as logrus writes it there).
+/// Where errors and warnings go, as runc sends them: with `--log`, a log
+/// line to the file (and an error's bare message to stderr); without, the
+/// log line to stderr (`ERRO[0000] message` on a terminal, as logrus
+/// writes it there).
 #[derive(Clone)]
 struct Logger {
     file: Option<PathBuf>,
@@ -654,6 +657,10 @@ impl Logger {
         if self.file.is_some() {
             eprintln!("{message}");
         }
+    }
+
+    fn warn(&self, message: &str) {
+        self.log("warning", "WARN", message);
     }
 
     fn log(&self, level: &str, short: &str, message: &str) {

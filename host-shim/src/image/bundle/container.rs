@@ -5,7 +5,10 @@
 //! `consoleSize`), `hostname`, `domainname`, `root.readonly`, `mounts`
 //! (bind mounts normalised to type `bind`, a relative bind source taken
 //! from the bundle, as runc does), `hooks` (`prestart` runs where the spec
-//! runs it, first among the `createRuntime` hooks, as in runc),
+//! runs it, first among the `createRuntime` hooks, as in runc; with
+//! [`RootPlacement::Guest`] only `startContainer`, which runs inside the
+//! container: the others are programs of the host, which the host runs
+//! around the agent's operations, as `vmshim runtime` does),
 //! `annotations`, and `linux.namespaces` (with `path`), `uidMappings`,
 //! `gidMappings`, `rootfsPropagation`, `maskedPaths`, `readonlyPaths`,
 //! `sysctl`, `cgroupsPath`, `devices`, `seccomp` and `resources`
@@ -27,9 +30,8 @@
 //! resources, kernel memory, swappiness, real-time CPU, block I/O weight
 //! devices, id-mapped mounts, ...). With [`RootPlacement::Guest`] also what
 //! names the host, which a VM cannot reach: bind mounts of host paths
-//! (the guest kernel's own `/proc`, `/sys` and `/dev` excepted),
-//! namespaces joined by path, and hooks that run host programs (all but
-//! `startContainer`, which runs inside the container).
+//! (the guest kernel's own `/proc`, `/sys` and `/dev` excepted) and
+//! namespaces joined by path.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -161,7 +163,14 @@ pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<
         cgroups_path: linux.cgroups_path().as_deref().map(path_string),
         resources: Some(resources),
         devices,
-        hooks: hooks(&spec).map_err(|e| bad(&path, e))?,
+        hooks: match (hooks(&spec).map_err(|e| bad(&path, e))?, placement) {
+            (all, RootPlacement::Host) => all,
+            // The host runs the others.
+            (all, RootPlacement::Guest) => Hooks {
+                start_container: all.start_container,
+                ..Hooks::default()
+            },
+        },
         annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
     })
 }
@@ -466,14 +475,6 @@ fn host_references(spec: &Value) -> Vec<String> {
         if let Some(path) = ns.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()) {
             out.push(format!(
                 "linux.namespaces[{i}].path ({path:?}: a namespace of the host cannot be joined from a VM)"
-            ));
-        }
-    }
-    for kind in ["prestart", "createRuntime", "createContainer", "poststart", "poststop"] {
-        for (i, hook) in array(spec.get("hooks").and_then(|h| h.get(kind))).iter().enumerate() {
-            let path = hook.get("path").and_then(Value::as_str).unwrap_or("");
-            out.push(format!(
-                "hooks.{kind}[{i}] ({path:?}: a program of the host, which the VM cannot run)"
             ));
         }
     }
@@ -845,7 +846,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_cannot_reach_host_paths_namespaces_or_programs() {
+    fn a_vm_cannot_reach_host_paths_or_namespaces() {
         let mut spec = full();
         spec["mounts"] = json!([
             {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
@@ -860,24 +861,28 @@ mod tests {
             "mounts[2] (a bind mount of \"data\"",
             "mounts[3] (a bind mount of \"/dev/../etc\"",
             "linux.namespaces[1].path (\"/proc/7/ns/net\"",
-            "hooks.prestart[0] (\"/bin/pre\"",
-            "hooks.createRuntime[0]",
-            "hooks.createContainer[0]",
-            "hooks.poststart[0]",
-            "hooks.poststop[0]",
         ] {
             assert!(err.contains(field), "{field} missing from: {err}");
         }
-        for fine in ["mounts[1]", "mounts[4]", "startContainer"] {
+        for fine in ["mounts[1]", "mounts[4]", "hooks"] {
             assert!(!err.contains(fine), "{fine} refused: {err}");
         }
-        // Without them, the same spec is fine in a VM.
+        // Without them, the same spec is fine in a VM; the agent gets only
+        // the hooks that run in the container, the host runs the others.
         spec["mounts"] = json!([{"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind"]}]);
         spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "network"}]);
-        spec["hooks"] = json!({"startContainer": [{"path": "/bin/sc"}]});
         let c = translate(&spec, RootPlacement::Guest).unwrap();
         assert_eq!(c.root, GUEST_ROOTFS);
-        assert_eq!(c.hooks.start_container.len(), 1);
+        assert_eq!(
+            c.hooks,
+            Hooks {
+                start_container: vec![Hook {
+                    path: "/bin/sc".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
