@@ -271,7 +271,8 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
             "createRuntime": hook("createRuntime"),
             "createContainer": hook("createContainer"),
             "poststart": hook("poststart"),
-            "poststop": hook("poststop"),
+            // A failing poststop hook is a warning; the next still runs.
+            "poststop": [{"path": "/bin/false"}, logging_hook(t.path(), &hooks, "poststop")],
         });
     });
     let pid_file = t.path().join("pid");
@@ -458,6 +459,8 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
 
     let out = runtime(&root, &["delete", "c1"]);
     assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
+    let warned = "level=warning msg=\"error running poststop hook #0: error running hook: exit status 1";
+    assert!(text(&out.stderr).contains(warned), "{}", text(&out.stderr));
     assert!(eventually(Duration::from_secs(5), || !runs(pid)), "QEMU is gone");
     fails_with(&runtime(&root, &["state", "c1"]), "container does not exist");
     assert!(!root.join("c1").exists());

@@ -97,6 +97,18 @@ pub fn run(stage: &str, hooks: &[Hook], state: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs every one of `hooks`, as the spec runs `poststart` and `poststop`
+/// hooks (a failure does not stop the others); returns each failure, in
+/// [`run`]'s words. Blocks while they run.
+pub fn run_every(stage: &str, hooks: &[Hook], state: &str) -> Vec<String> {
+    let failures = hooks.iter().enumerate().filter_map(|(i, hook)| {
+        run_one(hook, state)
+            .err()
+            .map(|e| format!("error running {stage} hook #{i}: {e}"))
+    });
+    failures.collect()
+}
+
 fn run_one(hook: &Hook, state: &str) -> Result<(), String> {
     let mut cmd = Command::new(&hook.path);
     if let Some((argv0, rest)) = hook.args.split_first() {
@@ -239,6 +251,15 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         let err = run("poststop", &[hook("kill -9 $$")], "{}").unwrap_err();
         assert!(err.contains("signal: killed"), "{err}");
+        // poststart and poststop: every hook runs, each failure is told.
+        let t = TestDir::new("hooks-every");
+        let out = t.path().join("out");
+        let after = hook(&format!("echo ran > {}", out.display()));
+        let failures = run_every("poststop", &[hook("exit 1"), after, hook("exit 2")], "{}");
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].starts_with("error running poststop hook #0: error running hook: exit status 1"));
+        assert!(failures[1].starts_with("error running poststop hook #2: error running hook: exit status 2"));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran\n");
         let missing = Hook {
             path: "/nonexistent/hook".into(),
             ..Default::default()

@@ -348,9 +348,18 @@ impl Runtime {
             .expect("running hooks does not panic")
     }
 
-    /// Runs `hooks` of `stage` with `state`, a failure only a warning.
+    /// Runs every one of `hooks` of `stage` with `state`, each failure
+    /// only a warning (`poststart` and `poststop`, as the spec has them).
     async fn run_hooks_warning(&self, id: &str, stage: &'static str, hooks: &[agent_proto::Hook], state: &State) {
-        if let Err(detail) = self.run_hooks(stage, hooks, state).await {
+        if hooks.is_empty() {
+            return;
+        }
+        let state = serde_json::to_string(state).expect("a state serializes");
+        let hooks = hooks.to_vec();
+        let failures = tokio::task::spawn_blocking(move || hooks::run_every(stage, &hooks, &state))
+            .await
+            .expect("running hooks does not panic");
+        for detail in failures {
             (self.warn.0)(&RuntimeError::Hook {
                 id: id.to_owned(),
                 detail,
