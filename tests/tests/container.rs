@@ -546,3 +546,20 @@ async fn bind_mounts_and_joining_namespaces_by_path() {
     let e = client.create_container(bad).await.unwrap_err();
     assert!(e.to_string().contains("is not a cgroup namespace"), "{e}");
 }
+
+#[tokio::test]
+async fn a_terminal_is_the_containers_console() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let mut spec = container(dir.path(), "tty", "tty; [ -t 0 ] && [ -t 1 ] && echo on-a-terminal");
+    spec.process.terminal = true;
+    let created = client.create_container(spec).await.unwrap();
+    let mut out = client.attach(created.process, StreamKind::Stdout).await.unwrap();
+    client.start_container("tty").await.unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(client.wait(created.process).await.unwrap().code, Some(0), "{text}");
+    assert_eq!(text.replace('\r', ""), "/dev/console\non-a-terminal\n");
+    client.delete_container("tty", false).await.unwrap();
+}

@@ -611,9 +611,13 @@ fn a_terminal_reaches_the_console_socket() {
     term.resize(33, 77);
     // The size is passed on within the poll interval.
     std::thread::sleep(Duration::from_millis(500));
-    term.write("[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; stty size; echo o''k\n");
+    term.write("tty; [ -t 0 ] && [ -t 1 ] && echo on-a-terminal; stty size; echo o''k\n");
     let shown = term.shows("\r\nok\r\n");
-    assert!(shown.contains("on-a-terminal\r\n33 77\r\n"), "{shown:?}");
+    // The terminal is the container's /dev/console, where ttyname finds it.
+    assert!(
+        shown.contains("/dev/console\r\non-a-terminal\r\n33 77\r\n"),
+        "{shown:?}"
+    );
 
     let exec_console = ConsoleSocket::bind(t.path().join("exec.sock"));
     let root_arg = root.to_str().unwrap();

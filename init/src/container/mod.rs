@@ -223,7 +223,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
     let invalid = |e: &dyn std::fmt::Display| ContainerError::Invalid(e.to_string());
     // 1. The spec, checked and prepared: nothing exists yet.
     let ns = NsPlan::for_create(&spec.namespaces, &spec.uid_mappings, &spec.gid_mappings).map_err(|e| invalid(&e))?;
-    let setup = plan::setup_plan(&spec, &ns).map_err(|e| invalid(&e))?;
+    let mut setup = plan::setup_plan(&spec, &ns).map_err(|e| invalid(&e))?;
     if let Some(resources) = &spec.resources {
         Cgroup::validate(resources).map_err(|e| invalid(&e))?;
     }
@@ -252,7 +252,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         }
     };
     let (pumps_tx, pumps_rx) = tokio::sync::oneshot::channel();
-    let result = fork_container(agent, &id, command, program, &ns, &setup, cgroup.as_ref(), pumps_tx).await;
+    let result = fork_container(agent, &id, command, program, &ns, &mut setup, cgroup.as_ref(), pumps_tx).await;
     let (forked, exited) = match result {
         Ok(forked) => forked,
         Err(e) => {
@@ -351,7 +351,7 @@ async fn fork_container(
     command: Command,
     program: CString,
     ns: &NsPlan,
-    setup: &setup::SetupPlan,
+    setup: &mut setup::SetupPlan,
     cgroup: Option<&Cgroup>,
     pumps: tokio::sync::oneshot::Sender<Vec<tokio::task::JoinHandle<()>>>,
 ) -> Result<(Forked, tokio::sync::oneshot::Receiver<crate::reaper::RawStatus>), ContainerError> {
@@ -360,6 +360,15 @@ async fn fork_container(
         message,
     };
     let stdio = Stdio::for_container(&command).map_err(internal)?;
+    if command.terminal {
+        let slave = std::fs::read_link(format!("/proc/self/fd/{}", stdio.child.fds[0]))
+            .map_err(|e| internal(format!("cannot name its terminal: {e}")))?;
+        setup.console = Some(
+            CString::new(slave.into_os_string().into_encoded_bytes())
+                .map_err(|_| internal("its terminal's path has a NUL byte".into()))?,
+        );
+    }
+    let setup = &*setup;
     let (gate_read, gate_write) = fdio::pipe().map_err(|e| internal(format!("cannot create its gate: {e}")))?;
     let cgroup_dir = match cgroup {
         Some(cgroup) => Some(cgroup.open_dir().map_err(|e| internal(e.to_string()))?),
@@ -489,6 +498,7 @@ fn describe_failure(
                 .map(|(_, l)| format!("/{}", l.to_string_lossy()))
                 .unwrap_or_default()
         ),
+        Some(S::Console) => format!("cannot bind the terminal onto /dev/console: {err}"),
         Some(S::Pivot) => format!("cannot pivot_root into {:?}: {err}", plan.root),
         Some(S::MaskPath(i)) => format!("linux.maskedPaths[{i}] {}: {err}", listed(&plan.masked, i)),
         Some(S::ReadonlyPath(i)) => format!("linux.readonlyPaths[{i}] {}: {err}", listed(&plan.readonly, i)),

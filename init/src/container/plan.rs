@@ -249,6 +249,8 @@ pub fn setup_plan(spec: &ContainerSpec, ns: &NsPlan) -> Result<SetupPlan, PlanEr
         masked,
         readonly,
         readonly_root: spec.readonly_root,
+        // Known once the terminal is open.
+        console: None,
         hostname: spec.hostname.as_deref().map(|h| cstring("hostname", h)).transpose()?,
         domainname: spec
             .domainname

@@ -38,6 +38,7 @@ pub enum SetupStep {
     MountPropagation(u32),
     Device(u32),
     Symlink(u32),
+    Console,
     Pivot,
     MaskPath(u32),
     ReadonlyPath(u32),
@@ -68,6 +69,7 @@ impl SetupStep {
             SetupStep::Hostname => (14, 0),
             SetupStep::Domainname => (15, 0),
             SetupStep::Sysctl(i) => (16, i),
+            SetupStep::Console => (17, 0),
         };
         (step << 16) | (index & 0xffff)
     }
@@ -91,6 +93,7 @@ impl SetupStep {
             14 => SetupStep::Hostname,
             15 => SetupStep::Domainname,
             16 => SetupStep::Sysctl(i),
+            17 => SetupStep::Console,
             _ => return None,
         })
     }
@@ -156,6 +159,9 @@ pub struct SetupPlan {
     pub masked: Vec<CString>,
     pub readonly: Vec<CString>,
     pub readonly_root: bool,
+    /// The process's terminal, by its path in the agent's devpts: bound
+    /// onto `/dev/console`, as runc does, where `ttyname` finds it.
+    pub console: Option<CString>,
     pub hostname: Option<CString>,
     pub domainname: Option<CString>,
     pub sysctl: SysctlPlan,
@@ -413,6 +419,19 @@ pub unsafe fn mount_root(plan: &SetupPlan) -> Result<(), SetupStep> {
                 return Err(SetupStep::Symlink(i as u32));
             }
             libc::close(parent);
+        }
+        // The terminal, from the agent's devpts, as /dev/console.
+        if let Some(terminal) = &plan.console {
+            let target = make_in_root(rootfd, c"dev/console", TargetKind::File);
+            if target < 0 {
+                return Err(SetupStep::Console);
+            }
+            let on = fd_path(target);
+            let rc = libc::mount(terminal.as_ptr(), on.as_ptr(), null, libc::MS_BIND, std::ptr::null());
+            if rc != 0 {
+                return Err(SetupStep::Console);
+            }
+            libc::close(target);
         }
         libc::close(rootfd);
         // 5. pivot_root, or (off the initramfs, which cannot be pivoted
