@@ -45,6 +45,7 @@ use oci_spec::runtime::Spec;
 use serde_json::Value;
 
 use super::{ImageError, ProcessDefaults};
+pub(crate) use container::PROCESS_FIELDS;
 pub use container::{container_spec, RootPlacement};
 
 /// Namespaces the VM provides by being a VM.

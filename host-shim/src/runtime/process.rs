@@ -155,20 +155,6 @@ fn set_env(env: &mut Vec<String>, entry: &str) {
     env.push(entry.to_owned());
 }
 
-/// The fields of an OCI process the agent carries.
-const CARRIED: [&str; 10] = [
-    "terminal",
-    "consoleSize",
-    "user",
-    "args",
-    "env",
-    "cwd",
-    "capabilities",
-    "rlimits",
-    "noNewPrivileges",
-    "oomScoreAdj",
-];
-
 /// The fields of `process` that ask for what the agent cannot carry.
 fn refused_fields(process: &Value) -> Vec<String> {
     let asks = |v: &Value| match v {
@@ -180,7 +166,7 @@ fn refused_fields(process: &Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(fields) = process.as_object() {
         for (key, value) in fields {
-            if !CARRIED.contains(&key.as_str()) && asks(value) {
+            if !crate::image::PROCESS_FIELDS.contains(&key.as_str()) && asks(value) {
                 out.push(key.clone());
             }
         }

@@ -44,6 +44,21 @@ use serde_json::Value;
 
 use super::{array, asks, bad, only, parse, read_config, ImageError};
 
+/// The fields of an OCI `process` the agent carries (for a container, and
+/// for a process that joins one).
+pub(crate) const PROCESS_FIELDS: [&str; 10] = [
+    "terminal",
+    "consoleSize",
+    "user",
+    "args",
+    "env",
+    "cwd",
+    "capabilities",
+    "rlimits",
+    "noNewPrivileges",
+    "oomScoreAdj",
+];
+
 /// Where the agent that runs the container is, which decides how the
 /// bundle's host paths reach it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,19 +370,7 @@ fn unsupported_fields(spec: &Value) -> Vec<String> {
             "ociVersion" | "annotations" | "hostname" | "domainname" => {}
             "root" => only(value, "root", &["path", "readonly"], &mut out),
             "process" => {
-                const PROCESS: [&str; 10] = [
-                    "terminal",
-                    "consoleSize",
-                    "user",
-                    "args",
-                    "env",
-                    "cwd",
-                    "capabilities",
-                    "rlimits",
-                    "noNewPrivileges",
-                    "oomScoreAdj",
-                ];
-                only(value, "process", &PROCESS, &mut out);
+                only(value, "process", &PROCESS_FIELDS, &mut out);
                 if let Some(user) = value.get("user") {
                     let user_fields = ["uid", "gid", "additionalGids", "umask"];
                     only(user, "process.user", &user_fields, &mut out);
