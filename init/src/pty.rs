@@ -28,6 +28,25 @@ pub struct Pty {
 /// Opens a new pseudo-terminal with the given initial size.
 pub fn open(size: Option<WindowSize>) -> Result<Pty, PtyError> {
     let master = fdio::open(c"/dev/ptmx", libc::O_RDWR).map_err(|source| PtyError::OpenMaster { source })?;
+    from_master(master, size)
+}
+
+/// Opens a new pseudo-terminal of a container's devpts: its `/dev/ptmx`,
+/// looked up inside `root` (so a link there cannot lead elsewhere). A
+/// process that runs in that root finds its terminal under its `/dev/pts`.
+pub fn open_in_root(root: &std::path::Path, size: Option<WindowSize>) -> Result<Pty, PtyError> {
+    let opened = crate::rootfs::open_in_root(root, "/dev/ptmx").and_then(|path| {
+        // The lookup gives an O_PATH descriptor: open the node through it.
+        let link = std::ffi::CString::new(format!("/proc/self/fd/{}", path.as_raw_fd()))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        fdio::open(&link, libc::O_RDWR | libc::O_NOCTTY)
+    });
+    let master = opened.map_err(|source| PtyError::OpenMaster { source })?;
+    from_master(master, size)
+}
+
+/// Unlocks the pseudo-terminal of `master` and opens its slave.
+fn from_master(master: OwnedFd, size: Option<WindowSize>) -> Result<Pty, PtyError> {
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads an int from a valid pointer (unlockpt).
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK as _, &unlock) } < 0 {

@@ -129,7 +129,15 @@ impl Stdio {
     }
 
     fn terminal(command: &Command, stdin_attached: bool) -> Result<Stdio, StdioError> {
-        let pty = pty::open(command.size)?;
+        // A process joining a container gets a terminal of the container's
+        // devpts where it has one (so that `tty` names it), else the agent's.
+        let pty = match command.root.as_deref().filter(|r| r.starts_with("/proc/")) {
+            Some(root) => pty::open_in_root(root, command.size).or_else(|e| {
+                debug!("no terminal from the container's devpts ({e}): the agent's");
+                pty::open(command.size)
+            })?,
+            None => pty::open(command.size)?,
+        };
         let dup_async = |stream| {
             fdio::dup(pty.master.as_fd())
                 .and_then(fdio::async_fd)

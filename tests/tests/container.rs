@@ -562,4 +562,28 @@ async fn a_terminal_is_the_containers_console() {
     assert_eq!(client.wait(created.process).await.unwrap().code, Some(0), "{text}");
     assert_eq!(text.replace('\r', ""), "/dev/console\non-a-terminal\n");
     client.delete_container("tty", false).await.unwrap();
+
+    // A process joining a container gets a terminal of the container's own
+    // devpts: its first, as `tty` names it there.
+    let spec = container(dir.path(), "joined", "exec sleep 60");
+    client.create_container(spec).await.unwrap();
+    client.start_container("joined").await.unwrap();
+    let exec = client
+        .exec_container(
+            "joined",
+            ProcessSpec {
+                args: vec!["tty".into()],
+                terminal: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut out = client.attach(exec, StreamKind::Stdout).await.unwrap();
+    client.start(exec).await.unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(client.wait(exec).await.unwrap().code, Some(0), "{text}");
+    assert_eq!(text.replace('\r', ""), "/dev/pts/0\n");
+    client.delete_container("joined", true).await.unwrap();
 }
