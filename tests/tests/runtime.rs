@@ -634,8 +634,9 @@ fn a_terminal_reaches_the_console_socket() {
         .unwrap();
     assert!(status.success());
     let mut exec_term = exec_console.receive();
-    exec_term.write("echo exec-$((6 * 7))\n");
-    exec_term.shows("exec-42");
+    // Its terminal is one of the container's own devpts.
+    exec_term.write("tty; echo exec-$((6 * 7))\n");
+    exec_term.shows("/dev/pts/0\r\nexec-42");
     exec_term.write("exit 3\n");
     assert!(exec_term.hangs_up(), "the exec's terminal hangs up when it exits");
     let relay: u64 = fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
