@@ -310,6 +310,8 @@ pub enum ContainerStatus {
     Created,
     /// Its process runs.
     Running,
+    /// Its processes are frozen ([`crate::Op::PauseContainer`]).
+    Paused,
     /// Its process has ended (or never started).
     Stopped,
 }
@@ -320,6 +322,7 @@ impl ContainerStatus {
             ContainerStatus::Creating => "creating",
             ContainerStatus::Created => "created",
             ContainerStatus::Running => "running",
+            ContainerStatus::Paused => "paused",
             ContainerStatus::Stopped => "stopped",
         }
     }
@@ -341,7 +344,7 @@ pub struct ContainerCreated {
 pub struct ContainerInfo {
     pub id: String,
     pub status: ContainerStatus,
-    /// The process's pid as the agent sees it, while created or running.
+    /// The process's pid as the agent sees it, until it has stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     /// The container's process (see [`ContainerCreated::process`]).

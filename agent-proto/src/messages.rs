@@ -160,6 +160,14 @@ pub enum Op {
         #[serde(default)]
         force: bool,
     },
+    /// Freeze every process of a running container (its cgroup's
+    /// `cgroup.freeze`), answering once they are frozen. Answer: `null`.
+    /// Errors: [`ErrorCode::InvalidState`] unless running, or for a
+    /// container without a cgroup.
+    PauseContainer { container: String },
+    /// Thaw a paused container. Answer: `null`. Errors:
+    /// [`ErrorCode::InvalidState`] unless paused.
+    ResumeContainer { container: String },
 }
 
 impl Op {
@@ -182,6 +190,8 @@ impl Op {
         "list_containers",
         "kill_container",
         "delete_container",
+        "pause_container",
+        "resume_container",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -202,6 +212,8 @@ impl Op {
             Op::ListContainers => "list_containers",
             Op::KillContainer { .. } => "kill_container",
             Op::DeleteContainer { .. } => "delete_container",
+            Op::PauseContainer { .. } => "pause_container",
+            Op::ResumeContainer { .. } => "resume_container",
         }
     }
 }
@@ -713,13 +725,19 @@ mod tests {
                 container: String::new(),
                 force: false,
             },
+            Op::PauseContainer {
+                container: String::new(),
+            },
+            Op::ResumeContainer {
+                container: String::new(),
+            },
         ];
         for op in ops {
             let v = serde_json::to_value(Request { id: 1, op: op.clone() }).unwrap();
             assert_eq!(v["op"], op.name());
             assert!(Op::NAMES.contains(&op.name()));
         }
-        assert_eq!(Op::NAMES.len(), 16);
+        assert_eq!(Op::NAMES.len(), 18);
     }
 
     #[test]

@@ -302,6 +302,22 @@ impl Client {
         .await
     }
 
+    /// Freezes a running container's processes.
+    pub async fn pause_container(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Op::PauseContainer {
+            container: id.to_owned(),
+        })
+        .await
+    }
+
+    /// Thaws a paused container.
+    pub async fn resume_container(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Op::ResumeContainer {
+            container: id.to_owned(),
+        })
+        .await
+    }
+
     /// Closes the control session.
     pub async fn close(self) {
         let _ = self.writer.lock().await.shutdown().await;

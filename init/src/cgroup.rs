@@ -148,6 +148,26 @@ impl Cgroup {
         &self.path
     }
 
+    /// Asks the kernel to freeze (or thaw) every process of the cgroup
+    /// and its sub-cgroups (`cgroup.freeze`); done once [`Cgroup::frozen`]
+    /// says so.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let file = self.path.join("cgroup.freeze");
+        let value = if frozen { "1" } else { "0" };
+        write_file(&file, value).map_err(|source| CgroupError::Write {
+            file,
+            value: value.to_owned(),
+            source,
+        })
+    }
+
+    /// Whether the cgroup is frozen, from `cgroup.events`.
+    pub fn frozen(&self) -> Result<bool, CgroupError> {
+        let file = self.path.join("cgroup.events");
+        let text = std::fs::read_to_string(&file).map_err(|source| CgroupError::Read { file, source })?;
+        Ok(text.lines().any(|l| l == "frozen 1"))
+    }
+
     /// The cgroup's directory, open, for `clone3(CLONE_INTO_CGROUP)`.
     pub fn open_dir(&self) -> Result<OwnedFd, CgroupError> {
         let file = std::fs::File::open(&self.path).map_err(|source| CgroupError::Open {

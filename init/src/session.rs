@@ -200,6 +200,14 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             container::delete(agent, &id, force).await.map_err(|e| e.to_body())?;
             Ok(Value::Null)
         }
+        Op::PauseContainer { container: id } => {
+            container::freeze(agent, &id, true).await.map_err(|e| e.to_body())?;
+            Ok(Value::Null)
+        }
+        Op::ResumeContainer { container: id } => {
+            container::freeze(agent, &id, false).await.map_err(|e| e.to_body())?;
+            Ok(Value::Null)
+        }
     }
 }
 

@@ -587,3 +587,70 @@ async fn a_terminal_is_the_containers_console() {
     assert_eq!(text.replace('\r', ""), "/dev/pts/0\n");
     client.delete_container("joined", true).await.unwrap();
 }
+
+#[tokio::test]
+async fn pause_freezes_every_process_and_resume_thaws_them() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    // A counter that ticks every 10 ms into a file of the host.
+    let ticks = dir.path().join("ticks");
+    let mut spec = container(
+        dir.path(),
+        "ticker",
+        "i=0; while true; do i=$((i+1)); echo $i > /out/ticks; sleep 0.01; done",
+    );
+    spec.mounts.push(Mount {
+        destination: "/out".into(),
+        kind: Some("bind".into()),
+        source: Some(dir.path().display().to_string()),
+        options: vec!["bind".into()],
+    });
+    client.create_container(spec).await.unwrap();
+    // Only a running container pauses.
+    let e = client.pause_container("ticker").await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState, "{e}");
+    client.start_container("ticker").await.unwrap();
+    let read = || std::fs::read_to_string(&ticks).unwrap_or_default();
+    while read().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.pause_container("ticker").await.unwrap();
+    assert_eq!(
+        client.container_state("ticker").await.unwrap().status,
+        ContainerStatus::Paused
+    );
+    let frozen_at = read();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read(), frozen_at, "nothing runs while paused");
+    // Paused: no exec, no delete without force.
+    let e = client
+        .exec_container(
+            "ticker",
+            ProcessSpec {
+                args: vec!["true".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot exec in a paused container"), "{e}");
+    let e = client.delete_container("ticker", false).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+    client.resume_container("ticker").await.unwrap();
+    assert_eq!(
+        client.container_state("ticker").await.unwrap().status,
+        ContainerStatus::Running
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while read() == frozen_at && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(read(), frozen_at, "it runs again once resumed");
+    let e = client.resume_container("ticker").await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+    // A paused container is deleted with force.
+    client.pause_container("ticker").await.unwrap();
+    client.delete_container("ticker", true).await.unwrap();
+    assert!(client.list_containers().await.unwrap().is_empty());
+}

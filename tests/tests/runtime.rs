@@ -336,6 +336,16 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     let out = runtime(&root, &["start", "c1"]);
     assert_eq!(out.status.code(), Some(0), "start: {}", text(&out.stderr));
     assert_eq!(state(&root, "c1")["status"], "running");
+
+    // pause and resume, as runc's: the freezer, status "paused" between.
+    fails_with(&runtime(&root, &["resume", "c1"]), "container not paused");
+    let out = runtime(&root, &["pause", "c1"]);
+    assert_eq!(out.status.code(), Some(0), "pause: {}", text(&out.stderr));
+    assert_eq!(state(&root, "c1")["status"], "paused");
+    fails_with(&runtime(&root, &["pause", "c1"]), "container not running");
+    let out = runtime(&root, &["resume", "c1"]);
+    assert_eq!(out.status.code(), Some(0), "resume: {}", text(&out.stderr));
+    assert_eq!(state(&root, "c1")["status"], "running");
     let (stage, started) = hook_log(&hooks).pop().unwrap();
     assert_eq!(
         (stage.as_str(), started["status"].as_str()),

@@ -86,6 +86,8 @@ pub enum RuntimeError {
     StartOther { id: String, status: &'static str },
     #[error("container not running")]
     NotRunning { id: String },
+    #[error("container not paused")]
+    NotPaused { id: String },
     #[error("cannot exec in a stopped container")]
     ExecStopped { id: String },
     #[error("cannot exec in a container in the {status} state")]
@@ -471,9 +473,9 @@ impl Runtime {
             }
             (ContainerStatus::Stopped | ContainerStatus::Created, _) => Err(RuntimeError::StartStopped { id }),
             (ContainerStatus::Running, _) => Err(RuntimeError::StartRunning { id }),
-            (ContainerStatus::Creating, _) => Err(RuntimeError::StartOther {
+            (status @ (ContainerStatus::Creating | ContainerStatus::Paused), _) => Err(RuntimeError::StartOther {
                 id,
-                status: ContainerStatus::Creating.name(),
+                status: status.name(),
             }),
         }
     }
@@ -483,13 +485,38 @@ impl Runtime {
     pub async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError> {
         let live = self.live(id).await?;
         match (live.status, &live.endpoint) {
-            (ContainerStatus::Created | ContainerStatus::Running, Some(endpoint)) => {
+            (ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused, Some(endpoint)) => {
                 let client = connect(endpoint, id).await?;
                 let killed = client.kill_container(id, signal, all).await;
                 client.close().await;
                 killed.map_err(|e| agent_err(id, e))
             }
             _ => Err(RuntimeError::NotRunning { id: id.to_owned() }),
+        }
+    }
+
+    /// Freezes every process of running container `id` (`pause`), or thaws
+    /// a paused one (`resume`), as runc's cgroup freezer does.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<(), RuntimeError> {
+        let live = self.live(id).await?;
+        let want = if paused {
+            ContainerStatus::Running
+        } else {
+            ContainerStatus::Paused
+        };
+        match (live.status, &live.endpoint) {
+            (status, Some(endpoint)) if status == want => {
+                let client = connect(endpoint, id).await?;
+                let done = if paused {
+                    client.pause_container(id).await
+                } else {
+                    client.resume_container(id).await
+                };
+                client.close().await;
+                done.map_err(|e| agent_err(id, e))
+            }
+            _ if paused => Err(RuntimeError::NotRunning { id: id.to_owned() }),
+            _ => Err(RuntimeError::NotPaused { id: id.to_owned() }),
         }
     }
 

@@ -96,12 +96,16 @@ pub struct Container {
     pub cgroup: Option<Cgroup>,
     hooks: Hooks,
     started: AtomicBool,
+    /// Frozen by `pause_container`.
+    paused: AtomicBool,
 }
 
 impl Container {
     pub fn status(&self) -> ContainerStatus {
         if self.process.phase.borrow().has_exited() {
             ContainerStatus::Stopped
+        } else if self.paused.load(Ordering::SeqCst) {
+            ContainerStatus::Paused
         } else if self.started.load(Ordering::SeqCst) {
             ContainerStatus::Running
         } else {
@@ -287,6 +291,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         cgroup,
         hooks: spec.hooks.clone(),
         started: AtomicBool::new(false),
+        paused: AtomicBool::new(false),
     });
     lock(&agent.containers.entries).insert(id.clone(), container.clone());
     // 3. The hooks of the creation; a failure undoes it.
@@ -586,12 +591,22 @@ pub fn exec(
         return Err(ContainerError::ShuttingDown);
     }
     let container = agent.containers.get(id)?;
-    if container.status() == ContainerStatus::Stopped {
-        return Err(ContainerError::InvalidState {
-            id: id.to_owned(),
-            status: "stopped",
-            why: "cannot exec in a stopped container",
-        });
+    match container.status() {
+        ContainerStatus::Stopped => {
+            return Err(ContainerError::InvalidState {
+                id: id.to_owned(),
+                status: "stopped",
+                why: "cannot exec in a stopped container",
+            })
+        }
+        ContainerStatus::Paused => {
+            return Err(ContainerError::InvalidState {
+                id: id.to_owned(),
+                status: "paused",
+                why: "cannot exec in a paused container",
+            })
+        }
+        _ => {}
     }
     if spec.root.is_some() {
         return Err(ContainerError::Invalid(
@@ -665,20 +680,69 @@ fn signal_container(agent: &Agent, container: &Container, signal: i32, all: bool
         .map_err(|e| e.to_string())
 }
 
+/// How long a freeze or a thaw may take.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `Op::PauseContainer` (`frozen`) and `Op::ResumeContainer`.
+pub async fn freeze(agent: &Arc<Agent>, id: &str, frozen: bool) -> Result<(), ContainerError> {
+    let container = agent.containers.get(id)?;
+    let (want, why) = if frozen {
+        (ContainerStatus::Running, "only a running container can be paused")
+    } else {
+        (ContainerStatus::Paused, "only a paused container can be resumed")
+    };
+    let status = container.status();
+    if status != want {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: status.name(),
+            why,
+        });
+    }
+    let Some(cgroup) = &container.cgroup else {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: status.name(),
+            why: "it has no cgroup to freeze",
+        });
+    };
+    let internal = |message: String| ContainerError::Internal {
+        id: id.to_owned(),
+        message,
+    };
+    cgroup.set_frozen(frozen).map_err(|e| internal(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + FREEZE_TIMEOUT;
+    while cgroup.frozen().map_err(|e| internal(e.to_string()))? != frozen {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(internal(format!(
+                "its cgroup is not {} after {FREEZE_TIMEOUT:?}",
+                if frozen { "frozen" } else { "thawed" }
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    container.paused.store(frozen, Ordering::SeqCst);
+    Ok(())
+}
+
 /// `Op::DeleteContainer`.
 pub async fn delete(agent: &Arc<Agent>, id: &str, force: bool) -> Result<(), ContainerError> {
     let container = agent.containers.get(id)?;
     let status = container.status();
-    if status == ContainerStatus::Running && !force {
+    if matches!(status, ContainerStatus::Running | ContainerStatus::Paused) && !force {
         return Err(ContainerError::InvalidState {
             id: id.to_owned(),
-            status: "running",
+            status: status.name(),
             why: "cannot delete a container that is not stopped (kill it, or delete with force)",
         });
     }
-    // Created (its process waits before exec) or forced: kill everything.
+    // Created (its process waits before exec) or forced: kill everything,
+    // thawed so that it can die at once.
     if status != ContainerStatus::Stopped {
         let _ = signal_container(agent, &container, libc::SIGKILL, true);
+        if let (ContainerStatus::Paused, Some(cgroup)) = (status, &container.cgroup) {
+            let _ = cgroup.set_frozen(false);
+        }
     }
     let mut phase = container.process.phase.subscribe();
     let ended = matches!(

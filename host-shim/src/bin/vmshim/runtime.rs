@@ -93,6 +93,10 @@ enum RuntimeCommand {
         #[arg(default_value = "SIGTERM")]
         signal: String,
     },
+    /// Freeze every process of a running container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
     /// Delete a container: its VM shut down, its state removed.
     Delete {
         /// Delete it even if it runs (or does not exist).
@@ -185,6 +189,14 @@ async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
         RuntimeCommand::Kill { all, id, signal } => {
             let signo = parse_signal(&signal).ok_or_else(|| anyhow!("unknown signal {signal:?}"))?;
             runtime.kill(&id, signo, all).await?;
+            Ok(0)
+        }
+        RuntimeCommand::Pause { id } => {
+            runtime.set_paused(&id, true).await?;
+            Ok(0)
+        }
+        RuntimeCommand::Resume { id } => {
+            runtime.set_paused(&id, false).await?;
             Ok(0)
         }
         RuntimeCommand::Delete { force, id } => match runtime.delete(&id, force).await {
