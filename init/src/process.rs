@@ -405,16 +405,16 @@ pub async fn resize(table: &ProcessTable, id: ProcessId, rows: u16, cols: u16) -
             pending.command.size = Some(WindowSize { rows, cols });
             Ok(())
         }
-        State::Forked(forked) if forked.stdio.master.is_some() => {
-            let master = forked.stdio.master.as_ref().map(|m| m.as_fd());
-            match master {
-                Some(master) => pty::set_size(master, rows, cols).map_err(|e| ProcessError::Internal {
-                    id,
-                    message: format!("cannot resize its terminal: {e}"),
-                }),
-                None => Ok(()),
-            }
-        }
+        State::Forked(forked) => match &forked.stdio.master {
+            Some(master) => pty::set_size(master.as_fd(), rows, cols).map_err(|e| ProcessError::Internal {
+                id,
+                message: format!("cannot resize its terminal: {e}"),
+            }),
+            None => Err(ProcessError::InvalidState {
+                id,
+                why: "has no terminal",
+            }),
+        },
         State::Running {
             master: Some(master), ..
         } => pty::set_size(master.as_fd(), rows, cols).map_err(|e| ProcessError::Internal {

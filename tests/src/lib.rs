@@ -251,3 +251,13 @@ pub fn sh(script: &str) -> ProcessSpec {
         ..Default::default()
     }
 }
+
+/// One OCI mount of `kind` (its source named after it), with `options`.
+pub fn mount(destination: &str, kind: &str, options: &[&str]) -> agent_proto::Mount {
+    agent_proto::Mount {
+        destination: destination.into(),
+        kind: Some(kind.into()),
+        source: Some(kind.into()),
+        options: options.iter().map(|o| (*o).into()).collect(),
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use agent_proto::{ContainerSpec, ContainerStatus, ErrorCode, Mount, Namespace, ProcessSpec, StreamKind};
 use host_shim::Client;
 use tokio::io::AsyncReadExt;
-use vminitd_tests::{NamespacedAgent, TempDir};
+use vminitd_tests::{mount, NamespacedAgent, TempDir};
 
 fn ns(kinds: &[&str]) -> Vec<Namespace> {
     kinds
@@ -18,15 +18,6 @@ fn ns(kinds: &[&str]) -> Vec<Namespace> {
             path: None,
         })
         .collect()
-}
-
-fn mount(dest: &str, kind: &str, options: &[&str]) -> Mount {
-    Mount {
-        destination: dest.into(),
-        kind: Some(kind.into()),
-        source: Some(kind.into()),
-        options: options.iter().map(|o| (*o).into()).collect(),
-    }
 }
 
 /// A busybox root and a spec shaped like `runc spec`'s.

@@ -6,22 +6,13 @@
 use std::process::{Command, Stdio};
 
 use agent_proto::{
-    ContainerSpec, ContainerStatus, CpuResources, DeviceRule, IdMapping, MemoryResources, Mount, Namespace,
-    ProcessSpec, Resources, StreamKind, GUEST_ROOTFS,
+    ContainerSpec, ContainerStatus, CpuResources, DeviceRule, IdMapping, MemoryResources, Namespace, ProcessSpec,
+    Resources, StreamKind, GUEST_ROOTFS,
 };
 use host_shim::instance::Instances;
 use host_shim::Client;
 use tokio::io::AsyncReadExt;
-use vminitd_tests::{vmshim_bin, TempDir};
-
-fn mount(dest: &str, kind: &str, options: &[&str]) -> Mount {
-    Mount {
-        destination: dest.into(),
-        kind: Some(kind.into()),
-        source: Some(kind.into()),
-        options: options.iter().map(|o| (*o).into()).collect(),
-    }
-}
+use vminitd_tests::{mount, vmshim_bin, TempDir};
 
 fn spec(id: &str, script: &str) -> ContainerSpec {
     ContainerSpec {
