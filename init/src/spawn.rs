@@ -57,6 +57,9 @@ pub enum Step {
     Setup = 29,
     /// Not a failure: the container is set up and waits for its start.
     Ready = 100,
+    /// Not a failure: the container's mounts are made, before
+    /// `pivot_root`; it waits while the agent runs the creation hooks.
+    Mounted = 101,
 }
 
 impl From<EnterStep> for Step {
@@ -104,6 +107,7 @@ impl Step {
             28 => Step::Unshare,
             29 => Step::Setup,
             100 => Step::Ready,
+            101 => Step::Mounted,
             _ => return None,
         })
     }
@@ -203,7 +207,7 @@ impl ChildFailure {
                 Some(step) => format!("cannot set up the container's filesystem ({step:?}): {err}"),
                 None => format!("cannot set up the container's filesystem: {err}"),
             },
-            Some(Step::Ready) => "the process stopped before exec".to_owned(),
+            Some(Step::Ready | Step::Mounted) => "the process stopped before exec".to_owned(),
             Some(
                 step @ (Step::RootNamespace
                 | Step::RootBind
@@ -261,9 +265,12 @@ pub struct ContainerChild<'a> {
     /// A new container's filesystem; `None` for a process joining one.
     pub setup: Option<&'a SetupPlan>,
     /// A new container's gate: the read end of a pipe. The child waits on
-    /// it once for the agent (id maps, cgroup), then, set up, reports
+    /// it once for the agent (id maps), then, set up, reports
     /// [`Step::Ready`] and waits on it again for its start.
     pub gate: Option<RawFd>,
+    /// Also report [`Step::Mounted`] and wait on the gate before
+    /// `pivot_root`, for the creation hooks.
+    pub pause_before_pivot: bool,
     /// The cgroup the process is born in (`clone3` with
     /// `CLONE_INTO_CGROUP`): an open directory of the cgroup v2 tree.
     pub cgroup: Option<RawFd>,
@@ -603,21 +610,42 @@ unsafe fn enter_container(c: &ContainerChild<'_>, status_fd: RawFd) {
         if c.ns.new_cgroup && libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
             fail(status_fd, Step::Unshare);
         }
-        // f. The filesystem, up to and after pivot_root.
+        // f. The filesystem up to pivot_root; with creation hooks, a pause
+        //    there while the agent runs them (the mounts made, the root
+        //    not yet pivoted to); then pivot_root and the rest.
         if let Some(setup) = c.setup {
-            if let Err(step) = setup::mount_root(setup).and_then(|()| setup::finish_root(setup)) {
+            if let Err(step) = setup::mount_tree(setup) {
+                fail_with(status_fd, Step::Setup, step.code());
+            }
+            if c.pause_before_pivot {
+                if let Some(gate) = c.gate {
+                    report(status_fd, Step::Mounted);
+                    wait_gate(gate, status_fd);
+                }
+            }
+            if let Err(step) = setup::pivot(setup).and_then(|()| setup::finish_root(setup)) {
                 fail_with(status_fd, Step::Setup, step.code());
             }
         }
         // g. Set up: say so, and wait for the start.
         if let Some(gate) = c.gate {
-            let mut buf = [0u8; 12];
-            buf[..4].copy_from_slice(&(Step::Ready as u32).to_le_bytes());
-            if libc::write(status_fd, buf.as_ptr().cast(), buf.len()) != buf.len() as isize {
-                fail(status_fd, Step::Sync);
-            }
+            report(status_fd, Step::Ready);
             wait_gate(gate, status_fd);
         }
+    }
+}
+
+/// Tells the agent where the child is (a step that is not a failure).
+///
+/// # Safety
+/// Only in the forked child.
+unsafe fn report(status_fd: RawFd, step: Step) {
+    let mut buf = [0u8; 12];
+    buf[..4].copy_from_slice(&(step as u32).to_le_bytes());
+    // SAFETY: a write from a valid buffer.
+    if unsafe { libc::write(status_fd, buf.as_ptr().cast(), buf.len()) } != buf.len() as isize {
+        // SAFETY: as the caller's.
+        unsafe { fail(status_fd, Step::Sync) }
     }
 }
 

@@ -252,6 +252,7 @@ fn launch(agent: &Arc<Agent>, process: &Arc<Process>, pending: &mut Pending) -> 
         ns,
         setup: None,
         gate: None,
+        pause_before_pivot: false,
         cgroup: pending
             .join
             .as_ref()

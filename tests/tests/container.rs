@@ -398,13 +398,17 @@ async fn sysctls_and_hooks() {
     spec.sysctl.insert("net.ipv4.ip_forward".into(), "1".into());
     spec.hooks = agent_proto::Hooks {
         create_runtime: vec![hook("createRuntime")],
-        // In the container's namespaces but the agent's filesystem.
+        // In the container's namespaces before pivot_root: the agent's
+        // files, and the container's mounts under its root.
         create_container: vec![agent_proto::Hook {
             path: "/bin/sh".into(),
             args: vec![
                 "sh".into(),
                 "-c".into(),
-                format!("echo createContainer-host-$(hostname) >> {}", log.display()),
+                format!(
+                    "echo createContainer-mounts-$(grep -c 'rootfs-hooked/proc ' /proc/self/mountinfo) >> {}",
+                    log.display()
+                ),
             ],
             ..Default::default()
         }],
@@ -427,13 +431,13 @@ async fn sysctls_and_hooks() {
         .collect();
     assert_eq!(
         stages,
-        ["createRuntime", "createContainer-host-box", "poststart", "poststop"],
+        ["createRuntime", "createContainer-mounts-1", "poststart", "poststop"],
         "{text}"
     );
     let first: serde_json::Value =
         serde_json::from_str(text.lines().next().unwrap().split_once(' ').unwrap().1).unwrap();
     assert_eq!(first["id"], "hooked");
-    assert_eq!(first["status"], "created");
+    assert_eq!(first["status"], "creating");
     assert!(first["pid"].as_i64().unwrap() > 0);
 
     // A failing createRuntime hook fails the create, naming the hook and

@@ -2,9 +2,10 @@
 //! each with the container's state JSON on its stdin.
 //!
 //! `createRuntime`, `poststart` and `poststop` run in the agent's
-//! namespaces; `createContainer` joins the container's namespaces except
-//! its mount namespace (its path is the agent's); `startContainer` joins
-//! them all (its path is inside the container). A hook's stdout and stderr
+//! namespaces; `createContainer` joins the container's namespaces while
+//! its process waits before `pivot_root` (so its path is still the
+//! agent's); `startContainer` joins them all once the container is set up
+//! (its path is inside the container). A hook's stdout and stderr
 //! are collected and quoted when it fails.
 
 use std::os::fd::AsRawFd;
@@ -87,6 +88,7 @@ async fn run_one(agent: &Arc<Agent>, hook: &Hook, state: &str, within: Option<&I
         ns,
         setup: None,
         gate: None,
+        pause_before_pivot: false,
         cgroup: cgroup.as_ref().map(|fd| fd.as_raw_fd()),
     });
     let (stdin_read, stdin_write) = fdio::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;

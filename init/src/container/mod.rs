@@ -133,17 +133,27 @@ impl Container {
 
     /// The OCI state JSON hooks read on stdin.
     fn oci_state(&self) -> String {
-        let status = self.status();
-        serde_json::json!({
-            "ociVersion": "1.0.2",
-            "id": self.id,
-            "status": status.name(),
-            "pid": if status == ContainerStatus::Stopped { 0 } else { self.pid },
-            "bundle": self.bundle,
-            "annotations": self.annotations,
-        })
-        .to_string()
+        oci_state(&self.id, self.status(), self.pid, &self.bundle, &self.annotations)
     }
+}
+
+/// The OCI state JSON of a container.
+fn oci_state(
+    id: &str,
+    status: ContainerStatus,
+    pid: libc::pid_t,
+    bundle: &str,
+    annotations: &BTreeMap<String, String>,
+) -> String {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": id,
+        "status": status.name(),
+        "pid": if status == ContainerStatus::Stopped { 0 } else { pid },
+        "bundle": bundle,
+        "annotations": annotations,
+    })
+    .to_string()
 }
 
 /// Every container of the agent, and the ids being created.
@@ -256,7 +266,13 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         }
     };
     let (pumps_tx, pumps_rx) = tokio::sync::oneshot::channel();
-    let result = fork_container(agent, &id, command, program, &ns, &mut setup, cgroup.as_ref(), pumps_tx).await;
+    let creation = Creation {
+        id: &id,
+        spec: &spec,
+        ns: &ns,
+        cgroup: cgroup.as_ref(),
+    };
+    let result = fork_container(agent, &creation, command, program, &mut setup, pumps_tx).await;
     let (forked, exited) = match result {
         Ok(forked) => forked,
         Err(e) => {
@@ -294,28 +310,6 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         paused: AtomicBool::new(false),
     });
     lock(&agent.containers.entries).insert(id.clone(), container.clone());
-    // 3. The hooks of the creation; a failure undoes it.
-    let state = container.oci_state();
-    let ran = async {
-        hooks::run_all(agent, &container.hooks.create_runtime, "createRuntime", &state, None).await?;
-        hooks::run_all(
-            agent,
-            &container.hooks.create_container,
-            "createContainer",
-            &state,
-            Some(hooks::InContainer {
-                pid,
-                cgroup: container.cgroup.as_ref(),
-                mount: false,
-            }),
-        )
-        .await
-    }
-    .await;
-    if let Err(message) = ran {
-        let _ = delete(agent, &id, true).await;
-        return Err(ContainerError::SetupFailed { id, message });
-    }
     debug!("container {id}: created, pid {pid}");
     Ok(ContainerCreated {
         process: process.id,
@@ -348,18 +342,28 @@ fn home_of(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
-/// Clones the container's process and waits until it is set up.
-#[allow(clippy::too_many_arguments)]
+/// What a creation is about, for [`fork_container`].
+struct Creation<'a> {
+    id: &'a str,
+    spec: &'a ContainerSpec,
+    ns: &'a NsPlan,
+    cgroup: Option<&'a Cgroup>,
+}
+
+/// Clones the container's process and waits until it is set up, running
+/// the `createRuntime` and `createContainer` hooks while it waits before
+/// `pivot_root`.
 async fn fork_container(
     agent: &Arc<Agent>,
-    id: &str,
+    creation: &Creation<'_>,
     command: Command,
     program: CString,
-    ns: &NsPlan,
     setup: &mut setup::SetupPlan,
-    cgroup: Option<&Cgroup>,
     pumps: tokio::sync::oneshot::Sender<Vec<tokio::task::JoinHandle<()>>>,
 ) -> Result<(Forked, tokio::sync::oneshot::Receiver<crate::reaper::RawStatus>), ContainerError> {
+    let Creation { id, spec, ns, cgroup } = *creation;
+    let creation_hooks = &spec.hooks;
+    let pause_before_pivot = !creation_hooks.create_runtime.is_empty() || !creation_hooks.create_container.is_empty();
     let internal = |message: String| ContainerError::Internal {
         id: id.to_owned(),
         message,
@@ -383,6 +387,7 @@ async fn fork_container(
         ns,
         setup: Some(setup),
         gate: Some(gate_read.as_raw_fd()),
+        pause_before_pivot,
         cgroup: cgroup_dir.as_ref().map(|fd| fd.as_raw_fd()),
     };
     let (pid, status_pipe, exited) = agent
@@ -397,32 +402,55 @@ async fn fork_container(
     let (child_ends, ends) = stdio.agent_ends();
     drop(child_ends);
     drop(cgroup_dir);
-    // The agent's part: the id maps; then the child goes on.
-    let prepared = (|| {
-        if let Some(maps) = &ns.id_maps {
-            namespaces::write_id_maps(pid, maps).map_err(|e| e.to_string())?;
-        }
+    let wake = || {
         // SAFETY: a one-byte write from a valid buffer to our pipe.
         if unsafe { libc::write(gate_write.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
             return Err(format!("cannot wake it: {}", std::io::Error::last_os_error()));
         }
         Ok(())
-    })();
+    };
+    // The agent's part: the id maps; then the child goes on.
+    let prepared = match &ns.id_maps {
+        Some(maps) => namespaces::write_id_maps(pid, maps).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+    .and_then(|()| wake());
     if let Err(message) = prepared {
         abandon(agent, pid);
         return Err(internal(message));
     }
-    let failure = match spawn::exec_outcome(pid, &status_pipe).await {
-        Ok(Some(f)) if f.step == Some(Step::Ready) => None,
-        Ok(Some(f)) => Some(describe_failure(&f, &command, &program, setup)),
-        Ok(None) => Some("its process ended during the setup".to_owned()),
-        Err(e) => Some(e.to_string()),
-    };
-    if let Some(message) = failure {
+    loop {
+        let failure = match spawn::exec_outcome(pid, &status_pipe).await {
+            Ok(Some(f)) if f.step == Some(Step::Ready) => break,
+            Ok(Some(f)) if f.step == Some(Step::Mounted) => {
+                // The creation hooks, the container's mounts made and its
+                // root not yet pivoted to (as runc runs them).
+                let state = oci_state(id, ContainerStatus::Creating, pid, &spec.bundle, &spec.annotations);
+                let within = hooks::InContainer {
+                    pid,
+                    cgroup,
+                    mount: true,
+                };
+                let ran = async {
+                    let (runtime, container) = (&creation_hooks.create_runtime, &creation_hooks.create_container);
+                    hooks::run_all(agent, runtime, "createRuntime", &state, None).await?;
+                    hooks::run_all(agent, container, "createContainer", &state, Some(within)).await?;
+                    wake()
+                }
+                .await;
+                match ran {
+                    Ok(()) => continue,
+                    Err(message) => message,
+                }
+            }
+            Ok(Some(f)) => describe_failure(&f, &command, &program, setup),
+            Ok(None) => "its process ended during the setup".to_owned(),
+            Err(e) => e.to_string(),
+        };
         abandon(agent, pid);
         return Err(ContainerError::SetupFailed {
             id: id.to_owned(),
-            message,
+            message: failure,
         });
     }
     Ok((

@@ -315,11 +315,11 @@ unsafe fn make_in_root(dirfd: libc::c_int, path: &CStr, kind: TargetKind) -> lib
     unsafe { open_in(dirfd, path.as_ptr(), libc::O_PATH) }
 }
 
-/// Runs the plan up to `pivot_root` and the root made the process's `/`.
+/// Runs the plan up to `pivot_root`: the root and everything mounted in it.
 ///
 /// # Safety
 /// Only in a forked child before exec, in its new mount namespace.
-pub unsafe fn mount_root(plan: &SetupPlan) -> Result<(), SetupStep> {
+pub unsafe fn mount_tree(plan: &SetupPlan) -> Result<(), SetupStep> {
     let null = std::ptr::null::<c_char>();
     // SAFETY (whole body): system calls on NUL-terminated prepared strings
     // and descriptors this function opened; no allocation.
@@ -434,6 +434,19 @@ pub unsafe fn mount_root(plan: &SetupPlan) -> Result<(), SetupStep> {
             libc::close(target);
         }
         libc::close(rootfd);
+    }
+    Ok(())
+}
+
+/// Makes the root the process's `/`.
+///
+/// # Safety
+/// Only in a forked child before exec, after [`mount_tree`].
+pub unsafe fn pivot(plan: &SetupPlan) -> Result<(), SetupStep> {
+    let null = std::ptr::null::<c_char>();
+    let root = plan.root.as_ptr();
+    // SAFETY (whole body): system calls on NUL-terminated prepared strings.
+    unsafe {
         // 5. pivot_root, or (off the initramfs, which cannot be pivoted
         //    away from) move the root onto `/` and chroot, as switch_root.
         if libc::chdir(root) != 0 {
@@ -466,10 +479,10 @@ pub unsafe fn mount_root(plan: &SetupPlan) -> Result<(), SetupStep> {
 /// paths, the read-only root.
 ///
 /// # Safety
-/// Only in a forked child before exec, after [`mount_root`].
+/// Only in a forked child before exec, after [`pivot`].
 pub unsafe fn finish_root(plan: &SetupPlan) -> Result<(), SetupStep> {
     let null = std::ptr::null::<c_char>();
-    // SAFETY (whole body): as in `mount_root`.
+    // SAFETY (whole body): as in `mount_tree`.
     unsafe {
         let rootfd = libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
         if rootfd < 0 {
