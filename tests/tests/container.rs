@@ -86,6 +86,16 @@ async fn run_container(client: &Client, spec: ContainerSpec) -> (String, String,
     (read_out.await.unwrap(), read_err.await.unwrap(), status.shell_code())
 }
 
+/// Runs `process` in running container `id`; its stdout and exit code.
+async fn exec_output(client: &Client, id: &str, process: ProcessSpec) -> (String, i32) {
+    let exec = client.exec_container(id, process).await.expect("exec_container");
+    let mut out = client.attach(exec, StreamKind::Stdout).await.unwrap();
+    client.start(exec).await.expect("start");
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    (text, client.wait(exec).await.unwrap().shell_code())
+}
+
 #[tokio::test]
 async fn a_container_sees_its_own_namespaces_and_mounts() {
     let agent = NamespacedAgent::start().await;
@@ -142,21 +152,9 @@ async fn lifecycle_kill_exec_and_delete() {
 
     // exec joins every namespace: same hostname, same pid namespace (sees
     // the container's sleep as pid 1), same root.
-    let exec = client
-        .exec_container(
-            "web",
-            ProcessSpec {
-                args: vec!["sh".into(), "-c".into(), "hostname; cat /proc/1/comm; ls /".into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let mut out = client.attach(exec, StreamKind::Stdout).await.unwrap();
-    client.start(exec).await.unwrap();
-    let mut text = String::new();
-    out.read_to_string(&mut text).await.unwrap();
-    assert_eq!(client.wait(exec).await.unwrap().code, Some(0));
+    let script = "hostname; cat /proc/1/comm; ls /";
+    let (text, code) = exec_output(&client, "web", vminitd_tests::sh(script)).await;
+    assert_eq!(code, 0, "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(&lines[..2], ["box", "sleep"], "{text}");
     assert!(lines.contains(&"bin") && !lines.contains(&"rootfs-web"), "{text}");
@@ -563,22 +561,13 @@ async fn a_terminal_is_the_containers_console() {
     let spec = container(dir.path(), "joined", "exec sleep 60");
     client.create_container(spec).await.unwrap();
     client.start_container("joined").await.unwrap();
-    let exec = client
-        .exec_container(
-            "joined",
-            ProcessSpec {
-                args: vec!["tty".into()],
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let mut out = client.attach(exec, StreamKind::Stdout).await.unwrap();
-    client.start(exec).await.unwrap();
-    let mut text = String::new();
-    out.read_to_string(&mut text).await.unwrap();
-    assert_eq!(client.wait(exec).await.unwrap().code, Some(0), "{text}");
+    let tty = ProcessSpec {
+        args: vec!["tty".into()],
+        terminal: true,
+        ..Default::default()
+    };
+    let (text, code) = exec_output(&client, "joined", tty).await;
+    assert_eq!(code, 0, "{text}");
     assert_eq!(text.replace('\r', ""), "/dev/pts/0\n");
     client.delete_container("joined", true).await.unwrap();
 }
