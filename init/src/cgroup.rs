@@ -386,7 +386,15 @@ fn make_directories(root: &Path, components: &[&str]) -> Result<Cgroup, CgroupEr
         }
     }
     path.push(leaf);
-    if let Err(source) = std::fs::create_dir(&path) {
+    let mut created = std::fs::create_dir(&path);
+    if matches!(&created, Err(e) if e.kind() == ErrorKind::AlreadyExists) {
+        // Left by an agent that is gone (nothing runs in it: rmdir
+        // refuses a populated cgroup): made anew. One in use stays.
+        if std::fs::remove_dir(&path).is_ok() {
+            created = std::fs::create_dir(&path);
+        }
+    }
+    if let Err(source) = created {
         undo(&made_parents);
         return Err(match source.kind() {
             ErrorKind::AlreadyExists => CgroupError::Exists { path },
@@ -635,13 +643,17 @@ mod tests {
         let root = cgroup2_root().unwrap();
         assert_eq!(cg.path(), root.join(&name));
         assert!(cg.path().is_dir());
+        // An empty one (left by an agent that is gone) is made anew.
+        drop(Cgroup::create(&name, None).expect("an empty cgroup is taken over"));
+        assert!(cg.path().is_dir());
+        let mut child = Child::sleeping();
+        cg.add(child.0).expect("add");
+        assert_eq!(cg.pids().unwrap(), [child.0]);
+        // One in use is not.
         assert_eq!(
             Cgroup::create(&name, None).unwrap_err().to_string(),
             format!("the cgroup {} already exists", cg.path().display())
         );
-        let mut child = Child::sleeping();
-        cg.add(child.0).expect("add");
-        assert_eq!(cg.pids().unwrap(), [child.0]);
         let own = std::fs::read_to_string(format!("/proc/{}/cgroup", child.0)).unwrap();
         assert!(own.contains(&format!("0::/{name}\n")), "{own}");
         // Still in it: remove kills it first.

@@ -257,7 +257,9 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
             warn!("container {id}: no cgroup2 filesystem: the container gets no cgroup of its own");
             None
         }
-        Err(e @ (CgroupError::ControllerMissing { .. } | CgroupError::BadPath { .. })) => return Err(invalid(&e)),
+        Err(e @ (CgroupError::ControllerMissing { .. } | CgroupError::BadPath { .. } | CgroupError::Exists { .. })) => {
+            return Err(invalid(&e))
+        }
         Err(e) => {
             return Err(ContainerError::Internal {
                 id: id.clone(),
@@ -266,6 +268,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         }
     };
     let (pumps_tx, pumps_rx) = tokio::sync::oneshot::channel();
+    plan::make_destinations(Path::new(&spec.root), &setup);
     let creation = Creation {
         id: &id,
         spec: &spec,

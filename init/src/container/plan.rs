@@ -261,6 +261,78 @@ pub fn setup_plan(spec: &ContainerSpec, ns: &NsPlan) -> Result<SetupPlan, PlanEr
     })
 }
 
+/// Makes, in the root filesystem itself, the destinations of the mounts
+/// that do not lie under an earlier mount, following symbolic links the way
+/// they resolve inside the root (as runc's `SecureJoin` + `MkdirAll`): a
+/// link that dangles there (`/var/run -> /run` without `/run`) then leads to
+/// directories made inside the root, where the child's in-root lookup finds
+/// them. Destinations under an earlier mount (a tmpfs at `/dev`, ...) are
+/// made by the child once that mount exists. Failures are left for the
+/// child, which names the mount.
+pub fn make_destinations(root: &Path, plan: &SetupPlan) {
+    let mut earlier: Vec<&[u8]> = Vec::new();
+    for m in &plan.mounts {
+        let target = m.target.to_bytes();
+        let under = earlier
+            .iter()
+            .any(|e| e.is_empty() || (target.starts_with(e) && target.get(e.len()) == Some(&b'/')));
+        earlier.push(target);
+        if under {
+            continue;
+        }
+        let Ok(target) = std::str::from_utf8(target) else {
+            continue;
+        };
+        let path = join_in_root(root, target);
+        let made = match m.kind {
+            TargetKind::Directory => std::fs::create_dir_all(&path),
+            TargetKind::File => path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map(drop)
+            }),
+        };
+        if let Err(e) = made {
+            debug!("cannot make {} in the root: {e}", path.display());
+        }
+    }
+}
+
+/// `root` joined with `path`, every symbolic link on the way resolved as if
+/// `root` were `/` (`..` and absolute targets stay inside it); components
+/// that do not exist are kept as they are.
+fn join_in_root(root: &Path, path: &str) -> std::path::PathBuf {
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = path.split('/').rev().map(str::to_owned).collect();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here: std::path::PathBuf = root.join(resolved.join("/")).join(&part);
+        match std::fs::read_link(&here) {
+            Ok(target) if links < 255 => {
+                links += 1;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                pending.extend(target.split('/').rev().map(str::to_owned));
+            }
+            _ => resolved.push(part),
+        }
+    }
+    root.join(resolved.join("/"))
+}
+
 /// Parses one mount.
 fn mount_step(index: usize, m: &Mount) -> Result<MountStep, PlanError> {
     if !m.destination.starts_with('/') {
@@ -448,6 +520,24 @@ mod tests {
         );
         let e = mount_step(0, &mount("x", "tmpfs", &[])).unwrap_err();
         assert!(matches!(e, PlanError::MountDestination { .. }));
+    }
+
+    #[test]
+    fn paths_join_inside_the_root() {
+        let dir = std::env::temp_dir().join(format!("vminitd-join-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("/missing/dir", root.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(join_in_root(&root, "abs/x"), root.join("real/x"));
+        assert_eq!(join_in_root(&root, "up/etc"), root.join("etc"));
+        assert_eq!(join_in_root(&root, "../../../etc/passwd"), root.join("etc/passwd"));
+        assert_eq!(join_in_root(&root, "dangling/a"), root.join("missing/dir/a"));
+        assert_eq!(join_in_root(&root, "loop/a"), root.join("loop/a"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
