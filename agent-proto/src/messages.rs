@@ -168,6 +168,13 @@ pub enum Op {
     /// Thaw a paused container. Answer: `null`. Errors:
     /// [`ErrorCode::InvalidState`] unless paused.
     ResumeContainer { container: String },
+    /// New cgroup limits for a container that has not stopped (runc's
+    /// `update`); only the limits given change. Answer: `null`. Errors:
+    /// [`ErrorCode::InvalidRequest`] for a bad value, a controller the
+    /// cgroup2 tree does not offer, or a device rule (the allow-list is
+    /// fixed at create); [`ErrorCode::InvalidState`] once stopped or
+    /// without a cgroup.
+    UpdateContainer { container: String, resources: Resources },
 }
 
 impl Op {
@@ -192,6 +199,7 @@ impl Op {
         "delete_container",
         "pause_container",
         "resume_container",
+        "update_container",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -214,6 +222,7 @@ impl Op {
             Op::DeleteContainer { .. } => "delete_container",
             Op::PauseContainer { .. } => "pause_container",
             Op::ResumeContainer { .. } => "resume_container",
+            Op::UpdateContainer { .. } => "update_container",
         }
     }
 }
@@ -731,13 +740,17 @@ mod tests {
             Op::ResumeContainer {
                 container: String::new(),
             },
+            Op::UpdateContainer {
+                container: String::new(),
+                resources: Resources::default(),
+            },
         ];
         for op in ops {
             let v = serde_json::to_value(Request { id: 1, op: op.clone() }).unwrap();
             assert_eq!(v["op"], op.name());
             assert!(Op::NAMES.contains(&op.name()));
         }
-        assert_eq!(Op::NAMES.len(), 18);
+        assert_eq!(Op::NAMES.len(), 19);
     }
 
     #[test]

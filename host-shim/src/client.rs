@@ -318,6 +318,15 @@ impl Client {
         .await
     }
 
+    /// New cgroup limits for a container.
+    pub async fn update_container(&self, id: &str, resources: agent_proto::Resources) -> Result<(), ClientError> {
+        self.call(Op::UpdateContainer {
+            container: id.to_owned(),
+            resources,
+        })
+        .await
+    }
+
     /// Closes the control session.
     pub async fn close(self) {
         let _ = self.writer.lock().await.shutdown().await;

@@ -233,6 +233,24 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Applies new limits to the cgroup of a running container (runc's
+    /// `update`): the controllers they need enabled, then each file
+    /// written. The device allow-list cannot be changed this way.
+    pub fn update(&self, resources: &Resources) -> Result<(), CgroupError> {
+        if !resources.devices.is_empty() {
+            return Err(CgroupError::InvalidValue {
+                field: "linux.resources.devices".into(),
+                why: "the device allow-list of a running container cannot be changed".into(),
+            });
+        }
+        let settings = limits::settings(resources)?;
+        let root = cgroup2_root()?;
+        let controllers = needed_controllers(&settings);
+        check_controllers(&root, &controllers)?;
+        enable_controllers(&root, &self.path, &controllers)?;
+        settings.iter().try_for_each(|setting| self.apply(setting))
+    }
+
     /// Attaches the device allow-list (OCI `linux.resources.devices`) as an
     /// eBPF program. Called once the container's setup has made its device
     /// nodes (the filter would refuse their `mknod`), as runc sets it once

@@ -208,6 +208,13 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             container::freeze(agent, &id, false).await.map_err(|e| e.to_body())?;
             Ok(Value::Null)
         }
+        Op::UpdateContainer {
+            container: id,
+            resources,
+        } => {
+            container::update(agent, &id, &resources).map_err(|e| e.to_body())?;
+            Ok(Value::Null)
+        }
     }
 }
 

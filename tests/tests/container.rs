@@ -636,3 +636,44 @@ async fn pause_freezes_every_process_and_resume_thaws_them() {
     client.delete_container("ticker", true).await.unwrap();
     assert!(client.list_containers().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn updates_that_cannot_be_honoured_are_refused_by_name() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    client
+        .create_container(container(dir.path(), "upd", "exec sleep 60"))
+        .await
+        .unwrap();
+    client.start_container("upd").await.unwrap();
+    let devices = agent_proto::Resources {
+        devices: vec![agent_proto::DeviceRule {
+            allow: false,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = client.update_container("upd", devices).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidRequest);
+    assert!(e.to_string().contains("linux.resources.devices"), "{e}");
+    let bad = agent_proto::Resources {
+        cpu: Some(agent_proto::CpuResources {
+            shares: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = client.update_container("upd", bad).await.unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidRequest);
+    assert!(e.to_string().contains("linux.resources.cpu.shares"), "{e}");
+    client.kill_container("upd", libc::SIGKILL, false).await.unwrap();
+    let process = client.container_state("upd").await.unwrap().process;
+    client.wait(process).await.unwrap();
+    let e = client
+        .update_container("upd", agent_proto::Resources::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
+    client.delete_container("upd", false).await.unwrap();
+}

@@ -346,6 +346,29 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     let out = runtime(&root, &["resume", "c1"]);
     assert_eq!(out.status.code(), Some(0), "resume: {}", text(&out.stderr));
     assert_eq!(state(&root, "c1")["status"], "running");
+
+    // update, as runc's: new limits on the running container's cgroup,
+    // seen from inside it.
+    let out = runtime(&root, &["update", "--pids-limit", "50", "--memory", "64m", "c1"]);
+    assert_eq!(out.status.code(), Some(0), "update: {}", text(&out.stderr));
+    // (The stock spec has no cgroup namespace: the whole tree is seen, the
+    // container's cgroup at its path in it.)
+    let own = "cd /sys/fs/cgroup/$(cut -d: -f3 /proc/self/cgroup) && cat pids.max memory.max";
+    let out = runtime(&root, &["exec", "c1", "sh", "-c", own]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("50\n67108864\n", Some(0)),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = runtime(&root, &["update", "--memory", "lots", "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    // (The message is a logrus line: its quotes escaped.)
+    assert!(
+        text(&out.stderr).contains(r#"--memory: \"lots\" is not a size"#),
+        "{}",
+        text(&out.stderr)
+    );
     let (stage, started) = hook_log(&hooks).pop().unwrap();
     assert_eq!(
         (stage.as_str(), started["status"].as_str()),

@@ -46,7 +46,7 @@ use serde_json::Value;
 
 use super::{ImageError, ProcessDefaults};
 pub(crate) use container::PROCESS_FIELDS;
-pub use container::{container_spec, RootPlacement};
+pub use container::{container_spec, resources_from_json, RootPlacement};
 
 /// Namespaces the VM provides by being a VM.
 const NAMESPACES: [&str; 6] = ["pid", "network", "ipc", "uts", "mount", "cgroup"];

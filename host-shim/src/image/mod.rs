@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub(crate) use bundle::PROCESS_FIELDS;
-pub use bundle::{container_spec, load_bundle, Bundle, RootPlacement};
+pub use bundle::{container_spec, load_bundle, resources_from_json, Bundle, RootPlacement};
 pub use layer::{apply_layer, LayerError, Skipped};
 pub use layout::{ImageRef, Layout};
 pub use process::ProcessDefaults;

@@ -495,6 +495,20 @@ impl Runtime {
         }
     }
 
+    /// New cgroup limits for container `id` (`update`).
+    pub async fn update(&self, id: &str, resources: agent_proto::Resources) -> Result<(), RuntimeError> {
+        let live = self.live(id).await?;
+        match (live.status, &live.endpoint) {
+            (ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused, Some(endpoint)) => {
+                let client = connect(endpoint, id).await?;
+                let updated = client.update_container(id, resources).await;
+                client.close().await;
+                updated.map_err(|e| agent_err(id, e))
+            }
+            _ => Err(RuntimeError::NotRunning { id: id.to_owned() }),
+        }
+    }
+
     /// Freezes every process of running container `id` (`pause`), or thaws
     /// a paused one (`resume`), as runc's cgroup freezer does.
     pub async fn set_paused(&self, id: &str, paused: bool) -> Result<(), RuntimeError> {

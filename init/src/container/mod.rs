@@ -756,6 +756,35 @@ pub async fn freeze(agent: &Arc<Agent>, id: &str, frozen: bool) -> Result<(), Co
     Ok(())
 }
 
+/// `Op::UpdateContainer`: new limits on the container's cgroup.
+pub fn update(agent: &Agent, id: &str, resources: &agent_proto::Resources) -> Result<(), ContainerError> {
+    let container = agent.containers.get(id)?;
+    let status = container.status();
+    if status == ContainerStatus::Stopped {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: status.name(),
+            why: "a stopped container's limits cannot change",
+        });
+    }
+    let Some(cgroup) = &container.cgroup else {
+        return Err(ContainerError::InvalidState {
+            id: id.to_owned(),
+            status: status.name(),
+            why: "it has no cgroup",
+        });
+    };
+    cgroup.update(resources).map_err(|e| match e {
+        CgroupError::InvalidValue { .. } | CgroupError::ControllerMissing { .. } | CgroupError::Unsupported { .. } => {
+            ContainerError::Invalid(e.to_string())
+        }
+        e => ContainerError::Internal {
+            id: id.to_owned(),
+            message: e.to_string(),
+        },
+    })
+}
+
 /// `Op::DeleteContainer`.
 pub async fn delete(agent: &Arc<Agent>, id: &str, force: bool) -> Result<(), ContainerError> {
     let container = agent.containers.get(id)?;

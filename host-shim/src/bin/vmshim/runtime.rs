@@ -95,6 +95,8 @@ enum RuntimeCommand {
     },
     /// Freeze every process of a running container.
     Pause { id: String },
+    /// Change a container's cgroup limits.
+    Update(UpdateArgs),
     /// Thaw a paused container.
     Resume { id: String },
     /// Delete a container: its VM shut down, its state removed.
@@ -189,6 +191,11 @@ async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
         RuntimeCommand::Kill { all, id, signal } => {
             let signo = parse_signal(&signal).ok_or_else(|| anyhow!("unknown signal {signal:?}"))?;
             runtime.kill(&id, signo, all).await?;
+            Ok(0)
+        }
+        RuntimeCommand::Update(args) => {
+            let id = args.id.clone();
+            runtime.update(&id, args.resources()?).await?;
             Ok(0)
         }
         RuntimeCommand::Pause { id } => {
@@ -438,5 +445,139 @@ mod tests {
             text.starts_with("time=\"") && text.ends_with(" level=error msg=\"container does not exist\"\n"),
             "{text}"
         );
+    }
+}
+
+/// `update`'s flags, as runc's.
+#[derive(Args)]
+struct UpdateArgs {
+    /// An OCI `linux.resources` JSON file (`-` for stdin); the flags below
+    /// change it further.
+    #[arg(short, long, value_name = "FILE")]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes (a k, m, g or t suffix allowed; -1: none).
+    /// (Its own id: the VM's `--memory` is another flag.)
+    #[arg(
+        long = "memory",
+        id = "memory_limit",
+        value_name = "BYTES",
+        allow_hyphen_values = true
+    )]
+    memory: Option<String>,
+    /// Memory soft limit (memory.low).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap (-1: unlimited swap).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPU shares (relative weight, 2 to 262144).
+    #[arg(long, value_name = "N")]
+    cpu_share: Option<u64>,
+    /// CPU CFS quota in microseconds per period (-1: none).
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long, value_name = "US")]
+    cpu_period: Option<u64>,
+    /// CPUs allowed (cpuset.cpus), e.g. 0-1.
+    #[arg(long, value_name = "LIST")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes allowed (cpuset.mems).
+    #[arg(long, value_name = "LIST")]
+    cpuset_mems: Option<String>,
+    /// Maximum number of processes (0 or less: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Block IO weight, 10 to 1000.
+    #[arg(long, value_name = "N")]
+    blkio_weight: Option<u16>,
+    id: String,
+}
+
+impl UpdateArgs {
+    /// The limits to apply: `--resources`, then the flags.
+    fn resources(&self) -> Result<agent_proto::Resources> {
+        let mut r = match &self.resources {
+            Some(path) => {
+                let json = if path.as_os_str() == "-" {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                    buf
+                } else {
+                    std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?
+                };
+                host_shim::image::resources_from_json(&json, path)?
+            }
+            None => agent_proto::Resources::default(),
+        };
+        let bytes = |flag: &str, value: &Option<String>| value.as_deref().map(|v| parse_bytes(flag, v)).transpose();
+        if let Some(v) = bytes("--memory", &self.memory)? {
+            r.memory.get_or_insert_with(Default::default).limit = Some(v);
+        }
+        if let Some(v) = bytes("--memory-reservation", &self.memory_reservation)? {
+            r.memory.get_or_insert_with(Default::default).reservation = Some(v);
+        }
+        if let Some(v) = bytes("--memory-swap", &self.memory_swap)? {
+            r.memory.get_or_insert_with(Default::default).swap = Some(v);
+        }
+        let cpu_flags = (self.cpu_share, self.cpu_quota, self.cpu_period);
+        if cpu_flags != (None, None, None) || self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
+            let cpu = r.cpu.get_or_insert_with(Default::default);
+            cpu.shares = self.cpu_share.or(cpu.shares);
+            cpu.quota = self.cpu_quota.or(cpu.quota);
+            cpu.period = self.cpu_period.or(cpu.period);
+            cpu.cpus = self.cpuset_cpus.clone().or(cpu.cpus.take());
+            cpu.mems = self.cpuset_mems.clone().or(cpu.mems.take());
+        }
+        if let Some(limit) = self.pids_limit {
+            r.pids_limit = Some(limit);
+        }
+        if let Some(weight) = self.blkio_weight {
+            r.block_io.get_or_insert_with(Default::default).weight = Some(weight);
+        }
+        Ok(r)
+    }
+}
+
+/// A size as runc's flags take it: bytes, or with a k, m, g or t suffix
+/// (powers of 1024, an optional trailing b); -1 is no limit.
+fn parse_bytes(flag: &str, value: &str) -> Result<i64> {
+    let lower = value.trim().to_ascii_lowercase();
+    if lower == "-1" {
+        return Ok(-1);
+    }
+    let digits = lower.trim_end_matches('b');
+    let (number, shift) = match digits.chars().last() {
+        Some('k') => (&digits[..digits.len() - 1], 10),
+        Some('m') => (&digits[..digits.len() - 1], 20),
+        Some('g') => (&digits[..digits.len() - 1], 30),
+        Some('t') => (&digits[..digits.len() - 1], 40),
+        _ => (digits, 0),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| anyhow!("{flag}: {value:?} is not a size (bytes, or with k, m, g or t)"))
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("--memory", "1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("--memory", "64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("--memory", "2G").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("--memory", "512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("--memory", "-1").unwrap(), -1);
+        let e = parse_bytes("--memory", "lots").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--memory: \"lots\" is not a size (bytes, or with k, m, g or t)"
+        );
+        assert!(parse_bytes("--memory", "-5m").is_err());
     }
 }

@@ -253,6 +253,16 @@ fn mount(m: &oci_spec::runtime::Mount, bundle: &Path) -> Mount {
     }
 }
 
+/// An OCI `linux.resources` document (as `runc update -r` reads it) as
+/// the agent's [`Resources`]; `what` names it in errors.
+pub fn resources_from_json(json: &[u8], what: &Path) -> Result<Resources, ImageError> {
+    let r: LinuxResources = serde_json::from_slice(json).map_err(|e| ImageError::BadBundle {
+        path: what.to_owned(),
+        detail: format!("not an OCI linux.resources document: {e}"),
+    })?;
+    Ok(resources(&r))
+}
+
 fn resources(r: &LinuxResources) -> Resources {
     let throttles = |list: &Option<Vec<LinuxThrottleDevice>>| -> Vec<ThrottleDevice> {
         list.iter()
