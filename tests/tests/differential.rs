@@ -135,6 +135,16 @@ struct Run {
     code: i32,
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+}
+
 /// `runc run` of the bundle, with a state directory of its own.
 fn run_runc(bundle: &Bundle, id: &str) -> Run {
     let root = bundle.path().join("runc-state");
@@ -147,11 +157,7 @@ fn run_runc(bundle: &Bundle, id: &str) -> Run {
         .stdin(Stdio::null())
         .output()
         .expect("run runc");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
+    Run::from(out)
 }
 
 /// The same bundle through the agent: create, attach stdout and stderr,
@@ -247,11 +253,7 @@ fn run_in_vm(bundle: &Bundle, id: &str) -> Run {
         .stdin(Stdio::null())
         .output()
         .expect("run vmshim runtime");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
+    Run::from(out)
 }
 
 /// The masked paths the probe looks at (the stock spec's).
