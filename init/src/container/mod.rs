@@ -251,7 +251,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
     })?;
     // 2. Its cgroup.
     let cgroup_path = spec.cgroups_path.clone().unwrap_or_else(|| format!("vminitd/{id}"));
-    let cgroup = match Cgroup::create(&cgroup_path, spec.resources.as_ref()) {
+    let mut cgroup = match Cgroup::create(&cgroup_path, spec.resources.as_ref()) {
         Ok(cgroup) => Some(cgroup),
         Err(CgroupError::NoCgroup2) if spec.resources.is_none() && spec.cgroups_path.is_none() => {
             warn!("container {id}: no cgroup2 filesystem: the container gets no cgroup of its own");
@@ -287,7 +287,6 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
     };
     let pid = forked.pid;
     // The device allow-list, now that the setup has made the nodes.
-    let mut cgroup = cgroup;
     if let (Some(cgroup), Some(resources)) = (cgroup.as_mut(), spec.resources.as_ref()) {
         if let Err(e) = cgroup.restrict_devices(&resources.devices) {
             abandon(agent, pid);
@@ -312,7 +311,7 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
         started: AtomicBool::new(false),
         paused: AtomicBool::new(false),
     });
-    lock(&agent.containers.entries).insert(id.clone(), container.clone());
+    lock(&agent.containers.entries).insert(id.clone(), container);
     debug!("container {id}: created, pid {pid}");
     Ok(ContainerCreated {
         process: process.id,
