@@ -54,6 +54,10 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// `BPF_MAXINSNS`.
 const MAX_INSNS: usize = 4096;
+/// The most instructions one rule's argument conditions may take: a jump
+/// offset is one byte, and a syscall's test jumps over the conditions, the
+/// action and the reload of `nr`.
+const MAX_CONDITION_INSNS: usize = u8::MAX as usize - 2;
 
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_KILL_THREAD: u32 = 0;
@@ -88,6 +92,11 @@ pub enum SeccompError {
     ArgIndex { rule: usize, arg: usize, index: u32 },
     #[error("seccomp: the filter has {len} instructions, above the kernel's {MAX_INSNS}")]
     TooLong { len: usize },
+    #[error(
+        "seccomp: the argument conditions of syscalls[{rule}] take {len} instructions, above the \
+         {MAX_CONDITION_INSNS} one rule's jumps can span"
+    )]
+    TooManyConditions { rule: usize, len: usize },
 }
 
 /// The number of an x86_64 syscall.
@@ -286,6 +295,13 @@ fn compile_rule(r: usize, rule: &SeccompRule) -> Result<Vec<Insn>, SeccompError>
     for (i, arg) in rule.args.iter().enumerate() {
         conds.extend(condition(r, i, arg)?);
     }
+    let too_many = || SeccompError::TooManyConditions {
+        rule: r,
+        len: conds.len(),
+    };
+    if conds.len() > MAX_CONDITION_INSNS {
+        return Err(too_many());
+    }
     let mut out = Vec::new();
     for name in &rule.names {
         let nr = syscall_number(name).ok_or_else(|| SeccompError::UnknownSyscall {
@@ -299,13 +315,13 @@ fn compile_rule(r: usize, rule: &SeccompRule) -> Result<Vec<Insn>, SeccompError>
         }
         // nr == N, the conditions, the action; on a failed condition, reload nr.
         let fail = conds.len() + 1; // index of the reload, counted from the first condition
-        let skip = u8::try_from(fail + 1).map_err(|_| SeccompError::TooLong { len: fail })?;
+        let skip = u8::try_from(fail + 1).map_err(|_| too_many())?;
         out.push(jump(JEQ_K, nr, 0, skip));
         for (i, c) in conds.iter().enumerate() {
             let resolve = |to: To| -> Result<u8, SeccompError> {
                 match to {
                     To::Ahead(n) => Ok(n),
-                    To::Fail => u8::try_from(fail - i - 1).map_err(|_| SeccompError::TooLong { len: fail }),
+                    To::Fail => u8::try_from(fail - i - 1).map_err(|_| too_many()),
                 }
             };
             let (jt, jf) = if c.code == LD_W_ABS || c.code == AND_K {
@@ -570,3 +586,6 @@ mod tests {
         assert!(e.to_string().contains("index 6"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod prop_tests;
