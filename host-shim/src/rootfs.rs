@@ -9,8 +9,11 @@
 //! Both builders write under a temporary name beside their result and rename
 //! it into place, so concurrent vmshim processes never see half a tree or
 //! half an image, and a build that dies leaves nothing that looks finished.
+//! The cache directory the images (and unpacked OCI images) live in is ours
+//! and 0700, the images in it 0600, whatever the umask.
 
 mod busybox;
+mod cache;
 mod digest;
 mod ext4;
 
@@ -20,6 +23,9 @@ use std::process::ExitStatus;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use busybox::busybox_tree;
+pub(crate) use cache::private_dir;
+#[cfg(test)]
+pub(crate) use cache::Umask;
 pub use digest::{tree_digest, TreeDigest};
 pub use ext4::ext4_image;
 

@@ -1,19 +1,25 @@
 //! Read-only ext4 images of directory trees, made by `mkfs.ext4 -d` and
 //! cached by the content of the tree.
 //!
-//! The image of a tree is `CACHE/rootfs-<16 hex digits of its digest>.ext4`.
-//! An image there is complete by construction: mkfs writes a temporary name
-//! and the result is renamed into place. Images are reproducible: the same
+//! The image of a tree is `CACHE/rootfs-<the 64 hex digits of its
+//! digest>.ext4`: mkfs carries every file's bytes, mode, owner, extended
+//! attributes and hard links into the image, and the digest covers all of
+//! them. An image there is complete by construction: mkfs writes a
+//! temporary name and the result is renamed into place. The cache
+//! directory is 0700 and the images 0600, whatever the umask: an image
+//! holds its tree's `/etc/shadow`, readable with `debugfs`. Images are reproducible: the same
 //! tree gives the same bytes (UUID and directory hash seed derived from the
 //! digest, timestamps from `E2FSPROGS_FAKE_TIME`, which e2fsprogs honours),
 //! as long as the files' own timestamps, which mkfs copies, are unchanged.
 
-use std::fs;
+use std::fs::{self, OpenOptions, Permissions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::cache::{private_file, FILE_MODE};
 use super::digest::{tree_digest, TreeDigest, BLOCK};
-use super::{hex, io_err, temp_sibling, RootfsError};
+use super::{hex, io_err, private_dir, temp_sibling, RootfsError};
 
 /// The timestamp mkfs gives what it creates itself (superblock, root,
 /// lost+found): 2020-01-01T00:00:00Z.
@@ -29,11 +35,13 @@ const ATTEMPTS: u32 = 5;
 /// an image of the same content is already there.
 pub fn ext4_image(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError> {
     let digest = tree_digest(tree)?;
-    let image = cache_dir.join(format!("rootfs-{}.ext4", &hex(&digest.sha256)[..16]));
+    private_dir(cache_dir).map_err(io_err("making private", cache_dir))?;
+    let image = cache_dir.join(format!("rootfs-{}.ext4", hex(&digest.sha256)));
     if image.is_file() {
+        // One made before images were private is narrowed.
+        private_file(&image).map_err(io_err("making private", &image))?;
         return Ok(image);
     }
-    fs::create_dir_all(cache_dir).map_err(io_err("creating", cache_dir))?;
     let tmp = temp_sibling(&image);
     let result = make(tree, &digest.sha256, &tmp, sizing(&digest))
         .and_then(|()| fs::rename(&tmp, &image).map_err(io_err("renaming", &image)));
@@ -51,10 +59,19 @@ fn make(tree: &Path, sha256: &[u8; 32], image: &Path, (mut size, mut inodes): (u
     let hash_seed = uuid(&sha256[16..]);
     for attempt in 1..=ATTEMPTS {
         // A fresh file each time: mkfs leaves alone what it does not write.
+        // Made here, 0600 whatever the umask: mkfs opens it as it is.
         match fs::remove_file(image) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("removing", image)(e)),
             _ => {}
         }
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(image)
+            .and_then(|f| f.set_permissions(Permissions::from_mode(FILE_MODE)))
+            .map_err(io_err("creating", image))?;
         let (block, inode_size, inode_count) = (BLOCK.to_string(), INODE_SIZE.to_string(), inodes.to_string());
         let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
         let out = Command::new(&mkfs)
@@ -173,7 +190,7 @@ mod tests {
         let made = started.elapsed();
         let name = image.file_name().unwrap().to_str().unwrap();
         assert!(
-            name.starts_with("rootfs-") && name.ends_with(".ext4") && name.len() == 7 + 16 + 5,
+            name.starts_with("rootfs-") && name.ends_with(".ext4") && name.len() == 7 + 64 + 5,
             "{name}"
         );
         assert_eq!(fs::metadata(&image).unwrap().len(), MIN_SIZE);
@@ -212,6 +229,44 @@ mod tests {
         let changed = ext4_image(&tree, cache.path()).unwrap();
         assert_ne!(changed, image);
         assert!(changed.is_file() && image.is_file());
+    }
+
+    #[test]
+    fn images_are_0600_in_a_0700_cache_whatever_the_umask() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let _umask = crate::rootfs::Umask::set(0o022);
+        let (dir, scratch) = (TestDir::new("ext4private"), TestDir::new("ext4privc"));
+        small_tree(dir.path());
+        let cache = scratch.path().join("build/cache");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let image = ext4_image(dir.path(), &cache).unwrap();
+        assert_eq!((mode(&cache), mode(&image)), (0o700, 0o600));
+        // As an earlier vmshim left them: narrowed when next used.
+        fs::set_permissions(&cache, Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&image, Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(ext4_image(dir.path(), &cache).unwrap(), image);
+        assert_eq!((mode(&cache), mode(&image)), (0o700, 0o600));
+    }
+
+    /// What the digest must cover because it reaches the guest: mkfs
+    /// keeps two names of one inode one inode, and extended attributes.
+    #[test]
+    fn mkfs_carries_hard_links_and_xattrs() {
+        if !have("mkfs.ext4") || !have("debugfs") {
+            return;
+        }
+        let (dir, cache) = (TestDir::new("ext4links"), TestDir::new("ext4linksc"));
+        small_tree(dir.path());
+        fs::hard_link(dir.path().join("etc/hostname"), dir.path().join("etc/again")).unwrap();
+        super::super::digest::set_xattr(&dir.path().join("bin/tool"), "user.vmshim", b"kept").unwrap();
+        let image = ext4_image(dir.path(), cache.path()).unwrap();
+        let stat = run("debugfs", &["-R", "stat /etc/again"], &image);
+        assert!(String::from_utf8_lossy(&stat.stdout).contains("Links: 2"));
+        let ea = run("debugfs", &["-R", "ea_list /bin/tool"], &image);
+        let ea = String::from_utf8_lossy(&ea.stdout);
+        assert!(ea.contains("user.vmshim") && ea.contains("kept"), "{ea}");
     }
 
     #[test]
