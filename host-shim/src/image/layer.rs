@@ -4,30 +4,56 @@
 //! below, `.wh..wh..opq` empties a directory of what the layers below put
 //! there).
 //!
-//! Nothing is written outside the root: an entry with a `..` component or
-//! an absolute path, or one whose parent directories pass through a
-//! symbolic link, is refused with an error that names it. Symbolic links
-//! are created as they are and never followed while extracting. Checking
-//! the parents by path is sound because the tree is private to this
-//! extraction: a fresh temporary directory that nothing else writes in.
+//! Nothing is read, written or changed outside the root. An entry with a
+//! `..` component or an absolute path, or one whose parent directories
+//! pass through a symbolic link, is refused with an error that names it.
+//! Beyond those checks, every operation goes through a descriptor of its
+//! parent directory opened inside the tree, one component at a time,
+//! never following a link ([`tree`]): creating, removing and linking by
+//! name relative to it, owners with `fchownat(AT_SYMLINK_NOFOLLOW)` or
+//! `fchown`, modes with `fchmod` on the file or directory just opened. So
+//! a link that a later entry puts where an earlier one was (`x/` then
+//! `x -> /etc/shadow`) is never followed: a directory's mode, set after the
+//! whole layer so that a read-only directory still takes its entries, is
+//! set on the directory that entry made, or not at all if it is gone.
+//! Symbolic links are created as they are and never followed.
+//!
+//! An image's layers share [`Limits`] on the bytes they decompress to and
+//! the entries they hold: a gzip bomb is refused at the limit.
 //!
 //! Device nodes and FIFOs are not created (the guest has its own `/dev`);
 //! they are returned as [`Skipped`].
 
+mod limits;
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tests;
+mod tree;
+
 use std::cell::Cell;
-use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::io::{self, Read};
-use std::os::unix::fs::{lchown, symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 
+use limits::{size, Exceeded};
+pub use limits::{Budget, Limits};
+use tree::Dir;
+
 /// The whiteout prefix, and the opaque-directory marker.
-const WHITEOUT: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
+const WHITEOUT: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+/// The longest entry name or link target taken (Linux's `PATH_MAX`); it
+/// also bounds how deep a tree can be.
+const MAX_NAME: usize = 4096;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +93,21 @@ pub enum LayerError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("opening the tree {}: {source}", path.display())]
+    Root { path: PathBuf, source: io::Error },
+    #[error("unpacks to more than {} ({limit} bytes, the limit for one image): refused", size(*limit))]
+    TooLarge { limit: u64 },
+    #[error("holds more than {limit} entries (the limit for one image): refused")]
+    TooManyEntries { limit: u64 },
+}
+
+impl From<Exceeded> for LayerError {
+    fn from(e: Exceeded) -> LayerError {
+        match e {
+            Exceeded::Bytes(limit) => LayerError::TooLarge { limit },
+            Exceeded::Entries(limit) => LayerError::TooManyEntries { limit },
+        }
+    }
 }
 
 /// An entry that was not created.
@@ -76,8 +117,18 @@ pub struct Skipped {
     pub kind: &'static str,
 }
 
-/// Applies the layer `reader` holds onto `root`; returns what it skipped.
-pub fn apply_layer(reader: impl Read, compression: Compression, root: &Path) -> Result<Vec<Skipped>, LayerError> {
+/// Applies the layer `reader` holds onto `root`, counting what it unpacks
+/// against `budget`; returns what it skipped.
+pub fn apply_layer(
+    reader: impl Read,
+    compression: Compression,
+    root: &Path,
+    budget: &Budget,
+) -> Result<Vec<Skipped>, LayerError> {
+    let tree = Dir::open_root(root).map_err(|source| LayerError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
         // Several gzip members (pigz, concatenated streams) are one stream.
@@ -85,42 +136,29 @@ pub fn apply_layer(reader: impl Read, compression: Compression, root: &Path) -> 
     };
     let end = Rc::new(Cell::new(None));
     let mut archive = tar::Archive::new(Unterminated {
-        inner: reader,
+        inner: budget.meter(reader),
         offset: 0,
         end: end.clone(),
         pad: 0,
     });
     let mut layer = Layer {
-        root,
+        path: root,
+        tree,
         // SAFETY: geteuid has no preconditions and cannot fail.
         owners: unsafe { libc::geteuid() } == 0,
         written: HashSet::new(),
-        dir_modes: Vec::new(),
+        dir_modes: HashMap::new(),
         skipped: Vec::new(),
     };
-    for entry in archive.entries().map_err(LayerError::Read)? {
-        let mut entry = entry.map_err(LayerError::Read)?;
-        layer.apply(&mut entry)?;
-        // The zeros Unterminated adds may end the archive, never stand in
-        // for a file's data.
-        let data_end = entry.raw_file_position() + entry.size();
-        if end.get().is_some_and(|end| data_end > end) {
-            let shown = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
-            return Err(LayerError::Read(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the archive ends inside the data of {shown:?}"),
-            )));
-        }
+    let applied = layer.apply_all(&mut archive, &end, budget);
+    // A refused read surfaces as whatever error the reader was in: name
+    // the limit instead.
+    if let Some(exceeded) = budget.exhausted() {
+        return Err(exceeded.into());
     }
+    applied?;
     // Last, so that a read-only directory still took its entries.
-    for (path, mode) in layer.dir_modes.iter().rev() {
-        fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(|source| LayerError::Io {
-            entry: path.display().to_string(),
-            op: "setting the mode of",
-            path: path.clone(),
-            source,
-        })?;
-    }
+    layer.set_dir_modes()?;
     Ok(layer.skipped)
 }
 
@@ -154,17 +192,53 @@ impl<R: Read> Read for Unterminated<R> {
     }
 }
 
+/// A directory entry's mode, set after the layer on the directory it made.
+struct DirMode {
+    mode: u32,
+    dev: u64,
+    ino: u64,
+}
+
 struct Layer<'a> {
-    root: &'a Path,
+    /// The root, for messages.
+    path: &'a Path,
+    /// The root, for everything else.
+    tree: Dir,
     /// Whether owners can be set (running as root).
     owners: bool,
     /// The paths this layer wrote: whiteouts never remove them.
     written: HashSet<PathBuf>,
-    dir_modes: Vec<(PathBuf, u32)>,
+    /// Directory modes by path; a later entry of a name replaces an
+    /// earlier one's.
+    dir_modes: HashMap<PathBuf, DirMode>,
     skipped: Vec<Skipped>,
 }
 
 impl Layer<'_> {
+    fn apply_all<R: Read>(
+        &mut self,
+        archive: &mut tar::Archive<R>,
+        end: &Cell<Option<u64>>,
+        budget: &Budget,
+    ) -> Result<(), LayerError> {
+        for entry in archive.entries().map_err(LayerError::Read)? {
+            let mut entry = entry.map_err(LayerError::Read)?;
+            budget.entry()?;
+            self.apply(&mut entry)?;
+            // The zeros Unterminated adds may end the archive, never stand
+            // in for a file's data.
+            let data_end = entry.raw_file_position() + entry.size();
+            if end.get().is_some_and(|end| data_end > end) {
+                let shown = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(LayerError::Read(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the archive ends inside the data of {shown:?}"),
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
         let name = entry.path().map_err(LayerError::Read)?.into_owned();
         let shown = name.display().to_string();
@@ -172,37 +246,31 @@ impl Layer<'_> {
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             return Ok(());
         }
+        if name.as_os_str().len() > MAX_NAME {
+            let reason = format!("has a name of {} bytes, over {MAX_NAME}", name.as_os_str().len());
+            return Err(unsafe_entry(&shown, reason));
+        }
         let Some(rel) = inside(&name).map_err(|reason| unsafe_entry(&shown, reason))? else {
             return Ok(()); // The root itself: its mode and owner stay.
         };
-        self.parents(&rel, &shown)?;
-        let base = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(hidden) = base.strip_prefix(WHITEOUT) {
-            let dir = rel.parent().unwrap_or(Path::new(""));
-            if base == OPAQUE {
-                return self.make_opaque(dir, &shown);
-            }
-            if hidden.starts_with(WHITEOUT) || hidden.is_empty() {
-                return Ok(()); // aufs bookkeeping (.wh..wh.plnk, ...), not a whiteout.
-            }
-            let target = dir.join(hidden);
-            if !self.written.contains(&target) {
-                remove_any(&self.root.join(&target), &shown)?;
-            }
-            return Ok(());
+        let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let base = rel.file_name().unwrap_or_default().to_owned();
+        if let Some(hidden) = base.as_bytes().strip_prefix(WHITEOUT) {
+            return self.whiteout(&parent_rel, &base, OsStr::from_bytes(hidden), &shown);
         }
+        let parent = self.parent(&parent_rel, &shown)?;
 
-        let dest = self.root.join(&rel);
         let header = entry.header();
         let mode = header.mode().map_err(LayerError::Read)? & 0o7777;
         let uid = header.uid().map_err(LayerError::Read)?;
         let gid = header.gid().map_err(LayerError::Read)?;
-        let io = |op, path: &Path| {
-            let entry = shown.clone();
-            let path = path.to_path_buf();
+        let owner = match self.owners {
+            true => Some((id(uid, &shown)?, id(gid, &shown)?)),
+            false => None,
+        };
+        let at = self.path.join(&rel);
+        let io = |op: &'static str| {
+            let (entry, path) = (shown.clone(), at.clone());
             move |source| LayerError::Io {
                 entry,
                 op,
@@ -212,48 +280,83 @@ impl Layer<'_> {
         };
         match kind {
             EntryType::Directory => {
-                match fs::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_any(&dest, &shown)?;
-                        fs::create_dir(&dest).map_err(io("creating", &dest))?;
+                match parent.stat(&base).map_err(io("inspecting"))? {
+                    Some(st) if st.is_dir() => {}
+                    Some(_) => {
+                        parent.remove(&base).map_err(io("removing"))?;
+                        parent.mkdir(&base, 0o700).map_err(io("creating"))?;
                     }
-                    Err(_) => fs::create_dir(&dest).map_err(io("creating", &dest))?,
+                    None => parent.mkdir(&base, 0o700).map_err(io("creating"))?,
                 }
-                self.dir_modes.push((dest.clone(), mode));
+                let dir = parent.open_dir(&base).map_err(io("opening"))?;
+                if let Some((uid, gid)) = owner {
+                    dir.chown_self(uid, gid).map_err(io("changing the owner of"))?;
+                }
+                let st = dir.fstat().map_err(io("inspecting"))?;
+                let queued = DirMode {
+                    mode,
+                    dev: st.dev,
+                    ino: st.ino,
+                };
+                self.dir_modes.insert(rel.clone(), queued);
             }
             EntryType::Regular | EntryType::Continuous => {
-                remove_any(&dest, &shown)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&dest)
-                    .map_err(io("creating", &dest))?;
-                io::copy(entry, &mut file).map_err(io("writing", &dest))?;
+                parent.remove(&base).map_err(io("removing"))?;
+                let mut file = parent.create_file(&base, 0o600).map_err(io("creating"))?;
+                io::copy(entry, &mut file).map_err(io("writing"))?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io("changing the owner of"))?;
+                }
+                // After the owner: chown clears set-user-ID bits.
+                file.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(io("setting the mode of"))?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(LayerError::Read)?
                     .ok_or_else(|| unsafe_entry(&shown, "is a symbolic link without a target".into()))?;
-                remove_any(&dest, &shown)?;
-                symlink(&target, &dest).map_err(io("creating the symbolic link", &dest))?;
+                parent.remove(&base).map_err(io("removing"))?;
+                parent
+                    .symlink(&target, &base)
+                    .map_err(io("creating the symbolic link"))?;
+                if let Some((uid, gid)) = owner {
+                    parent.chown(&base, uid, gid).map_err(io("changing the owner of"))?;
+                }
             }
             EntryType::Link => {
                 let target = entry
                     .link_name()
                     .map_err(LayerError::Read)?
                     .ok_or_else(|| unsafe_entry(&shown, "is a hard link without a target".into()))?;
+                if target.as_os_str().len() > MAX_NAME {
+                    return Err(unsafe_entry(&shown, format!("links to a path over {MAX_NAME} bytes")));
+                }
                 let target = inside(&target)
                     .map_err(|reason| unsafe_entry(&shown, format!("links to a path that {reason}")))?
                     .ok_or_else(|| unsafe_entry(&shown, "is a hard link to the root".into()))?;
-                self.parents(&target, &shown)?;
-                let source = self.root.join(&target);
-                remove_any(&dest, &shown)?;
+                let from = self.path.join(&target);
+                let missing = || LayerError::Io {
+                    entry: shown.clone(),
+                    op: "hard-linking",
+                    path: from.clone(),
+                    source: io::ErrorKind::NotFound.into(),
+                };
+                let target_dir = self
+                    .walk(target.parent().unwrap_or(Path::new("")), &shown, false)?
+                    .ok_or_else(missing)?;
+                let target_name = target.file_name().unwrap_or_default();
+                parent.remove(&base).map_err(io("removing"))?;
                 // linkat without AT_SYMLINK_FOLLOW: a link to a symbolic
                 // link links the link itself.
-                fs::hard_link(&source, &dest).map_err(io("hard-linking", &source))?;
+                parent
+                    .hard_link(&target_dir, target_name, &base)
+                    .map_err(|source| LayerError::Io {
+                        entry: shown.clone(),
+                        op: "hard-linking",
+                        path: from.clone(),
+                        source,
+                    })?;
                 self.written.insert(rel);
                 return Ok(()); // The inode's owner and mode are the target's.
             }
@@ -276,74 +379,144 @@ impl Layer<'_> {
                 return Ok(());
             }
         }
-        if self.owners {
-            let (uid, gid) = (id(uid, &shown)?, id(gid, &shown)?);
-            lchown(&dest, Some(uid), Some(gid)).map_err(io("changing the owner of", &dest))?;
-        }
-        if kind != EntryType::Symlink && kind != EntryType::Directory {
-            // After the owner: chown clears set-user-ID bits.
-            fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io("setting the mode of", &dest))?;
-        }
         self.written.insert(rel);
         Ok(())
     }
 
-    /// Checks that every parent of `rel` is a real directory inside the
-    /// root (creating missing ones), never a symbolic link.
-    fn parents(&self, rel: &Path, shown: &str) -> Result<(), LayerError> {
-        let mut dir = self.root.to_path_buf();
-        let Some(parent) = rel.parent() else {
+    /// `.wh.HIDDEN` in `dir`: removes HIDDEN of the layers below, or with
+    /// the opaque marker everything of theirs in `dir`.
+    fn whiteout(&self, dir: &Path, base: &OsStr, hidden: &OsStr, shown: &str) -> Result<(), LayerError> {
+        let hidden_bytes = hidden.as_bytes();
+        if base.as_bytes() != OPAQUE && (hidden_bytes.starts_with(WHITEOUT) || hidden_bytes.is_empty()) {
+            return Ok(()); // aufs bookkeeping (.wh..wh.plnk, ...), not a whiteout.
+        }
+        if base.as_bytes() != OPAQUE && (hidden_bytes == b"." || hidden_bytes == b"..") {
+            return Err(unsafe_entry(
+                shown,
+                format!("whites out {hidden:?}, which is not a name"),
+            ));
+        }
+        // Nothing below to remove where the directory is missing.
+        let Some(parent) = self.walk(dir, shown, false)? else {
             return Ok(());
         };
-        for part in parent.components() {
-            dir.push(part);
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    let at = dir.strip_prefix(self.root).unwrap_or(&dir).display().to_string();
-                    return Err(unsafe_entry(
-                        shown,
-                        format!("goes through {at:?}, a symbolic link: writing through it could leave the root"),
-                    ));
-                }
-                Ok(_) => {
-                    let at = dir.strip_prefix(self.root).unwrap_or(&dir).display().to_string();
-                    return Err(unsafe_entry(shown, format!("has {at:?}, not a directory, as a parent")));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&dir).map_err(|source| LayerError::Io {
-                        entry: shown.to_owned(),
-                        op: "creating",
-                        path: dir.clone(),
-                        source,
-                    })?;
-                }
-                Err(source) => {
-                    return Err(LayerError::Io {
-                        entry: shown.to_owned(),
-                        op: "inspecting",
-                        path: dir,
-                        source,
-                    })
+        if base.as_bytes() == OPAQUE {
+            let names = parent.names().map_err(|source| LayerError::Io {
+                entry: shown.to_owned(),
+                op: "listing",
+                path: self.path.join(dir),
+                source,
+            })?;
+            for child in names {
+                if !self.written.contains(&dir.join(&child)) {
+                    self.remove(&parent, &dir.join(&child), shown)?;
                 }
             }
+            return Ok(());
+        }
+        let target = dir.join(hidden);
+        if !self.written.contains(&target) {
+            self.remove(&parent, &target, shown)?;
         }
         Ok(())
     }
 
-    /// Removes what the layers below put in `dir` (relative).
-    fn make_opaque(&self, dir: &Path, shown: &str) -> Result<(), LayerError> {
-        let path = self.root.join(dir);
-        let children = fs::read_dir(&path).map_err(|source| LayerError::Io {
+    /// Removes `rel`, whose parent is `parent`.
+    fn remove(&self, parent: &Dir, rel: &Path, shown: &str) -> Result<(), LayerError> {
+        parent
+            .remove(rel.file_name().unwrap_or_default())
+            .map_err(|source| LayerError::Io {
+                entry: shown.to_owned(),
+                op: "removing",
+                path: self.path.join(rel),
+                source,
+            })
+    }
+
+    /// The directory `rel`, made where it is missing.
+    fn parent(&self, rel: &Path, shown: &str) -> Result<Dir, LayerError> {
+        self.walk(rel, shown, true)?.ok_or_else(|| LayerError::Io {
             entry: shown.to_owned(),
-            op: "listing",
-            path: path.clone(),
+            op: "creating",
+            path: self.path.join(rel),
+            source: io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    /// The directory `rel` (relative, normal components only), reached
+    /// one component at a time without following links; missing ones are
+    /// made (mode 0755) when `create`, else the answer is `None`. A link
+    /// or a non-directory on the way is refused, naming the entry.
+    fn walk(&self, rel: &Path, shown: &str, create: bool) -> Result<Option<Dir>, LayerError> {
+        let mut dir = self.tree.try_clone().map_err(|source| LayerError::Root {
+            path: self.path.to_path_buf(),
             source,
         })?;
-        for child in children {
-            let child = child.map_err(LayerError::Read)?;
-            if !self.written.contains(&dir.join(child.file_name())) {
-                remove_any(&child.path(), shown)?;
+        let mut at = PathBuf::new();
+        for part in rel.components() {
+            let name = part.as_os_str();
+            at.push(name);
+            let io = |op: &'static str| {
+                let path = self.path.join(&at);
+                move |source| LayerError::Io {
+                    entry: shown.to_owned(),
+                    op,
+                    path,
+                    source,
+                }
+            };
+            dir = match dir.open_dir(name) {
+                Ok(next) => next,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    dir.mkdir(name, 0o755).map_err(io("creating"))?;
+                    let made = dir.open_dir(name).map_err(io("opening"))?;
+                    // The umask has no say in the guest's directories.
+                    made.chmod_self(0o755).map_err(io("setting the mode of"))?;
+                    made
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    let link = dir.stat(name).ok().flatten().is_some_and(|s| s.is_symlink());
+                    let reason = match link {
+                        true => format!(
+                            "goes through {:?}, a symbolic link: writing through it could leave the root",
+                            at.display().to_string()
+                        ),
+                        false => format!("has {:?}, not a directory, as a parent", at.display().to_string()),
+                    };
+                    return Err(unsafe_entry(shown, reason));
+                }
+                Err(e) => return Err(io("opening")(e)),
+            };
+        }
+        Ok(Some(dir))
+    }
+
+    /// Sets each directory entry's mode on the directory it made, deepest
+    /// first (a parent's mode may close it); one that a later entry
+    /// replaced or removed, or that is no longer reached without a link,
+    /// is left alone.
+    fn set_dir_modes(&self) -> Result<(), LayerError> {
+        let mut queued: Vec<_> = self.dir_modes.iter().collect();
+        queued.sort_by_key(|(rel, _)| Reverse(rel.components().count()));
+        for (rel, queued) in queued {
+            let io = |op: &'static str| {
+                let path = self.path.join(rel);
+                move |source| LayerError::Io {
+                    entry: rel.display().to_string(),
+                    op,
+                    path,
+                    source,
+                }
+            };
+            let dir = match self.walk(rel, &rel.display().to_string(), false) {
+                Ok(Some(dir)) => dir,
+                Ok(None) | Err(LayerError::Unsafe { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let st = dir.fstat().map_err(io("inspecting"))?;
+            if (st.dev, st.ino) == (queued.dev, queued.ino) {
+                dir.chmod_self(queued.mode).map_err(io("setting the mode of"))?;
             }
         }
         Ok(())
@@ -365,23 +538,6 @@ fn inside(path: &Path) -> Result<Option<PathBuf>, String> {
     Ok((!rel.as_os_str().is_empty()).then_some(rel))
 }
 
-/// Removes whatever is at `path` (a directory with its contents; a
-/// symbolic link itself, never what it points to); nothing there is fine.
-fn remove_any(path: &Path, shown: &str) -> Result<(), LayerError> {
-    let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    result.map_err(|source| LayerError::Io {
-        entry: shown.to_owned(),
-        op: "removing",
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 fn unsafe_entry(shown: &str, reason: String) -> LayerError {
     LayerError::Unsafe {
         entry: shown.to_owned(),
@@ -391,172 +547,4 @@ fn unsafe_entry(shown: &str, reason: String) -> LayerError {
 
 fn id(value: u64, shown: &str) -> Result<u32, LayerError> {
     u32::try_from(value).map_err(|_| unsafe_entry(shown, format!("has owner id {value}, over 32 bits")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_dir::TestDir;
-
-    /// A tar of (name, kind, data-or-link-target); names are written raw,
-    /// unchecked, as a hostile layer would.
-    fn tar(entries: &[(&str, EntryType, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, kind, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            let raw = &mut h.as_old_mut().name;
-            raw[..name.len()].copy_from_slice(name.as_bytes());
-            h.set_entry_type(*kind);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_mode(if *kind == EntryType::Directory { 0o755 } else { 0o644 });
-            let body: &[u8] = match kind {
-                EntryType::Symlink | EntryType::Link => {
-                    h.set_link_name(data).unwrap();
-                    b""
-                }
-                _ => data.as_bytes(),
-            };
-            h.set_size(body.len() as u64);
-            h.set_cksum();
-            b.append(&h, body).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn apply(root: &Path, entries: &[(&str, EntryType, &str)]) -> Result<Vec<Skipped>, LayerError> {
-        apply_layer(&tar(entries)[..], Compression::None, root)
-    }
-
-    fn listing(root: &Path) -> Vec<String> {
-        let mut out = Vec::new();
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-            for e in fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-                if p.is_dir() && !p.is_symlink() {
-                    walk(root, &p, out);
-                }
-            }
-        }
-        walk(root, root, &mut out);
-        out.sort();
-        out
-    }
-
-    use EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
-
-    #[test]
-    fn whiteouts_remove_lower_entries_and_opaque_dirs_keep_only_the_upper() {
-        let t = TestDir::new("layer-whiteout");
-        let root = t.path();
-        apply(
-            root,
-            &[
-                ("etc/", D, ""),
-                ("etc/gone", F, "lower"),
-                ("etc/kept", F, "lower"),
-                ("data/", D, ""),
-                ("data/old", F, "lower"),
-                ("data/sub/", D, ""),
-                ("data/sub/deep", F, "lower"),
-                ("tree/", D, ""),
-                ("tree/x", F, "lower"),
-            ],
-        )
-        .unwrap();
-        apply(
-            root,
-            &[
-                ("etc/.wh.gone", F, ""),
-                ("data/new", F, "upper"),
-                ("data/.wh..wh..opq", F, ""),
-                ("./.wh.tree", F, ""),
-                ("etc/.wh.never-existed", F, ""),
-            ],
-        )
-        .unwrap();
-        assert_eq!(
-            listing(root),
-            ["data", "data/new", "etc", "etc/kept"].map(String::from).to_vec()
-        );
-        assert_eq!(fs::read_to_string(root.join("data/new")).unwrap(), "upper");
-    }
-
-    #[test]
-    fn files_links_modes_and_replacements() {
-        let t = TestDir::new("layer-kinds");
-        let root = t.path();
-        apply(
-            root,
-            &[
-                ("bin/busybox", F, "BB"),
-                ("bin/sh", H, "bin/busybox"),
-                ("bin/ls", S, "busybox"),
-                ("abs", S, "/etc/passwd"),
-                ("x", D, ""),
-            ],
-        )
-        .unwrap();
-        assert_eq!(fs::read_to_string(root.join("bin/sh")).unwrap(), "BB");
-        assert_eq!(fs::read_link(root.join("bin/ls")).unwrap(), Path::new("busybox"));
-        assert_eq!(fs::read_link(root.join("abs")).unwrap(), Path::new("/etc/passwd"));
-        assert_eq!(
-            fs::metadata(root.join("bin/busybox")).unwrap().permissions().mode() & 0o7777,
-            0o644
-        );
-        // A directory replaced by a file, a file by a symbolic link.
-        apply(root, &[("x", F, "now a file"), ("bin/busybox", S, "elsewhere")]).unwrap();
-        assert_eq!(fs::read_to_string(root.join("x")).unwrap(), "now a file");
-        assert!(root.join("bin/busybox").is_symlink());
-    }
-
-    #[test]
-    fn hostile_entries_are_refused_and_write_nothing_outside() {
-        let t = TestDir::new("layer-hostile");
-        let root = t.path().join("root");
-        let outside = t.path().join("outside");
-        fs::create_dir_all(&root).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        let cases: [&[(&str, EntryType, &str)]; 5] = [
-            &[("../escape", F, "x")],
-            &[("/abs", F, "x")],
-            &[("a/../../escape", F, "x")],
-            &[("evil", S, outside.to_str().unwrap()), ("evil/planted", F, "x")],
-            &[("up", S, "../outside"), ("link", H, "up/../../outside/y")],
-        ];
-        for entries in cases {
-            let err = apply(&root, entries).unwrap_err();
-            assert!(matches!(err, LayerError::Unsafe { .. }), "{entries:?}: {err}");
-            let shown = entries.last().unwrap().0;
-            assert!(err.to_string().contains(shown), "{err}");
-        }
-        assert_eq!(listing(&outside), Vec::<String>::new());
-        assert!(!t.path().join("escape").exists());
-        // A whiteout through a planted link removes nothing outside.
-        fs::write(outside.join("precious"), "p").unwrap();
-        let err = apply(&root, &[("evil/.wh.precious", F, "")]).unwrap_err();
-        assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert!(outside.join("precious").exists());
-    }
-
-    #[test]
-    fn archives_without_end_blocks_are_read_but_never_padded_into_data() {
-        let t = TestDir::new("layer-unterminated");
-        let full = tar(&[("a", F, "upper\n")]);
-        // Header and data only, as umoci 0.4 insert writes them.
-        apply_layer(&full[..512 + 6], Compression::None, t.path()).unwrap();
-        assert_eq!(fs::read_to_string(t.path().join("a")).unwrap(), "upper\n");
-        let err = apply_layer(&full[..512 + 3], Compression::None, t.path()).unwrap_err();
-        assert!(err.to_string().contains("ends inside the data"), "{err}");
-    }
-
-    #[test]
-    fn devices_are_skipped() {
-        let t = TestDir::new("layer-dev");
-        let skipped = apply(t.path(), &[("dev/null", EntryType::Char, "")]).unwrap();
-        assert_eq!(skipped[0].kind, "character device");
-        assert!(!t.path().join("dev/null").exists());
-    }
 }

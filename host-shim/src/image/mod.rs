@@ -4,7 +4,9 @@
 //!   `umoci`) → the manifest for a tag (through an image index to
 //!   linux/amd64), every blob checked against its sha256 digest, the layers
 //!   applied in order with their whiteouts into a tree cached by manifest
-//!   digest, and the image config's process defaults.
+//!   digest, and the image config's process defaults. The cache directory
+//!   is private (0700): the trees in it hold the image's set-user-ID
+//!   binaries, for the guest only. An image unpacks to at most [`Limits`].
 //! * [`load_bundle`]: an OCI runtime bundle (`config.json` + root
 //!   directory) → its root directory and process; a spec that asks for
 //!   anything a vminitd VM does not honour is refused, naming the fields.
@@ -18,14 +20,19 @@ mod bundle;
 mod layer;
 mod layout;
 mod process;
+#[cfg(test)]
+mod testing;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::rootfs::private_dir;
 
 pub(crate) use bundle::PROCESS_FIELDS;
 pub use bundle::{container_spec, load_bundle, resources_from_json, Bundle, RootPlacement};
-pub use layer::{apply_layer, LayerError, Skipped};
+pub use layer::{apply_layer, Budget, LayerError, Limits, Skipped};
 pub use layout::{ImageRef, Layout};
 pub use process::ProcessDefaults;
 
@@ -109,25 +116,40 @@ pub struct Unpacked {
 }
 
 /// Unpacks the image `image` names into `CACHE/image-<manifest hex>/`,
-/// unless it is already there, and reads its process defaults.
-///
-/// The tree is built under a temporary name beside it and renamed into
-/// place, so a tree there is complete.
+/// unless it is already there, and reads its process defaults; the image
+/// may unpack to the default [`Limits`].
 pub fn unpack_image(image: &ImageRef, cache_dir: &Path) -> Result<Unpacked, ImageError> {
+    unpack_image_with(image, cache_dir, Limits::default())
+}
+
+/// [`unpack_image`] within `limits`.
+///
+/// The cache directory is made private first (0700, ours, or refused).
+/// The tree is built under a temporary name beside the result, inside it,
+/// and renamed into place, so a tree there is complete; its root is 0755,
+/// whatever the umask: it is the guest's `/`.
+pub fn unpack_image_with(image: &ImageRef, cache_dir: &Path, limits: Limits) -> Result<Unpacked, ImageError> {
     let layout = Layout::open(&image.dir)?;
     let manifest = layout.manifest(image.tag.as_deref())?;
     let config = layout.config(&manifest)?;
+    // A full sha256, checked to be 64 hex digits when the manifest was read.
     let hex = manifest.digest.strip_prefix("sha256:").unwrap_or(&manifest.digest);
+    private_dir(cache_dir).map_err(io_err("making private", cache_dir))?;
     let tree = cache_dir.join(format!("image-{hex}"));
     let mut skipped = Vec::new();
     if !tree.is_dir() {
-        fs::create_dir_all(cache_dir).map_err(io_err("creating", cache_dir))?;
         let tmp = temp_sibling(&tree);
+        let budget = Budget::new(limits);
         let built = (|| {
-            fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&tmp)
+                .map_err(io_err("creating", &tmp))?;
             for layer in &manifest.layers {
-                skipped.extend(layout.apply_layer(layer, &tmp)?);
+                skipped.extend(layout.apply_layer(layer, &tmp, &budget)?);
             }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+                .map_err(io_err("setting the mode of", &tmp))?;
             fs::rename(&tmp, &tree).or_else(|e| {
                 // Another vmshim finished the same tree first: use it.
                 if tree.is_dir() {
@@ -162,4 +184,84 @@ fn temp_sibling(dest: &Path) -> PathBuf {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     dest.with_file_name(format!(".{name}.tmp-{}-{nanos}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::testing::{gzip, tar, write_layout, TAR, TAR_GZIP};
+    use super::*;
+    use crate::test_dir::TestDir;
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn image(dir: &Path) -> ImageRef {
+        ImageRef {
+            dir: dir.to_path_buf(),
+            tag: Some("t".into()),
+        }
+    }
+
+    /// The cache above an unpacked tree is 0700, whatever the umask: its
+    /// set-user-ID binaries and its shadow file are the guest's alone.
+    #[test]
+    fn trees_are_unpacked_in_a_private_cache_under_their_full_digest() {
+        let _umask = crate::rootfs::Umask::set(0o022);
+        let t = TestDir::new("image-private");
+        let layer = tar(&[
+            ("bin/", 0o755, b""),
+            ("bin/su", 0o4755, b"su"),
+            ("etc/shadow", 0o600, b"root:x"),
+        ]);
+        write_layout(&t.path().join("layout"), &[(&layer, TAR)]);
+        let cache = t.path().join("build/cache");
+        let unpacked = unpack_image(&image(&t.path().join("layout")), &cache).unwrap();
+        let hex = unpacked.manifest_digest.strip_prefix("sha256:").unwrap();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(unpacked.tree, cache.join(format!("image-{hex}")));
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&unpacked.tree), 0o755, "the guest's / is 0755");
+        assert_eq!(mode(&unpacked.tree.join("bin/su")), 0o4755);
+        assert_eq!(mode(&unpacked.tree.join("etc/shadow")), 0o600);
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 1, "a temporary was left behind");
+    }
+
+    /// 8 MiB of zeros gzip to about 8 KiB; under a 1 MiB limit the image
+    /// is refused, naming the layer and the limit, and nothing is left.
+    #[test]
+    fn a_gzip_bomb_is_refused_naming_the_layer_and_the_limit() {
+        let t = TestDir::new("image-bomb");
+        let bomb = gzip(&tar(&[("zeros", 0o644, &vec![0; 8 << 20])]));
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let layers = write_layout(&t.path().join("layout"), &[(&bomb, TAR_GZIP)]);
+        let digest = layers[0]["digest"].as_str().unwrap();
+        let cache = t.path().join("cache");
+        let limits = Limits {
+            bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let err = unpack_image_with(&image(&t.path().join("layout")), &cache, limits).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            matches!(
+                &err,
+                ImageError::Layer {
+                    source: LayerError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains(digest) && shown.contains("1 MiB"), "{shown}");
+        assert_eq!(
+            fs::read_dir(&cache).unwrap().count(),
+            0,
+            "a partial tree was left behind"
+        );
+        // Under the default limits the same image unpacks.
+        unpack_image(&image(&t.path().join("layout")), &cache).unwrap();
+    }
 }
