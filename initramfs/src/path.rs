@@ -29,7 +29,7 @@ pub enum PathProblem {
     ParentDir,
     #[error("it contains a NUL byte")]
     Nul,
-    #[error("`TRAILER!!!` is the name that ends a newc archive")]
+    #[error("it is or lies under `TRAILER!!!`, the name that ends a newc archive")]
     Trailer,
     #[error("it is longer than PATH_MAX ({PATH_MAX} bytes with its NUL)")]
     TooLong,
@@ -49,7 +49,9 @@ pub fn normalize(path: &str) -> Result<String, PathProblem> {
     if relative.is_empty() {
         return Err(PathProblem::Root);
     }
-    if relative == TRAILER_NAME {
+    // The first component is stored as a member of its own (the parent
+    // the archive adds), and a member of that name ends the archive.
+    if relative.split('/').next() == Some(TRAILER_NAME) {
         return Err(PathProblem::Trailer);
     }
     for component in relative.split('/') {
@@ -106,6 +108,7 @@ mod tests {
             ("a/b/..", PathProblem::ParentDir),
             ("a\0b", PathProblem::Nul),
             ("/TRAILER!!!", PathProblem::Trailer),
+            ("/TRAILER!!!/a", PathProblem::Trailer),
         ];
         for (path, problem) in cases {
             assert_eq!(normalize(path), Err(problem), "{path:?}");
