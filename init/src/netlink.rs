@@ -23,6 +23,8 @@ mod interface;
 mod message;
 mod socket;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::io;
