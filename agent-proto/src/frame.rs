@@ -55,16 +55,27 @@ where
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
-    let mut body = vec![0u8; len];
-    let got = read_full(reader, &mut body).await?;
-    if got < len {
-        return Err(FrameError::Truncated {
-            got: 4 + got,
-            want: 4 + len,
-        });
+    // The buffer grows with what arrives, not with what the length
+    // announces: a peer that announces a megabyte and sends ten bytes holds
+    // ten bytes of the reader's memory.
+    let mut body = Vec::with_capacity(len.min(GROWTH_STEP));
+    while body.len() < len {
+        let start = body.len();
+        let step = (len - start).min(GROWTH_STEP.max(start));
+        body.resize(start + step, 0);
+        let got = read_full(reader, &mut body[start..]).await?;
+        if got < step {
+            return Err(FrameError::Truncated {
+                got: 4 + start + got,
+                want: 4 + len,
+            });
+        }
     }
     Ok(Some(body))
 }
+
+/// The first allocation for a frame's body, and the least it grows by.
+const GROWTH_STEP: usize = 16 * 1024;
 
 /// Encodes `value` and writes it as one frame, then flushes.
 pub async fn write_frame<W, T>(writer: &mut W, value: &T) -> Result<(), FrameError>
@@ -146,6 +157,23 @@ mod tests {
         assert!(matches!(
             decode(&1000u32.to_be_bytes()).await,
             Err(FrameError::TooLarge { len: 1000, limit: 64 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn large_bodies_arrive_whole_and_short_ones_are_truncated() {
+        let body = vec![b'x'; 100_000];
+        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        let mut r = &framed[..];
+        assert_eq!(read_frame_bytes(&mut r, 1 << 20).await.unwrap(), Some(body));
+        let mut r = &framed[..50_000];
+        assert!(matches!(
+            read_frame_bytes(&mut r, 1 << 20).await,
+            Err(FrameError::Truncated {
+                got: 50_000,
+                want: 100_004
+            })
         ));
     }
 

@@ -35,25 +35,34 @@
 //! Transports ([`transport`]) are selected by one URL syntax ([`Endpoint`]):
 //! `unix:PATH`, `vsock:CID:PORT` and `hvsock:PATH:PORT`.
 //!
-//! Readiness: a guest booted with `vminitd.notify=vsock:2:PORT` on its
-//! kernel command line connects to the host at that port once it listens,
-//! writes [`READY_LINE`] and closes. The host dials the agent after that
-//! instead of probing a guest that is still booting.
+//! Readiness and the agent key: a guest booted with
+//! `vminitd.notify=vsock:2:PORT` on its kernel command line connects to the
+//! host at that port once it listens and writes [`READY_LINE`]; the host
+//! answers with the VM's agent key ([`key`]: `KEY <64 hex digits>\n`) and
+//! closes. The agent serves nothing before that exchange, and from then on
+//! every connection's [`Open`] frame must carry the key. The host dials the
+//! agent after the exchange instead of probing a guest that is still booting.
+//!
+//! Who may connect at all: over vsock only the host (CID 2); the agent drops
+//! any other peer before reading a byte. Over a Unix socket only root or the
+//! agent's own user (`SO_PEERCRED`), and the socket is 0600.
 
 pub mod container;
 pub mod endpoint;
 pub mod frame;
+pub mod key;
 pub mod messages;
 pub mod transport;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use frame::{encode_frame, read_frame, read_frame_bytes, write_frame, FrameError};
+pub use key::{AgentKey, KeyError};
 pub use messages::*;
-pub use transport::{Conn, Listener, Transport, TransportError};
+pub use transport::{Conn, Listener, Peer, Transport, TransportError};
 
 /// The protocol version. Bumped on any incompatible change; the agent refuses
 /// a `hello` that names another version with [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The vsock port the agent listens on inside the guest.
 pub const AGENT_PORT: u32 = 1024;
@@ -66,6 +75,14 @@ pub const READY_LINE: &[u8] = b"READY\n";
 /// (tmpfs upper layer). Processes run in it with [`ProcessSpec::root`].
 pub const GUEST_ROOTFS: &str = "/run/vminitd/rootfs";
 
+/// The container annotation that lets a container's processes open
+/// `AF_VSOCK` sockets (value `allow`; see [`ProcessSpec::allow_vsock`]).
+pub const VSOCK_ANNOTATION: &str = "io.vminitd.vsock";
+
 /// The largest frame either side accepts, in bytes (the JSON body, not
 /// counting the 4-byte length).
 pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// The largest first frame ([`Open`]) the agent accepts: it is a few dozen
+/// bytes, and a connection that has not yet shown its key gets no more.
+pub const MAX_OPEN_FRAME_LEN: usize = 4096;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::container::*;
+use crate::key::AgentKey;
 
 /// The agent's handle for a process it manages. Assigned by the agent in the
 /// answer to [`Op::Create`]; never reused while the agent runs.
@@ -14,19 +15,39 @@ pub type ProcessId = u64;
 // ---------------------------------------------------------------------------
 
 /// The first frame of every connection, sent by the host: what this
-/// connection is for.
+/// connection is for, and the agent key ([`crate::key`]) where the agent was
+/// given one at boot: `{"open":"control","key":"<64 hex digits>"}`. An
+/// agent with a key answers a connection without it, or with another, with
+/// [`ErrorCode::Unauthorized`] and closes it; nothing else is read from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "open", rename_all = "snake_case")]
 pub enum Open {
     /// A control session: [`Request`] frames from the host, [`Response`]
     /// frames from the agent, until either side closes.
-    Control,
+    Control {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<AgentKey>,
+    },
     /// One stdio stream of a created, not yet started process. The agent
     /// answers with one [`AttachReply`] frame; after `ok` the connection
     /// carries raw bytes (host → process for stdin, process → host for stdout
     /// and stderr). A stream that is not attached when the process starts is
     /// connected to `/dev/null`.
-    Attach { process: ProcessId, stream: StreamKind },
+    Attach {
+        process: ProcessId,
+        stream: StreamKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<AgentKey>,
+    },
+}
+
+impl Open {
+    /// The key this connection presents.
+    pub fn key(&self) -> Option<&AgentKey> {
+        match self {
+            Open::Control { key } | Open::Attach { key, .. } => key.as_ref(),
+        }
+    }
 }
 
 /// One of a process's stdio streams.
@@ -334,6 +355,14 @@ pub struct ProcessSpec {
     /// travels inside [`Op`].)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<Box<Seccomp>>,
+    /// Whether the process may open `AF_VSOCK` sockets. By default it may
+    /// not: the agent installs a seccomp filter (besides the spec's) that
+    /// fails `socket(AF_VSOCK, ..)` with `EPERM`, as Docker's default profile
+    /// does, so that nothing in the guest reaches the host's vsock services.
+    /// For a container, the annotation [`crate::VSOCK_ANNOTATION`] `=
+    /// allow` does the same for all its processes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_vsock: bool,
 }
 
 /// A seccomp profile, as the OCI runtime spec's `linux.seccomp`.
@@ -541,6 +570,12 @@ pub enum ErrorCode {
     ExecFailed,
     /// The agent is shutting down and takes no new work.
     ShuttingDown,
+    /// The connection did not present the agent key the agent was given at
+    /// boot (or presented another). The agent closes it.
+    Unauthorized,
+    /// The agent is at one of its limits (connections, requests in flight on
+    /// a session); the message names it. Nothing was done: retry later.
+    Busy,
     /// The operating system refused something the agent needed.
     Internal,
     /// A code this version does not know (sent by a newer agent).
@@ -559,6 +594,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::ExecFailed => "exec_failed",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         };
@@ -821,12 +858,20 @@ mod tests {
         let open = Open::Attach {
             process: 9,
             stream: StreamKind::Stderr,
+            key: None,
         };
         assert_eq!(
             serde_json::to_value(&open).unwrap(),
             json!({"open": "attach", "process": 9, "stream": "stderr"})
         );
-        assert_eq!(serde_json::to_value(Open::Control).unwrap(), json!({"open": "control"}));
+        assert_eq!(
+            serde_json::to_value(Open::Control { key: None }).unwrap(),
+            json!({"open": "control"})
+        );
+        let key = crate::AgentKey::from_hex(&"ab".repeat(32)).unwrap();
+        let keyed: Open = serde_json::from_value(json!({"open": "control", "key": "ab".repeat(32)})).unwrap();
+        assert_eq!(keyed.key(), Some(&key));
+        assert!(serde_json::from_value::<Open>(json!({"open": "control", "key": "short"})).is_err());
         assert_eq!(serde_json::to_value(AttachReply::Ok(())).unwrap(), json!({"ok": null}));
     }
 

@@ -159,7 +159,7 @@ impl Listener {
         match endpoint {
             Endpoint::Unix(path) => {
                 remove_stale_socket(path).map_err(bind_err)?;
-                let listener = UnixListener::bind(path).map_err(bind_err)?;
+                let listener = bind_private_socket(path).map_err(bind_err)?;
                 Ok(Listener::Unix {
                     listener,
                     path: path.clone(),
@@ -178,31 +178,70 @@ impl Listener {
         }
     }
 
-    /// Waits for the next connection.
-    pub async fn accept(&self) -> Result<Conn, TransportError> {
+    /// Waits for the next connection; says who is at the other end.
+    pub async fn accept(&self) -> Result<(Conn, Peer), TransportError> {
         match self {
             Listener::Unix { listener, path } => {
-                listener
-                    .accept()
-                    .await
-                    .map(|(s, _)| Conn::Unix(s))
-                    .map_err(|source| TransportError::Accept {
-                        endpoint: format!("unix:{}", path.display()),
-                        source,
-                    })
+                let (stream, _) = listener.accept().await.map_err(|source| TransportError::Accept {
+                    endpoint: format!("unix:{}", path.display()),
+                    source,
+                })?;
+                let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+                Ok((Conn::Unix(stream), Peer::Unix { uid }))
             }
             Listener::Vsock { listener, endpoint } => {
-                listener
-                    .accept()
-                    .await
-                    .map(|(s, _)| Conn::Vsock(s))
-                    .map_err(|source| TransportError::Accept {
-                        endpoint: endpoint.clone(),
-                        source,
-                    })
+                let (stream, addr) = listener.accept().await.map_err(|source| TransportError::Accept {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+                let peer = Peer::Vsock {
+                    cid: addr.cid(),
+                    port: addr.port(),
+                };
+                Ok((Conn::Vsock(stream), peer))
             }
         }
     }
+}
+
+/// Who connected, as the transport tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A Unix socket peer and its user (`SO_PEERCRED`), where the kernel
+    /// said.
+    Unix { uid: Option<u32> },
+    /// A vsock peer: its CID ([`crate::endpoint::CID_HOST`] for the host)
+    /// and port.
+    Vsock { cid: u32, port: u32 },
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Unix { uid: Some(uid) } => write!(f, "unix peer uid {uid}"),
+            Peer::Unix { uid: None } => write!(f, "unix peer of unknown uid"),
+            Peer::Vsock { cid, port } => write!(f, "vsock peer {cid}:{port}"),
+        }
+    }
+}
+
+/// Binds a Unix socket that only its owner can connect to, whatever the
+/// umask: bound under a temporary name, made 0600, then renamed into place,
+/// so that the path never names a socket others may use.
+fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
@@ -229,7 +268,9 @@ mod tests {
         let ep = Endpoint::Unix(dir.join("s.sock"));
         let listener = Listener::bind(&ep).unwrap();
         let server = tokio::spawn(async move {
-            let mut conn = listener.accept().await.unwrap();
+            let (mut conn, peer) = listener.accept().await.unwrap();
+            // SAFETY: geteuid has no preconditions.
+            assert_eq!(peer, Peer::Unix { uid: Some(unsafe { libc::geteuid() }) });
             let mut got = Vec::new();
             conn.read_to_end(&mut got).await.unwrap();
             conn.write_all(&got).await.unwrap();
@@ -241,6 +282,10 @@ mod tests {
         c.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"ping");
         server.await.unwrap();
+        // The socket is its owner's alone, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::symlink_metadata(dir.join("s.sock")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         // Binding again over the stale socket works.
         drop(Listener::bind(&ep).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
