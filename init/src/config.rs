@@ -76,6 +76,8 @@ pub enum Invocation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flags {
     pub listen: Option<Endpoint>,
+    /// `--notify URL`: the readiness exchange (and the agent key) there.
+    pub notify: Option<Endpoint>,
     pub grace_ms: Option<u64>,
     pub debug: Option<bool>,
 }
@@ -107,7 +109,8 @@ pub struct Config {
     pub halt: Halt,
     /// The block device to mount as the processes' root filesystem.
     pub rootfs: Option<PathBuf>,
-    /// Where to announce readiness (see `agent_proto::READY_LINE`).
+    /// Where to announce readiness and receive the agent key (see
+    /// `agent_proto::key`).
     pub notify: Option<Endpoint>,
     /// The network settings of the kernel command line.
     pub network: NetworkConfig,
@@ -138,10 +141,12 @@ pub enum ConfigError {
 pub const HELP: &str = "\
 vminitd: the init and agent of vminitd micro-VMs
 
-Usage: vminitd [--listen URL] [--grace-ms N] [--log info|debug]
+Usage: vminitd [--listen URL] [--notify URL] [--grace-ms N] [--log info|debug]
 
   --listen URL     serve the agent protocol at URL: unix:PATH or vsock:CID:PORT
                    (default vsock:any:1024)
+  --notify URL     once listening, write READY to URL and read the agent key
+                   back (KEY <64 hex digits>); every connection must then show it
   --grace-ms N     on shutdown, wait N ms after SIGTERM before SIGKILL (default 3000)
   --log LEVEL      info (default) or debug
   --help           print this help
@@ -181,6 +186,7 @@ pub fn parse_flags(args: &[String], machine: bool) -> Result<Invocation, ConfigE
             "--help" | "-h" => return Ok(Invocation::Help),
             "--version" | "-V" => return Ok(Invocation::Version),
             "--listen" => flags.listen = Some(parse_endpoint("--listen", &value("--listen")?)?),
+            "--notify" => flags.notify = Some(parse_endpoint("--notify", &value("--notify")?)?),
             "--grace-ms" => flags.grace_ms = Some(parse_ms("--grace-ms", &value("--grace-ms")?)?),
             "--log" => flags.debug = Some(parse_log("--log", &value("--log")?)?),
             _ if name.starts_with('-') => return Err(ConfigError::UnknownFlag { flag: arg.clone() }),
@@ -292,7 +298,7 @@ pub fn resolve(mode: Mode, flags: Flags, cmdline: Option<CmdlineSettings>) -> Co
         debug: flags.debug.or(cmdline.debug).unwrap_or(false),
         halt: cmdline.halt.unwrap_or(Halt::Reboot),
         rootfs: cmdline.rootfs,
-        notify: cmdline.notify,
+        notify: flags.notify.or(cmdline.notify),
         network: cmdline.network,
     }
 }

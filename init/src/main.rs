@@ -16,6 +16,7 @@
 #[macro_use]
 mod log;
 
+mod access;
 mod agent;
 mod cgroup;
 mod command;
@@ -29,6 +30,7 @@ mod netlink;
 mod network;
 mod process;
 mod procfs;
+mod protect;
 mod pty;
 mod reaper;
 mod rootfs;
@@ -44,6 +46,7 @@ mod stats;
 mod streams;
 mod sysctl;
 mod timeline;
+mod vsock_filter;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -86,6 +89,7 @@ fn boot(mut timeline: Timeline, args: Vec<String>) -> ! {
     fatal::set_halt(config.halt);
     mounts.mount_rest();
     reopen_console(mode);
+    protect_the_agent(mode);
     timeline.mark("mounts_done");
     let mut files = network::NetworkFiles::default();
     if let Err(e) = files.update(&config.network) {
@@ -123,13 +127,11 @@ async fn serve(
         config.mode.name(),
         timeline.elapsed_ms()
     );
-    if let Some(notify) = config.notify.clone() {
-        tokio::spawn(announce_ready(notify));
-    }
+    let access = Arc::new(receive_key(&config).await);
     let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper, rootfs, files));
     let reason = tokio::select! {
         reason = shutdown::requested(&agent, &mut signals) => reason,
-        never = server::serve(agent.clone(), listener) => match never {},
+        never = server::serve(agent.clone(), listener, access) => match never {},
     };
     info!("shutting down ({reason})");
     shutdown::run(&agent, &config, &mut mounts).await
@@ -176,6 +178,20 @@ fn become_subreaper(mode: Mode) {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         warn!("cannot become a child subreaper: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// The agent keeps the means to serve: a raised descriptor limit, no OOM
+/// kill, and in a VM its workloads under a cgroup that leaves it memory.
+fn protect_the_agent(mode: Mode) {
+    protect::raise_fd_limit(mode);
+    protect::shield_from_oom_killer();
+    if mode != Mode::Machine {
+        return;
+    }
+    match protect::make_workloads(std::path::Path::new("/sys/fs/cgroup")) {
+        Ok(w) => debug!("workloads in {} (memory.max {} bytes)", w.dir.display(), w.memory_max),
+        Err(e) => warn!("the workloads get no cgroup of their own: {e}"),
     }
 }
 
@@ -245,28 +261,20 @@ fn bring_up_network(mode: Mode, settings: &agent_proto::NetworkConfig) {
     }
 }
 
-/// Tells the host that the agent listens (`vminitd.notify=`), so that it
-/// dials once instead of probing a guest that is still booting. A host that
-/// does not listen there is not an error: it will probe.
-async fn announce_ready(endpoint: Endpoint) {
-    use agent_proto::Transport;
-    use tokio::io::AsyncWriteExt;
-    let sent = async {
-        let mut conn = endpoint.connect().await?;
-        conn.write_all(agent_proto::READY_LINE)
-            .await
-            .map_err(|source| agent_proto::TransportError::Connect {
-                endpoint: endpoint.to_string(),
-                source,
-            })?;
-        let _ = conn.shutdown().await;
-        Ok::<(), agent_proto::TransportError>(())
+/// Tells the host that the agent listens (`vminitd.notify=`) and receives
+/// the agent key in answer; connections wait in the listener's backlog
+/// meanwhile. Without a key a VM's agent serves no one (see `access.rs`).
+async fn receive_key(config: &Config) -> access::Access {
+    let key = match &config.notify {
+        Some(notify) => Some(access::receive_key(notify).await),
+        None => None,
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), sent).await {
-        Ok(Ok(())) => debug!("announced readiness to {endpoint}"),
-        Ok(Err(e)) => warn!("cannot announce readiness: {e}"),
-        Err(_) => warn!("cannot announce readiness to {endpoint}: timed out"),
+    if let Some(Err(e)) = &key {
+        warn!("{e}");
     }
+    let access = access::Access::new(&config.listen, key);
+    debug!("access: {}", access.describe());
+    access
 }
 
 fn listen(endpoint: &Endpoint) -> Listener {

@@ -6,6 +6,11 @@
 //! an error and the session goes on; a frame that cannot be read gets
 //! `bad_frame` and the session ends. Closing (or half-closing) the session
 //! cancels its outstanding requests and releases its processes.
+//!
+//! Bounded: at most [`MAX_IN_FLIGHT`] requests run at once (one more is
+//! answered `busy`), and at most [`RESPONSE_QUEUE`] answers wait for the
+//! writer; a host that stops reading holds up its own requests, not the
+//! agent's memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +33,12 @@ use crate::{container, start, stats, timeline};
 /// How long a shutdown waits for its answer to be written.
 const SHUTDOWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How many requests of one session may run at once.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// How many encoded answers may wait for the session's writer.
+const RESPONSE_QUEUE: usize = 64;
+
 /// One encoded response, and who wants to know it was written.
 struct Outgoing {
     frame: Vec<u8>,
@@ -36,23 +47,29 @@ struct Outgoing {
 
 /// The way to the session's writer.
 #[derive(Clone)]
-struct Responder(mpsc::UnboundedSender<Outgoing>);
+struct Responder(mpsc::Sender<Outgoing>);
 
 impl Responder {
-    fn send(&self, id: u64, outcome: Outcome<Value>) {
-        let _ = self.0.send(Outgoing {
-            frame: encode(id, outcome),
-            written: None,
-        });
+    async fn send(&self, id: u64, outcome: Outcome<Value>) {
+        let _ = self
+            .0
+            .send(Outgoing {
+                frame: encode(id, outcome),
+                written: None,
+            })
+            .await;
     }
 
     /// Sends, and returns what resolves once the response is written.
-    fn send_acked(&self, id: u64, outcome: Outcome<Value>) -> oneshot::Receiver<()> {
+    async fn send_acked(&self, id: u64, outcome: Outcome<Value>) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.0.send(Outgoing {
-            frame: encode(id, outcome),
-            written: Some(tx),
-        });
+        let _ = self
+            .0
+            .send(Outgoing {
+                frame: encode(id, outcome),
+                written: Some(tx),
+            })
+            .await;
         rx
     }
 }
@@ -74,7 +91,7 @@ pub async fn serve(agent: Arc<Agent>, conn: Conn) {
     let session = agent.new_session();
     debug!("session {session}: opened");
     let (mut reader, writer) = tokio::io::split(conn);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
     let writer = tokio::spawn(write_responses(writer, rx));
     let responder = Responder(tx);
     let mut requests = JoinSet::new();
@@ -89,19 +106,30 @@ pub async fn serve(agent: Arc<Agent>, conn: Conn) {
             }
             Err(e) => {
                 debug!("session {session}: {e}");
-                responder.send(0, Outcome::Err(ErrorBody::new(ErrorCode::BadFrame, e.to_string())));
+                responder
+                    .send(0, Outcome::Err(ErrorBody::new(ErrorCode::BadFrame, e.to_string())))
+                    .await;
                 break;
             }
         };
         match parse_request(&body) {
             Ok(Request { id, op: Op::Shutdown }) => {
                 // Answered before the shutdown begins.
-                let written = responder.send_acked(id, Outcome::Ok(Value::Null));
+                let written = responder.send_acked(id, Outcome::Ok(Value::Null)).await;
                 let agent = agent.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(SHUTDOWN_ANSWER_TIMEOUT, written).await;
                     agent.request_shutdown();
                 });
+            }
+            Ok(Request { id, op }) if requests.len() >= MAX_IN_FLIGHT => {
+                let message = format!(
+                    "{}: {MAX_IN_FLIGHT} requests of this session are still running; retry once one has answered",
+                    op.name()
+                );
+                responder
+                    .send(id, Outcome::Err(ErrorBody::new(ErrorCode::Busy, message)))
+                    .await;
             }
             Ok(Request { id, op }) => {
                 let agent = agent.clone();
@@ -111,13 +139,13 @@ pub async fn serve(agent: Arc<Agent>, conn: Conn) {
                         Ok(value) => Outcome::Ok(value),
                         Err(error) => Outcome::Err(error),
                     };
-                    responder.send(id, outcome);
+                    responder.send(id, outcome).await;
                 });
             }
             Err((id, error)) => {
                 let bad_frame = error.code == ErrorCode::BadFrame;
                 debug!("session {session}: request {id}: {error}");
-                responder.send(id, Outcome::Err(error));
+                responder.send(id, Outcome::Err(error)).await;
                 if bad_frame {
                     break;
                 }
@@ -132,7 +160,7 @@ pub async fn serve(agent: Arc<Agent>, conn: Conn) {
     debug!("session {session}: closed");
 }
 
-async fn write_responses(mut writer: WriteHalf<Conn>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn write_responses(mut writer: WriteHalf<Conn>, mut rx: mpsc::Receiver<Outgoing>) {
     while let Some(out) = rx.recv().await {
         if let Err(e) = writer.write_all(&out.frame).await {
             debug!("cannot write a response: {e}");
@@ -193,7 +221,9 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             signal,
             all,
         } => {
-            container::kill(agent, &id, signal, all).map_err(|e| e.to_body())?;
+            container::kill(agent, &id, signal, all)
+                .await
+                .map_err(|e| e.to_body())?;
             Ok(Value::Null)
         }
         Op::DeleteContainer { container: id, force } => {
