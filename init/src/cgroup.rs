@@ -193,6 +193,19 @@ impl Cgroup {
         read_pids(&self.path)
     }
 
+    /// SIGKILLs every process of the cgroup and its sub-cgroups at once
+    /// (`cgroup.kill`): one that forks meanwhile cannot escape. Where the
+    /// kernel has no `cgroup.kill`, one by one.
+    pub fn kill_all(&self) {
+        kill_tree(&self.path);
+    }
+
+    /// Sends `signal` to every process of the cgroup and its sub-cgroups.
+    /// The caller freezes the cgroup first, so that none forks meanwhile.
+    pub fn signal_all(&self, signal: i32) -> Result<(), CgroupError> {
+        signal_tree(&self.path, signal)
+    }
+
     /// Removes the cgroup, and the sub-cgroups its processes made: kills
     /// the processes left (`cgroup.kill`, or SIGKILL one by one where the
     /// kernel has none) and waits up to a second for them to go. Then the
@@ -309,9 +322,13 @@ impl Cgroup {
     }
 }
 
-/// The cgroup2 mount point: the first cgroup2 mount of
-/// `/proc/self/mountinfo`.
+/// Where containers' cgroups are made: in a VM the workloads' cgroup
+/// (`protect.rs`), else the cgroup2 mount point, the first cgroup2 mount
+/// of `/proc/self/mountinfo`.
 fn cgroup2_root() -> Result<PathBuf, CgroupError> {
+    if let Some(dir) = crate::protect::workloads_dir() {
+        return Ok(dir.to_owned());
+    }
     let file = PathBuf::from("/proc/self/mountinfo");
     let text = std::fs::read_to_string(&file).map_err(|source| CgroupError::Read { file, source })?;
     find_cgroup2(&text).ok_or(CgroupError::NoCgroup2)
@@ -497,6 +514,24 @@ fn kill_tree(dir: &Path) {
     if write_file(&dir.join("cgroup.kill"), "1").is_err() {
         kill_each(dir);
     }
+}
+
+/// Sends `signal` to every process of `dir` and below.
+fn signal_tree(dir: &Path, signal: i32) -> Result<(), CgroupError> {
+    for pid in read_pids(dir)? {
+        // SAFETY: kill with a pid and a signal number.
+        unsafe { libc::kill(pid, signal) };
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| CgroupError::Read {
+        file: dir.to_owned(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            signal_tree(&entry.path(), signal)?;
+        }
+    }
+    Ok(())
 }
 
 /// SIGKILLs every process of `dir` and below, one by one.

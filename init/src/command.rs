@@ -87,6 +87,8 @@ pub struct Command {
     pub security: Security,
     /// The compiled seccomp filter.
     pub seccomp: Option<Filter>,
+    /// Whether it may open `AF_VSOCK` sockets (`vsock_filter.rs`).
+    pub allow_vsock: bool,
 }
 
 impl Command {
@@ -141,6 +143,7 @@ impl Command {
             root_c,
             security,
             seccomp,
+            allow_vsock: spec.allow_vsock,
         })
     }
 

@@ -17,7 +17,9 @@ use crate::command::Command;
 use crate::container::namespaces::NsPlan;
 use crate::container::setup::{self, SetupPlan, SetupStep};
 use crate::fdio;
+use crate::protect;
 use crate::rootfs::{self, EnterStep, RootPlan};
+use crate::vsock_filter;
 use crate::seccomp::{self, Filter};
 use crate::security::{self, CapSets, Limit};
 
@@ -48,6 +50,8 @@ pub enum Step {
     AmbientCaps = 21,
     NoNewPrivs = 22,
     Seccomp = 23,
+    /// The filter that refuses `AF_VSOCK` sockets (`vsock_filter.rs`).
+    VsockFilter = 24,
     Sync = 25,
     UserRoot = 26,
     JoinNamespace = 27,
@@ -55,6 +59,8 @@ pub enum Step {
     /// A step of the container's filesystem setup; `detail` is its
     /// [`SetupStep::code`].
     Setup = 29,
+    /// Giving back the descriptor limit the agent raised for itself.
+    FdLimit = 30,
     /// Not a failure: the container is set up and waits for its start.
     Ready = 100,
     /// Not a failure: the container's mounts are made, before
@@ -101,11 +107,13 @@ impl Step {
             21 => Step::AmbientCaps,
             22 => Step::NoNewPrivs,
             23 => Step::Seccomp,
+            24 => Step::VsockFilter,
             25 => Step::Sync,
             26 => Step::UserRoot,
             27 => Step::JoinNamespace,
             28 => Step::Unshare,
             29 => Step::Setup,
+            30 => Step::FdLimit,
             100 => Step::Ready,
             101 => Step::Mounted,
             _ => return None,
@@ -199,6 +207,8 @@ impl ChildFailure {
             ),
             Some(Step::NoNewPrivs) => format!("cannot set no_new_privs: {err}"),
             Some(Step::Seccomp) => format!("cannot install the seccomp filter: {err}"),
+            Some(Step::VsockFilter) => format!("cannot install the filter that keeps it off vsock: {err}"),
+            Some(Step::FdLimit) => format!("cannot set its descriptor limit back to the agent's default: {err}"),
             Some(Step::Sync) => format!("lost the agent while waiting for it: {err}"),
             Some(Step::UserRoot) => format!("cannot become root in the new user namespace (is 0 mapped?): {err}"),
             Some(Step::JoinNamespace) => format!("cannot enter a namespace: {err}"),
@@ -253,6 +263,12 @@ struct ChildPlan<'a> {
     capabilities: Option<CapSets>,
     no_new_privileges: bool,
     seccomp: Option<&'a Filter>,
+    /// Install `vsock_filter` (the spec does not allow vsock).
+    deny_vsock: bool,
+    /// The `oom_score_adj` to leave the agent's -1000 for, first thing.
+    oom_reset: Option<&'static CStr>,
+    /// The descriptor limit to give back (the agent raised its own).
+    fd_limit: Option<libc::rlimit>,
     container: Option<&'a ContainerChild<'a>>,
 }
 
@@ -314,15 +330,22 @@ pub fn fork_exec(
             root,
         }),
         oom_score_adj: command.security.oom_score_adj_c.as_deref(),
+        oom_reset: protect::child_oom_score_adj(),
         rlimits: &command.security.rlimits,
         umask: command.security.umask,
         capabilities: command.security.capabilities,
         no_new_privileges: command.security.no_new_privileges,
         seccomp: command.seccomp.as_ref(),
+        deny_vsock: !command.allow_vsock,
+        fd_limit: protect::child_fd_limit(),
         container,
     };
     let clone_flags = container.map_or(0, |c| c.ns.clone_flags);
-    let cgroup = container.and_then(|c| c.cgroup);
+    // A container's process in its cgroup; any other in the workloads'.
+    let cgroup = match container {
+        Some(c) => c.cgroup,
+        None => protect::processes_cgroup(),
+    };
     let (status_read, status_write) = fdio::pipe().map_err(|source| SpawnError::StatusPipe { source })?;
     let status_read = fdio::async_fd(status_read).map_err(|source| SpawnError::StatusPipe { source })?;
 
@@ -453,6 +476,14 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             fail(status_fd, Step::SignalMask);
         }
+        // 1b. Not the agent's shield from the OOM killer: while the child
+        //     still writes its /proc entry as the agent's root (in a new
+        //     user namespace the entry is no longer its own to write).
+        if let Some(value) = plan.oom_reset {
+            if security::set_oom_score_adj(value).is_err() {
+                fail(status_fd, Step::OomScoreAdj);
+            }
+        }
         // 2. A new session (and process group) led by the child.
         if libc::setsid() < 0 {
             fail(status_fd, Step::Session);
@@ -486,7 +517,20 @@ unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
                 fail(status_fd, step.into());
             }
         }
+        // 5b. Off vsock, unless the spec allows it: while still
+        //     privileged (CAP_SYS_ADMIN in its user namespace), so that no
+        //     no_new_privs is needed.
+        if plan.deny_vsock && vsock_filter::install().is_err() {
+            fail(status_fd, Step::VsockFilter);
+        }
         // 6. oom_score_adj, resource limits and umask, still privileged.
+        //    The agent's raised descriptor limit is given back first; the
+        //    spec's limits then win.
+        if let Some(limit) = &plan.fd_limit {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0 {
+                fail(status_fd, Step::FdLimit);
+            }
+        }
         if let Some(value) = plan.oom_score_adj {
             if security::set_oom_score_adj(value).is_err() {
                 fail(status_fd, Step::OomScoreAdj);

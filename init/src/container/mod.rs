@@ -241,7 +241,9 @@ pub async fn create(agent: &Arc<Agent>, spec: ContainerSpec) -> Result<Container
     if let Some(resources) = &spec.resources {
         Cgroup::validate(resources).map_err(|e| invalid(&e))?;
     }
+    check_vsock_annotation(&spec.annotations)?;
     let mut process_spec = spec.process.clone();
+    process_spec.allow_vsock |= vsock_allowed(&spec.annotations);
     default_home(&mut process_spec, Path::new(&spec.root));
     process_spec.root = Some(spec.root.clone());
     let command = Command::from_spec(process_spec).map_err(|e| invalid(&e))?;
@@ -610,6 +612,24 @@ pub async fn start(agent: &Arc<Agent>, id: &str) -> Result<Started, ContainerErr
     Ok(started)
 }
 
+/// Whether a container's processes may open vsock sockets: its spec says
+/// so with [`agent_proto::VSOCK_ANNOTATION`] `= allow` (`deny`, the
+/// default, or nothing: they may not).
+fn vsock_allowed(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get(agent_proto::VSOCK_ANNOTATION).map(String::as_str) == Some("allow")
+}
+
+/// Refuses a vsock annotation that is neither `allow` nor `deny`.
+fn check_vsock_annotation(annotations: &BTreeMap<String, String>) -> Result<(), ContainerError> {
+    match annotations.get(agent_proto::VSOCK_ANNOTATION).map(String::as_str) {
+        None | Some("allow" | "deny") => Ok(()),
+        Some(other) => Err(ContainerError::Invalid(format!(
+            "annotations[\"{}\"]: expected \"allow\" or \"deny\", got {other:?}",
+            agent_proto::VSOCK_ANNOTATION
+        ))),
+    }
+}
+
 /// `Op::ExecContainer`: a created process that joins the container.
 pub fn exec(
     agent: &Arc<Agent>,
@@ -643,6 +663,7 @@ pub fn exec(
             "process.root must be absent: the process runs in the container's root".into(),
         ));
     }
+    spec.allow_vsock |= vsock_allowed(&container.annotations);
     // Programs are looked up in the container's root, through its process.
     let root = format!("/proc/{}/root", container.pid);
     default_home(&mut spec, Path::new(&root));
@@ -672,7 +693,7 @@ pub fn list(agent: &Agent) -> Vec<ContainerInfo> {
 }
 
 /// `Op::KillContainer`.
-pub fn kill(agent: &Agent, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+pub async fn kill(agent: &Agent, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
     if !(1..=64).contains(&signal) {
         return Err(ContainerError::Invalid(format!(
             "invalid signal number {signal}: expected 1 to 64"
@@ -686,28 +707,64 @@ pub fn kill(agent: &Agent, id: &str, signal: i32, all: bool) -> Result<(), Conta
             why: "its process is no longer running",
         });
     }
-    signal_container(agent, &container, signal, all).map_err(|message| ContainerError::Internal {
+    let internal = |message: String| ContainerError::Internal {
         id: id.to_owned(),
         message,
-    })
-}
-
-/// Signals the container's process, and with `all` every process of its
-/// cgroup.
-fn signal_container(agent: &Agent, container: &Container, signal: i32, all: bool) -> Result<(), String> {
+    };
     if all {
         if let Some(cgroup) = &container.cgroup {
-            for pid in cgroup.pids().map_err(|e| e.to_string())? {
-                // SAFETY: kill has no memory preconditions.
-                unsafe { libc::kill(pid, signal) };
-            }
+            return signal_cgroup(cgroup, signal).await.map_err(internal);
         }
     }
     agent
         .reaper
         .kill(container.pid, signal)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| internal(e.to_string()))
+}
+
+/// Signals every process of a container's cgroup and its sub-cgroups, so
+/// that none escapes by forking or by making a cgroup of its own: SIGKILL
+/// through `cgroup.kill`; any other signal with the cgroup frozen (as runc
+/// does), then thawed unless the container was paused.
+async fn signal_cgroup(cgroup: &Cgroup, signal: i32) -> Result<(), String> {
+    if signal == libc::SIGKILL {
+        cgroup.kill_all();
+        return Ok(());
+    }
+    let was_frozen = cgroup.frozen().map_err(|e| e.to_string())?;
+    if !was_frozen {
+        wait_frozen(cgroup, true).await?;
+    }
+    let signalled = cgroup.signal_all(signal).map_err(|e| e.to_string());
+    if !was_frozen {
+        wait_frozen(cgroup, false).await?;
+    }
+    signalled
+}
+
+/// SIGKILLs the container's process and everything in its cgroup.
+fn kill_everything(agent: &Agent, container: &Container) {
+    if let Some(cgroup) = &container.cgroup {
+        cgroup.kill_all();
+    }
+    let _ = agent.reaper.kill(container.pid, libc::SIGKILL);
+}
+
+/// Freezes (or thaws) a cgroup and waits until the kernel says it is.
+async fn wait_frozen(cgroup: &Cgroup, frozen: bool) -> Result<(), String> {
+    cgroup.set_frozen(frozen).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + FREEZE_TIMEOUT;
+    while cgroup.frozen().map_err(|e| e.to_string())? != frozen {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "its cgroup is not {} after {FREEZE_TIMEOUT:?}",
+                if frozen { "frozen" } else { "thawed" }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 /// How long a freeze or a thaw may take.
@@ -740,17 +797,7 @@ pub async fn freeze(agent: &Arc<Agent>, id: &str, frozen: bool) -> Result<(), Co
         id: id.to_owned(),
         message,
     };
-    cgroup.set_frozen(frozen).map_err(|e| internal(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + FREEZE_TIMEOUT;
-    while cgroup.frozen().map_err(|e| internal(e.to_string()))? != frozen {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(internal(format!(
-                "its cgroup is not {} after {FREEZE_TIMEOUT:?}",
-                if frozen { "frozen" } else { "thawed" }
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_frozen(cgroup, frozen).await.map_err(internal)?;
     container.paused.store(frozen, Ordering::SeqCst);
     Ok(())
 }
@@ -798,7 +845,7 @@ pub async fn delete(agent: &Arc<Agent>, id: &str, force: bool) -> Result<(), Con
     // Created (its process waits before exec) or forced: kill everything,
     // thawed so that it can die at once.
     if status != ContainerStatus::Stopped {
-        let _ = signal_container(agent, &container, libc::SIGKILL, true);
+        kill_everything(agent, &container);
         if let (ContainerStatus::Paused, Some(cgroup)) = (status, &container.cgroup) {
             let _ = cgroup.set_frozen(false);
         }
@@ -819,7 +866,7 @@ pub async fn delete(agent: &Arc<Agent>, id: &str, force: bool) -> Result<(), Con
     }
     if let Some(cgroup) = &container.cgroup {
         // Whatever else was in its cgroup (no pid namespace) goes too.
-        let _ = signal_container(agent, &container, libc::SIGKILL, true);
+        kill_everything(agent, &container);
         remove_cgroup(id, cgroup).await;
     }
     lock(&agent.containers.entries).remove(id);
