@@ -301,6 +301,19 @@ fn request_shaped() -> impl Strategy<Value = String> {
     })
 }
 
+/// Text where an agent key goes: 64 hex digits, of either case, with
+/// whitespace around, one digit short or over, or one that is not hex.
+fn key_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[0-9a-f]{64}",
+        1 => "[0-9A-Fa-f]{64}",
+        1 => "[ \t\n]{0,2}[0-9a-f]{64}[ \t\n]{0,2}",
+        1 => "[0-9a-f]{63,65}",
+        1 => "[0-9a-f]{0,63}[g-zé\0 ][0-9a-f]{0,63}",
+        1 => ".{0,70}",
+    ]
+}
+
 fn text() -> impl Strategy<Value = String> {
     ".{0,12}"
 }
@@ -657,6 +670,8 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::ExecFailed,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::Busy,
         ErrorCode::Unknown,
     ])
 }
@@ -905,6 +920,33 @@ proptest! {
         }
     }
 
+    /// The key line the host answers the readiness line with: any bytes
+    /// are refused or read as `KEY `, 64 hex digits (whitespace around
+    /// them allowed), a newline; a key read back is the one written.
+    #[test]
+    fn prop_agent_key_lines(line in prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..80),
+        key_text().prop_map(|k| format!("KEY {k}\n").into_bytes()),
+        (key_text(), prop::sample::select(vec!["KEY ", "KEY", "key ", ""]), prop::sample::select(vec!["\n", "", "\r\n", "\n\n"]))
+            .prop_map(|(k, head, tail)| format!("{head}{k}{tail}").into_bytes()),
+    ]) {
+        let digits = line
+            .strip_prefix(b"KEY ")
+            .and_then(|r| r.strip_suffix(b"\n"))
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .map(str::trim)
+            .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+        match (AgentKey::from_line(&line), digits) {
+            (Ok(key), Some(digits)) => {
+                prop_assert_eq!(key.to_hex(), digits.to_ascii_lowercase());
+                let again = AgentKey::from_line(&key.line()).unwrap();
+                prop_assert!(again.matches(&key));
+            }
+            (Err(e), None) => prop_assert!(!e.to_string().is_empty()),
+            (got, want) => prop_assert!(false, "{:?} read as {:?}, expected {:?}", String::from_utf8_lossy(&line), got, want),
+        }
+    }
+
     /// An `Open` frame the agent accepts means the same after re-encoding
     /// (whatever fields the variants carry), and its tag is the one sent.
     #[test]
@@ -915,9 +957,10 @@ proptest! {
             json_leaf(),
         ],
         fields in prop::collection::btree_map(
-            prop::sample::select(vec!["process", "stream", "key", "agent_key", "open", "x"]),
+            prop::sample::select(vec!["process", "stream", "key", "key", "open", "x"]),
             prop_oneof![
                 prop::sample::select(vec!["stdin", "stdout", "stderr", "tty"]).prop_map(Value::from),
+                key_text().prop_map(Value::from),
                 any::<u64>().prop_map(Value::from),
                 json_value(),
             ],
