@@ -13,7 +13,7 @@ CMD         ?= sh -c 'echo "hello from $$(uname -sr) in a micro-VM; PID 1 is $$(
 export VMINITD_BIN := $(CURDIR)/$(VMINITD)
 export VMSHIM_BIN  := $(CURDIR)/$(VMSHIM)
 
-.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced test bench clean
+.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced test fuzz bench clean
 
 all: build vm-assets
 
@@ -48,7 +48,13 @@ run-namespaced: build
 	@scripts/run-namespaced.sh $(CMD)
 
 test: build vm-assets
-	cargo test --locked --workspace --no-fail-fast
+	PROPTEST_CASES=64 cargo test --locked --workspace --no-fail-fast
+
+# The property tests of every parser that faces untrusted bytes (the tests
+# named prop_), each with FUZZ_CASES cases instead of make test's 64.
+FUZZ_CASES ?= 20000
+fuzz: setup
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --locked --workspace --tests --no-fail-fast prop_
 
 # Boot time against a busybox-init baseline, TCP throughput against the
 # host's loopback, and OCI container launch against crun and runc, each
