@@ -539,7 +539,6 @@ fn the_field_resolver_finds_what_refusals_name() {
 /// Reading through `serde_path_to_error` in `image/bundle.rs` would give
 /// `process.user.uid: invalid type: map, expected u32`.
 #[test]
-#[ignore = "image/bundle.rs does not name the field of a type error yet"]
 fn a_wrong_type_is_refused_naming_its_field() {
     let bundle = Bundle::new();
     for (pointer, field) in [

@@ -102,6 +102,27 @@ fn read_config(dir: &Path) -> Result<(PathBuf, Value), ImageError> {
     Ok((path, value))
 }
 
+/// Reads `value` (found at `at` in the spec) as a `T`; a value of the
+/// wrong type is named by its place: `process.user.uid: invalid type: map,
+/// expected u32`.
+fn typed<T: serde::de::DeserializeOwned>(value: Value, at: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let place = match (at, inner.as_str()) {
+            (at, ".") => at.to_owned(),
+            ("", inner) => inner.to_owned(),
+            (at, inner) if inner.starts_with('[') => format!("{at}{inner}"),
+            (at, inner) => format!("{at}.{inner}"),
+        };
+        let error = e.into_inner();
+        if place.is_empty() {
+            error.to_string()
+        } else {
+            format!("{place}: {error}")
+        }
+    })
+}
+
 fn bad(path: &Path, detail: String) -> ImageError {
     ImageError::BadBundle {
         path: path.to_path_buf(),
@@ -133,7 +154,7 @@ fn parse(path: &Path, value: Value) -> Result<Parsed, ImageError> {
         .map(seccomp_from_json)
         .transpose()
         .map_err(|e| bad(path, e))?;
-    let spec: Spec = serde_json::from_value(value).map_err(|e| bad(path, format!("not a runtime spec: {e}")))?;
+    let spec: Spec = typed(value, "").map_err(|e| bad(path, format!("not a runtime spec: {e}")))?;
     if !spec.version().starts_with("1.") {
         return Err(bad(
             path,
@@ -219,7 +240,7 @@ impl ProcessAttributes {
             permitted: Option<Vec<String>>,
             ambient: Option<Vec<String>>,
         }
-        let raw: Raw = serde_json::from_value(process.clone()).map_err(|e| format!("process: {e}"))?;
+        let raw: Raw = typed(process.clone(), "process")?;
         Ok(ProcessAttributes {
             umask: raw.user.and_then(|u| u.umask),
             rlimits: raw
@@ -277,7 +298,7 @@ fn seccomp_from_json(value: &Value) -> Result<Seccomp, String> {
         value_two: u64,
         op: String,
     }
-    let raw: Raw = serde_json::from_value(value.clone()).map_err(|e| format!("linux.seccomp: {e}"))?;
+    let raw: Raw = typed(value.clone(), "linux.seccomp")?;
     Ok(Seccomp {
         default_action: raw.default_action,
         default_errno_ret: raw.default_errno_ret,

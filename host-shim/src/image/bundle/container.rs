@@ -435,7 +435,10 @@ fn linux_unsupported(linux: &Value, out: &mut Vec<String>) {
         only(seccomp, "linux.seccomp", &carried, out);
     }
     for (i, ns) in array(linux.get("namespaces")).iter().enumerate() {
-        let kind = ns.get("type").and_then(Value::as_str).unwrap_or("");
+        // A type that is not a string is the typed parse's to name.
+        let Some(kind) = ns.get("type").and_then(Value::as_str) else {
+            continue;
+        };
         if !NAMESPACES.contains(&kind) {
             out.push(format!("linux.namespaces[{i}] ({kind:?})"));
         }
