@@ -20,9 +20,10 @@ all: build vm-assets
 setup:
 	@scripts/setup.sh
 
-# The static PID 1, and the host tools.
+# The static PID 1 (and the static probe that the VM tests run in a guest),
+# and the host tools.
 vminitd: setup
-	cargo build --release --locked --target $(MUSL_TARGET) -p vminitd
+	cargo build --release --locked --target $(MUSL_TARGET) -p vminitd -p vsock-probe
 
 host-tools: setup
 	cargo build --release --locked -p host-shim -p initramfs
