@@ -39,8 +39,10 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection has to send its whole first frame.
 const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How many connections may wait for their first frame at once.
-pub const MAX_UNAUTHENTICATED: usize = 64;
+/// How many connections may wait for their first frame at once: enough
+/// for a host that opens hundreds of streams at once (each connection
+/// costs the agent a descriptor and at most a 4 KiB frame meanwhile).
+pub const MAX_UNAUTHENTICATED: usize = 512;
 
 /// How many control sessions may be open at once.
 pub const MAX_SESSIONS: usize = 256;
@@ -149,6 +151,9 @@ async fn connection(
     ticket: Ticket,
 ) {
     let first = tokio::select! {
+        // A frame that has arrived is read even if the connection was told
+        // to go before its task first ran.
+        biased;
         first = tokio::time::timeout(OPEN_DEADLINE, read_frame_bytes(&mut conn, MAX_OPEN_FRAME_LEN)) => first,
         () = ticket.evicted.notified() => return,
     };
