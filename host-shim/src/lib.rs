@@ -10,6 +10,8 @@
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
 //! * [`image`]: root filesystems and process defaults from OCI images and bundles.
 //! * [`profile`]: the boot timeline, host and guest on one axis.
+//! * [`private`]: host state directories 0700 and files 0600, checked before
+//!   use; logs capped and rotated.
 //! * [`runtime`]: an OCI runtime with runc's operations, each container a
 //!   micro-VM held by an instance daemon.
 //!
@@ -23,6 +25,7 @@ pub mod exec;
 pub mod image;
 pub mod instance;
 pub mod network;
+pub mod private;
 pub mod profile;
 pub mod rootfs;
 pub mod runtime;

@@ -141,7 +141,8 @@ impl Vm {
         let vsock = VsockBackend::start(dir.path()).await?;
         profile.mark("vsock backend ready");
         let (notify, notify_url) = vsock.notify_listener()?;
-        let console_log = dir.path().join("console.log");
+        // QEMU sends the console to a socket of ours; we write the log.
+        let (console_log, serial) = dir.capture_console()?;
         let qemu_cfg = QemuConfig {
             qemu: cfg.qemu.clone(),
             accel,
@@ -150,17 +151,13 @@ impl Vm {
             kernel: cfg.kernel.clone(),
             initramfs: cfg.initramfs.clone(),
             cmdline: format!("{} vminitd.notify={notify_url}", cfg.cmdline(accel)),
-            console_log: console_log.clone(),
+            console_log: serial,
             disks: cfg.rootfs.iter().cloned().collect(),
             vsock_args: vsock.qemu_args(),
             net_args: cfg.network.qemu_args(),
         };
         let qemu_log = dir.path().join("qemu.log");
-        let log = std::fs::File::create(&qemu_log).map_err(|source| VmError::Io {
-            what: "create",
-            path: qemu_log.clone(),
-            source,
-        })?;
+        let log = dir.create_file("qemu.log")?;
         let mut cmd = Command::new(&cfg.qemu);
         cmd.args(qemu_cfg.args())
             .stdin(Stdio::null())

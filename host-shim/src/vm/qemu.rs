@@ -16,7 +16,9 @@ pub struct QemuConfig {
     pub initramfs: PathBuf,
     /// The kernel command line.
     pub cmdline: String,
-    /// Where the serial console is written.
+    /// Where the serial console goes: a Unix socket that listens there
+    /// (vmshim's capture, [`super::console`]) gets QEMU's connection;
+    /// anything else is a file QEMU writes.
     pub console_log: PathBuf,
     /// Read-only block devices, in order: the guest sees /dev/vda, vdb, ...
     pub disks: Vec<PathBuf>,
@@ -62,8 +64,17 @@ impl QemuConfig {
         // A guest reboot is the end of the VM (microvm cannot power off
         // without ACPI; vminitd reboots).
         push("-no-reboot");
-        push("-serial");
-        a.push(format!("file:{}", self.console_log.display()).into());
+        if is_socket(&self.console_log) {
+            a.push("-chardev".into());
+            let mut chardev = OsString::from("socket,id=console,path=");
+            chardev.push(escape_commas(&self.console_log));
+            a.push(chardev);
+            a.push("-serial".into());
+            a.push("chardev:console".into());
+        } else {
+            a.push("-serial".into());
+            a.push(format!("file:{}", self.console_log.display()).into());
+        }
         a.push("-kernel".into());
         a.push(self.kernel.clone().into());
         a.push("-initrd".into());
@@ -85,6 +96,11 @@ impl QemuConfig {
         }
         a
     }
+}
+
+fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// QEMU option values escape a comma by doubling it.
@@ -119,5 +135,39 @@ mod tests {
         assert!(joined.contains("file=/img/a,,b.ext4"), "commas escaped: {joined}");
         assert!(joined.ends_with("-device vhost-vsock-device,guest-cid=9"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
+    }
+
+    #[test]
+    fn a_listening_console_socket_gets_the_serial_port() {
+        let t = crate::test_dir::TestDir::new("qemu-serial");
+        let socket = t.path().join("con,sole.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let cfg = QemuConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 128,
+            kernel: "/k/vmlinux".into(),
+            initramfs: "/k/initramfs.cpio".into(),
+            cmdline: "console=ttyS0".into(),
+            console_log: socket.clone(),
+            disks: Vec::new(),
+            vsock_args: Vec::new(),
+            net_args: Vec::new(),
+        };
+        let joined = cfg
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let escaped = socket.display().to_string().replace(',', ",,");
+        assert!(
+            joined.contains(&format!(
+                "-chardev socket,id=console,path={escaped} -serial chardev:console"
+            )),
+            "{joined}"
+        );
+        assert!(!joined.contains("file:"), "{joined}");
     }
 }

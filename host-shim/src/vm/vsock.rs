@@ -61,11 +61,7 @@ impl VsockBackend {
         let vhost_socket = dir.join("vhost-vsock.sock");
         let uds = dir.join("vsock.sock");
         let log_path = dir.join("vhost-device-vsock.log");
-        let log = std::fs::File::create(&log_path).map_err(|source| VmError::Io {
-            what: "create the vsock log",
-            path: log_path.clone(),
-            source,
-        })?;
+        let log = crate::private::create_private_file(dir, "vhost-device-vsock.log")?;
         let mut cmd = Command::new(&daemon_bin);
         cmd.arg("--vm")
             .arg(format!(
