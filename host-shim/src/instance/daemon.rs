@@ -5,8 +5,8 @@
 //! process. It stops the VM on SIGTERM or SIGINT, or when the main process
 //! exits, then removes the instance's state.
 
-use std::fs;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_proto::ExitStatus;
@@ -17,6 +17,7 @@ use super::{InstanceDir, InstanceError, Instances, Status};
 use crate::exec::{spawn, ExecIo};
 use crate::network::process::Owner;
 use crate::network::{HostsFile, Lease, Networks};
+use crate::private::log::{install_stdio, limit as log_limit, rotate_stdio, stdio as stdio_log, RotatingLog};
 use crate::profile::Profile;
 use crate::vm::net::SwitchPort;
 use crate::vm::Vm;
@@ -40,11 +41,9 @@ impl Instances {
                 .ok_or("cannot find the vmshim program to run its daemon (set VMSHIM_BIN to its path)")?,
         };
         let log_path = self.dir(name).log();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let log = crate::private::PrivateDir::open(&self.dir(name).0)
+            .and_then(|dir| dir.open_append("log"))
+            .map_err(|e| format!("cannot open the log: {e}"))?;
         let log2 = log
             .try_clone()
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
@@ -81,6 +80,8 @@ impl Instances {
             .read_record()?
             .ok_or_else(|| InstanceError::Unknown { name: name.to_owned() })?;
         let spec = dir.read_spec()?;
+        // Our stdout and stderr are the log: capped and rotated with it.
+        let _ = install_stdio(&dir.log(), log_limit());
         // First: QEMU must not inherit the container's stdio.
         let container_stdio = match &spec.container {
             Some(main) if main.passes_stdio() => {
@@ -301,19 +302,23 @@ impl StopSignals {
     }
 }
 
-/// The main process's stdout and stderr: appended to the instance's log.
+/// The main process's stdout and stderr: appended to the instance's log
+/// (the daemon's own stdio log, so that one writer rotates it).
 fn log_io(path: &std::path::Path) -> std::io::Result<ExecIo> {
-    let open = || fs::OpenOptions::new().append(true).open(path).map(LogFile);
+    let log = match stdio_log() {
+        Some(log) if log.path() == path => log,
+        _ => Arc::new(RotatingLog::open(path, log_limit()).map_err(std::io::Error::other)?),
+    };
     Ok(ExecIo {
         stdin: None,
-        stdout: Some(Box::new(open()?)),
-        stderr: Some(Box::new(open()?)),
+        stdout: Some(Box::new(LogFile(log.clone()))),
+        stderr: Some(Box::new(LogFile(log))),
     })
 }
 
 /// A log file as an async writer. Writes to a regular file do not wait on
 /// anyone: they are made in place.
-struct LogFile(fs::File);
+struct LogFile(Arc<RotatingLog>);
 
 impl tokio::io::AsyncWrite for LogFile {
     fn poll_write(
@@ -321,7 +326,7 @@ impl tokio::io::AsyncWrite for LogFile {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(std::io::Write::write(&mut self.get_mut().0, buf))
+        std::task::Poll::Ready(self.0.write(buf).map(|()| buf.len()))
     }
 
     fn poll_flush(
@@ -345,6 +350,7 @@ fn describe(status: &ExitStatus) -> String {
 
 /// One line on the daemon's stderr (the log), with a timestamp.
 fn log(line: &str) {
+    rotate_stdio();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     eprintln!("{}.{:03} vmshim: {line}", now.as_secs(), now.subsec_millis());
 }

@@ -9,8 +9,11 @@
 //! |---|---|
 //! | `instance.json` | the [`Instance`]: name, owner pid and start time, status, agent endpoint, created time, command, the VM's host pids |
 //! | `spec.json` | the [`InstanceSpec`]: what the daemon boots and runs |
-//! | `log` | the daemon's log, and the main process's stdout and stderr |
+//! | `log` | the daemon's log, and the main process's stdout and stderr (rotated to `log.1`, see [`crate::private::log`]) |
 //!
+//! The state directory and `instances/` are 0700 and checked before use,
+//! each instance's directory 0700 and its files 0600 whatever the umask
+//! ([`crate::private`]): `spec.json` holds the process's environment.
 //! The directory is made whole in a temporary directory and renamed into
 //! place, so a name is taken atomically. Its owner is the starting vmshim
 //! until the daemon takes over. The daemon removes the directory when its
@@ -24,12 +27,13 @@ mod daemon;
 mod spec;
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::network::process::Owner;
 use crate::network::{check_name, NetworkError, Networks};
+use crate::private::{ensure_private_dir, write_private_atomically, PrivateDir, PrivateError};
 pub use spec::{ContainerMain, InstanceSpec};
 
 /// How long the daemon may take to take the instance over from the vmshim
@@ -66,6 +70,10 @@ pub enum InstanceError {
     Corrupt { path: PathBuf, detail: String },
     #[error("instance {name:?}: {detail}")]
     Serve { name: String, detail: String },
+    /// A state directory or file that could not be made private, or that
+    /// is not safe to use.
+    #[error(transparent)]
+    Private(#[from] PrivateError),
 }
 
 /// Where an instance is in its life.
@@ -248,8 +256,7 @@ impl Instances {
     /// failed; on failure nothing of it is left. Blocks meanwhile.
     pub fn start(&self, name: &str, spec: &InstanceSpec) -> Result<Instance, InstanceError> {
         check_name("instance", name).map_err(InstanceError::Name)?;
-        let root = self.root();
-        fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+        ensure_private_dir(&self.state_dir)?.ensure_dir("instances")?;
         if let Some(other) = self.live(name)? {
             return Err(InstanceError::NameTaken {
                 name: name.to_owned(),
@@ -330,17 +337,16 @@ impl Instances {
 
     /// Makes `instances/NAME/` whole: written in a temporary directory and
     /// renamed into place, which fails if the name was taken meanwhile.
+    /// The directory is 0700 and its files (`spec.json` holds the process's
+    /// environment) 0600.
     fn create_dir(&self, name: &str, record: &Instance, spec: &InstanceSpec) -> Result<(), InstanceError> {
-        let tmp = InstanceDir(self.root().join(format!(
-            ".new-{}-{}-{:08x}",
-            record.pid,
-            name,
-            crate::vm::vsock::random_u32()
-        )));
-        fs::create_dir(&tmp.0).map_err(io_err("create", &tmp.0))?;
+        let tmp_name = format!(".new-{}-{}-{:08x}", record.pid, name, crate::vm::vsock::random_u32());
+        let tmp_dir = PrivateDir::open(&self.root())?.create_dir(&tmp_name)?;
+        let tmp = InstanceDir(tmp_dir.path().to_owned());
         let made = tmp
             .write_record(record)
             .and_then(|()| write_json(&tmp.spec(), spec))
+            .and_then(|()| tmp_dir.create_file("log").map(drop).map_err(Into::into))
             .and_then(|()| {
                 let dir = self.dir(name);
                 fs::rename(&tmp.0, &dir.0).map_err(|e| match e.raw_os_error() {
@@ -472,15 +478,10 @@ impl InstanceDir {
     }
 }
 
-/// Writes `value` as JSON whole: a temporary file renamed into place.
+/// Writes `value` as JSON whole: a 0600 temporary file renamed into place.
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), InstanceError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let json = serde_json::to_vec_pretty(value).expect("instance files serialize");
-    let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(&json));
-    written.and_then(|()| fs::rename(&tmp, path)).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err("write", path)(e)
-    })
+    Ok(write_private_atomically(path, &json)?)
 }
 
 /// A closure that wraps an I/O error with what was being done, and where.

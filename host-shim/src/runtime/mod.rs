@@ -25,6 +25,10 @@
 //! | `ROOT/ID/state.json` | the [`Record`]: bundle, root filesystem, creation time, annotations |
 //! | `ROOT/ID/instances/NAME/` | the instance holding the VM (`instance.json`, `spec.json`, the daemon's `log`); NAME is the id |
 //!
+//! The root and every directory in it are 0700, their files 0600, whatever
+//! the umask (runc's root is 0700 too); a root that is a link, another
+//! user's, or that others may write to is refused ([`crate::private`]).
+//!
 //! The status is the agent's while the VM runs; a container whose daemon
 //! or VM is gone is `stopped`. Its `pid` is the host pid of the VM's QEMU
 //! while created or running (the container's process lives in the VM and
@@ -51,6 +55,7 @@ use crate::assets::{self, AssetError};
 use crate::client::{Client, ClientError};
 use crate::image::{self, ImageError, RootPlacement};
 use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
+use crate::private::{ensure_private_dir, PrivateError};
 use crate::vm::VmConfig;
 pub use console::ConsoleError;
 pub use exec::{Exec, ExecProcess, ExecStdio};
@@ -127,6 +132,10 @@ pub enum RuntimeError {
     },
     #[error("{} is corrupt: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+    /// A state directory or file that could not be made private, or that
+    /// is not safe to use.
+    #[error(transparent)]
+    Private(#[from] PrivateError),
 }
 
 /// The VM each container gets.
@@ -277,11 +286,13 @@ impl Runtime {
             detail,
         })?;
         let dir = self.dir(id);
-        fs::create_dir_all(&self.root).map_err(io_err("create", &self.root))?;
-        fs::create_dir(&dir).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => RuntimeError::Exists { id: id.to_owned() },
-            _ => io_err("create", &dir)(e),
-        })?;
+        // runc's root is 0700; so is ours, and each container's directory.
+        ensure_private_dir(&self.root)?
+            .create_dir(id)
+            .map_err(|e| match e.io_kind() {
+                Some(io::ErrorKind::AlreadyExists) => RuntimeError::Exists { id: id.to_owned() },
+                _ => e.into(),
+            })?;
         let record = Record {
             id: id.to_owned(),
             bundle: PathBuf::from(&spec.bundle),
@@ -626,9 +637,11 @@ fn check_terminal(id: &str, terminal: bool, detach: bool, console_socket: bool) 
     })
 }
 
-/// Writes `pid` to `path` whole, without a newline, as runc's `--pid-file`.
+/// Writes `pid` to `path` whole, without a newline, as runc's `--pid-file`
+/// (a new `.NAME` beside it, mode 0666 less the umask, renamed into place):
+/// the file is the caller's, where the caller wants it.
 pub fn write_pid_file(path: &Path, pid: u32) -> Result<(), RuntimeError> {
-    state::write_whole(path, pid.to_string().as_bytes())
+    state::write_pid_file(path, pid)
 }
 
 /// A container id as runc and the agent take it: 1 to 64 of `A-Z a-z 0-9

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use agent_proto::ContainerStatus;
@@ -95,19 +96,29 @@ pub(super) fn read_record(dir: &Path) -> Result<Option<Record>, RuntimeError> {
     }
 }
 
-/// Writes the record into `dir` whole: a temporary file renamed into place.
+/// Writes the record into `dir` whole: a 0600 temporary file renamed into
+/// place.
 pub(super) fn write_record(dir: &Path, record: &Record) -> Result<(), RuntimeError> {
     let json = serde_json::to_vec_pretty(record).expect("a record serializes");
-    write_whole(&record_path(dir), &json)
+    Ok(crate::private::write_private_atomically(&record_path(dir), &json)?)
 }
 
-/// Writes `path` whole: a temporary file beside it renamed into place.
-pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
+/// Writes `pid` to `path` whole as runc writes its `--pid-file`: a new
+/// `.NAME` beside it (`O_EXCL`, mode 0666 less the umask), renamed into
+/// place. The file is the caller's, where the caller wants it.
+pub(super) fn write_pid_file(path: &Path, pid: u32) -> Result<(), RuntimeError> {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
     let tmp = path.with_file_name(name);
-    let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
-    written.and_then(|()| fs::rename(&tmp, path)).map_err(|source| {
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(pid.to_string().as_bytes()));
+    let renamed = written.and_then(|()| fs::rename(&tmp, path));
+    renamed.map_err(|source| {
         let _ = fs::remove_file(&tmp);
         RuntimeError::Io {
             what: "write",
@@ -225,5 +236,42 @@ mod tests {
         );
         std::fs::write(record_path(t.path()), "{").unwrap();
         assert!(matches!(read_record(t.path()), Err(RuntimeError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn records_are_private_under_umask_0_and_pid_files_as_runcs() {
+        use crate::private::tests::{mode, under_umask_0};
+        if !under_umask_0("runtime::state::tests::records_are_private_under_umask_0_and_pid_files_as_runcs") {
+            return;
+        }
+        let t = TestDir::new("runtime-record-mode");
+        // (Made 0777 under umask 0: a directory in it would be refused.)
+        std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let dir = crate::private::ensure_private_dir(&t.path().join("c1")).unwrap();
+        let record = Record {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            rootfs: "/b/r".into(),
+            created_unix_ns: 5,
+            annotations: BTreeMap::new(),
+            hooks: HostHooks::default(),
+        };
+        write_record(dir.path(), &record).unwrap();
+        assert_eq!(mode(&record_path(dir.path())), 0o600);
+        // The pid file is the caller's: 0666 less the umask, as runc's.
+        let pid = t.path().join("c1.pid");
+        write_pid_file(&pid, 42).unwrap();
+        assert_eq!(mode(&pid), 0o666);
+        assert_eq!(std::fs::read_to_string(&pid).unwrap(), "42");
+        assert!(!t.path().join(".c1.pid").exists());
+        // A record's place taken by a link: the link is replaced, its
+        // target untouched.
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::remove_file(record_path(dir.path())).unwrap();
+        std::os::unix::fs::symlink(&victim, record_path(dir.path())).unwrap();
+        write_record(dir.path(), &record).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(read_record(dir.path()).unwrap(), Some(record));
     }
 }
