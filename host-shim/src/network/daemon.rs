@@ -1,24 +1,27 @@
 //! The switch daemon: `vmshim network serve NAME`, detached from whoever
 //! starts it (its own session, no parent-death signal, stdio to
-//! `switch.log`), so it outlives the vmshim that started it and serves every
-//! VM on the network. Started under the network's lock when its socket does
+//! `switch.log`, capped and rotated), so it outlives the vmshim that started
+//! it and serves every VM on the network, each port bound to its VM's lease. Started under the network's lock when its socket does
 //! not accept connections; stopped by `remove` with SIGTERM.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::lease::LeaseBinder;
 use super::process::Owner;
 use super::store::check_socket_path;
 use super::switch::{self, log};
 use super::{check_name, io_err, Driver, NetworkError, Networks};
+use crate::private::log::{self, RotatingLog};
 
 /// How long a new switch may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,9 +31,6 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// How often a running switch checks that its socket is still in place.
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
-
-/// `switch.log` is emptied when a switch starts if it has grown past this.
-const LOG_LIMIT: u64 = 1 << 20;
 
 /// How switches are started.
 #[derive(Debug, Clone)]
@@ -79,10 +79,11 @@ impl Networks {
             Launcher::Program(program) => self.spawn_daemon(name, program.as_deref())?,
             #[cfg(test)]
             Launcher::InProcess => {
-                let socket = socket.clone();
+                let (socket, leases) = (socket.clone(), dir.leases());
                 std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    rt.block_on(switch::serve_switch(&socket)).map_err(io::Error::other)
+                    rt.block_on(switch::serve_switch(&socket, &leases))
+                        .map_err(io::Error::other)
                 });
             }
         }
@@ -121,20 +122,16 @@ impl Networks {
                 fail("cannot find the vmshim program to run it (set VMSHIM_BIN to its path)".to_owned())
             })?,
         };
+        // The daemon's stdio: rotated now if full, and by the daemon as it
+        // writes.
         let log_path = self.dir(name).log();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_err("open", &log_path))?;
-        if log.metadata().is_ok_and(|m| m.len() > LOG_LIMIT) {
-            let _ = log.set_len(0);
-        }
+        let log = RotatingLog::open(&log_path, log::limit())?;
+        log.rotate_if_full().map_err(io_err("rotate", &log_path))?;
         let mut cmd = Command::new(&program);
         cmd.args(["network", "serve", name, "--state-dir"])
             .arg(self.state_dir())
-            .stdout(log.try_clone().map_err(io_err("open", &log_path))?)
-            .stderr(log);
+            .stdout(log.file().map_err(io_err("open", &log_path))?)
+            .stderr(log.file().map_err(io_err("open", &log_path))?);
         spawn_detached(cmd).map_err(|e| fail(format!("cannot run {}: {e}", program.display())))
     }
 
@@ -187,6 +184,8 @@ impl Networks {
             return Err(NetworkError::NoSwitch { name: name.to_owned() });
         }
         let dir = self.dir(name);
+        // Our stdout and stderr are the log: capped and rotated with it.
+        let _ = log::install_stdio(&dir.log(), log::limit());
         let socket = dir.socket();
         check_socket_path(&socket)?;
         if accepts(&socket) {
@@ -213,7 +212,7 @@ impl Networks {
         let mut term = signal(SignalKind::terminate()).map_err(io_err("handle SIGTERM in", &socket))?;
         let mut int = signal(SignalKind::interrupt()).map_err(io_err("handle SIGINT in", &socket))?;
         let why = tokio::select! {
-            never = switch::serve(listener, Default::default()) => match never {},
+            never = switch::serve(listener, Default::default(), Arc::new(LeaseBinder::new(&dir.leases()))) => match never {},
             _ = term.recv() => "SIGTERM".to_owned(),
             _ = int.recv() => "SIGINT".to_owned(),
             why = socket_gone(&socket, ino) => why,
@@ -329,14 +328,12 @@ fn read_pid(path: &Path) -> Option<u32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Writes `switch.pid` whole (a temporary file renamed into place).
+/// Writes `switch.pid` whole (a 0600 temporary file renamed into place).
 fn write_pid(path: &Path, pid: u32) -> Result<(), NetworkError> {
-    let tmp = path.with_extension(format!("pid.tmp-{pid}"));
-    let written = fs::File::create(&tmp).and_then(|mut f| writeln!(f, "{pid}"));
-    written.and_then(|()| fs::rename(&tmp, path)).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err("write", path)(e)
-    })
+    Ok(crate::private::write_private_atomically(
+        path,
+        format!("{pid}\n").as_bytes(),
+    )?)
 }
 
 /// Removes `switch.pid` if it still names `pid`.
@@ -346,14 +343,13 @@ fn remove_pid_file(path: &Path, pid: u32) {
     }
 }
 
-/// The last `lines` lines of a log file.
+/// The last `lines` lines of a log file (and of its older generation,
+/// `NAME.1`, where it has just been rotated).
 pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    if tail.is_empty() {
-        return "(empty)".to_owned();
+    match log::tail(path, lines) {
+        Some(tail) if !tail.is_empty() => tail,
+        _ => "(empty)".to_owned(),
     }
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

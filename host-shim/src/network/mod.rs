@@ -1,9 +1,11 @@
 //! Virtual networks that join VMs to each other, with one of two drivers.
 //!
 //! **switch** (the default; no root needed): the network is a small
-//! Ethernet learning switch on a Unix socket; a VM joins it through QEMU's
-//! `stream` netdev, which carries every Ethernet frame as a 4-byte
-//! big-endian length followed by the frame:
+//! Ethernet switch on a Unix socket; a VM joins it through QEMU's `stream`
+//! netdev, which carries every Ethernet frame as a 4-byte big-endian length
+//! followed by the frame. Each VM's port is bound to the MAC and IPv4
+//! address it leased: frames from any other source are dropped
+//! ([`switch`]):
 //!
 //! ```text
 //! -netdev stream,id=switch,server=off,addr.type=unix,addr.path=SWITCH_SOCKET
@@ -29,8 +31,13 @@
 //! |---|---|
 //! | `network.json` | `{"name": .., "subnet": "10.89.0.0/24", "driver": "switch"}`, and `"bridge": "vmbr-.."` for a bridge network (a file without `driver` is a switch network) |
 //! | `lock` | `flock`ed by whoever changes leases, starts the switch or makes taps |
-//! | `switch.sock`, `switch.pid`, `switch.log` | the switch daemon |
+//! | `switch.sock`, `switch.pid`, `switch.log` | the switch daemon (its log rotated to `switch.log.1`, see [`crate::private::log`]) |
 //! | `leases/<ip>` | `{"name": .., "pid": .., "started": .., "mac": ..}`: one VM each |
+//!
+//! The state directory, `networks/` and every directory in it are 0700, and
+//! every file (the socket too) 0600, whatever the umask; a state directory
+//! that is a link, another user's, or that others may write to is refused
+//! ([`crate::private`]).
 //!
 //! `$STATE/networks.lock` serialises creating and removing networks, so two
 //! networks never get overlapping subnets.
@@ -155,6 +162,10 @@ pub enum NetworkError {
     },
     #[error("`ip {command}` failed: {detail}")]
     Ip { command: String, detail: String },
+    /// A state directory or file that could not be made private, or that
+    /// is not safe to use.
+    #[error(transparent)]
+    Private(#[from] crate::private::PrivateError),
 }
 
 /// "a (10.89.0.2), b (10.89.0.3)"; "1 VM"/"N VMs" first.

@@ -61,6 +61,13 @@ pub fn start_time(pid: u32) -> Option<Option<u64>> {
     }
 }
 
+/// The parent of a running process (`/proc/PID/stat` field 4).
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields are counted after the command name's last ')'.
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The command line of a running process, one string per argument.
 pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -103,6 +110,12 @@ mod tests {
         assert!(!dead.alive());
         assert!(!Owner { pid: 0, started: None }.alive());
         assert_eq!(cmdline(me.pid).unwrap(), std::env::args().collect::<Vec<_>>());
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert_eq!(parent(child.id()), Some(me.pid));
+        assert_eq!(parent(me.pid), Some(std::os::unix::process::parent_id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(parent(dead_pid()), None);
     }
 
     #[test]

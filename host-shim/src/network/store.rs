@@ -1,10 +1,11 @@
 //! Networks on disk: one directory each under `$STATE/networks/`, made in a
 //! temporary directory and renamed into place, so a network is either whole
 //! or absent; locks that keep concurrent vmshims from stepping on each other.
+//! Directories are 0700 and files 0600 ([`crate::private`]).
 
 use std::fs::{self, File};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use super::links::{IpCommand, LinkKind, Links};
 use super::process::Owner;
 use super::subnet::Subnet;
 use super::{check_name, io_err, NetworkError};
+use crate::private::{ensure_private_dir, PrivateDir};
 
 /// The longest path a Unix socket address holds (108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -189,11 +191,7 @@ impl Networks {
             self.check_may_admin(|| "a network with the bridge driver".to_owned())?;
         }
         let root = self.root();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .map_err(io_err("create", &root))?;
+        ensure_private_dir(&self.state_dir)?.ensure_dir("networks")?;
         let network = {
             let _global = self.lock_global()?;
             self.sweep_leftovers(&root);
@@ -381,12 +379,7 @@ impl Networks {
     /// Holds `$STATE/networks.lock`: creating and removing networks.
     fn lock_global(&self) -> Result<Flock, NetworkError> {
         let path = self.state_dir.join("networks.lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
+        let file = PrivateDir::open(&self.state_dir)?.open_append("networks.lock")?;
         flock(&file).map_err(io_err("lock", &path))?;
         Ok(Flock(file))
     }
@@ -398,7 +391,11 @@ impl Networks {
         let path = self.dir(name).lock();
         let unknown = || NetworkError::UnknownNetwork { name: name.to_owned() };
         loop {
-            let file = match File::open(&path) {
+            let file = match fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+            {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
                 Err(e) => return Err(io_err("open", path)(e)),
@@ -419,19 +416,21 @@ impl Networks {
     }
 }
 
-/// Writes a whole network directory at `tmp`.
+/// Writes a whole network directory at `tmp`: directories 0700, files
+/// 0600, none of them through a link.
 fn populate(tmp: &Path, network: &Network) -> Result<(), NetworkError> {
-    let mut dirs = fs::DirBuilder::new();
-    dirs.mode(0o700);
-    dirs.create(tmp).map_err(io_err("create", tmp))?;
-    let leases = tmp.join("leases");
-    dirs.create(&leases).map_err(io_err("create", &leases))?;
-    let lock = tmp.join("lock");
-    File::create(&lock).map_err(io_err("create", &lock))?;
-    let config = tmp.join("network.json");
+    let (root, name) = match (tmp.parent(), tmp.file_name().and_then(|n| n.to_str())) {
+        (Some(root), Some(name)) => (root, name),
+        _ => return Err(io_err("create", tmp)(io::ErrorKind::InvalidInput.into())),
+    };
+    let dir = PrivateDir::open(root)?.create_dir(name)?;
+    dir.create_dir("leases")?;
+    dir.create_file("lock")?;
     let mut json = serde_json::to_vec_pretty(network).expect("a Network serializes");
     json.push(b'\n');
-    fs::write(&config, json).map_err(io_err("write", &config))
+    dir.create_file("network.json")?
+        .write_all(&json)
+        .map_err(io_err("write", dir.join("network.json")))
 }
 
 impl Networks {

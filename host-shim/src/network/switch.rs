@@ -1,17 +1,34 @@
-//! The switch: an Ethernet learning switch on a Unix socket. Every accepted
+//! The switch: an Ethernet switch on a Unix socket. Every accepted
 //! connection is a port speaking QEMU's stream netdev framing (a 4-byte
 //! big-endian length, then the frame, both ways).
 //!
-//! A frame's source MAC is learnt for the port it came from; a unicast frame
-//! to a learnt MAC goes to that port alone, anything else (broadcast,
-//! multicast, unknown unicast) to every other port. Each port has a bounded
-//! queue, and a frame for a full queue is dropped: a port that does not
-//! read loses frames, and nobody else waits for it. A port that leaves takes
-//! its MACs with it.
+//! Each port is bound, as it connects, to the lease of the VM whose QEMU
+//! opened it ([`Binder`]; the daemon's is [`super::lease::LeaseBinder`]):
+//! the MAC and IPv4 address that VM leased. A connection that no lease
+//! names is refused. From a bound port the switch passes only what the
+//! lease allows ([`Binding::admits`]):
+//!
+//! * the frame's source MAC is the port's;
+//! * an ARP packet's sender is the port's MAC and address (or, for a
+//!   probe, 0.0.0.0);
+//! * an IPv4 packet's source address is the port's;
+//! * nothing else: IPv6, VLAN-tagged frames and every other EtherType are
+//!   dropped (a lease is an IPv4 address).
+//!
+//! Dropped frames are counted, and the first of each port is logged. The
+//! forwarding table holds each port's bound MAC and nothing else: nothing
+//! is learnt from frames, so a VM cannot take another's MAC or fill the
+//! table, and the ports are capped. A unicast frame to a bound MAC goes to
+//! that port alone, anything else (broadcast, multicast, unknown unicast)
+//! to every other port. Each port has a bounded queue, and a frame for a
+//! full queue is dropped: a port that does not read loses frames, and
+//! nobody else waits for it. A port that leaves takes its MAC with it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::fmt;
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,6 +38,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::lease::{format_mac, LeaseBinder};
 use super::{daemon, io_err, NetworkError};
 
 /// The longest frame a port may send; a longer length closes the port.
@@ -30,41 +48,132 @@ pub const MAX_FRAME: usize = 65_550;
 /// Frames queued for one port before more are dropped.
 pub const PORT_QUEUE: usize = 256;
 
-/// MACs learnt at most; beyond that, frames to new MACs are flooded.
-const MAX_MACS: usize = 4096;
+/// Ports (and so MACs in the table) at most; more are refused.
+pub const MAX_PORTS: usize = 4096;
 
 /// An Ethernet header: destination, source, type.
 const ETH_HEADER: usize = 14;
 
-type Frame = Arc<[u8]>;
-type Mac = [u8; 6];
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
 
-/// Serves a switch on a new Unix socket at `socket` (a stale socket file
-/// that no longer accepts connections is replaced); runs until dropped.
-pub async fn serve_switch(socket: &Path) -> Result<Infallible, NetworkError> {
-    let listener = bind(socket)?;
-    match serve(listener, Arc::default()).await {}
+type Frame = Arc<[u8]>;
+pub type Mac = [u8; 6];
+
+/// What a port may send as: the MAC and address of its VM's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
 }
 
-/// Listens on `socket`, replacing a stale socket file.
+/// Why a frame from a bound port was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its source MAC is not the port's.
+    SourceMac(Mac),
+    /// An ARP packet whose sender (hardware, protocol) is not the port's,
+    /// or that is not Ethernet/IPv4 ARP.
+    ArpSender(Mac, Ipv4Addr),
+    /// An IPv4 packet whose source address is not the port's.
+    Ipv4Source(Ipv4Addr),
+    /// An ARP or IPv4 packet too short to read.
+    Truncated(u16),
+    /// An EtherType the switch does not carry.
+    EtherType(u16),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::SourceMac(mac) => write!(f, "source MAC {} is not the port's", format_mac(*mac)),
+            Refusal::ArpSender(mac, ip) => write!(f, "ARP sender {} {ip} is not the port's", format_mac(*mac)),
+            Refusal::Ipv4Source(ip) => write!(f, "IPv4 source {ip} is not the port's"),
+            Refusal::Truncated(t) => write!(f, "a truncated packet of EtherType {t:#06x}"),
+            Refusal::EtherType(t) => write!(f, "EtherType {t:#06x} is not carried"),
+        }
+    }
+}
+
+impl Binding {
+    /// Whether the port bound to this may send `frame` (at least an
+    /// Ethernet header long).
+    pub fn admits(&self, frame: &[u8]) -> Result<(), Refusal> {
+        let src: Mac = frame[6..12].try_into().expect("6 bytes");
+        if src != self.mac {
+            return Err(Refusal::SourceMac(src));
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let payload = &frame[ETH_HEADER..];
+        match ethertype {
+            ETHERTYPE_ARP => {
+                // Ethernet (1) / IPv4, 6-byte and 4-byte addresses: the
+                // sender's pair at 8..14 and 14..18.
+                if payload.len() < 28 {
+                    return Err(Refusal::Truncated(ethertype));
+                }
+                let sha: Mac = payload[8..14].try_into().expect("6 bytes");
+                let spa = Ipv4Addr::new(payload[14], payload[15], payload[16], payload[17]);
+                let ethernet_ipv4 = payload[..6] == [0, 1, 0x08, 0x00, 6, 4];
+                let op = u16::from_be_bytes([payload[6], payload[7]]);
+                // A probe (RFC 5227) asks with no address of its own.
+                let probe = op == 1 && spa == Ipv4Addr::UNSPECIFIED;
+                if !ethernet_ipv4 || sha != self.mac || (spa != self.ip && !probe) {
+                    return Err(Refusal::ArpSender(sha, spa));
+                }
+                Ok(())
+            }
+            ETHERTYPE_IPV4 => {
+                if payload.len() < 20 || payload[0] >> 4 != 4 {
+                    return Err(Refusal::Truncated(ethertype));
+                }
+                let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
+                if src != self.ip {
+                    return Err(Refusal::Ipv4Source(src));
+                }
+                Ok(())
+            }
+            other => Err(Refusal::EtherType(other)),
+        }
+    }
+}
+
+/// Finds what a new port may send as; `Err` says why it may not join.
+pub trait Binder: Send + Sync + 'static {
+    fn bind(&self, port: &UnixStream) -> Result<Binding, String>;
+}
+
+/// Serves a switch on a new Unix socket at `socket` (a stale socket file
+/// that no longer accepts connections is replaced), its ports bound to the
+/// leases in directory `leases`; runs until dropped.
+pub async fn serve_switch(socket: &Path, leases: &Path) -> Result<Infallible, NetworkError> {
+    let listener = bind(socket)?;
+    match serve(listener, Arc::default(), Arc::new(LeaseBinder::new(leases))).await {}
+}
+
+/// Listens on `socket`, replacing a stale socket file; the socket is 0600
+/// (QEMU runs as its owner).
 pub(super) fn bind(socket: &Path) -> Result<UnixListener, NetworkError> {
-    match UnixListener::bind(socket) {
+    let listener = match UnixListener::bind(socket) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && !daemon::accepts(socket) => {
             std::fs::remove_file(socket).map_err(io_err("remove the stale socket", socket))?;
             UnixListener::bind(socket).map_err(io_err("listen on", socket))
         }
         other => other.map_err(io_err("listen on", socket)),
-    }
+    }?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", socket))?;
+    Ok(listener)
 }
 
-/// Accepts ports on `listener` forever.
-pub(super) async fn serve(listener: UnixListener, fabric: Arc<Mutex<Fabric>>) -> Infallible {
+/// Accepts ports on `listener` forever, each bound by `binder`.
+pub(super) async fn serve(listener: UnixListener, fabric: Arc<Mutex<Fabric>>, binder: Arc<dyn Binder>) -> Infallible {
     let mut next_id = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 next_id += 1;
-                tokio::spawn(run_port(fabric.clone(), next_id, stream));
+                tokio::spawn(run_port(fabric.clone(), binder.clone(), next_id, stream));
             }
             Err(e) => {
                 // Out of descriptors, most likely: wait for ports to leave.
@@ -75,17 +184,21 @@ pub(super) async fn serve(listener: UnixListener, fabric: Arc<Mutex<Fabric>>) ->
     }
 }
 
-/// The ports and what the switch has learnt.
+/// The ports and their MACs.
 #[derive(Default)]
 pub(super) struct Fabric {
     ports: HashMap<u64, Port>,
     macs: HashMap<Mac, u64>,
 }
 
-/// The sending side of one port.
+/// The sending side of one port, and what it may send as.
 struct Port {
     queue: mpsc::Sender<Frame>,
+    binding: Binding,
+    /// Frames for it dropped because its queue was full.
     dropped: u64,
+    /// Frames from it dropped because its lease does not allow them.
+    refused: u64,
 }
 
 impl Port {
@@ -98,14 +211,40 @@ impl Port {
 }
 
 impl Fabric {
-    /// Learns the source of `frame` (at least an Ethernet header long) and
-    /// passes it on.
-    fn forward(&mut self, from: u64, frame: Frame) {
-        let dst: Mac = frame[..6].try_into().expect("6 bytes");
-        let src: Mac = frame[6..12].try_into().expect("6 bytes");
-        if !is_group(src) && (self.macs.len() < MAX_MACS || self.macs.contains_key(&src)) {
-            self.macs.insert(src, from);
+    /// Adds port `id`, bound to `binding`: refused while another port has
+    /// its MAC, or when the switch has all the ports it takes.
+    fn add(&mut self, id: u64, binding: Binding, queue: mpsc::Sender<Frame>) -> Result<(), String> {
+        if let Some(other) = self.macs.get(&binding.mac) {
+            return Err(format!("{} is port {other}'s", format_mac(binding.mac)));
         }
+        if self.ports.len() >= MAX_PORTS {
+            return Err(format!("the switch has its {MAX_PORTS} ports"));
+        }
+        self.macs.insert(binding.mac, id);
+        self.ports.insert(
+            id,
+            Port {
+                queue,
+                binding,
+                dropped: 0,
+                refused: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Passes `frame` (at least an Ethernet header long) from port `from`
+    /// on, if its lease allows it; the refusal, and whether it is the
+    /// port's first, if not.
+    fn forward(&mut self, from: u64, frame: Frame) -> Result<(), (Refusal, bool)> {
+        let Some(port) = self.ports.get_mut(&from) else {
+            return Ok(());
+        };
+        if let Err(refusal) = port.binding.admits(&frame) {
+            port.refused += 1;
+            return Err((refusal, port.refused == 1));
+        }
+        let dst: Mac = frame[..6].try_into().expect("6 bytes");
         if !is_group(dst) {
             if let Some(&to) = self.macs.get(&dst) {
                 // A frame for a MAC on the port it came from goes nowhere.
@@ -114,15 +253,16 @@ impl Fabric {
                         port.offer(&frame);
                     }
                 }
-                return;
+                return Ok(());
             }
         }
         for (_, port) in self.ports.iter_mut().filter(|(id, _)| **id != from) {
             port.offer(&frame);
         }
+        Ok(())
     }
 
-    /// Forgets port `id` and its MACs; its queue closes.
+    /// Forgets port `id` and its MAC; its queue closes.
     fn remove(&mut self, id: u64) -> Option<Port> {
         self.macs.retain(|_, port| *port != id);
         self.ports.remove(&id)
@@ -144,44 +284,78 @@ fn lock(fabric: &Mutex<Fabric>) -> MutexGuard<'_, Fabric> {
 }
 
 /// Serves one port until it leaves, breaks the framing, or stops reading.
-async fn run_port(fabric: Arc<Mutex<Fabric>>, id: u64, stream: UnixStream) {
+/// It is bound when its first frame arrives (a probe that connects and
+/// leaves is no port), and refused if no lease binds it.
+async fn run_port(fabric: Arc<Mutex<Fabric>>, binder: Arc<dyn Binder>, id: u64, stream: UnixStream) {
     let (rd, wr) = stream.into_split();
-    let (queue, rx) = mpsc::channel(PORT_QUEUE);
-    lock(&fabric).ports.insert(id, Port { queue, dropped: 0 });
-    let mut writer = tokio::spawn(write_frames(wr, rx));
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
+    let first = match read_frame(&mut reader).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return,
+        Err(e) => {
+            log(&format!("port {id} left before it was bound: {e}"));
+            return;
+        }
+    };
+    let binding = match binder.bind(reader.get_ref().as_ref()) {
+        Ok(binding) => binding,
+        Err(why) => {
+            log(&format!("port {id} refused: {why}"));
+            return;
+        }
+    };
+    let (queue, rx) = mpsc::channel(PORT_QUEUE);
+    if let Err(why) = lock(&fabric).add(id, binding, queue) {
+        log(&format!(
+            "port {id} ({} {}) refused: {why}",
+            format_mac(binding.mac),
+            binding.ip
+        ));
+        return;
+    }
+    let mut writer = tokio::spawn(write_frames(wr, rx));
     let mut received = 0u64;
+    let mut next = Some(first);
     let why = loop {
-        tokio::select! {
-            frame = read_frame(&mut reader) => match frame {
-                Ok(Some(frame)) => {
-                    received += 1;
-                    // Too short to name a destination: nothing to switch.
-                    if frame.len() >= ETH_HEADER {
-                        lock(&fabric).forward(id, frame);
+        let frame = match next.take() {
+            Some(frame) => Ok(Some(frame)),
+            None => tokio::select! {
+                frame = read_frame(&mut reader) => frame,
+                written = &mut writer => break match written {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("write: {e}")),
+                    Err(e) => Some(format!("writer: {e}")),
+                },
+            },
+        };
+        match frame {
+            Ok(Some(frame)) => {
+                received += 1;
+                // Too short to name a destination: nothing to switch.
+                if frame.len() >= ETH_HEADER {
+                    if let Err((refusal, true)) = lock(&fabric).forward(id, frame) {
+                        log(&format!(
+                            "port {id} ({} {}): dropping what its lease does not allow, first: {refusal}",
+                            format_mac(binding.mac),
+                            binding.ip
+                        ));
                     }
                 }
-                Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
-            },
-            written = &mut writer => break match written {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("write: {e}")),
-                Err(e) => Some(format!("writer: {e}")),
-            },
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
         }
     };
     // Dropping the port closes its queue: the writer ends and the
     // connection closes.
     let port = lock(&fabric).remove(id);
-    let dropped = port.map_or(0, |p| p.dropped);
-    // Probes (a connection that sends nothing) are not worth a line.
-    if received > 0 || dropped > 0 || why.is_some() {
-        let why = why.map(|w| format!(": {w}")).unwrap_or_default();
-        log(&format!(
-            "port {id} left after {received} frames in, {dropped} dropped for it{why}"
-        ));
-    }
+    let (dropped, refused) = port.map_or((0, 0), |p| (p.dropped, p.refused));
+    let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+    log(&format!(
+        "port {id} ({} {}) left after {received} frames in ({refused} not allowed), {dropped} dropped for it{why}",
+        format_mac(binding.mac),
+        binding.ip
+    ));
 }
 
 /// Reads one frame; `None` at a clean end between frames.
@@ -221,8 +395,10 @@ async fn write_frame(w: &mut BufWriter<OwnedWriteHalf>, frame: &[u8]) -> io::Res
     w.write_all(frame).await
 }
 
-/// One line on stderr (`switch.log` for the daemon), with the time.
+/// One line on stderr (`switch.log` for the daemon, rotated with it), with
+/// the time.
 pub(super) fn log(message: &str) {
+    crate::private::log::rotate_stdio();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -233,21 +409,67 @@ pub(super) fn log(message: &str) {
 mod tests {
     use super::*;
     use crate::test_dir::TestDir;
+    use std::collections::VecDeque;
     use std::time::Instant;
 
-    const A: Mac = [0x02, 0, 0, 0, 0, 0x0a];
-    const B: Mac = [0x02, 0, 0, 0, 0, 0x0b];
-    const C: Mac = [0x02, 0, 0, 0, 0, 0x0c];
+    const A: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x02];
+    const B: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x03];
+    const C: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x04];
     const UNKNOWN: Mac = [0x02, 0, 0, 0, 0, 0xdd];
     const BROADCAST: Mac = [0xff; 6];
     const MULTICAST: Mac = [0x01, 0x00, 0x5e, 0, 0, 1];
 
-    fn frame(dst: Mac, src: Mac, payload: &str) -> Vec<u8> {
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 89, 0, last)
+    }
+
+    fn binding(mac: Mac) -> Binding {
+        Binding { mac, ip: ip(mac[5]) }
+    }
+
+    /// An IPv4 frame from `src` (MAC) and `src_ip` carrying `payload`.
+    fn ipv4(dst: Mac, src: Mac, src_ip: Ipv4Addr, payload: &str) -> Vec<u8> {
         let mut f = Vec::new();
         f.extend_from_slice(&dst);
         f.extend_from_slice(&src);
-        f.extend_from_slice(&[0x88, 0xb5]); // the local experimental EtherType
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let total = (20 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&src_ip.octets());
+        f.extend_from_slice(&ip(0xff).octets());
         f.extend_from_slice(payload.as_bytes());
+        f
+    }
+
+    /// An IPv4 frame from the port bound to `src`, as its lease allows.
+    fn from(src: Mac, dst: Mac, payload: &str) -> Vec<u8> {
+        ipv4(dst, src, ip(src[5]), payload)
+    }
+
+    /// An ARP packet (op 1: request, 2: reply) in a frame from `src`.
+    fn arp(dst: Mac, src: Mac, op: u16, sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+        f.extend_from_slice(&op.to_be_bytes());
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa.octets());
+        f
+    }
+
+    /// A frame of another EtherType.
+    fn other(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&[0x60; 40]);
         f
     }
 
@@ -265,23 +487,64 @@ mod tests {
             .to_vec()
     }
 
-    /// The payload of the next frame the port gets.
+    /// The payload of the next (IPv4) frame the port gets.
     async fn recv_payload(port: &mut UnixStream) -> String {
-        String::from_utf8(recv(port).await[ETH_HEADER..].to_vec()).unwrap()
+        String::from_utf8(recv(port).await[ETH_HEADER + 20..].to_vec()).unwrap()
     }
 
-    /// A switch on a fresh socket, and `n` ports on it, all registered.
-    async fn switch(dir: &TestDir, n: usize) -> (Arc<Mutex<Fabric>>, Vec<UnixStream>) {
-        let socket = dir.path().join("switch.sock");
-        let listener = bind(&socket).unwrap();
-        let fabric: Arc<Mutex<Fabric>> = Arc::default();
-        tokio::spawn(serve(listener, fabric.clone()));
-        let mut ports = Vec::new();
-        for _ in 0..n {
-            ports.push(UnixStream::connect(&socket).await.unwrap());
+    /// Binds ports in the order they connect; `None`: no lease.
+    #[derive(Default)]
+    struct InOrder(Mutex<VecDeque<Option<Binding>>>);
+
+    impl Binder for InOrder {
+        fn bind(&self, _: &UnixStream) -> Result<Binding, String> {
+            match self.0.lock().unwrap().pop_front() {
+                Some(Some(binding)) => Ok(binding),
+                _ => Err("no lease names it".to_owned()),
+            }
         }
-        wait_for_ports(&fabric, n).await;
-        (fabric, ports)
+    }
+
+    struct Switch {
+        socket: std::path::PathBuf,
+        fabric: Arc<Mutex<Fabric>>,
+        binder: Arc<InOrder>,
+    }
+
+    impl Switch {
+        fn start(dir: &TestDir) -> Switch {
+            let socket = dir.path().join("switch.sock");
+            let listener = bind(&socket).unwrap();
+            let fabric: Arc<Mutex<Fabric>> = Arc::default();
+            let binder: Arc<InOrder> = Arc::default();
+            tokio::spawn(serve(listener, fabric.clone(), binder.clone()));
+            Switch { socket, fabric, binder }
+        }
+
+        /// A port bound to `mac` (and its address), registered: bound by
+        /// its first frame, one to itself that goes nowhere.
+        async fn port(&self, mac: Mac) -> UnixStream {
+            let before = lock(&self.fabric).ports();
+            self.binder.0.lock().unwrap().push_back(Some(binding(mac)));
+            let mut port = UnixStream::connect(&self.socket).await.unwrap();
+            send(&mut port, &from(mac, mac, "hello")).await;
+            wait_for_ports(&self.fabric, before + 1).await;
+            port
+        }
+
+        /// A port the switch refuses (bound to `binding`, or to no lease):
+        /// closed at its first frame.
+        async fn refused(&self, binding: Option<Binding>) {
+            self.binder.0.lock().unwrap().push_back(binding);
+            let mut port = UnixStream::connect(&self.socket).await.unwrap();
+            let mac = binding.map_or(UNKNOWN, |b| b.mac);
+            send(&mut port, &from(mac, BROADCAST, "let me in")).await;
+            let mut rest = Vec::new();
+            let end = tokio::time::timeout(Duration::from_secs(5), port.read_to_end(&mut rest))
+                .await
+                .expect("the refused port closes");
+            assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
+        }
     }
 
     async fn wait_for_ports(fabric: &Mutex<Fabric>, n: usize) {
@@ -297,39 +560,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn floods_learns_and_closes_bad_ports() {
+    async fn bound_ports_switch_and_bad_ports_close() {
         let dir = TestDir::new("switch");
-        let (fabric, ports) = switch(&dir, 3).await;
-        let [mut a, mut b, mut c]: [UnixStream; 3] = ports.try_into().unwrap();
+        let switch = Switch::start(&dir);
+        let (mut a, mut b, mut c) = (switch.port(A).await, switch.port(B).await, switch.port(C).await);
 
-        // Broadcast reaches the two others, byte for byte.
-        let hello = frame(BROADCAST, A, "hello from a");
-        send(&mut a, &hello).await;
-        assert_eq!(recv(&mut b).await, hello);
-        assert_eq!(recv(&mut c).await, hello);
+        // A broadcast ARP request reaches the two others, byte for byte.
+        let who_has = arp(BROADCAST, A, 1, A, ip(2), ip(3));
+        send(&mut a, &who_has).await;
+        assert_eq!(recv(&mut b).await, who_has);
+        assert_eq!(recv(&mut c).await, who_has);
 
-        // A has been learnt: b's unicast reaches a alone.
-        send(&mut b, &frame(A, B, "b to a")).await;
+        // b's unicast reaches a alone.
+        send(&mut b, &from(B, A, "b to a")).await;
         assert_eq!(recv_payload(&mut a).await, "b to a");
         // Had c got a copy, it would be queued before this marker.
-        send(&mut a, &frame(BROADCAST, A, "marker 1")).await;
+        send(&mut a, &from(A, BROADCAST, "marker 1")).await;
         assert_eq!(recv_payload(&mut c).await, "marker 1");
         assert_eq!(recv_payload(&mut b).await, "marker 1");
 
         // Unknown unicast and multicast are flooded.
-        send(&mut c, &frame(UNKNOWN, C, "c to nobody")).await;
+        send(&mut c, &from(C, UNKNOWN, "c to nobody")).await;
         assert_eq!(recv_payload(&mut a).await, "c to nobody");
         assert_eq!(recv_payload(&mut b).await, "c to nobody");
-        send(&mut a, &frame(MULTICAST, A, "to a group")).await;
+        send(&mut a, &from(A, MULTICAST, "to a group")).await;
         assert_eq!(recv_payload(&mut b).await, "to a group");
         assert_eq!(recv_payload(&mut c).await, "to a group");
-
-        // Now B and C are learnt too.
-        send(&mut a, &frame(C, A, "a to c")).await;
-        assert_eq!(recv_payload(&mut c).await, "a to c");
-        send(&mut a, &frame(BROADCAST, A, "marker 2")).await;
-        assert_eq!(recv_payload(&mut b).await, "marker 2", "b got a frame for c");
-        assert_eq!(recv_payload(&mut c).await, "marker 2");
 
         // An oversized length closes c's port, and only c's.
         c.write_all(&((MAX_FRAME + 1) as u32).to_be_bytes()).await.unwrap();
@@ -341,36 +597,139 @@ mod tests {
             matches!(&end, Ok(0)) || matches!(&end, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
             "{end:?} {rest:?}"
         );
-        wait_for_ports(&fabric, 2).await;
-        send(&mut a, &frame(B, A, "a to b")).await;
+        wait_for_ports(&switch.fabric, 2).await;
+        send(&mut a, &from(A, B, "a to b")).await;
         assert_eq!(recv_payload(&mut b).await, "a to b");
-        // C is forgotten with its port: a frame for it is flooded again.
-        send(&mut a, &frame(C, A, "a to gone c")).await;
+        // C is forgotten with its port: a frame for it is flooded.
+        send(&mut a, &from(A, C, "a to gone c")).await;
         assert_eq!(recv_payload(&mut b).await, "a to gone c");
         // A frame of exactly the limit is fine.
-        let big = frame(B, A, &"x".repeat(MAX_FRAME - ETH_HEADER));
+        let big = from(A, B, &"x".repeat(MAX_FRAME - ETH_HEADER - 20));
         assert_eq!(big.len(), MAX_FRAME);
         send(&mut a, &big).await;
         assert_eq!(recv(&mut b).await, big);
     }
 
     #[tokio::test]
+    async fn forged_macs_and_spoofed_addresses_are_not_forwarded() {
+        let dir = TestDir::new("switch-spoof");
+        let switch = Switch::start(&dir);
+        let (mut a, mut b, mut c) = (switch.port(A).await, switch.port(B).await, switch.port(C).await);
+        let forged = [
+            // b's MAC as the source, to c and to everyone.
+            ipv4(C, B, ip(3), "a as b's MAC"),
+            ipv4(BROADCAST, B, ip(2), "a as b's MAC, its own address"),
+            // Its own MAC, b's address.
+            ipv4(C, A, ip(3), "a as b's address"),
+            // ARP: b's address claimed for a's MAC (a reply and a request),
+            // and b's MAC inside the packet.
+            arp(BROADCAST, A, 2, A, ip(3), ip(4)),
+            arp(BROADCAST, A, 1, A, ip(3), ip(4)),
+            arp(BROADCAST, A, 2, B, ip(3), ip(4)),
+            // Not ARP or IPv4: IPv6, and an IPv4 packet in a VLAN tag.
+            other(BROADCAST, A, 0x86dd),
+            other(BROADCAST, A, 0x8100),
+            // Too short to check.
+            ipv4(C, A, ip(2), "")[..ETH_HEADER + 12].to_vec(),
+        ];
+        for frame in &forged {
+            send(&mut a, frame).await;
+        }
+        // What a's lease allows still passes: an ARP probe and reply, and
+        // IPv4 from its address. Had anything forged got through, it would
+        // be queued before these.
+        let probe = arp(BROADCAST, A, 1, A, Ipv4Addr::UNSPECIFIED, ip(2));
+        send(&mut a, &probe).await;
+        assert_eq!(recv(&mut b).await, probe);
+        assert_eq!(recv(&mut c).await, probe);
+        let reply = arp(B, A, 2, A, ip(2), ip(3));
+        send(&mut a, &reply).await;
+        assert_eq!(recv(&mut b).await, reply);
+        send(&mut a, &from(A, C, "a as itself")).await;
+        assert_eq!(recv_payload(&mut c).await, "a as itself");
+        // b's MAC is still b's: c's frame for it reaches b, not a.
+        send(&mut c, &from(C, B, "c to b")).await;
+        assert_eq!(recv_payload(&mut b).await, "c to b");
+        send(&mut c, &from(C, A, "c to a")).await;
+        assert_eq!(recv_payload(&mut a).await, "c to a", "a got nothing meant for b");
+        let refused = lock(&switch.fabric).ports.values().map(|p| p.refused).sum::<u64>();
+        assert_eq!(refused, forged.len() as u64);
+    }
+
+    #[test]
+    fn what_a_lease_allows() {
+        let a = binding(A);
+        assert_eq!(a.admits(&from(A, B, "x")), Ok(()));
+        assert_eq!(a.admits(&from(B, A, "x")), Err(Refusal::SourceMac(B)));
+        assert_eq!(a.admits(&ipv4(B, A, ip(9), "x")), Err(Refusal::Ipv4Source(ip(9))));
+        assert_eq!(
+            a.admits(&arp(BROADCAST, A, 2, A, ip(9), ip(3))),
+            Err(Refusal::ArpSender(A, ip(9)))
+        );
+        // A reply cannot claim no address; only a probe (a request) may.
+        assert_eq!(
+            a.admits(&arp(BROADCAST, A, 2, A, Ipv4Addr::UNSPECIFIED, ip(3))),
+            Err(Refusal::ArpSender(A, Ipv4Addr::UNSPECIFIED))
+        );
+        assert_eq!(a.admits(&other(B, A, 0x86dd)), Err(Refusal::EtherType(0x86dd)));
+        assert_eq!(
+            Refusal::ArpSender(A, ip(9)).to_string(),
+            "ARP sender 02:56:4d:00:00:02 10.89.0.9 is not the port's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_port_cannot_fill_the_table_or_take_a_bound_mac() {
+        let dir = TestDir::new("switch-fill");
+        let switch = Switch::start(&dir);
+        let (mut a, mut b) = (switch.port(A).await, switch.port(B).await);
+        for i in 0..5000u32 {
+            let n = i.to_be_bytes();
+            let mac = [0x02, 0xee, n[0], n[1], n[2], n[3]];
+            send(&mut a, &ipv4(BROADCAST, mac, ip(2), "flood")).await;
+        }
+        send(&mut a, &from(A, B, "done")).await;
+        assert_eq!(recv_payload(&mut b).await, "done", "none of the flood passed");
+        assert_eq!(lock(&switch.fabric).macs.len(), 2);
+        // Another port bound to a's MAC, and one with no lease: refused.
+        switch.refused(Some(binding(A))).await;
+        switch.refused(None).await;
+        assert_eq!(lock(&switch.fabric).ports(), 2);
+        send(&mut b, &from(B, A, "still a's")).await;
+        assert_eq!(recv_payload(&mut a).await, "still a's");
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_no_port() {
+        let dir = TestDir::new("switch-probe");
+        let switch = Switch::start(&dir);
+        // Connects and leaves (as `accepts` does): never bound, no lease
+        // asked for.
+        drop(UnixStream::connect(&switch.socket).await.unwrap());
+        let mut a = switch.port(A).await;
+        let mut b = switch.port(B).await;
+        send(&mut a, &from(A, B, "after the probe")).await;
+        assert_eq!(recv_payload(&mut b).await, "after the probe");
+        assert!(switch.binder.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_port_that_does_not_read_stalls_nobody() {
         let dir = TestDir::new("switch-slow");
-        let (fabric, ports) = switch(&dir, 3).await;
-        let [mut a, mut b, stuck]: [UnixStream; 3] = ports.try_into().unwrap();
+        let switch = Switch::start(&dir);
+        let (mut a, mut b, stuck) = (switch.port(A).await, switch.port(B).await, switch.port(C).await);
         // 1,000 broadcasts of 1,500 bytes: far more than the stuck port's
         // socket buffer and queue hold.
         for i in 0..1000 {
-            let f = frame(BROADCAST, A, &format!("{i:04}{}", "y".repeat(1482)));
+            let f = from(A, BROADCAST, &format!("{i:04}{}", "y".repeat(1462)));
             send(&mut a, &f).await;
             assert_eq!(recv(&mut b).await, f, "frame {i}");
         }
-        let dropped = lock(&fabric).ports.values().map(|p| p.dropped).sum::<u64>();
+        let dropped = lock(&switch.fabric).ports.values().map(|p| p.dropped).sum::<u64>();
         assert!(dropped > 0, "the stuck port's queue never filled");
         drop(stuck);
-        wait_for_ports(&fabric, 2).await;
-        send(&mut b, &frame(A, B, "still here")).await;
+        wait_for_ports(&switch.fabric, 2).await;
+        send(&mut b, &from(B, A, "still here")).await;
         assert_eq!(recv_payload(&mut a).await, "still here");
     }
 
@@ -378,19 +737,23 @@ mod tests {
     async fn replaces_a_stale_socket_file() {
         let dir = TestDir::new("switch-stale");
         let socket = dir.path().join("switch.sock");
+        let leases = dir.path().join("leases");
+        std::fs::create_dir(&leases).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         assert!(socket.exists() && !daemon::accepts(&socket));
         let server = tokio::spawn({
-            let socket = socket.clone();
-            async move { serve_switch(&socket).await }
+            let (socket, leases) = (socket.clone(), leases.clone());
+            async move { serve_switch(&socket, &leases).await }
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         while !daemon::accepts(&socket) {
             assert!(!server.is_finished() && Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
         // A second switch on a live socket is refused.
-        let err = serve_switch(&socket).await.unwrap_err();
+        let err = serve_switch(&socket, &leases).await.unwrap_err();
         assert!(matches!(err, NetworkError::Io { what: "listen on", .. }), "{err:?}");
         server.abort();
     }
