@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::lease::LeaseBinder;
+use super::binding::LeaseBinder;
 use super::process::Owner;
 use super::store::check_socket_path;
 use super::switch::{self, log};

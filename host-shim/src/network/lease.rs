@@ -7,7 +7,7 @@
 //! On a bridge network a lease also owns the VM's tap device, made under
 //! the network's lock after the lease file and deleted before it. On a
 //! switch network the lease binds the VM's port on the switch
-//! ([`LeaseBinder`]): the switch passes only frames from the leased MAC
+//! ([`super::binding`]): the switch passes only frames from the leased MAC
 //! and address.
 //!
 //! Lease files are 0600, in the network's 0700 directory.
@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use super::bridge::{tap_name, Tap};
 use super::process::Owner;
 use super::store::{unique, NetDir};
-use super::switch::{Binder, Binding, Mac};
 use super::{check_name, io_err, NetworkError, Networks};
 use crate::private::PrivateDir;
 
@@ -93,7 +92,7 @@ pub(super) struct Record {
 }
 
 impl Record {
-    fn owner(&self) -> Owner {
+    pub(super) fn owner(&self) -> Owner {
         Owner {
             pid: self.pid,
             started: self.started,
@@ -129,76 +128,6 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *byte = u8::from_str_radix(part, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
-}
-
-/// Binds a switch port to the lease of the VM whose QEMU opened it: the
-/// connecting process (its credentials, `SO_PEERCRED`) or its parent must
-/// hold a live lease on the network, as the vmshim that leased an address
-/// is QEMU's parent. Where that process holds several, the port's MAC on
-/// QEMU's command line (`virtio-net-device,netdev=switch,mac=..`) says
-/// which. Nothing the guest sends has a say.
-pub struct LeaseBinder {
-    leases: PathBuf,
-}
-
-impl LeaseBinder {
-    /// The binder of the network whose leases are in `leases`.
-    pub fn new(leases: &Path) -> LeaseBinder {
-        LeaseBinder {
-            leases: leases.to_owned(),
-        }
-    }
-}
-
-impl Binder for LeaseBinder {
-    fn bind(&self, port: &tokio::net::UnixStream) -> Result<Binding, String> {
-        let cred = port.peer_cred().map_err(|e| format!("its credentials: {e}"))?;
-        match cred.pid() {
-            Some(pid) if pid > 0 => binding_for(&self.leases, pid as u32),
-            _ => Err("its process cannot be told (another pid namespace?)".to_owned()),
-        }
-    }
-}
-
-/// The binding of the lease (in directory `leases`) held by process `pid`
-/// or its parent.
-pub(super) fn binding_for(leases: &Path, pid: u32) -> Result<Binding, String> {
-    let parent = super::process::parent(pid);
-    let held: Vec<(Ipv4Addr, Record)> = read_lease_dir(leases)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|(ip, r)| r.map(|r| (ip, r)))
-        .filter(|(_, r)| (r.pid == pid || Some(r.pid) == parent) && r.owner().alive())
-        .collect();
-    let chosen = match held.len() {
-        0 => {
-            return Err(format!(
-                "no live lease on the network is held by process {pid} or its parent"
-            ))
-        }
-        1 => &held[0],
-        n => {
-            let mac = switch_mac(pid)
-                .ok_or_else(|| format!("process {pid}'s parent holds {n} leases, and its command line names no MAC"))?;
-            held.iter()
-                .find(|(_, r)| parse_mac(&r.mac) == Some(mac))
-                .ok_or_else(|| format!("no lease of process {pid}'s parent has MAC {}", format_mac(mac)))?
-        }
-    };
-    let (ip, record) = chosen;
-    let mac = parse_mac(&record.mac).ok_or_else(|| format!("the lease of {ip} has a bad MAC {:?}", record.mac))?;
-    Ok(Binding { mac, ip: *ip })
-}
-
-/// The MAC of the switch device on process `pid`'s (QEMU's) command line.
-fn switch_mac(pid: u32) -> Option<Mac> {
-    super::process::cmdline(pid)?.iter().find_map(|arg| {
-        let mut fields = arg.split(',');
-        fields.next().filter(|d| *d == "virtio-net-device")?;
-        let fields: Vec<&str> = fields.collect();
-        fields.contains(&"netdev=switch").then_some(())?;
-        fields.iter().find_map(|f| f.strip_prefix("mac=")).and_then(parse_mac)
-    })
 }
 
 impl Networks {
@@ -378,7 +307,7 @@ fn read_leases(dir: &NetDir) -> Result<Vec<(Ipv4Addr, Option<Record>)>, NetworkE
 
 /// Every lease file in directory `leases`; `None` for one that cannot be
 /// read.
-fn read_lease_dir(leases: &Path) -> Result<Vec<(Ipv4Addr, Option<Record>)>, NetworkError> {
+pub(super) fn read_lease_dir(leases: &Path) -> Result<Vec<(Ipv4Addr, Option<Record>)>, NetworkError> {
     let entries = fs::read_dir(leases).map_err(io_err("read", leases))?;
     let mut out = Vec::new();
     for entry in entries {
@@ -593,88 +522,6 @@ mod tests {
         drop(web);
         networks.remove("n").unwrap();
         assert_eq!(networks.list().unwrap(), vec![]);
-    }
-
-    #[test]
-    fn ports_are_bound_to_the_lease_of_their_vm() {
-        let (dir, networks) = networks("lease-bind");
-        networks.create("n", Some("10.40.0.0/24"), Driver::Switch).unwrap();
-        let leases = dir.path().join("networks/n/leases");
-        let a = networks.lease("n", "a", None).unwrap();
-        let a_binding = Binding { mac: a.mac, ip: a.ip };
-        // The lease holder itself, and its child (QEMU).
-        assert_eq!(binding_for(&leases, std::process::id()), Ok(a_binding));
-        let mut qemu = std::process::Command::new("sleep").arg("10").spawn().unwrap();
-        assert_eq!(binding_for(&leases, qemu.id()), Ok(a_binding));
-        // Through the switch's socket credentials: the other end is us.
-        let (port, _peer) = tokio_pair();
-        assert_eq!(LeaseBinder::new(&leases).bind(&port), Ok(a_binding));
-        // A process that holds no lease and whose parent holds none.
-        let err = binding_for(&leases, 1).unwrap_err();
-        assert!(
-            err.contains("no live lease on the network is held by process 1"),
-            "{err}"
-        );
-        // Two leases of one process: QEMU's command line says which.
-        let b = networks.lease("n", "b", None).unwrap();
-        let err = binding_for(&leases, qemu.id()).unwrap_err();
-        assert!(
-            err.contains("holds 2 leases, and its command line names no MAC"),
-            "{err}"
-        );
-        let device = format!("virtio-net-device,netdev=switch,mac={}", b.mac_string());
-        let mut qemu_b = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "sleep 10; :",
-                "qemu",
-                "-device",
-                "virtio-net-device,netdev=nat,mac=02:76:6d:00:02:0f",
-            ])
-            .args(["-device", &device])
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while switch_mac(qemu_b.id()).is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(binding_for(&leases, qemu_b.id()), Ok(Binding { mac: b.mac, ip: b.ip }));
-        // A lease given back binds nothing.
-        drop(a);
-        drop(b);
-        assert!(binding_for(&leases, qemu.id()).is_err());
-        for child in [&mut qemu, &mut qemu_b] {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-        assert_eq!(parse_mac("02:56:4D:0a:00:02"), Some([2, 0x56, 0x4d, 10, 0, 2]));
-        for bad in [
-            "",
-            "02:56:4d:0a:00",
-            "02:56:4d:0a:00:02:03",
-            "2:56:4d:0a:00:02",
-            "zz:56:4d:0a:00:02",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad:?}");
-        }
-    }
-
-    /// A connected pair of tokio Unix streams, made outside a runtime.
-    fn tokio_pair() -> (tokio::net::UnixStream, tokio::net::UnixStream) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        b.set_nonblocking(true).unwrap();
-        let pair = (
-            tokio::net::UnixStream::from_std(a).unwrap(),
-            tokio::net::UnixStream::from_std(b).unwrap(),
-        );
-        std::mem::forget(rt);
-        pair
     }
 
     #[test]

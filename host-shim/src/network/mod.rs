@@ -45,7 +45,8 @@
 //! * [`create`], [`list`], [`remove`]: networks ([`store`]).
 //! * [`lease()`], [`members`]: addresses for VMs, and who is on a network ([`mod@lease`]).
 //! * [`ensure_switch`]: the switch daemon, started when missing ([`daemon`]).
-//! * [`serve_switch`]: the switch itself ([`switch`]).
+//! * [`serve_switch`]: the switch itself ([`switch`]), each port bound to
+//!   its VM's lease ([`binding`]).
 //! * bridges and taps ([`mod@bridge`]), made with `ip` ([`links`]).
 //!
 //! The free functions use the default state directory; [`Networks::at`]
@@ -56,6 +57,7 @@
 //! why [`remove`] refuses a network with VMs on it, and why the switch runs
 //! as a daemon of its own rather than inside any one vmshim.
 
+pub mod binding;
 pub mod bridge;
 pub mod daemon;
 pub mod hosts;

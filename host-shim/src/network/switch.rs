@@ -2,18 +2,12 @@
 //! connection is a port speaking QEMU's stream netdev framing (a 4-byte
 //! big-endian length, then the frame, both ways).
 //!
-//! Each port is bound, as it connects, to the lease of the VM whose QEMU
-//! opened it ([`Binder`]; the daemon's is [`super::lease::LeaseBinder`]):
-//! the MAC and IPv4 address that VM leased. A connection that no lease
-//! names is refused. From a bound port the switch passes only what the
-//! lease allows ([`Binding::admits`]):
-//!
-//! * the frame's source MAC is the port's;
-//! * an ARP packet's sender is the port's MAC and address (or, for a
-//!   probe, 0.0.0.0);
-//! * an IPv4 packet's source address is the port's;
-//! * nothing else: IPv6, VLAN-tagged frames and every other EtherType are
-//!   dropped (a lease is an IPv4 address).
+//! Each port is bound, at its first frame, to the lease of the VM whose
+//! QEMU opened it ([`Binder`]; the daemon's is [`LeaseBinder`]): the MAC
+//! and IPv4 address that VM leased. A connection that no lease names is
+//! refused. From a bound port the switch passes only what the lease allows
+//! ([`Binding::admits`]: its source MAC, ARP and IPv4 from its address,
+//! nothing else).
 //!
 //! Dropped frames are counted, and the first of each port is logged. The
 //! forwarding table holds each port's bound MAC and nothing else: nothing
@@ -26,9 +20,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,7 +30,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use super::lease::{format_mac, LeaseBinder};
+use super::binding::{Binder, Binding, LeaseBinder, Mac, Refusal, ETH_HEADER};
+use super::lease::format_mac;
 use super::{daemon, io_err, NetworkError};
 
 /// The longest frame a port may send; a longer length closes the port.
@@ -51,97 +44,7 @@ pub const PORT_QUEUE: usize = 256;
 /// Ports (and so MACs in the table) at most; more are refused.
 pub const MAX_PORTS: usize = 4096;
 
-/// An Ethernet header: destination, source, type.
-const ETH_HEADER: usize = 14;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_ARP: u16 = 0x0806;
-
 type Frame = Arc<[u8]>;
-pub type Mac = [u8; 6];
-
-/// What a port may send as: the MAC and address of its VM's lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Binding {
-    pub mac: Mac,
-    pub ip: Ipv4Addr,
-}
-
-/// Why a frame from a bound port was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its source MAC is not the port's.
-    SourceMac(Mac),
-    /// An ARP packet whose sender (hardware, protocol) is not the port's,
-    /// or that is not Ethernet/IPv4 ARP.
-    ArpSender(Mac, Ipv4Addr),
-    /// An IPv4 packet whose source address is not the port's.
-    Ipv4Source(Ipv4Addr),
-    /// An ARP or IPv4 packet too short to read.
-    Truncated(u16),
-    /// An EtherType the switch does not carry.
-    EtherType(u16),
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::SourceMac(mac) => write!(f, "source MAC {} is not the port's", format_mac(*mac)),
-            Refusal::ArpSender(mac, ip) => write!(f, "ARP sender {} {ip} is not the port's", format_mac(*mac)),
-            Refusal::Ipv4Source(ip) => write!(f, "IPv4 source {ip} is not the port's"),
-            Refusal::Truncated(t) => write!(f, "a truncated packet of EtherType {t:#06x}"),
-            Refusal::EtherType(t) => write!(f, "EtherType {t:#06x} is not carried"),
-        }
-    }
-}
-
-impl Binding {
-    /// Whether the port bound to this may send `frame` (at least an
-    /// Ethernet header long).
-    pub fn admits(&self, frame: &[u8]) -> Result<(), Refusal> {
-        let src: Mac = frame[6..12].try_into().expect("6 bytes");
-        if src != self.mac {
-            return Err(Refusal::SourceMac(src));
-        }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let payload = &frame[ETH_HEADER..];
-        match ethertype {
-            ETHERTYPE_ARP => {
-                // Ethernet (1) / IPv4, 6-byte and 4-byte addresses: the
-                // sender's pair at 8..14 and 14..18.
-                if payload.len() < 28 {
-                    return Err(Refusal::Truncated(ethertype));
-                }
-                let sha: Mac = payload[8..14].try_into().expect("6 bytes");
-                let spa = Ipv4Addr::new(payload[14], payload[15], payload[16], payload[17]);
-                let ethernet_ipv4 = payload[..6] == [0, 1, 0x08, 0x00, 6, 4];
-                let op = u16::from_be_bytes([payload[6], payload[7]]);
-                // A probe (RFC 5227) asks with no address of its own.
-                let probe = op == 1 && spa == Ipv4Addr::UNSPECIFIED;
-                if !ethernet_ipv4 || sha != self.mac || (spa != self.ip && !probe) {
-                    return Err(Refusal::ArpSender(sha, spa));
-                }
-                Ok(())
-            }
-            ETHERTYPE_IPV4 => {
-                if payload.len() < 20 || payload[0] >> 4 != 4 {
-                    return Err(Refusal::Truncated(ethertype));
-                }
-                let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
-                if src != self.ip {
-                    return Err(Refusal::Ipv4Source(src));
-                }
-                Ok(())
-            }
-            other => Err(Refusal::EtherType(other)),
-        }
-    }
-}
-
-/// Finds what a new port may send as; `Err` says why it may not join.
-pub trait Binder: Send + Sync + 'static {
-    fn bind(&self, port: &UnixStream) -> Result<Binding, String>;
-}
 
 /// Serves a switch on a new Unix socket at `socket` (a stale socket file
 /// that no longer accepts connections is replaced), its ports bound to the
@@ -410,68 +313,10 @@ mod tests {
     use super::*;
     use crate::test_dir::TestDir;
     use std::collections::VecDeque;
+    use std::net::Ipv4Addr;
     use std::time::Instant;
 
-    const A: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x02];
-    const B: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x03];
-    const C: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x04];
-    const UNKNOWN: Mac = [0x02, 0, 0, 0, 0, 0xdd];
-    const BROADCAST: Mac = [0xff; 6];
-    const MULTICAST: Mac = [0x01, 0x00, 0x5e, 0, 0, 1];
-
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 89, 0, last)
-    }
-
-    fn binding(mac: Mac) -> Binding {
-        Binding { mac, ip: ip(mac[5]) }
-    }
-
-    /// An IPv4 frame from `src` (MAC) and `src_ip` carrying `payload`.
-    fn ipv4(dst: Mac, src: Mac, src_ip: Ipv4Addr, payload: &str) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-        let total = (20 + payload.len()) as u16;
-        f.extend_from_slice(&[0x45, 0]);
-        f.extend_from_slice(&total.to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&src_ip.octets());
-        f.extend_from_slice(&ip(0xff).octets());
-        f.extend_from_slice(payload.as_bytes());
-        f
-    }
-
-    /// An IPv4 frame from the port bound to `src`, as its lease allows.
-    fn from(src: Mac, dst: Mac, payload: &str) -> Vec<u8> {
-        ipv4(dst, src, ip(src[5]), payload)
-    }
-
-    /// An ARP packet (op 1: request, 2: reply) in a frame from `src`.
-    fn arp(dst: Mac, src: Mac, op: u16, sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-        f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
-        f.extend_from_slice(&op.to_be_bytes());
-        f.extend_from_slice(&sha);
-        f.extend_from_slice(&spa.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&tpa.octets());
-        f
-    }
-
-    /// A frame of another EtherType.
-    fn other(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&ethertype.to_be_bytes());
-        f.extend_from_slice(&[0x60; 40]);
-        f
-    }
+    use crate::network::binding::tests::{arp, binding, from, ip, ipv4, other, A, B, BROADCAST, C, MULTICAST, UNKNOWN};
 
     async fn send(port: &mut UnixStream, frame: &[u8]) {
         port.write_all(&(frame.len() as u32).to_be_bytes()).await.unwrap();
@@ -654,28 +499,6 @@ mod tests {
         assert_eq!(recv_payload(&mut a).await, "c to a", "a got nothing meant for b");
         let refused = lock(&switch.fabric).ports.values().map(|p| p.refused).sum::<u64>();
         assert_eq!(refused, forged.len() as u64);
-    }
-
-    #[test]
-    fn what_a_lease_allows() {
-        let a = binding(A);
-        assert_eq!(a.admits(&from(A, B, "x")), Ok(()));
-        assert_eq!(a.admits(&from(B, A, "x")), Err(Refusal::SourceMac(B)));
-        assert_eq!(a.admits(&ipv4(B, A, ip(9), "x")), Err(Refusal::Ipv4Source(ip(9))));
-        assert_eq!(
-            a.admits(&arp(BROADCAST, A, 2, A, ip(9), ip(3))),
-            Err(Refusal::ArpSender(A, ip(9)))
-        );
-        // A reply cannot claim no address; only a probe (a request) may.
-        assert_eq!(
-            a.admits(&arp(BROADCAST, A, 2, A, Ipv4Addr::UNSPECIFIED, ip(3))),
-            Err(Refusal::ArpSender(A, Ipv4Addr::UNSPECIFIED))
-        );
-        assert_eq!(a.admits(&other(B, A, 0x86dd)), Err(Refusal::EtherType(0x86dd)));
-        assert_eq!(
-            Refusal::ArpSender(A, ip(9)).to_string(),
-            "ARP sender 02:56:4d:00:00:02 10.89.0.9 is not the port's"
-        );
     }
 
     #[tokio::test]
