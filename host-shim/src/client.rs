@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_proto::{
-    read_frame, write_frame, AttachReply, Conn, ContainerCreated, ContainerInfo, ContainerSpec, Created, Endpoint,
-    ErrorBody, ExitStatus, FrameError, HelloReply, Op, Open, Outcome, ProcessId, ProcessSpec, Request, Response,
-    Started, Stats, StreamKind, Transport, TransportError, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    encode_frame, read_frame, write_frame, AgentKey, AttachReply, Conn, ContainerCreated, ContainerInfo, ContainerSpec, Created,
+    Endpoint, ErrorBody, ExitStatus, FrameError, HelloReply, Op, Open, Outcome, ProcessId, ProcessSpec, Request,
+    Response, Started, Stats, StreamKind, Transport, TransportError, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -53,12 +53,54 @@ impl ClientError {
 
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Outcome<Value>>>>>>;
 
+/// The id of a session's first request, the handshake.
+const HELLO_ID: u64 = 1;
+
+/// How long a client whose first write failed waits for the agent's reason.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where an agent listens, and the agent key it asks every connection for
+/// (see [`agent_proto::key`]): the key of the VM the host booted, `None` for
+/// an agent that was given none (one in a namespace, behind a 0600 socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAddr {
+    pub endpoint: Endpoint,
+    pub key: Option<AgentKey>,
+}
+
+impl AgentAddr {
+    pub fn new(endpoint: Endpoint, key: Option<AgentKey>) -> AgentAddr {
+        AgentAddr { endpoint, key }
+    }
+}
+
+impl From<Endpoint> for AgentAddr {
+    fn from(endpoint: Endpoint) -> AgentAddr {
+        AgentAddr { endpoint, key: None }
+    }
+}
+
+impl From<&Endpoint> for AgentAddr {
+    fn from(endpoint: &Endpoint) -> AgentAddr {
+        AgentAddr::from(endpoint.clone())
+    }
+}
+
+impl From<&AgentAddr> for AgentAddr {
+    fn from(addr: &AgentAddr) -> AgentAddr {
+        addr.clone()
+    }
+}
+
 /// A control session with an agent.
 pub struct Client {
-    endpoint: Endpoint,
+    addr: AgentAddr,
     writer: tokio::sync::Mutex<WriteHalf<Conn>>,
     /// Requests waiting for an answer; `None` once the session has ended.
     pending: Pending,
+    /// Why the agent closed the session, where it said (an answer with id
+    /// 0: a refused connection, a frame it could not read).
+    refusal: Arc<Mutex<Option<ErrorBody>>>,
     next_id: AtomicU64,
     hello: HelloReply,
     hello_rtt: Duration,
@@ -74,19 +116,73 @@ impl Drop for Client {
 
 impl Client {
     /// Connects, opens a control session and shakes hands.
-    pub async fn connect(endpoint: &Endpoint) -> Result<Client, ClientError> {
+    pub async fn connect(addr: impl Into<AgentAddr>) -> Result<Client, ClientError> {
+        let addr = addr.into();
+        let endpoint = &addr.endpoint;
         let mut conn = endpoint.connect().await?;
         let frame_err = |source| ClientError::Frame {
             endpoint: endpoint.to_string(),
             source,
         };
-        write_frame(&mut conn, &Open::Control).await.map_err(frame_err)?;
+        // The opening and the handshake go in one write, and the first
+        // answer is read here: an agent that refuses the connection answers
+        // and closes without reading the rest, and its reason must still be
+        // what the caller sees (not the broken pipe of a later write).
+        let hello = Request {
+            id: HELLO_ID,
+            op: Op::Hello {
+                version: PROTOCOL_VERSION,
+                client: format!("vmshim {}", env!("CARGO_PKG_VERSION")),
+            },
+        };
+        let mut first = encode_frame(&Open::Control { key: addr.key.clone() }).map_err(frame_err)?;
+        first.extend(encode_frame(&hello).map_err(frame_err)?);
+        let sent = Instant::now();
+        let written = conn.write_all(&first).await;
+        let answer = match &written {
+            Ok(()) => read_frame::<_, Response>(&mut conn, MAX_FRAME_LEN).await,
+            // What the agent said before it closed, if anything.
+            Err(_) => tokio::time::timeout(REFUSAL_READ_TIMEOUT, read_frame(&mut conn, MAX_FRAME_LEN))
+                .await
+                .unwrap_or(Ok(None)),
+        };
+        let hello_rtt = sent.elapsed();
+        let hello: HelloReply = match (answer, written) {
+            (Ok(Some(Response { id: HELLO_ID, outcome })), _) => match outcome {
+                Outcome::Ok(value) => {
+                    serde_json::from_value(value).map_err(|source| ClientError::Decode { op: "hello", source })?
+                }
+                Outcome::Err(error) => return Err(ClientError::Agent { op: "hello", error }),
+            },
+            (Ok(Some(Response {
+                outcome: Outcome::Err(error),
+                ..
+            })), _) => return Err(ClientError::Agent { op: "hello", error }),
+            (_, Err(e)) => return Err(frame_err(FrameError::Io(e))),
+            (Ok(_), Ok(())) => return Err(ClientError::Closed { op: "hello" }),
+            (Err(e), Ok(())) => return Err(frame_err(e)),
+        };
         let (mut rd, wr) = tokio::io::split(conn);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let refusal: Arc<Mutex<Option<ErrorBody>>> = Arc::default();
         let reader = {
             let pending = pending.clone();
+            let refusal = refusal.clone();
             tokio::spawn(async move {
                 while let Ok(Some(resp)) = read_frame::<_, Response>(&mut rd, MAX_FRAME_LEN).await {
+                    // Id 0: the agent could not read a frame, and closes;
+                    // everyone waiting learns why.
+                    if resp.id == 0 {
+                        if let Outcome::Err(error) = &resp.outcome {
+                            *lock(&refusal) = Some(error.clone());
+                        }
+                        if let Some(map) = lock(&pending).take() {
+                            for (_, tx) in map {
+                                let _ = tx.send(resp.outcome.clone());
+                            }
+                        }
+                        break;
+                    }
                     let waiter = lock(&pending).as_mut().and_then(|map| map.remove(&resp.id));
                     if let Some(tx) = waiter {
                         let _ = tx.send(resp.outcome);
@@ -96,41 +192,29 @@ impl Client {
                 lock(&pending).take();
             })
         };
-        let mut client = Client {
-            endpoint: endpoint.clone(),
+        Ok(Client {
+            addr: addr.clone(),
             writer: tokio::sync::Mutex::new(wr),
             pending,
-            next_id: AtomicU64::new(1),
-            hello: HelloReply {
-                version: 0,
-                agent: String::new(),
-                mode: String::new(),
-                boot: Default::default(),
-                now_ns: 0,
-            },
-            hello_rtt: Duration::ZERO,
-            hello_sent: Instant::now(),
+            next_id: AtomicU64::new(HELLO_ID + 1),
+            refusal,
+            hello,
+            hello_rtt,
+            hello_sent: sent,
             reader,
-        };
-        let sent = Instant::now();
-        let hello: HelloReply = client
-            .call(Op::Hello {
-                version: PROTOCOL_VERSION,
-                client: format!("vmshim {}", env!("CARGO_PKG_VERSION")),
-            })
-            .await?;
-        client.hello_rtt = sent.elapsed();
-        client.hello_sent = sent;
-        client.hello = hello;
-        Ok(client)
+        })
     }
 
     /// Connects, retrying until the agent answers or `deadline` passes.
     /// Returns the last error when it never answered.
-    pub async fn connect_with_deadline(endpoint: &Endpoint, deadline: Instant) -> Result<Client, ClientError> {
+    pub async fn connect_with_deadline(
+        addr: impl Into<AgentAddr>,
+        deadline: Instant,
+    ) -> Result<Client, ClientError> {
+        let addr = addr.into();
         let mut delay = Duration::from_millis(2);
         loop {
-            match Client::connect(endpoint).await {
+            match Client::connect(&addr).await {
                 Ok(c) => return Ok(c),
                 Err(e) if Instant::now() + delay >= deadline => return Err(e),
                 Err(_) => {
@@ -143,7 +227,12 @@ impl Client {
 
     /// The endpoint this client is connected to.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.addr.endpoint
+    }
+
+    /// The endpoint and the key this client connected with.
+    pub fn addr(&self) -> &AgentAddr {
+        &self.addr
     }
 
     /// The agent's answer to the handshake.
@@ -164,7 +253,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         match lock(&self.pending).as_mut() {
             Some(map) => map.insert(id, tx),
-            None => return Err(ClientError::Closed { op: name }),
+            None => return Err(self.closed(name)),
         };
         let sent = {
             let mut w = self.writer.lock().await;
@@ -175,7 +264,7 @@ impl Client {
                 map.remove(&id);
             }
             return Err(ClientError::Frame {
-                endpoint: self.endpoint.to_string(),
+                endpoint: self.addr.endpoint.to_string(),
                 source,
             });
         }
@@ -184,7 +273,16 @@ impl Client {
                 serde_json::from_value(value).map_err(|source| ClientError::Decode { op: name, source })
             }
             Ok(Outcome::Err(error)) => Err(ClientError::Agent { op: name, error }),
-            Err(_) => Err(ClientError::Closed { op: name }),
+            Err(_) => Err(self.closed(name)),
+        }
+    }
+
+    /// The error for a request on a session that has ended: the agent's
+    /// reason where it gave one.
+    fn closed(&self, op: &'static str) -> ClientError {
+        match lock(&self.refusal).clone() {
+            Some(error) => ClientError::Agent { op, error },
+            None => ClientError::Closed { op },
         }
     }
 
@@ -196,13 +294,16 @@ impl Client {
     /// Opens a stream connection for one stdio stream of a created process.
     pub async fn attach(&self, process: ProcessId, stream: StreamKind) -> Result<Conn, ClientError> {
         let frame_err = |source| ClientError::Frame {
-            endpoint: self.endpoint.to_string(),
+            endpoint: self.addr.endpoint.to_string(),
             source,
         };
-        let mut conn = self.endpoint.connect().await?;
-        write_frame(&mut conn, &Open::Attach { process, stream })
-            .await
-            .map_err(frame_err)?;
+        let mut conn = self.addr.endpoint.connect().await?;
+        let open = Open::Attach {
+            process,
+            stream,
+            key: self.addr.key.clone(),
+        };
+        write_frame(&mut conn, &open).await.map_err(frame_err)?;
         match read_frame::<_, AttachReply>(&mut conn, MAX_FRAME_LEN)
             .await
             .map_err(frame_err)?

@@ -34,5 +34,5 @@ pub mod terminal;
 pub(crate) mod test_dir;
 pub mod vm;
 
-pub use client::{Client, ClientError};
+pub use client::{AgentAddr, Client, ClientError};
 pub use exec::{exec, ExecIo};

@@ -234,7 +234,9 @@ impl VmRun<'_> {
             None => None,
         };
         record.status = Status::Running;
-        record.endpoint = Some(self.vm.agent_endpoint().to_string());
+        let agent = self.vm.agent_addr();
+        record.endpoint = Some(agent.endpoint.to_string());
+        record.agent_key = agent.key;
         record.vm_pids = self.vm.pids().into_iter().map(|(n, p)| (n.to_owned(), p)).collect();
         self.dir.write_record(record)?;
 

@@ -111,6 +111,10 @@ pub struct Instance {
     pub status: Status,
     /// Where the agent listens, once running.
     pub endpoint: Option<String>,
+    /// The key the agent asks every connection for (this file is its
+    /// owner's alone, 0600), once running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<agent_proto::AgentKey>,
     /// Seconds since the Unix epoch.
     pub created: u64,
     /// The main process's command; empty when there is none.
@@ -233,15 +237,18 @@ impl Instances {
             .ok_or_else(|| InstanceError::Unknown { name: name.to_owned() })
     }
 
-    /// Where the agent of running instance `name` listens.
-    pub fn endpoint(&self, name: &str) -> Result<agent_proto::Endpoint, InstanceError> {
+    /// Where the agent of running instance `name` listens, with its key.
+    pub fn endpoint(&self, name: &str) -> Result<crate::client::AgentAddr, InstanceError> {
         let instance = self.get(name)?;
         let path = self.dir(name).record();
         match (instance.status, &instance.endpoint) {
-            (Status::Running, Some(url)) => url.parse().map_err(|e| InstanceError::Corrupt {
-                path,
-                detail: format!("bad endpoint {url:?}: {e}"),
-            }),
+            (Status::Running, Some(url)) => match url.parse() {
+                Ok(endpoint) => Ok(crate::client::AgentAddr::new(endpoint, instance.agent_key.clone())),
+                Err(e) => Err(InstanceError::Corrupt {
+                    path,
+                    detail: format!("bad endpoint {url:?}: {e}"),
+                }),
+            },
             (status, _) => Err(InstanceError::NotRunning {
                 name: name.to_owned(),
                 status,
@@ -270,6 +277,7 @@ impl Instances {
             started: me.started,
             status: Status::Starting,
             endpoint: None,
+            agent_key: None,
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())

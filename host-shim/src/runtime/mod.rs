@@ -52,7 +52,7 @@ use agent_proto::{ContainerStatus, Endpoint, ErrorCode, ExitStatus};
 
 use crate::accel::Accel;
 use crate::assets::{self, AssetError};
-use crate::client::{Client, ClientError};
+use crate::client::{AgentAddr, Client, ClientError};
 use crate::image::{self, ImageError, RootPlacement};
 use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
 use crate::private::{ensure_private_dir, PrivateError};
@@ -210,8 +210,8 @@ struct Live {
     status: ContainerStatus,
     /// QEMU's host pid, while created or running.
     pid: u32,
-    /// The agent, while the VM runs.
-    endpoint: Option<Endpoint>,
+    /// The agent and its key, while the VM runs.
+    endpoint: Option<AgentAddr>,
 }
 
 impl Runtime {
@@ -413,7 +413,11 @@ impl Runtime {
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Ok(stopped(record)),
         };
-        let endpoint = instance.endpoint.as_deref().and_then(|e| e.parse::<Endpoint>().ok());
+        let endpoint = instance
+            .endpoint
+            .as_deref()
+            .and_then(|e| e.parse::<Endpoint>().ok())
+            .map(|endpoint| AgentAddr::new(endpoint, instance.agent_key.clone()));
         let status = match (instance.status, &endpoint) {
             (Status::Starting, _) => ContainerStatus::Creating,
             (Status::Stopping, _) => ContainerStatus::Stopped,
@@ -677,14 +681,14 @@ fn qemu_pid(instance: &Instance) -> u32 {
 
 /// The container's status as its agent reports it; `None` when the agent
 /// cannot be reached or no longer knows it.
-async fn agent_state(endpoint: &Endpoint, id: &str) -> Option<ContainerStatus> {
+async fn agent_state(endpoint: &AgentAddr, id: &str) -> Option<ContainerStatus> {
     let client = Client::connect(endpoint).await.ok()?;
     let info = client.container_state(id).await;
     client.close().await;
     info.ok().map(|i| i.status)
 }
 
-async fn connect(endpoint: &Endpoint, id: &str) -> Result<Client, RuntimeError> {
+async fn connect(endpoint: &AgentAddr, id: &str) -> Result<Client, RuntimeError> {
     Client::connect(endpoint).await.map_err(|e| agent_err(id, e))
 }
 

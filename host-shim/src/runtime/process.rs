@@ -129,6 +129,8 @@ pub fn from_file(path: &Path, container: &ProcessSpec) -> Result<ProcessSpec, St
         capabilities: raw.capabilities.or_else(|| container.capabilities.clone()),
         oom_score_adj: raw.oom_score_adj,
         seccomp: container.seccomp.clone(),
+        // The container's annotation decides, in the agent.
+        allow_vsock: false,
     };
     validate(&process)?;
     Ok(process)

@@ -1,7 +1,9 @@
 //! Helper processes (the VMM, the vsock backend) that must never outlive
 //! vmshim: each gets `PR_SET_PDEATHSIG(SIGKILL)` and a process group of its
 //! own (so a terminal's ^C reaches vmshim, which decides), and is killed and
-//! reaped when its handle is dropped.
+//! reaped when its handle is dropped. Their umask is 177: the sockets and
+//! files they create (vhost-device-vsock's Unix sockets, QEMU's logs) are
+//! their owner's alone, whatever vmshim's caller had.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -32,6 +34,7 @@ impl Supervised {
                 if libc::setpgid(0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+                libc::umask(0o177);
                 Ok(())
             });
         }

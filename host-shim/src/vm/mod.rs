@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_proto::AGENT_PORT;
+use agent_proto::{AgentKey, KeyError, AGENT_PORT};
 
 use crate::accel::{self, Accel};
-use crate::client::{Client, ClientError};
+use crate::client::{AgentAddr, Client, ClientError};
 use crate::profile::Profile;
 use child::Supervised;
 use qemu::QemuConfig;
@@ -48,6 +48,8 @@ pub enum VmError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// What to boot.
@@ -124,6 +126,9 @@ impl VmConfig {
 /// A running micro-VM with a connected agent.
 pub struct Vm {
     client: Option<Client>,
+    /// The agent key handed to the guest at boot: every connection to the
+    /// agent presents it.
+    key: AgentKey,
     qemu: Supervised,
     vsock: VsockBackend,
     console_log: PathBuf,
@@ -137,6 +142,7 @@ impl Vm {
     /// Boots a VM and connects to its agent. Phases are recorded in `profile`.
     pub async fn boot(cfg: &VmConfig, profile: &mut Profile) -> Result<Vm, VmError> {
         let dir = RuntimeDir::create()?;
+        let key = AgentKey::generate()?;
         let (accel, accel_reason) = accel::choose(cfg.accel);
         let vsock = VsockBackend::start(dir.path()).await?;
         profile.mark("vsock backend ready");
@@ -170,6 +176,7 @@ impl Vm {
         profile.mark("VMM spawned");
         let mut vm = Vm {
             client: None,
+            key,
             qemu,
             vsock,
             console_log,
@@ -193,9 +200,10 @@ impl Vm {
         timeout: Duration,
         qemu_log: &std::path::Path,
     ) -> Result<Client, VmError> {
-        let endpoint = self.vsock.endpoint(AGENT_PORT);
+        let addr = self.agent_addr();
+        let endpoint = &addr.endpoint;
         let deadline = Instant::now() + timeout;
-        let ready = notify.ready();
+        let ready = notify.ready(&self.key);
         tokio::pin!(ready);
         let mut last_error = String::from("the agent never announced that it listens");
         let mut announced = false;
@@ -235,7 +243,7 @@ impl Vm {
                 }
             }
             let attempt = (deadline - now).min(Duration::from_secs(2));
-            match tokio::time::timeout(attempt, Client::connect(&endpoint)).await {
+            match tokio::time::timeout(attempt, Client::connect(&addr)).await {
                 Ok(Ok(client)) => return Ok(client),
                 Ok(Err(e)) => last_error = e.to_string(),
                 Err(_) => last_error = format!("connect to {endpoint} timed out"),
@@ -253,6 +261,11 @@ impl Vm {
     /// while this VM runs (`vsock:CID:PORT` or `hvsock:PATH:PORT`).
     pub fn agent_endpoint(&self) -> agent_proto::Endpoint {
         self.vsock.endpoint(AGENT_PORT)
+    }
+
+    /// The agent's endpoint with the key it asks for.
+    pub fn agent_addr(&self) -> AgentAddr {
+        AgentAddr::new(self.agent_endpoint(), Some(self.key.clone()))
     }
 
     /// The host processes that make up the VM: QEMU, and the vsock backend

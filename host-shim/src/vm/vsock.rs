@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_proto::{Endpoint, READY_LINE};
-use tokio::io::AsyncReadExt;
+use agent_proto::{AgentKey, Endpoint, READY_LINE};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio_vsock::{VsockAddr, VsockListener};
 
@@ -149,12 +149,12 @@ impl VsockBackend {
                 // port P to the Unix socket "<uds-path>_P".
                 let port = NOTIFY_PORT;
                 let path = PathBuf::from(format!("{}_{port}", uds.display()));
-                let listener = UnixListener::bind(&path).map_err(|source| VmError::Io {
+                let listener = bind_private(&path).map_err(|source| VmError::Io {
                     what: "listen on",
-                    path,
+                    path: path.clone(),
                     source,
                 })?;
-                Ok((NotifyListener::Unix(listener), format!("vsock:2:{port}")))
+                Ok((NotifyListener::Unix { listener, path }, format!("vsock:2:{port}")))
             }
         }
     }
@@ -170,7 +170,10 @@ impl VsockBackend {
 
 /// Where the agent's readiness announcement arrives.
 pub enum NotifyListener {
-    Unix(UnixListener),
+    /// vhost-device-vsock's forward of the host port: a Unix socket, 0600,
+    /// in the VM's 0700 runtime directory. Removed once the agent has its
+    /// key, so that nothing in the guest can use the port afterwards.
+    Unix { listener: UnixListener, path: PathBuf },
     /// The kernel's vsock: only a connection from our guest's CID counts.
     Vsock {
         listener: VsockListener,
@@ -178,29 +181,69 @@ pub enum NotifyListener {
     },
 }
 
+/// How long the agent may take to write its readiness line once connected.
+const READY_LINE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl NotifyListener {
-    /// Waits for the agent to announce that it listens.
-    pub async fn ready(&self) -> std::io::Result<()> {
+    /// Waits for the agent to announce that it listens, and hands it the
+    /// VM's agent key on the same connection (see [`agent_proto::key`]).
+    /// A connection that does not come from our guest, or does not say
+    /// [`READY_LINE`], is dropped and the wait goes on.
+    pub async fn ready(&self, key: &AgentKey) -> std::io::Result<()> {
         loop {
-            let mut line = Vec::new();
-            match self {
-                NotifyListener::Unix(l) => {
-                    let (s, _) = l.accept().await?;
-                    s.take(16).read_to_end(&mut line).await?;
+            let handed = match self {
+                NotifyListener::Unix { listener, .. } => {
+                    let (s, _) = listener.accept().await?;
+                    hand_key(s, key).await
                 }
                 NotifyListener::Vsock { listener, cid } => {
                     let (s, peer) = listener.accept().await?;
                     if peer.cid() != *cid {
                         continue;
                     }
-                    s.take(16).read_to_end(&mut line).await?;
+                    hand_key(s, key).await
                 }
-            }
-            if line == READY_LINE {
+            };
+            if handed {
+                if let NotifyListener::Unix { path, .. } = self {
+                    let _ = std::fs::remove_file(path);
+                }
                 return Ok(());
             }
         }
     }
+}
+
+/// Reads the readiness line from `stream` and answers with the key; whether
+/// that happened.
+async fn hand_key<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, key: &AgentKey) -> bool {
+    let exchange = async {
+        let mut line = [0u8; READY_LINE.len()];
+        stream.read_exact(&mut line).await?;
+        if line != READY_LINE {
+            return Ok(false);
+        }
+        stream.write_all(&key.line()).await?;
+        stream.shutdown().await?;
+        Ok::<bool, std::io::Error>(true)
+    };
+    matches!(tokio::time::timeout(READY_LINE_TIMEOUT, exchange).await, Ok(Ok(true)))
+}
+
+/// Listens on a Unix socket that only its owner can connect to: made 0600
+/// under a temporary name, then renamed into place.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 /// `$VMSHIM_VHOST_DEVICE_VSOCK`, else `vhost-device-vsock` in PATH or in

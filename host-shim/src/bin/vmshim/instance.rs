@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_proto::{Endpoint, GUEST_ROOTFS};
+use agent_proto::GUEST_ROOTFS;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use host_shim::image::ProcessDefaults;
@@ -47,7 +47,7 @@ pub async fn run_detached(
 }
 
 /// Where instance `name`'s agent listens, for `exec NAME`.
-pub fn endpoint(name: &str) -> Result<Endpoint> {
+pub fn endpoint(name: &str) -> Result<host_shim::AgentAddr> {
     Ok(Instances::from_env()?.endpoint(name)?)
 }
 
@@ -185,6 +185,7 @@ mod tests {
             started: None,
             status: Status::Running,
             endpoint: None,
+            agent_key: None,
             created,
             command: command.iter().map(|s| s.to_string()).collect(),
             vm_pids: vec![],

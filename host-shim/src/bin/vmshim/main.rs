@@ -7,15 +7,16 @@ mod process;
 mod run;
 mod runtime;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use agent_proto::{Endpoint, ErrorCode};
+use agent_proto::{AgentKey, Endpoint, ErrorCode};
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use host_shim::exec::spawn;
 use host_shim::terminal::{is_terminal, RawMode};
-use host_shim::{Client, ClientError};
+use host_shim::{AgentAddr, Client, ClientError};
 use process::{drive, host_stdio, Ended, ProcessArgs};
 
 /// Exit status for vmshim's own failures (as `docker run` does).
@@ -66,6 +67,31 @@ struct ConnectArgs {
     /// Where the agent listens: unix:PATH, vsock:CID:PORT or hvsock:PATH:PORT.
     #[arg(long, value_name = "URL")]
     connect: Endpoint,
+    /// A file holding the agent key (64 hex digits) that the agent asks
+    /// for: the key its host handed it at boot.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn addr(&self) -> Result<AgentAddr> {
+        agent_addr(&self.connect, self.key_file.as_deref())
+    }
+}
+
+/// An endpoint and the key read from `key_file`.
+fn agent_addr(endpoint: &Endpoint, key_file: Option<&std::path::Path>) -> Result<AgentAddr> {
+    let key = match key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the agent key file {}", path.display()))?;
+            let key = AgentKey::from_hex(&text)
+                .with_context(|| format!("the agent key file {}", path.display()))?;
+            Some(key)
+        }
+        None => None,
+    };
+    Ok(AgentAddr::new(endpoint.clone(), key))
 }
 
 #[derive(Args)]
@@ -77,6 +103,9 @@ struct ExecArgs {
     /// Where the agent listens: unix:PATH, vsock:CID:PORT or hvsock:PATH:PORT.
     #[arg(long, value_name = "URL")]
     connect: Option<Endpoint>,
+    /// With --connect: a file holding the agent key the agent asks for.
+    #[arg(long, value_name = "FILE", requires = "connect")]
+    key_file: Option<PathBuf>,
     #[command(flatten)]
     process: ProcessArgs,
 }
@@ -127,12 +156,12 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
         Command::Exec(args) => exec(args).await,
         Command::Ping(args) => ping(args).await,
         Command::Stats(args) => {
-            let client = Client::connect(&args.connect).await?;
+            let client = Client::connect(args.addr()?).await?;
             println!("{}", serde_json::to_string_pretty(&client.stats().await?)?);
             Ok(0)
         }
         Command::Shutdown(args) => {
-            Client::connect(&args.connect).await?.shutdown().await?;
+            Client::connect(args.addr()?).await?.shutdown().await?;
             Ok(0)
         }
         Command::Network(args) => network::run(args).await,
@@ -144,7 +173,7 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
 }
 
 async fn ping(args: ConnectArgs) -> Result<u8> {
-    let client = Client::connect(&args.connect).await?;
+    let client = Client::connect(args.addr()?).await?;
     let hello = client.hello();
     let (_, rtt) = client.hello_timing();
     println!(
@@ -168,8 +197,8 @@ async fn ping(args: ConnectArgs) -> Result<u8> {
 async fn exec(args: ExecArgs) -> Result<u8> {
     let mut spec = args.process.spec()?;
     let tty = args.process.tty;
-    let endpoint = match (&args.name, args.connect) {
-        (_, Some(url)) => url,
+    let endpoint = match (&args.name, &args.connect) {
+        (_, Some(url)) => agent_addr(url, args.key_file.as_deref())?,
         (Some(name), None) => {
             // The instance's processes run in its root filesystem, as `run`'s.
             spec.root = Some(agent_proto::GUEST_ROOTFS.to_owned());

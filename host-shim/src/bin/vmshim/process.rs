@@ -26,6 +26,10 @@ pub struct ProcessArgs {
     /// User to run as: UID or UID:GID (numeric).
     #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
     pub user: Option<String>,
+    /// Let the process open AF_VSOCK sockets (by default a seccomp filter
+    /// of the agent's refuses them).
+    #[arg(long)]
+    pub allow_vsock: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -45,6 +49,7 @@ impl ProcessArgs {
             } else {
                 None
             },
+            allow_vsock: self.allow_vsock,
             ..Default::default()
         })
     }
