@@ -48,8 +48,9 @@ pub struct RuntimeArgs {
     /// Virtual CPUs of each container's VM.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     cpus: u32,
-    /// Memory of each container's VM, in MiB.
-    #[arg(long, global = true, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    /// Memory of each container's VM, in MiB (`update --memory` is a
+    /// container's cgroup limit, as runc's).
+    #[arg(long = "vm-memory", global = true, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
     memory: u32,
     /// Accelerator: kvm or tcg [default: kvm where it really runs a guest].
     #[arg(long, global = true, value_parser = clap::builder::ValueParser::new(str::parse::<Accel>))]
@@ -456,7 +457,6 @@ struct UpdateArgs {
     #[arg(short, long, value_name = "FILE")]
     resources: Option<PathBuf>,
     /// Memory limit in bytes (a k, m, g or t suffix allowed; -1: none).
-    /// (Its own id: the VM's `--memory` is another flag.)
     #[arg(
         long = "memory",
         id = "memory_limit",
