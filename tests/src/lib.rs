@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_proto::{Endpoint, ExitStatus, ProcessSpec};
+use agent_proto::{AgentKey, Endpoint, ExitStatus, ProcessSpec};
 use host_shim::exec::{exec, ExecIo};
-use host_shim::{Client, ClientError};
+use host_shim::{AgentAddr, Client, ClientError};
 
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
@@ -103,6 +103,8 @@ pub struct NamespacedAgent {
     /// The `unshare` process; vminitd is its only child.
     pub unshare: Child,
     pub endpoint: Endpoint,
+    /// The agent key it was handed (`--notify`), if any.
+    pub key: Option<AgentKey>,
     pub dir: TempDir,
 }
 
@@ -114,6 +116,16 @@ impl NamespacedAgent {
 
     /// Starts the agent with extra vminitd flags.
     pub async fn start_with(extra: &[&str]) -> NamespacedAgent {
+        Self::start_keyed(extra, None).await
+    }
+
+    /// Starts the agent with extra flags that make it receive `key` (the
+    /// caller hands it over on its `--notify` socket meanwhile).
+    pub async fn start_with_key(extra: &[&str], key: AgentKey) -> NamespacedAgent {
+        Self::start_keyed(extra, Some(key)).await
+    }
+
+    async fn start_keyed(extra: &[&str], key: Option<AgentKey>) -> NamespacedAgent {
         let dir = TempDir::new("agent");
         let sock = dir.path().join("agent.sock");
         let endpoint = Endpoint::Unix(sock.clone());
@@ -132,17 +144,27 @@ impl NamespacedAgent {
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
         let unshare = cmd.spawn().expect("spawn unshare (util-linux)");
-        let agent = NamespacedAgent { unshare, endpoint, dir };
+        let agent = NamespacedAgent {
+            unshare,
+            endpoint,
+            key,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        if let Err(e) = Client::connect_with_deadline(&agent.endpoint, deadline).await {
+        if let Err(e) = Client::connect_with_deadline(agent.addr(), deadline).await {
             panic!("the agent never answered on {}: {e}", agent.endpoint);
         }
         agent
     }
 
+    /// Where the agent listens, with its key.
+    pub fn addr(&self) -> AgentAddr {
+        AgentAddr::new(self.endpoint.clone(), self.key.clone())
+    }
+
     /// A new control session.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.endpoint).await.expect("connect to the agent")
+        Client::connect(self.addr()).await.expect("connect to the agent")
     }
 
     /// The host pid of vminitd (the child of `unshare`).

@@ -414,7 +414,7 @@ async fn hostile_frames_get_errors_and_the_agent_keeps_serving() {
     // on; a known op with bad fields is invalid and the session goes on; then
     // bad JSON closes the session.
     let mut conn = ep.connect().await.unwrap();
-    write_frame(&mut conn, &Open::Control).await.unwrap();
+    write_frame(&mut conn, &Open::Control { key: None }).await.unwrap();
     for (req, code) in [
         (serde_json::json!({"id": 1, "op": "teleport"}), ErrorCode::Unsupported),
         (
@@ -482,6 +482,7 @@ async fn attach_errors() {
         &Open::Attach {
             process: 77,
             stream: StreamKind::Stdin,
+            key: None,
         },
     )
     .await

@@ -677,3 +677,85 @@ async fn updates_that_cannot_be_honoured_are_refused_by_name() {
     assert_eq!(e.agent_error().unwrap().code, ErrorCode::InvalidState);
     client.delete_container("upd", false).await.unwrap();
 }
+
+/// The host's cgroup2 mount point (`/sys/fs/cgroup/unified` on a hybrid
+/// host).
+fn host_cgroup2() -> std::path::PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split_once(" - ").is_some_and(|(_, rest)| rest.starts_with("cgroup2 ")))
+        .expect("a cgroup2 mount");
+    line.split(' ').nth(4).unwrap().into()
+}
+
+#[tokio::test]
+async fn kill_all_reaches_processes_in_sub_cgroups() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let dir = TempDir::new("container");
+    let id = format!("killall-{}", std::process::id());
+    let mut spec = container(
+        dir.path(),
+        &id,
+        "sleep 1000 & sleep 1000 & echo started > /out/started; wait; echo done > /out/done",
+    );
+    spec.mounts.push(Mount {
+        destination: "/out".into(),
+        kind: Some("bind".into()),
+        source: Some(dir.path().display().to_string()),
+        options: vec!["bind".into()],
+    });
+    spec.cgroups_path = Some(format!("vminitd-tests/{id}"));
+    client.create_container(spec).await.unwrap();
+    client.start_container(&id).await.unwrap();
+    while !dir.path().join("started").exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // One of the sleeps moves to a cgroup of its own below the container's,
+    // as a process that makes sub-cgroups would.
+    let cgroup = host_cgroup2().join("vminitd-tests").join(&id);
+    let procs = |dir: &Path| -> Vec<i32> {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    let sleeping = || -> Vec<i32> {
+        procs(&cgroup)
+            .into_iter()
+            .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sleeping().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sleeps = sleeping();
+    assert_eq!(sleeps.len(), 2, "{sleeps:?}");
+    let sub = cgroup.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("cgroup.procs"), sleeps[0].to_string()).unwrap();
+
+    client.kill_container(&id, libc::SIGTERM, true).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !dir.path().join("done").exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left: Vec<i32> = procs(&sub);
+    assert!(left.is_empty(), "SIGTERM to all missed {left:?} in a sub-cgroup");
+    assert!(dir.path().join("done").exists(), "both sleeps died and the script ended");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while client.container_state(&id).await.unwrap().status != ContainerStatus::Stopped
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        client.container_state(&id).await.unwrap().status,
+        ContainerStatus::Stopped
+    );
+    client.delete_container(&id, false).await.unwrap();
+    assert!(!cgroup.exists(), "the cgroup and its sub-cgroup are removed");
+}
