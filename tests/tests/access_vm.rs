@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use agent_proto::{ContainerSpec, ErrorCode, Namespace, ProcessSpec, User, GUEST_ROOTFS, VSOCK_ANNOTATION};
 use host_shim::instance::Instances;
@@ -208,14 +209,39 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
         memory_max > 128 << 20 && memory_max <= (256 - 16) << 20,
         "{memory_max}"
     );
-    // A process that asks for more than the VM has meets the workloads'
-    // OOM killer; the agent answers on.
+    // A process that asks for more than the VM has fills the workloads'
+    // share: the agent keeps answering meanwhile (the workloads thrash or
+    // meet their OOM killer, the agent does neither), and stops it.
     let hog = ProcessSpec {
         root: Some(GUEST_ROOTFS.into()),
         ..vminitd_tests::sh("exec awk 'BEGIN { for (i = 0; ; i++) a[i] = sprintf(\"%1048576d\", i) }'")
     };
-    let out = run(&client, hog, None).await.unwrap();
-    assert_eq!(out.status.signal, Some(libc::SIGKILL), "{:?} {}", out.status, out.stderr_str());
+    let hog = host_shim::exec::spawn(&client, hog, Default::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut least_available = u64::MAX;
+    while started.elapsed() < Duration::from_secs(120) {
+        let stats = tokio::time::timeout(Duration::from_secs(10), client.stats())
+            .await
+            .expect("the agent answers while the workloads fill their memory")
+            .unwrap();
+        least_available = least_available.min(stats.memory.available_bytes);
+        if least_available < 64 << 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = client.signal(hog.process, libc::SIGKILL).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), hog.wait(&client))
+        .await
+        .expect("the hog ends once killed")
+        .unwrap();
+    assert_eq!(status.signal, Some(libc::SIGKILL), "{status:?}");
+    assert!(least_available < 128 << 20, "the hog never pressed: {least_available} bytes available");
+    eprintln!(
+        "memory hog: least available {} MiB after {:?}",
+        least_available >> 20,
+        started.elapsed()
+    );
 
     // The owner is still served.
     let owner = ProcessSpec {
