@@ -9,7 +9,8 @@
 //! 1. finds the cgroup2 mount (`/sys/fs/cgroup` in the VM,
 //!    `/sys/fs/cgroup/unified` on a hybrid host);
 //! 2. checks that it offers every controller the resources need;
-//! 3. creates the directory and its missing parents;
+//! 3. creates the directory and its missing parents (in a VM below the
+//!    workloads' cgroup, `protect.rs`);
 //! 4. enables those controllers in each ancestor's `cgroup.subtree_control`;
 //! 5. writes the limits (`limits.rs`);
 //! 6. attaches the device filter (`devices.rs`).
@@ -132,7 +133,7 @@ impl Cgroup {
         let root = cgroup2_root()?;
         let controllers = needed_controllers(&settings);
         check_controllers(&root, &controllers)?;
-        let mut cgroup = make_directories(&root, &components)?;
+        let mut cgroup = make_directories(&base_of(&root), &components)?;
         match cgroup.configure(&root, &controllers, &settings) {
             Ok(()) => Ok(cgroup),
             Err(e) => {
@@ -322,13 +323,15 @@ impl Cgroup {
     }
 }
 
-/// Where containers' cgroups are made: in a VM the workloads' cgroup
-/// (`protect.rs`), else the cgroup2 mount point, the first cgroup2 mount
-/// of `/proc/self/mountinfo`.
+/// Where containers' cgroups are made under the cgroup2 mount `root`: in a
+/// VM the workloads' cgroup (`protect.rs`), else `root` itself.
+fn base_of(root: &Path) -> PathBuf {
+    crate::protect::workloads_dir().map_or_else(|| root.to_owned(), Path::to_owned)
+}
+
+/// The cgroup2 mount point: the first cgroup2 mount of
+/// `/proc/self/mountinfo`.
 fn cgroup2_root() -> Result<PathBuf, CgroupError> {
-    if let Some(dir) = crate::protect::workloads_dir() {
-        return Ok(dir.to_owned());
-    }
     let file = PathBuf::from("/proc/self/mountinfo");
     let text = std::fs::read_to_string(&file).map_err(|source| CgroupError::Read { file, source })?;
     find_cgroup2(&text).ok_or(CgroupError::NoCgroup2)

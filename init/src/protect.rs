@@ -12,12 +12,15 @@
 //!   guest's memory less [`headroom`]: workloads that fill it meet their own
 //!   cgroup's OOM killer, and the agent, outside it, still has memory to
 //!   answer the host. Containers' cgroups are made below it; plain processes
-//!   are born in `workloads/processes`.
+//!   are born in `workloads/processes`. Making it costs a few milliseconds
+//!   of cgroupfs writes under TCG, so it is done on a thread of its own
+//!   once the agent has told the host it listens, while the host dials in;
+//!   a process started before it is done waits for it.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use crate::config::Mode;
 
@@ -27,8 +30,12 @@ static INHERITED_NOFILE: OnceLock<libc::rlimit> = OnceLock::new();
 /// Set once the agent's `oom_score_adj` is -1000.
 static SHIELDED: OnceLock<()> = OnceLock::new();
 
-/// The workloads' cgroup and the open leaf of plain processes.
-static WORKLOADS: OnceLock<Workloads> = OnceLock::new();
+/// The workloads' cgroup and the open leaf of plain processes, once made
+/// (`None`: it could not be).
+static WORKLOADS: OnceLock<Option<Workloads>> = OnceLock::new();
+
+/// Whether [`make_workloads_in_background`] is still at work.
+static MAKING: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
 /// Where the agent's processes live (in a VM).
 #[derive(Debug)]
@@ -54,32 +61,32 @@ pub fn raise_fd_limit(mode: Mode) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) } != 0 {
         return;
     }
-    let hard = match mode {
-        // Root in the VM may raise its hard limit up to fs.nr_open.
-        Mode::Machine => std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(old.rlim_max)
-            .clamp(old.rlim_max, MAX_NOFILE.max(old.rlim_max)),
-        _ => old.rlim_max,
-    };
-    let new = libc::rlimit {
-        rlim_cur: hard,
-        rlim_max: hard,
-    };
-    if new.rlim_cur == old.rlim_cur && new.rlim_max == old.rlim_max {
-        return;
+    // Root in the VM may raise its hard limit up to fs.nr_open (1048576
+    // unless changed); elsewhere the soft limit goes up to the hard one.
+    let mut tries = vec![old.rlim_max];
+    if mode == Mode::Machine && old.rlim_max < MAX_NOFILE {
+        tries.insert(0, MAX_NOFILE);
     }
-    // SAFETY: setrlimit reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
-        warn!(
-            "cannot raise the descriptor limit to {hard}: {}",
-            std::io::Error::last_os_error()
-        );
-        return;
+    for limit in tries {
+        if limit == old.rlim_cur && limit == old.rlim_max {
+            return;
+        }
+        let new = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            let _ = INHERITED_NOFILE.set(old);
+            debug!("descriptor limit {} → {limit}", old.rlim_cur);
+            return;
+        }
     }
-    let _ = INHERITED_NOFILE.set(old);
-    debug!("descriptor limit {} → {hard}", old.rlim_cur);
+    warn!(
+        "cannot raise the descriptor limit above {}: {}",
+        old.rlim_cur,
+        std::io::Error::last_os_error()
+    );
 }
 
 /// The descriptor limit a process of the agent starts with: the one the
@@ -117,7 +124,7 @@ pub fn headroom(total: u64) -> u64 {
 pub enum WorkloadsError {
     #[error("no cgroup2 filesystem at {}", .0.display())]
     NoCgroup2(PathBuf),
-    #[error("cannot read MemTotal from /proc/meminfo: {0}")]
+    #[error("cannot read the guest's memory size: {0}")]
     MemTotal(String),
     #[error("{what} {}: {source}", .path.display())]
     Io {
@@ -127,52 +134,93 @@ pub enum WorkloadsError {
     },
 }
 
+/// Makes the workloads' cgroup ([`make_workloads`]) on a thread of its
+/// own; [`workloads_dir`] and [`processes_cgroup`] wait for it.
+pub fn make_workloads_in_background(root: PathBuf) {
+    *lock(&MAKING.0) = true;
+    let made = std::thread::Builder::new().name("workloads".into()).spawn(move || {
+        let workloads = match make_workloads(&root) {
+            Ok(w) => {
+                debug!("workloads in {} (memory.max {} bytes)", w.dir.display(), w.memory_max);
+                Some(w)
+            }
+            Err(e) => {
+                warn!("the workloads get no cgroup of their own: {e}");
+                None
+            }
+        };
+        let _ = WORKLOADS.set(workloads);
+        *lock(&MAKING.0) = false;
+        MAKING.1.notify_all();
+    });
+    if let Err(e) = made {
+        warn!("the workloads get no cgroup of their own: cannot start a thread: {e}");
+        *lock(&MAKING.0) = false;
+    }
+}
+
+/// The workloads' cgroup, once made; waits while it is being made.
+fn workloads() -> Option<&'static Workloads> {
+    let mut making = lock(&MAKING.0);
+    while *making {
+        making = MAKING.1.wait(making).unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    drop(making);
+    WORKLOADS.get().and_then(Option::as_ref)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Makes the workloads' cgroup under the cgroup2 mount `root` (in a VM:
-/// `/sys/fs/cgroup`), with the controllers the root offers delegated to it
-/// and its memory capped. Containers' cgroups then go below it
+/// `/sys/fs/cgroup`), with its memory capped. Containers' cgroups then go below it
 /// ([`workloads_dir`]), plain processes into its `processes` leaf.
-pub fn make_workloads(root: &Path) -> Result<&'static Workloads, WorkloadsError> {
+fn make_workloads(root: &Path) -> Result<Workloads, WorkloadsError> {
     let io = |what, path: &Path| {
         let path = path.to_owned();
         move |source| WorkloadsError::Io { what, path, source }
     };
-    let controllers_file = root.join("cgroup.controllers");
-    let offered = std::fs::read_to_string(&controllers_file).map_err(|_| WorkloadsError::NoCgroup2(root.into()))?;
     let subtree = root.join("cgroup.subtree_control");
-    for controller in offered.split_whitespace() {
-        // One at a time: a controller the kernel refuses here (cpu with a
-        // realtime task, say) does not keep the others away.
-        if let Err(e) = std::fs::write(&subtree, format!("+{controller}")) {
-            warn!("cannot delegate the {controller} controller to the workloads: {e}");
-        }
+    if !subtree.exists() {
+        return Err(WorkloadsError::NoCgroup2(root.into()));
     }
+    // Only the memory controller now, for the cap; a container that needs
+    // another has it enabled on its way down (`cgroup.rs`). A kernel
+    // without it gets the cgroup without the cap.
+    let memory = match std::fs::write(&subtree, "+memory") {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("no memory controller for the workloads ({}: {e}): their memory is not capped", subtree.display());
+            false
+        }
+    };
     let dir = root.join("workloads");
     create_dir(&dir).map_err(io("create", &dir))?;
     let total = mem_total()?;
     let memory_max = total.saturating_sub(headroom(total));
-    let max_file = dir.join("memory.max");
-    if offered.split_whitespace().any(|c| c == "memory") {
+    if memory {
+        let max_file = dir.join("memory.max");
         std::fs::write(&max_file, memory_max.to_string()).map_err(io("write", &max_file))?;
     }
     let leaf = dir.join("processes");
     create_dir(&leaf).map_err(io("create", &leaf))?;
     let processes = std::fs::File::open(&leaf).map_err(io("open", &leaf))?;
-    let workloads = Workloads {
+    Ok(Workloads {
         dir,
         processes: OwnedFd::from(processes),
         memory_max,
-    };
-    Ok(WORKLOADS.get_or_init(|| workloads))
+    })
 }
 
-/// Where containers' cgroups are made, once [`make_workloads`] has run.
+/// Where containers' cgroups are made, once the workloads' cgroup is.
 pub fn workloads_dir() -> Option<&'static Path> {
-    WORKLOADS.get().map(|w| w.dir.as_path())
+    workloads().map(|w| w.dir.as_path())
 }
 
-/// The cgroup plain processes are born in, once [`make_workloads`] has run.
+/// The cgroup plain processes are born in, once the workloads' cgroup is.
 pub fn processes_cgroup() -> Option<RawFd> {
-    WORKLOADS.get().map(|w| w.processes.as_raw_fd())
+    workloads().map(|w| w.processes.as_raw_fd())
 }
 
 fn create_dir(dir: &Path) -> std::io::Result<()> {
@@ -182,15 +230,16 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The guest's memory, as `MemTotal` (from sysinfo(2): cheaper than
+/// reading `/proc/meminfo`).
 fn mem_total() -> Result<u64, WorkloadsError> {
-    let text = std::fs::read_to_string("/proc/meminfo").map_err(|e| WorkloadsError::MemTotal(e.to_string()))?;
-    parse_mem_total(&text).ok_or_else(|| WorkloadsError::MemTotal("no MemTotal line".into()))
-}
-
-fn parse_mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    // SAFETY: sysinfo writes into the zeroed struct we pass.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return Err(WorkloadsError::MemTotal(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(info.totalram as u64 * u64::from(info.mem_unit.max(1)))
 }
 
 #[cfg(test)]
@@ -206,9 +255,14 @@ mod tests {
     }
 
     #[test]
-    fn mem_total_from_meminfo() {
-        let text = "MemTotal:         245292 kB\nMemFree:          201444 kB\n";
-        assert_eq!(parse_mem_total(text), Some(245292 * 1024));
-        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+    fn mem_total_is_meminfos() {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert_eq!(mem_total().unwrap(), kib * 1024);
     }
 }
