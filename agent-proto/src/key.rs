@@ -6,7 +6,8 @@
 //! are. So the host that boots a VM draws 32 random bytes and hands them to
 //! the agent over the readiness connection (the one the agent itself opens to
 //! the host at boot, see [`crate::READY_LINE`]): the agent writes
-//! `READY\n`, the host answers [`KEY_LINE_PREFIX`] + 64 hex digits + `\n`.
+//! `READY\n`, the host writes [`KEY_LINE_PREFIX`] + 64 hex digits + `\n`
+//! (the two cross: neither waits for the other's line).
 //! The key never appears on a command line or in a file other users can
 //! read. From then on the agent asks every connection for it, in the first
 //! frame ([`crate::Open`]), before it does anything else.

@@ -38,8 +38,8 @@
 //! Readiness and the agent key: a guest booted with
 //! `vminitd.notify=vsock:2:PORT` on its kernel command line connects to the
 //! host at that port once it listens and writes [`READY_LINE`]; the host
-//! answers with the VM's agent key ([`key`]: `KEY <64 hex digits>\n`) and
-//! closes. The agent serves nothing before that exchange, and from then on
+//! writes the VM's agent key ([`key`]: `KEY <64 hex digits>\n`) on the same
+//! connection as soon as it is there (the two lines cross) and closes. The agent serves nothing before that exchange, and from then on
 //! every connection's [`Open`] frame must carry the key. The host dials the
 //! agent after the exchange instead of probing a guest that is still booting.
 //!

@@ -42,6 +42,7 @@ const GUEST_NAMES: &[(&str, &str)] = &[
     ("network_up", "network up"),
     ("rootfs_ready", "root filesystem ready"),
     ("listening", "agent listening"),
+    ("key_received", "agent key received"),
 ];
 
 impl Profile {

@@ -8,15 +8,19 @@
 //!    socket only root or the agent's own user (`SO_PEERCRED`; the socket
 //!    itself is 0600).
 //! 2. **The key** ([`Access::authorize`]), in the first frame: where the
-//!    host handed the agent a key at boot ([`receive_key`]), every
-//!    connection must present it. A VM's agent (listening on vsock) that
-//!    was given no key serves no one: with the kernel's vhost-vsock every
-//!    local user of the host can reach it.
+//!    host hands the agent a key at boot ([`receive_key`]), every
+//!    connection must present it. Connections are accepted and their first
+//!    frame read while the key is on its way (the host dials the moment it
+//!    has sent it); none is authorized before it has arrived. A VM's agent
+//!    (listening on vsock) that was given no key serves no one: with the
+//!    kernel's vhost-vsock every local user of the host can reach it.
 //! 3. **The limits** (in `server.rs`): a deadline for the first frame, a
 //!    cap on connections that have not shown their key yet (the oldest is
 //!    dropped for a new one), and on sessions.
 
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use agent_proto::endpoint::CID_HOST;
 use agent_proto::key::KEY_LINE_LEN;
@@ -27,8 +31,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const KEY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a connection must show.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum KeyPolicy {
+    /// The readiness exchange is under way: wait for its outcome.
+    Awaited,
     /// No key: a Unix socket without a readiness exchange (a namespace on
     /// the host, where the socket's mode and the peer's uid decide).
     NotRequired,
@@ -41,9 +47,11 @@ enum KeyPolicy {
 /// The agent's access rules (see the module doc).
 #[derive(Debug)]
 pub struct Access {
-    key: KeyPolicy,
+    key: watch::Sender<KeyPolicy>,
     /// The agent's effective uid, the other user a Unix peer may be.
     own_uid: u32,
+    /// When the key arrived (`CLOCK_BOOTTIME`), for the boot timeline.
+    key_received_ns: std::sync::OnceLock<u64>,
 }
 
 /// Why a peer was turned away before anything was read from it.
@@ -77,33 +85,58 @@ pub enum KeyExchangeError {
 }
 
 impl Access {
-    /// The rules for an agent listening on `listen`, after a readiness
-    /// exchange that gave `key` (`None`: there was no exchange; `Some(Err)`:
-    /// it failed).
-    pub fn new(listen: &Endpoint, key: Option<Result<AgentKey, KeyExchangeError>>) -> Access {
+    /// The rules for an agent listening on `listen` that will (`exchange`)
+    /// or will not receive a key; with one coming, [`Access::set_key`]
+    /// says how the exchange ended.
+    pub fn new(listen: &Endpoint, exchange: bool) -> Access {
         // SAFETY: geteuid has no preconditions.
         let own_uid = unsafe { libc::geteuid() };
-        let key = match (key, listen) {
-            (Some(Ok(key)), _) => KeyPolicy::Required(key),
-            (Some(Err(e)), _) => KeyPolicy::Locked {
-                why: format!("the agent has no key: {e}"),
-            },
-            (None, Endpoint::Unix(_)) => KeyPolicy::NotRequired,
-            (None, _) => KeyPolicy::Locked {
+        let key = match (exchange, listen) {
+            (true, _) => KeyPolicy::Awaited,
+            (false, Endpoint::Unix(_)) => KeyPolicy::NotRequired,
+            (false, _) => KeyPolicy::Locked {
                 why: "the agent has no key: a VM's agent serves only after its host hands it one \
                       (boot it with vminitd.notify=)"
                     .into(),
             },
         };
-        Access { key, own_uid }
+        Access {
+            key: watch::Sender::new(key),
+            own_uid,
+            key_received_ns: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The outcome of the readiness exchange.
+    pub fn set_key(&self, key: Result<AgentKey, KeyExchangeError>) {
+        let policy = match key {
+            Ok(key) => {
+                let _ = self.key_received_ns.set(crate::timeline::boottime_ns());
+                KeyPolicy::Required(key)
+            }
+            Err(e) => {
+                warn!("{e}");
+                KeyPolicy::Locked {
+                    why: format!("the agent has no key: {e}"),
+                }
+            }
+        };
+        self.key.send_replace(policy);
+        debug!("access: {}", self.describe());
+    }
+
+    /// When the key arrived, if it has.
+    pub fn key_received_ns(&self) -> Option<u64> {
+        self.key_received_ns.get().copied()
     }
 
     /// Whether the agent asks for a key, or serves no one (for the log).
-    pub fn describe(&self) -> &str {
-        match &self.key {
-            KeyPolicy::NotRequired => "no agent key (a 0600 socket)",
-            KeyPolicy::Required(_) => "agent key required",
-            KeyPolicy::Locked { why } => why,
+    pub fn describe(&self) -> String {
+        match &*self.key.borrow() {
+            KeyPolicy::Awaited => "waiting for the agent key".into(),
+            KeyPolicy::NotRequired => "no agent key (a 0600 socket)".into(),
+            KeyPolicy::Required(_) => "agent key required".into(),
+            KeyPolicy::Locked { why } => why.clone(),
         }
     }
 
@@ -121,10 +154,23 @@ impl Access {
     }
 
     /// Check 2: whether the key `presented` in a connection's first frame
-    /// opens the agent.
-    pub fn authorize(&self, presented: Option<&AgentKey>) -> Result<(), ErrorBody> {
+    /// opens the agent; waits for the key while it is on its way.
+    pub async fn authorize(&self, presented: Option<&AgentKey>) -> Result<(), ErrorBody> {
+        let mut rx = self.key.subscribe();
+        // The sender lives as long as `self`: the wait ends with the key.
+        let policy = match rx.wait_for(|p| !matches!(p, KeyPolicy::Awaited)).await {
+            Ok(policy) => policy.clone(),
+            Err(_) => KeyPolicy::Locked {
+                why: "the agent has no key".into(),
+            },
+        };
+        Self::check(&policy, presented)
+    }
+
+    fn check(policy: &KeyPolicy, presented: Option<&AgentKey>) -> Result<(), ErrorBody> {
         let refused = |message: &str| Err(ErrorBody::new(ErrorCode::Unauthorized, message));
-        match (&self.key, presented) {
+        match (policy, presented) {
+            (KeyPolicy::Awaited, _) => refused("the agent key has not arrived yet"),
             (KeyPolicy::NotRequired, _) => Ok(()),
             (KeyPolicy::Required(key), Some(presented)) if key.matches(presented) => Ok(()),
             (KeyPolicy::Required(_), Some(_)) => {
@@ -182,9 +228,15 @@ mod tests {
         AgentKey::from_hex(&"5a".repeat(32)).unwrap()
     }
 
+    fn with_key(listen: &str, key: Result<AgentKey, KeyExchangeError>) -> Access {
+        let access = Access::new(&listen.parse().unwrap(), true);
+        access.set_key(key);
+        access
+    }
+
     #[test]
     fn only_the_host_cid_is_admitted_over_vsock() {
-        let access = Access::new(&"vsock:any:1024".parse().unwrap(), Some(Ok(key())));
+        let access = with_key("vsock:any:1024", Ok(key()));
         assert_eq!(access.admit(&Peer::Vsock { cid: 2, port: 5000 }), Ok(()));
         for cid in [0, 1, 3, 4, u32::MAX] {
             let peer = Peer::Vsock { cid, port: 5000 };
@@ -195,7 +247,7 @@ mod tests {
 
     #[test]
     fn only_root_or_our_user_is_admitted_over_unix() {
-        let access = Access::new(&"unix:/x.sock".parse().unwrap(), None);
+        let access = Access::new(&"unix:/x.sock".parse().unwrap(), false);
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         assert_eq!(access.admit(&Peer::Unix { uid: Some(0) }), Ok(()));
@@ -205,32 +257,46 @@ mod tests {
         assert!(access.admit(&Peer::Unix { uid: None }).is_err());
     }
 
-    #[test]
-    fn a_required_key_must_be_presented_and_match() {
-        let access = Access::new(&"vsock:any:1024".parse().unwrap(), Some(Ok(key())));
-        assert!(access.authorize(Some(&key())).is_ok());
+    #[tokio::test]
+    async fn a_required_key_must_be_presented_and_match() {
+        let access = with_key("vsock:any:1024", Ok(key()));
+        assert!(access.authorize(Some(&key())).await.is_ok());
+        assert!(access.key_received_ns().is_some());
         let other = AgentKey::from_hex(&"5b".repeat(32)).unwrap();
-        let e = access.authorize(Some(&other)).unwrap_err();
+        let e = access.authorize(Some(&other)).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Unauthorized);
         assert!(e.message.contains("not this VM's"), "{e}");
-        let e = access.authorize(None).unwrap_err();
+        let e = access.authorize(None).await.unwrap_err();
         assert!(e.message.contains("none was presented"), "{e}");
     }
 
-    #[test]
-    fn a_vm_agent_without_a_key_serves_no_one() {
-        let access = Access::new(&"vsock:any:1024".parse().unwrap(), None);
-        let e = access.authorize(Some(&key())).unwrap_err();
+    #[tokio::test]
+    async fn a_connection_waits_for_the_key_on_its_way() {
+        let access = std::sync::Arc::new(Access::new(&"vsock:any:1024".parse().unwrap(), true));
+        let waiting = {
+            let access = access.clone();
+            tokio::spawn(async move { access.authorize(Some(&key())).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "nothing is authorized before the key is there");
+        access.set_key(Ok(key()));
+        assert!(waiting.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_vm_agent_without_a_key_serves_no_one() {
+        let access = Access::new(&"vsock:any:1024".parse().unwrap(), false);
+        let e = access.authorize(Some(&key())).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Unauthorized);
         assert!(e.message.contains("vminitd.notify="), "{e}");
         let failed = Err(KeyExchangeError::NoKey {
             endpoint: "vsock:2:1025".into(),
         });
-        let access = Access::new(&"unix:/x.sock".parse().unwrap(), Some(failed));
-        let e = access.authorize(None).unwrap_err();
+        let access = with_key("unix:/x.sock", failed);
+        let e = access.authorize(None).await.unwrap_err();
         assert!(e.message.contains("without handing over a key"), "{e}");
         // A socket in a namespace, with no exchange: its mode decides.
-        let access = Access::new(&"unix:/x.sock".parse().unwrap(), None);
-        assert!(access.authorize(None).is_ok());
+        let access = Access::new(&"unix:/x.sock".parse().unwrap(), false);
+        assert!(access.authorize(None).await.is_ok());
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use agent_proto::BootTimeline;
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::config::Mode;
 use crate::container::ContainerTable;
 use crate::network::NetworkFiles;
@@ -23,6 +24,8 @@ pub struct Agent {
     pub rootfs: watch::Receiver<RootfsStatus>,
     /// What `/etc/hosts` and `/etc/resolv.conf` are made of.
     pub network_files: std::sync::Mutex<NetworkFiles>,
+    /// Who may connect, and when the agent key arrived.
+    pub access: Arc<Access>,
     shutdown: watch::Sender<bool>,
     next_session: AtomicU64,
 }
@@ -34,6 +37,7 @@ impl Agent {
         reaper: Arc<Reaper>,
         rootfs: watch::Receiver<RootfsStatus>,
         network_files: NetworkFiles,
+        access: Arc<Access>,
     ) -> Agent {
         Agent {
             mode,
@@ -43,13 +47,15 @@ impl Agent {
             containers: ContainerTable::default(),
             rootfs,
             network_files: std::sync::Mutex::new(network_files),
+            access,
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
         }
     }
 
-    /// The boot timeline so far: the phases up to listening, and the root
-    /// filesystem's, which is mounted beside them.
+    /// The boot timeline so far: the phases up to listening, and those
+    /// that happen beside them: the root filesystem mounted, the agent key
+    /// received.
     pub fn timeline(&self) -> BootTimeline {
         let mut boot = self.boot.clone();
         if let RootfsStatus::Ready { at_ns } = *self.rootfs.borrow() {
@@ -57,8 +63,14 @@ impl Agent {
                 name: "rootfs_ready".into(),
                 boottime_ns: at_ns,
             });
-            boot.phases.sort_by_key(|p| p.boottime_ns);
         }
+        if let Some(at_ns) = self.access.key_received_ns() {
+            boot.phases.push(agent_proto::BootPhase {
+                name: "key_received".into(),
+                boottime_ns: at_ns,
+            });
+        }
+        boot.phases.sort_by_key(|p| p.boottime_ns);
         boot
     }
 

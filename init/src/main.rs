@@ -127,8 +127,22 @@ async fn serve(
         config.mode.name(),
         timeline.elapsed_ms()
     );
-    let access = Arc::new(receive_key(&config).await);
-    let agent = Arc::new(Agent::new(config.mode, timeline.to_boot(), reaper, rootfs, files));
+    let access = Arc::new(access::Access::new(&config.listen, config.notify.is_some()));
+    if let Some(notify) = config.notify.clone() {
+        tokio::spawn(receive_key(notify, access.clone()));
+    }
+    // While the host dials in: the workloads' cgroup (see protect.rs).
+    if config.mode == Mode::Machine {
+        protect::make_workloads_in_background("/sys/fs/cgroup".into());
+    }
+    let agent = Arc::new(Agent::new(
+        config.mode,
+        timeline.to_boot(),
+        reaper,
+        rootfs,
+        files,
+        access.clone(),
+    ));
     let reason = tokio::select! {
         reason = shutdown::requested(&agent, &mut signals) => reason,
         never = server::serve(agent.clone(), listener, access) => match never {},
@@ -181,18 +195,11 @@ fn become_subreaper(mode: Mode) {
     }
 }
 
-/// The agent keeps the means to serve: a raised descriptor limit, no OOM
-/// kill, and in a VM its workloads under a cgroup that leaves it memory.
+/// The agent keeps the means to serve: a raised descriptor limit and no
+/// OOM kill (its workloads' cgroup comes once it listens, in `serve`).
 fn protect_the_agent(mode: Mode) {
     protect::raise_fd_limit(mode);
     protect::shield_from_oom_killer();
-    if mode != Mode::Machine {
-        return;
-    }
-    match protect::make_workloads(std::path::Path::new("/sys/fs/cgroup")) {
-        Ok(w) => debug!("workloads in {} (memory.max {} bytes)", w.dir.display(), w.memory_max),
-        Err(e) => warn!("the workloads get no cgroup of their own: {e}"),
-    }
 }
 
 /// `/proc` first: the kernel command line and the mount table come from it.
@@ -262,19 +269,10 @@ fn bring_up_network(mode: Mode, settings: &agent_proto::NetworkConfig) {
 }
 
 /// Tells the host that the agent listens (`vminitd.notify=`) and receives
-/// the agent key in answer; connections wait in the listener's backlog
-/// meanwhile. Without a key a VM's agent serves no one (see `access.rs`).
-async fn receive_key(config: &Config) -> access::Access {
-    let key = match &config.notify {
-        Some(notify) => Some(access::receive_key(notify).await),
-        None => None,
-    };
-    if let Some(Err(e)) = &key {
-        warn!("{e}");
-    }
-    let access = access::Access::new(&config.listen, key);
-    debug!("access: {}", access.describe());
-    access
+/// the agent key in answer; connections are accepted meanwhile and wait
+/// for it (see `access.rs`).
+async fn receive_key(notify: Endpoint, access: Arc<access::Access>) {
+    access.set_key(access::receive_key(&notify).await);
 }
 
 fn listen(endpoint: &Endpoint) -> Listener {

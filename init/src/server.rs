@@ -9,9 +9,10 @@
 //!   read from it;
 //! * the first frame has [`OPEN_DEADLINE`] to arrive whole and at most
 //!   [`MAX_OPEN_FRAME_LEN`] bytes;
-//! * at most [`MAX_UNAUTHENTICATED`] connections wait for their first frame:
-//!   a new one drops the oldest, so a flood of idle or half-written
-//!   connections cannot keep the host's own out;
+//! * at most [`MAX_UNAUTHENTICATED`] connections wait for their first frame
+//!   (or, at boot, for the agent key to check it against): a new one drops
+//!   the oldest, so a flood of idle or half-written connections cannot keep
+//!   the host's own out;
 //! * at most [`MAX_SESSIONS`] control sessions at once (more are answered
 //!   `busy`); attached streams are bounded by the processes they belong to.
 
@@ -157,7 +158,6 @@ async fn connection(
         first = tokio::time::timeout(OPEN_DEADLINE, read_frame_bytes(&mut conn, MAX_OPEN_FRAME_LEN)) => first,
         () = ticket.evicted.notified() => return,
     };
-    drop(ticket);
     let body = match first {
         Ok(Ok(Some(body))) => body,
         Ok(Ok(None)) => return,
@@ -188,7 +188,14 @@ async fn connection(
             return refuse(conn, ErrorBody::new(ErrorCode::InvalidRequest, message)).await;
         }
     };
-    if let Err(error) = access.authorize(open.key()) {
+    // Still among the waiting while the agent key is on its way at boot.
+    let authorized = tokio::select! {
+        biased;
+        authorized = access.authorize(open.key()) => authorized,
+        () = ticket.evicted.notified() => return,
+    };
+    drop(ticket);
+    if let Err(error) = authorized {
         warn!("{peer}: {error}");
         return match open {
             // An attach is answered the way attaches are.

@@ -214,18 +214,17 @@ impl NotifyListener {
     }
 }
 
-/// Reads the readiness line from `stream` and answers with the key; whether
-/// that happened.
+/// Hands the key to the agent at the other end of `stream` and reads its
+/// readiness line; whether both happened. The key goes first, as soon as
+/// the connection is there (the peer is already known to be our guest, by
+/// its CID or the private socket it came through), so that it crosses the
+/// readiness line on the way instead of waiting for it.
 async fn hand_key<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, key: &AgentKey) -> bool {
     let exchange = async {
+        stream.write_all(&key.line()).await?;
         let mut line = [0u8; READY_LINE.len()];
         stream.read_exact(&mut line).await?;
-        if line != READY_LINE {
-            return Ok(false);
-        }
-        stream.write_all(&key.line()).await?;
-        stream.shutdown().await?;
-        Ok::<bool, std::io::Error>(true)
+        Ok::<bool, std::io::Error>(line == READY_LINE)
     };
     matches!(tokio::time::timeout(READY_LINE_TIMEOUT, exchange).await, Ok(Ok(true)))
 }
