@@ -39,19 +39,19 @@ struct SockFprog {
     filter: *const Insn,
 }
 
-const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+pub(crate) const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+pub(crate) const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
-const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+pub(crate) const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
 const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
-const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+pub(crate) const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
-const OFFSET_NR: u32 = 0;
-const OFFSET_ARCH: u32 = 4;
-const OFFSET_ARGS: u32 = 16;
+pub(crate) const OFFSET_NR: u32 = 0;
+pub(crate) const OFFSET_ARCH: u32 = 4;
+pub(crate) const OFFSET_ARGS: u32 = 16;
 
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub(crate) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// `BPF_MAXINSNS`.
 const MAX_INSNS: usize = 4096;
 /// The most instructions one rule's argument conditions may take: a jump
@@ -62,9 +62,9 @@ const MAX_CONDITION_INSNS: usize = u8::MAX as usize - 2;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_KILL_THREAD: u32 = 0;
 const RET_TRAP: u32 = 0x0003_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
+pub(crate) const RET_ERRNO: u32 = 0x0005_0000;
 const RET_LOG: u32 = 0x7ffc_0000;
-const RET_ALLOW: u32 = 0x7fff_0000;
+pub(crate) const RET_ALLOW: u32 = 0x7fff_0000;
 
 /// The largest errno (`MAX_ERRNO`).
 const MAX_ERRNO: u32 = 4095;
@@ -113,11 +113,11 @@ pub struct Filter {
     pub program: Vec<Insn>,
 }
 
-fn stmt(code: u16, k: u32) -> Insn {
+pub(crate) const fn stmt(code: u16, k: u32) -> Insn {
     Insn { code, jt: 0, jf: 0, k }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
+pub(crate) const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
     Insn { code, jt, jf, k }
 }
 
@@ -348,9 +348,18 @@ fn compile_rule(r: usize, rule: &SeccompRule) -> Result<Vec<Insn>, SeccompError>
 /// Async-signal-safe (one syscall); for the forked child. Without
 /// `no_new_privs` the caller needs `CAP_SYS_ADMIN`.
 pub unsafe fn install(filter: &Filter) -> Result<(), ()> {
+    // SAFETY: the caller's contract is install_program's.
+    unsafe { install_program(&filter.program) }
+}
+
+/// Installs a classic BPF `program` on the calling thread.
+///
+/// # Safety
+/// As [`install`].
+pub unsafe fn install_program(program: &[Insn]) -> Result<(), ()> {
     let prog = SockFprog {
-        len: filter.program.len() as libc::c_ushort,
-        filter: filter.program.as_ptr(),
+        len: program.len() as libc::c_ushort,
+        filter: program.as_ptr(),
     };
     // SAFETY: `prog` points at a valid program that outlives the call.
     let rc = unsafe {
@@ -588,4 +597,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod prop_tests;
+pub(crate) mod prop_tests;

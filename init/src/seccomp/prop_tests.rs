@@ -30,12 +30,12 @@ const ARCH_AARCH64: u32 = 0xc000_00b7;
 const DATA_LEN: u32 = 64;
 
 /// `struct seccomp_data`.
-#[derive(Debug, Clone, Copy)]
-struct Data {
-    nr: u32,
-    arch: u32,
-    ip: u64,
-    args: [u64; 6],
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Data {
+    pub(crate) nr: u32,
+    pub(crate) arch: u32,
+    pub(crate) ip: u64,
+    pub(crate) args: [u64; 6],
 }
 
 impl Data {
@@ -59,7 +59,7 @@ impl Data {
 /// `seccomp_check_filter`), for the instructions a seccomp filter may use:
 /// a length of 1 to `BPF_MAXINSNS`, known opcodes, aligned loads inside
 /// `seccomp_data`, every jump landing inside the program, a return last.
-fn verify(program: &[Insn]) -> Result<(), String> {
+pub(crate) fn verify(program: &[Insn]) -> Result<(), String> {
     if program.is_empty() || program.len() > 4096 {
         return Err(format!("{} instructions", program.len()));
     }
@@ -89,7 +89,7 @@ fn verify(program: &[Insn]) -> Result<(), String> {
 
 /// Runs `program` over `data` as the kernel would. Never panics: every
 /// fault is an error.
-fn interpret(program: &[Insn], data: &Data) -> Result<u32, String> {
+pub(crate) fn interpret(program: &[Insn], data: &Data) -> Result<u32, String> {
     let bytes = data.bytes();
     let (mut pc, mut acc) = (0usize, 0u32);
     loop {
