@@ -228,7 +228,7 @@ impl std::fmt::Display for Peer {
 /// Binds a Unix socket that only its owner can connect to, whatever the
 /// umask: bound under a temporary name, made 0600, then renamed into place,
 /// so that the path never names a socket others may use.
-fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
+pub fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));

@@ -3,43 +3,22 @@
 //! binaries, for the guest alone. The directory is 0700 and ours, and the
 //! images in it 0600, whatever the umask.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// The mode of the cache directory, and of the files in it.
-pub(crate) const DIR_MODE: u32 = 0o700;
+/// The mode of the files in the cache.
 pub(crate) const FILE_MODE: u32 = 0o600;
 
-/// Makes `dir` (its parents as usual) a directory only we can reach:
-/// created 0700, or, if it is there, a real directory (not a link) that we
-/// own, narrowed to 0700. One that another user owns is refused: they
-/// could reach what is put in it.
+/// Makes `dir` (its parents as usual) a directory only we can reach, as
+/// every private directory of vmshim is ([`crate::private`]): created 0700,
+/// or, if it is there, a real directory (not a link) that we own and no one
+/// else may write, narrowed to 0700. Anything else is refused, naming it.
 pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)?;
-    }
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(dir);
-    // O_DIRECTORY | O_NOFOLLOW refuses a link with ENOTDIR or ELOOP.
-    let dir = match opened {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-            let link = fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
-            return Err(io::Error::other(match link {
-                true => "a symbolic link where a private directory belongs",
-                false => "not a directory",
-            }));
-        }
-        other => other?,
-    };
-    narrow(&dir, DIR_MODE)
+    crate::private::ensure_private_dir(dir)
+        .map(drop)
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))
 }
 
 /// Narrows the file at `path` (not a link) to 0600, if it is not already.
@@ -92,6 +71,7 @@ impl Drop for Umask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use crate::test_dir::TestDir;
 
     fn mode(path: &Path) -> u32 {

@@ -149,7 +149,7 @@ impl VsockBackend {
                 // port P to the Unix socket "<uds-path>_P".
                 let port = NOTIFY_PORT;
                 let path = PathBuf::from(format!("{}_{port}", uds.display()));
-                let listener = bind_private(&path).map_err(|source| VmError::Io {
+                let listener = agent_proto::transport::bind_private_socket(&path).map_err(|source| VmError::Io {
                     what: "listen on",
                     path: path.clone(),
                     source,
@@ -229,21 +229,6 @@ async fn hand_key<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, key: &AgentK
     matches!(tokio::time::timeout(READY_LINE_TIMEOUT, exchange).await, Ok(Ok(true)))
 }
 
-/// Listens on a Unix socket that only its owner can connect to: made 0600
-/// under a temporary name, then renamed into place.
-fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(listener)
-}
 
 /// `$VMSHIM_VHOST_DEVICE_VSOCK`, else `vhost-device-vsock` in PATH or in
 /// cargo's bin directory (where `scripts/setup.sh` installs it).
