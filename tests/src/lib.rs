@@ -283,3 +283,38 @@ pub fn mount(destination: &str, kind: &str, options: &[&str]) -> agent_proto::Mo
         options: options.iter().map(|o| (*o).into()).collect(),
     }
 }
+
+/// The mounts of a `runc spec` container that the tests' specs share:
+/// `/proc`, a tmpfs `/dev`, its `devpts`, and a read-only `/sys`.
+pub fn runc_mounts() -> Vec<agent_proto::Mount> {
+    vec![
+        mount("/proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev/pts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        ),
+        mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+    ]
+}
+
+/// A bundle in `dir/NAME`: a busybox root and `runc spec`'s config.json
+/// with no terminal, its process `args` with `env`.
+pub fn runc_bundle(dir: &Path, name: &str, args: &[&str], env: &[&str]) -> PathBuf {
+    let bundle = dir.join(name);
+    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &bundle.join("rootfs")).expect("busybox tree");
+    let out = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .expect("run runc spec (scripts/setup.sh installs runc)");
+    assert!(out.status.success(), "runc spec: {}", String::from_utf8_lossy(&out.stderr));
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["env"] = serde_json::json!(env);
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    bundle
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use agent_proto::{ContainerSpec, ErrorCode, Namespace, ProcessSpec, User, GUEST_ROOTFS, VSOCK_ANNOTATION};
 use host_shim::instance::Instances;
 use host_shim::Client;
-use vminitd_tests::{mount, run, vmshim_bin, workspace_root, Output, TempDir};
+use vminitd_tests::{run, vmshim_bin, workspace_root, Output, TempDir};
 
 /// The static probe (`tests/probe`), built for the guest by `make build`.
 fn probe_bin() -> PathBuf {
@@ -69,16 +69,7 @@ fn container(id: &str, annotations: BTreeMap<String, String>) -> ContainerSpec {
             .collect(),
         uid_mappings: vec![map],
         gid_mappings: vec![map],
-        mounts: vec![
-            mount("/proc", "proc", &["nosuid", "noexec", "nodev"]),
-            mount("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            mount(
-                "/dev/pts",
-                "devpts",
-                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            ),
-            mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-        ],
+        mounts: vminitd_tests::runc_mounts(),
         annotations,
         ..Default::default()
     }

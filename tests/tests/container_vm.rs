@@ -12,7 +12,7 @@ use agent_proto::{
 use host_shim::instance::Instances;
 use host_shim::Client;
 use tokio::io::AsyncReadExt;
-use vminitd_tests::{mount, vmshim_bin, TempDir};
+use vminitd_tests::{mount, runc_mounts, vmshim_bin, TempDir};
 
 fn spec(id: &str, script: &str) -> ContainerSpec {
     ContainerSpec {
@@ -31,21 +31,15 @@ fn spec(id: &str, script: &str) -> ContainerSpec {
                 path: None,
             })
             .collect(),
-        mounts: vec![
-            mount("/proc", "proc", &["nosuid", "noexec", "nodev"]),
-            mount("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            mount(
-                "/dev/pts",
-                "devpts",
-                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            ),
-            mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-            mount(
+        mounts: [
+            runc_mounts(),
+            vec![mount(
                 "/sys/fs/cgroup",
                 "cgroup",
                 &["nosuid", "noexec", "nodev", "relatime", "ro"],
-            ),
-        ],
+            )],
+        ]
+        .concat(),
         ..Default::default()
     }
 }

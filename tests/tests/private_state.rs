@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use vminitd_tests::{vmshim_bin, TempDir};
 
 const SECRET: &str = "SECRET=hunter2-never-on-disk-for-others";
@@ -74,25 +74,6 @@ fn as_nobody(args: &[&str]) -> Output {
         .expect("run setpriv (util-linux)")
 }
 
-/// A bundle in `dir/NAME`: a busybox root and `runc spec`'s config.json,
-/// its process `args` with `env`.
-fn bundle(dir: &Path, name: &str, args: &[&str], env: &[&str]) -> PathBuf {
-    let bundle = dir.join(name);
-    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &bundle.join("rootfs")).expect("busybox tree");
-    let out = Command::new("runc")
-        .args(["spec", "--bundle"])
-        .arg(&bundle)
-        .output()
-        .expect("run runc spec (scripts/setup.sh installs runc)");
-    assert!(out.status.success(), "runc spec: {}", text(&out.stderr));
-    let path = bundle.join("config.json");
-    let mut spec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    spec["process"]["terminal"] = json!(false);
-    spec["process"]["args"] = json!(args);
-    spec["process"]["env"] = json!(env);
-    fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    bundle
-}
 
 /// What is wrong with the modes of everything under `root`: each
 /// directory must be 0700, each file and socket 0600.
@@ -229,7 +210,7 @@ fn state_runtime_and_root_directories_are_private_under_umask_0() {
         ),
         "run -d",
     );
-    let b = bundle(t.path(), "bundle", &["sleep", "600"], &["PATH=/bin:/sbin", SECRET]);
+    let b = vminitd_tests::runc_bundle(t.path(), "bundle", &["sleep", "600"], &["PATH=/bin:/sbin", SECRET]);
     let pid_file = t.path().join("c1.pid");
     ok(
         vmshim(
@@ -360,7 +341,7 @@ fn directories_another_user_made_or_may_write_are_refused() {
     }
     let t = TempDir::new("private-hostile");
     fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let b = bundle(t.path(), "bundle", &["true"], &["PATH=/bin"]);
+    let b = vminitd_tests::runc_bundle(t.path(), "bundle", &["true"], &["PATH=/bin"]);
 
     // A --root that anyone may write to: refused, naming it, nothing made.
     let open_root = t.path().join("root");

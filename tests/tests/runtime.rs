@@ -26,22 +26,7 @@ fn text(bytes: &[u8]) -> String {
 /// A bundle in `dir/NAME`: a busybox root, `runc spec`'s config.json with
 /// no terminal and `args` as the process.
 fn bundle(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let bundle = dir.join(name);
-    let rootfs = bundle.join("rootfs");
-    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &rootfs).expect("busybox tree");
-    let out = Command::new("runc")
-        .args(["spec", "--bundle"])
-        .arg(&bundle)
-        .output()
-        .expect("run runc spec (scripts/setup.sh installs runc)");
-    assert!(out.status.success(), "runc spec: {}", text(&out.stderr));
-    let path = bundle.join("config.json");
-    let mut spec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    spec["process"]["terminal"] = json!(false);
-    spec["process"]["args"] = json!(args);
-    spec["process"]["env"] = json!(["PATH=/bin:/sbin"]);
-    fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    bundle
+    vminitd_tests::runc_bundle(dir, name, args, &["PATH=/bin:/sbin"])
 }
 
 /// Changes `bundle`'s config.json with `edit`.
