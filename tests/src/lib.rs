@@ -318,3 +318,15 @@ pub fn runc_bundle(dir: &Path, name: &str, args: &[&str], env: &[&str]) -> PathB
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     bundle
 }
+
+/// Waits up to `timeout` for `done`, checking every 50 ms; whether it came.
+pub fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}

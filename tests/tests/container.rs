@@ -8,7 +8,7 @@ use std::time::Duration;
 use agent_proto::{ContainerSpec, ContainerStatus, ErrorCode, Mount, Namespace, ProcessSpec, StreamKind};
 use host_shim::Client;
 use tokio::io::AsyncReadExt;
-use vminitd_tests::{mount, NamespacedAgent, TempDir};
+use vminitd_tests::{mount, runc_mounts, NamespacedAgent, TempDir};
 
 fn ns(kinds: &[&str]) -> Vec<Namespace> {
     kinds
@@ -35,22 +35,20 @@ fn container(dir: &Path, id: &str, script: &str) -> ContainerSpec {
         },
         hostname: Some("box".into()),
         namespaces: ns(&["pid", "network", "ipc", "uts", "mount"]),
-        mounts: vec![
-            mount("/proc", "proc", &["nosuid", "noexec", "nodev"]),
-            mount("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            mount(
-                "/dev/pts",
-                "devpts",
-                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            ),
-            mount(
-                "/dev/shm",
-                "tmpfs",
-                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-            ),
-            mount("/dev/mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-            mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-        ],
+        mounts: {
+            // runc's, with /dev/shm and /dev/mqueue before /sys.
+            let mut mounts = runc_mounts();
+            mounts.insert(
+                3,
+                mount(
+                    "/dev/shm",
+                    "tmpfs",
+                    &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+                ),
+            );
+            mounts.insert(4, mount("/dev/mqueue", "mqueue", &["nosuid", "noexec", "nodev"]));
+            mounts
+        },
         masked_paths: vec!["/proc/version".into(), "/sys/kernel".into(), "/proc/nonexistent".into()],
         readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
         ..Default::default()

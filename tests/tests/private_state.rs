@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use vminitd_tests::{vmshim_bin, TempDir};
@@ -139,16 +139,6 @@ fn daemon_pid(instance_dir: &Path) -> u64 {
     record["pid"].as_u64().expect("the daemon's pid")
 }
 
-fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
 
 /// Stops what a test started, even when it fails halfway.
 struct Cleanup<'a> {
@@ -233,7 +223,7 @@ fn state_runtime_and_root_directories_are_private_under_umask_0() {
     let instance = state.join("instances/box");
     let container = root.join("c1/instances/c1");
     assert!(
-        eventually(Duration::from_secs(30), || log_has(
+        vminitd_tests::eventually(Duration::from_secs(30), || log_has(
             &instance.join("log"),
             "all written"
         )),

@@ -207,7 +207,7 @@ impl Terminal {
     fn shows(&self, wanted: &str) -> String {
         let shown = || text(&self.shown.lock().unwrap());
         assert!(
-            eventually(Duration::from_secs(10), || shown().contains(wanted)),
+            vminitd_tests::eventually(Duration::from_secs(10), || shown().contains(wanted)),
             "{wanted:?} not shown: {:?}",
             shown()
         );
@@ -216,21 +216,10 @@ impl Terminal {
 
     /// Whether the terminal was hung up (its process ended) within 10 s.
     fn hangs_up(&self) -> bool {
-        eventually(Duration::from_secs(10), || *self.hung_up.lock().unwrap())
+        vminitd_tests::eventually(Duration::from_secs(10), || *self.hung_up.lock().unwrap())
     }
 }
 
-/// Waits up to `timeout` for `done`.
-fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
 
 /// Whether `pid` runs (a zombie does not).
 fn runs(pid: u64) -> bool {
@@ -359,7 +348,7 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         (stage.as_str(), started["status"].as_str()),
         ("poststart", Some("running"))
     );
-    let printed = eventually(Duration::from_secs(10), || {
+    let printed = vminitd_tests::eventually(Duration::from_secs(10), || {
         fs::read_to_string(&stdout).unwrap() == "out\n" && fs::read_to_string(&stderr).unwrap() == "err\n"
     });
     assert!(
@@ -438,7 +427,7 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     let relay: u64 = fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
     assert!(runs(relay), "the relay runs while the process does");
     assert!(
-        eventually(Duration::from_secs(10), || !runs(relay)),
+        vminitd_tests::eventually(Duration::from_secs(10), || !runs(relay)),
         "the relay ends with the process"
     );
     let out = runtime(&root, &["exec", "c1", "cat", "/dev/shm/detached"]);
@@ -460,7 +449,7 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     let out = runtime(&root, &["kill", "c1", "KILL"]);
     assert_eq!(out.status.code(), Some(0), "kill: {}", text(&out.stderr));
     assert!(
-        eventually(Duration::from_secs(10), || state(&root, "c1")["status"] == "stopped"),
+        vminitd_tests::eventually(Duration::from_secs(10), || state(&root, "c1")["status"] == "stopped"),
         "{}",
         state(&root, "c1")
     );
@@ -479,7 +468,7 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
     let warned = "level=warning msg=\"error running poststop hook #0: error running hook: exit status 1";
     assert!(text(&out.stderr).contains(warned), "{}", text(&out.stderr));
-    assert!(eventually(Duration::from_secs(5), || !runs(pid)), "QEMU is gone");
+    assert!(vminitd_tests::eventually(Duration::from_secs(5), || !runs(pid)), "QEMU is gone");
     fails_with(&runtime(&root, &["state", "c1"]), "container does not exist");
     assert!(!root.join("c1").exists());
     assert_eq!(text(&runtime(&root, &["list", "-q"]).stdout), "");
@@ -658,11 +647,11 @@ fn a_terminal_reaches_the_console_socket() {
     exec_term.write("exit 3\n");
     assert!(exec_term.hangs_up(), "the exec's terminal hangs up when it exits");
     let relay: u64 = fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
-    assert!(eventually(Duration::from_secs(10), || !runs(relay)));
+    assert!(vminitd_tests::eventually(Duration::from_secs(10), || !runs(relay)));
 
     term.write("exit 4\n");
     assert!(term.hangs_up(), "the terminal hangs up when the process exits");
-    assert!(eventually(Duration::from_secs(10), || state(&root, "t1")["status"] == "stopped"));
+    assert!(vminitd_tests::eventually(Duration::from_secs(10), || state(&root, "t1")["status"] == "stopped"));
     let out = runtime(&root, &["delete", "t1"]);
     assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
 
