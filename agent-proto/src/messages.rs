@@ -199,8 +199,10 @@ pub enum Op {
 }
 
 impl Op {
-    /// The wire names of every op this version knows. An op outside this list
-    /// is answered with [`ErrorCode::Unsupported`].
+    /// The wire names of every op this version knows, in the order the
+    /// variants are declared. An op outside this list is answered with
+    /// [`ErrorCode::Unsupported`]. A unit test holds it to serde's own list
+    /// of the variants, and `docs/protocol.md` has one section for each.
     pub const NAMES: &'static [&'static str] = &[
         "hello",
         "create",
@@ -223,6 +225,8 @@ impl Op {
         "update_container",
     ];
 
+    /// The op's wire name, the `"op"` of its [`Request`] (one of
+    /// [`Op::NAMES`]).
     pub fn name(&self) -> &'static str {
         match self {
             Op::Hello { .. } => "hello",
@@ -583,9 +587,28 @@ pub enum ErrorCode {
     Unknown,
 }
 
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
+impl ErrorCode {
+    /// Every code, in the order the variants are declared. A unit test holds
+    /// it to serde's own list of the variants, and `docs/protocol.md` lists
+    /// each one.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadFrame,
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unsupported,
+        ErrorCode::VersionMismatch,
+        ErrorCode::NotFound,
+        ErrorCode::InvalidState,
+        ErrorCode::ExecFailed,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Unauthorized,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+        ErrorCode::Unknown,
+    ];
+
+    /// The code's wire name, the `"code"` of an [`ErrorBody`].
+    pub fn name(self) -> &'static str {
+        match self {
             ErrorCode::BadFrame => "bad_frame",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Unsupported => "unsupported",
@@ -598,8 +621,13 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
-        };
-        f.write_str(s)
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -748,6 +776,7 @@ mod tests {
                 rows: 0,
                 cols: 0,
             },
+            Op::ConfigureNetwork(NetworkConfig::default()),
             Op::Stats,
             Op::Shutdown,
             Op::CreateContainer { spec: Box::default() },
@@ -782,12 +811,80 @@ mod tests {
                 resources: Resources::default(),
             },
         ];
+        let mut named = Vec::new();
         for op in ops {
             let v = serde_json::to_value(Request { id: 1, op: op.clone() }).unwrap();
             assert_eq!(v["op"], op.name());
-            assert!(Op::NAMES.contains(&op.name()));
+            named.push(op.name());
         }
-        assert_eq!(Op::NAMES.len(), 19);
+        assert_eq!(named, Op::NAMES, "one example of every op, in the order of Op::NAMES");
+    }
+
+    /// The wire names serde gives `T`'s variants, from the message with
+    /// which it refuses one it does not know: "unknown variant `x`,
+    /// expected one of `a`, `b`, ...".
+    fn variants_serde_lists<T: serde::de::DeserializeOwned + std::fmt::Debug>(unknown: Value) -> Vec<String> {
+        let message = serde_json::from_value::<T>(unknown).unwrap_err().to_string();
+        let list = message
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("serde did not list the variants: {message}"))
+            .1;
+        let list = list.split(" at line ").next().unwrap_or(list);
+        list.split(", ").map(|name| name.trim_matches('`').to_owned()).collect()
+    }
+
+    /// A deserializer that answers an enum's request with an error naming
+    /// the variants serde passed it: the names of an enum that never refuses
+    /// a name (`#[serde(other)]`).
+    struct VariantNames;
+
+    impl<'de> serde::Deserializer<'de> for VariantNames {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not an enum"))
+        }
+
+        fn deserialize_enum<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom(variants.join(" ")))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+            ignored_any
+        }
+    }
+
+    #[test]
+    fn op_names_are_the_variants_serde_knows() {
+        // A variant added to Op (and to Op::name(), whose match is
+        // exhaustive) but not to Op::NAMES fails here, and so would a name
+        // in NAMES that serde does not accept.
+        let serde_names = variants_serde_lists::<Op>(json!({"op": "?"}));
+        assert_eq!(serde_names, Op::NAMES);
+        for name in Op::NAMES {
+            if let Err((_, e)) = parse_request(json!({"id": 1, "op": name}).to_string().as_bytes()) {
+                assert_ne!(e.code, ErrorCode::Unsupported, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn error_codes_are_the_variants_serde_knows() {
+        let serde_names = ErrorCode::deserialize(VariantNames).unwrap_err().to_string();
+        let all: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.name()).collect();
+        assert_eq!(serde_names, all.join(" "));
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.name()));
+            assert_eq!(serde_json::from_value::<ErrorCode>(json!(code.name())).unwrap(), *code);
+            assert_eq!(code.to_string(), code.name());
+        }
     }
 
     #[test]
