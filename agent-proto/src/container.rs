@@ -104,8 +104,11 @@ pub struct Namespace {
 /// One range of a user namespace's id map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMapping {
+    /// The first id of the range inside the user namespace.
     pub container_id: u32,
+    /// The id it maps to outside (in the agent's user namespace).
     pub host_id: u32,
+    /// How many consecutive ids the range holds.
     pub size: u32,
 }
 
@@ -134,13 +137,16 @@ pub struct Mount {
 /// OCI `linux.resources`, applied through cgroup v2.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
+    /// OCI `memory`: `memory.max`, `memory.low`, `memory.swap.max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryResources>,
+    /// OCI `cpu`: `cpu.weight`, `cpu.max`, `cpuset.cpus` and `.mems`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuResources>,
     /// `pids.limit`: `pids.max` (0 or below: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// OCI `blockIO`: `io.weight` and `io.max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_io: Option<BlockIo>,
     /// The device allow-list, in order, the last matching rule deciding
@@ -193,12 +199,16 @@ pub struct BlockIo {
     /// v1 weight (10 to 1000), converted to `io.weight` (1 to 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u16>,
+    /// Read bytes per second per device: `rbps` of `io.max`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle_read_bps_device: Vec<ThrottleDevice>,
+    /// Written bytes per second per device: `wbps` of `io.max`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle_write_bps_device: Vec<ThrottleDevice>,
+    /// Read operations per second per device: `riops` of `io.max`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle_read_iops_device: Vec<ThrottleDevice>,
+    /// Write operations per second per device: `wiops` of `io.max`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle_write_iops_device: Vec<ThrottleDevice>,
 }
@@ -206,21 +216,26 @@ pub struct BlockIo {
 /// One `io.max` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThrottleDevice {
+    /// The block device's major number.
     pub major: i64,
+    /// The block device's minor number.
     pub minor: i64,
+    /// The limit, in bytes or operations per second (0: no limit).
     pub rate: u64,
 }
 
 /// One rule of the device allow-list (OCI `linux.resources.devices[]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRule {
+    /// Whether the devices the rule matches are allowed or denied.
     pub allow: bool,
     /// `a` (all, the default), `c` or `b`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Absent or -1: any.
+    /// The major number; absent or -1: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub major: Option<i64>,
+    /// The minor number; absent or -1: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minor: Option<i64>,
     /// Letters of `rwm`; absent: all three.
@@ -236,15 +251,19 @@ pub struct Device {
     /// `c`, `u` (both character), `b` or `p` (a FIFO).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The major number (0 for a FIFO).
     #[serde(default)]
     pub major: i64,
+    /// The minor number (0 for a FIFO).
     #[serde(default)]
     pub minor: i64,
     /// Permission bits; 0666 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_mode: Option<u32>,
+    /// The node's owner; root when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The node's group; root when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
 }
@@ -275,6 +294,7 @@ pub struct Hooks {
 }
 
 impl Hooks {
+    /// Whether no list has a hook (the field is then left out of the JSON).
     pub fn is_empty(&self) -> bool {
         self.create_runtime.is_empty()
             && self.create_container.is_empty()
@@ -293,6 +313,7 @@ pub struct Hook {
     /// Its argv, `args[0]` included; `[path]` when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Its whole environment, `KEY=VALUE` entries; empty when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     /// Seconds before the hook is killed and counted as failed.
@@ -317,6 +338,7 @@ pub enum ContainerStatus {
 }
 
 impl ContainerStatus {
+    /// The status's wire name, as OCI state JSON spells it.
     pub fn name(self) -> &'static str {
         match self {
             ContainerStatus::Creating => "creating",
@@ -342,20 +364,24 @@ pub struct ContainerCreated {
 /// [`crate::Op::ListContainers`] report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerInfo {
+    /// The container's name ([`ContainerSpec::id`]).
     pub id: String,
+    /// Where it is in its life.
     pub status: ContainerStatus,
     /// The process's pid as the agent sees it, until it has stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     /// The container's process (see [`ContainerCreated::process`]).
     pub process: ProcessId,
+    /// The bundle directory the host named at create.
     pub bundle: String,
     /// How the process ended, once stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
-    /// When it was created: seconds and nanoseconds since the Unix epoch,
-    /// on the agent's clock.
+    /// When it was created: nanoseconds since the Unix epoch, on the
+    /// agent's clock.
     pub created_unix_ns: u64,
+    /// The annotations of its spec.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

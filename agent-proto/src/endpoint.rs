@@ -13,26 +13,75 @@ use std::str::FromStr;
 /// Where an agent listens, or where to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
+    /// `unix:PATH`: a Unix stream socket at this path (the agent as PID 1
+    /// of a namespace on the host listens on one).
     Unix(PathBuf),
-    Vsock { cid: u32, port: u32 },
-    Hvsock { path: PathBuf, port: u32 },
+    /// `vsock:CID:PORT`: an `AF_VSOCK` address.
+    Vsock {
+        /// The context id: the guest's to dial an agent, [`CID_ANY`] to
+        /// listen, [`CID_HOST`] for the host as a guest sees it.
+        cid: u32,
+        /// The vsock port ([`crate::AGENT_PORT`] for the agent).
+        port: u32,
+    },
+    /// `hvsock:PATH:PORT`: the Unix socket of a hybrid vsock backend, which
+    /// forwards the connection to the guest's `port` after a `CONNECT`
+    /// handshake. Only dialled, never listened on.
+    Hvsock {
+        /// The backend's Unix socket on the host.
+        path: PathBuf,
+        /// The guest's vsock port the backend connects to.
+        port: u32,
+    },
 }
 
 /// Why a string is not an [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// No `scheme:` before the address (a bare path, say).
     #[error("\"{url}\" has no scheme: expected unix:PATH, vsock:CID:PORT or hvsock:PATH:PORT")]
-    MissingScheme { url: String },
+    MissingScheme {
+        /// The string as given.
+        url: String,
+    },
+    /// A scheme other than `unix`, `vsock` and `hvsock`.
     #[error("unknown scheme \"{scheme}\" in \"{url}\": expected unix, vsock or hvsock")]
-    UnknownScheme { scheme: String, url: String },
+    UnknownScheme {
+        /// What stood before the first `:`.
+        scheme: String,
+        /// The string as given.
+        url: String,
+    },
+    /// `unix:` or `hvsock:` with nothing where the socket's path goes.
     #[error("\"{url}\" has an empty path")]
-    EmptyPath { url: String },
+    EmptyPath {
+        /// The string as given.
+        url: String,
+    },
+    /// `vsock:` or `hvsock:` without a `:PORT`.
     #[error("\"{url}\" has no port: expected {expected}")]
-    MissingPort { url: String, expected: &'static str },
+    MissingPort {
+        /// The string as given.
+        url: String,
+        /// The shape the scheme wants, e.g. `vsock:CID:PORT`.
+        expected: &'static str,
+    },
+    /// A port that is not a number from 0 to 2^32 - 1.
     #[error("bad port \"{port}\" in \"{url}\": expected a number from 0 to 4294967295")]
-    BadPort { port: String, url: String },
+    BadPort {
+        /// The port as written.
+        port: String,
+        /// The string as given.
+        url: String,
+    },
+    /// A CID that is neither a number nor `any`, `local` or `host`.
     #[error("bad CID \"{cid}\" in \"{url}\": expected a number, any, local or host")]
-    BadCid { cid: String, url: String },
+    BadCid {
+        /// The CID as written.
+        cid: String,
+        /// The string as given.
+        url: String,
+    },
 }
 
 /// `VMADDR_CID_ANY`: bind on every CID.

@@ -11,10 +11,23 @@ pub enum FrameError {
     /// The peer closed the connection inside a frame (after part of the
     /// length or part of the body).
     #[error("connection closed inside a frame ({got} of {want} bytes)")]
-    Truncated { got: usize, want: usize },
+    Truncated {
+        /// How many bytes of the frame arrived, length prefix included.
+        got: usize,
+        /// How many the frame should have had: 4 while the length itself
+        /// was cut short, else 4 + the announced length.
+        want: usize,
+    },
     /// The length prefix announces more than the limit.
     #[error("frame of {len} bytes is over the limit of {limit} bytes")]
-    TooLarge { len: usize, limit: usize },
+    TooLarge {
+        /// The body's length: announced by the prefix on reading, measured
+        /// on writing.
+        len: usize,
+        /// The limit it is over ([`crate::MAX_FRAME_LEN`], or
+        /// [`crate::MAX_OPEN_FRAME_LEN`] for a first frame).
+        limit: usize,
+    },
     /// The body is not the JSON document expected here.
     #[error("invalid frame body: {0}")]
     InvalidJson(#[source] serde_json::Error),

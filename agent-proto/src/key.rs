@@ -32,14 +32,27 @@ pub struct AgentKey([u8; KEY_LEN]);
 /// Why a key could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// `getrandom(2)` failed: no key is made rather than a weak one.
     #[error("cannot draw random bytes for the agent key: {0}")]
     Random(#[source] std::io::Error),
+    /// The text is not 64 characters long (surrounding whitespace aside).
     #[error("an agent key is {} hex digits; got {got} characters", 2 * KEY_LEN)]
-    Length { got: usize },
+    Length {
+        /// How many characters it has.
+        got: usize,
+    },
+    /// A character that is not a hex digit.
     #[error("an agent key is hex digits; found {found:?}")]
-    NotHex { found: char },
+    NotHex {
+        /// The first such character.
+        found: char,
+    },
+    /// The host's answer to the readiness line is not `KEY <hex>\n`.
     #[error("expected the line \"KEY <{} hex digits>\", got {got:?}", 2 * KEY_LEN)]
-    BadLine { got: String },
+    BadLine {
+        /// The start of what arrived (80 bytes at most), for the message.
+        got: String,
+    },
 }
 
 impl AgentKey {

@@ -25,6 +25,9 @@ pub enum Open {
     /// A control session: [`Request`] frames from the host, [`Response`]
     /// frames from the agent, until either side closes.
     Control {
+        /// The agent key, 64 hex digits; absent only for an agent that
+        /// was given none (one listening on a Unix socket without
+        /// `--notify`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<AgentKey>,
     },
@@ -34,8 +37,11 @@ pub enum Open {
     /// and stderr). A stream that is not attached when the process starts is
     /// connected to `/dev/null`.
     Attach {
+        /// The process, as [`Created`] or [`ContainerCreated`] named it.
         process: ProcessId,
+        /// Which of its streams this connection carries.
         stream: StreamKind,
+        /// The agent key, as for [`Open::Control`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<AgentKey>,
     },
@@ -64,6 +70,7 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    /// The stream's wire name: `stdin`, `stdout` or `stderr`.
     pub fn name(self) -> &'static str {
         match self {
             StreamKind::Stdin => "stdin",
@@ -86,7 +93,10 @@ pub type AttachReply = Outcome<()>;
 /// reserved: the agent uses it for errors about frames it could not read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
+    /// The host's number for this request, echoed in its [`Response`].
     pub id: u64,
+    /// What is asked: its `"op"` and the op's own fields, side by side with
+    /// `id` in one JSON object.
     #[serde(flatten)]
     pub op: Op,
 }
@@ -99,7 +109,14 @@ pub enum Op {
     /// against [`crate::PROTOCOL_VERSION`] (a mismatch is
     /// [`ErrorCode::VersionMismatch`]) and answers [`HelloReply`]: its
     /// version, its boot timeline and its clock.
-    Hello { version: u32, client: String },
+    Hello {
+        /// The protocol version the host speaks
+        /// ([`crate::PROTOCOL_VERSION`] of its agent-proto).
+        version: u32,
+        /// The host program's name and version, for the agent's log
+        /// (`vmshim 0.1.0`).
+        client: String,
+    },
     /// Prepare a process (nothing runs yet). Answer: [`Created`], with the id
     /// used to attach streams, start, wait, signal and resize it. Errors:
     /// [`ErrorCode::InvalidRequest`] for an empty argv, a bad environment
@@ -112,7 +129,10 @@ pub enum Op {
     /// [`ErrorCode::ExecFailed`] naming what failed (program not found, the
     /// working directory, the user, a resource limit, the capabilities, the
     /// seccomp filter, the exec itself).
-    Start { process: ProcessId },
+    Start {
+        /// The process, as [`Created`] named it.
+        process: ProcessId,
+    },
     /// Wait for a started process to end. Answer: [`ExitStatus`], sent only
     /// after every attached output stream has delivered its last byte. Any
     /// number of waits may be outstanding and all get the answer. The agent
@@ -120,12 +140,27 @@ pub enum Op {
     /// is [`ErrorCode::NotFound`]), or once it has ended after its creating
     /// session closed; a created process that never started is forgotten
     /// when its session closes.
-    Wait { process: ProcessId },
+    Wait {
+        /// A started process (or a container's process).
+        process: ProcessId,
+    },
     /// Send a signal (its number) to a started process. Answer: `null`.
-    Signal { process: ProcessId, signal: i32 },
+    Signal {
+        /// A started process (or a container's process).
+        process: ProcessId,
+        /// The signal number, 1 to 64 (15 is `SIGTERM`).
+        signal: i32,
+    },
     /// Set the terminal size of a process started with a terminal. Answer:
     /// `null`. The process receives `SIGWINCH` from its terminal.
-    Resize { process: ProcessId, rows: u16, cols: u16 },
+    Resize {
+        /// A process created with a terminal.
+        process: ProcessId,
+        /// The new height, in character cells.
+        rows: u16,
+        /// The new width, in character cells.
+        cols: u16,
+    },
     /// Configure the guest's network: each part that is present is applied
     /// (interfaces are brought up with their MTU, addresses and default
     /// routes; `hosts` and `dns` rewrite `/etc/hosts` and `/etc/resolv.conf`
@@ -149,27 +184,46 @@ pub enum Op {
     /// [`ErrorCode::InvalidRequest`] for a bad id, a field that cannot be
     /// honoured (named), a bad process; [`ErrorCode::InvalidState`] for an
     /// id in use; [`ErrorCode::ExecFailed`] naming the step that failed.
-    CreateContainer { spec: Box<ContainerSpec> },
+    CreateContainer {
+        /// The container: its id, root, process and the OCI spec's
+        /// `linux` section. (Boxed: it is by far the largest op.)
+        spec: Box<ContainerSpec>,
+    },
     /// Start a created container: the `start_container` hooks, then its
     /// program, then the `poststart` hooks. Answer: [`Started`]. Errors:
     /// [`ErrorCode::NotFound`], [`ErrorCode::InvalidState`] unless created,
     /// [`ErrorCode::ExecFailed`].
-    StartContainer { container: String },
+    StartContainer {
+        /// The container's id ([`ContainerSpec::id`]).
+        container: String,
+    },
     /// Prepare another process in a running container: it joins every
     /// namespace and the cgroup of the container's process, and its root.
     /// Answer: [`Created`]; attach and [`Op::Start`] it as any process.
     /// Its `root` must be absent.
-    ExecContainer { container: String, process: ProcessSpec },
+    ExecContainer {
+        /// The container's id.
+        container: String,
+        /// The new process; its `root` must be absent.
+        process: ProcessSpec,
+    },
     /// A container's state. Answer: [`ContainerInfo`].
-    ContainerState { container: String },
+    ContainerState {
+        /// The container's id.
+        container: String,
+    },
     /// Every container. Answer: a list of [`ContainerInfo`].
     ListContainers,
     /// Send a signal to a created or running container's process, or with
     /// `all` to every process of its cgroup. Answer: `null`. Errors:
     /// [`ErrorCode::InvalidState`] once stopped.
     KillContainer {
+        /// The container's id.
         container: String,
+        /// The signal number, 1 to 64.
         signal: i32,
+        /// Signal every process of the container's cgroup and its
+        /// sub-cgroups, not only its own process (runc's `kill --all`).
         #[serde(default)]
         all: bool,
     },
@@ -177,7 +231,9 @@ pub enum Op {
     /// `poststop` hooks run, its id is free again. With `force`, a running
     /// one is killed first. Answer: `null`.
     DeleteContainer {
+        /// The container's id.
         container: String,
+        /// Kill a running or paused container rather than refuse it.
         #[serde(default)]
         force: bool,
     },
@@ -185,17 +241,28 @@ pub enum Op {
     /// `cgroup.freeze`), answering once they are frozen. Answer: `null`.
     /// Errors: [`ErrorCode::InvalidState`] unless running, or for a
     /// container without a cgroup.
-    PauseContainer { container: String },
+    PauseContainer {
+        /// The container's id.
+        container: String,
+    },
     /// Thaw a paused container. Answer: `null`. Errors:
     /// [`ErrorCode::InvalidState`] unless paused.
-    ResumeContainer { container: String },
+    ResumeContainer {
+        /// The container's id.
+        container: String,
+    },
     /// New cgroup limits for a container that has not stopped (runc's
     /// `update`); only the limits given change. Answer: `null`. Errors:
     /// [`ErrorCode::InvalidRequest`] for a bad value, a controller the
     /// cgroup2 tree does not offer, or a device rule (the allow-list is
     /// fixed at create); [`ErrorCode::InvalidState`] once stopped or
     /// without a cgroup.
-    UpdateContainer { container: String, resources: Resources },
+    UpdateContainer {
+        /// The container's id.
+        container: String,
+        /// The limits to set; the parts left out keep their values.
+        resources: Resources,
+    },
 }
 
 impl Op {
@@ -385,6 +452,9 @@ pub struct Seccomp {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_errno_ret: Option<u32>,
+    /// `SCMP_ARCH_*` names the profile is meant for; anything but
+    /// `SCMP_ARCH_X86_64`, `SCMP_ARCH_X86` and `SCMP_ARCH_X32` is
+    /// [`ErrorCode::InvalidRequest`]. Empty: the native one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub architectures: Vec<String>,
     /// The rules, the first matching one deciding.
@@ -398,6 +468,7 @@ pub struct Seccomp {
 pub struct SeccompRule {
     /// x86_64 syscall names such as `mkdir`.
     pub names: Vec<String>,
+    /// What a matching call gets: one of the actions of [`Seccomp`].
     pub action: String,
     /// The errno of `SCMP_ACT_ERRNO`; EPERM when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,10 +483,15 @@ pub struct SeccompRule {
 /// `SCMP_CMP_MASKED_EQ`: `arg & value == value_two`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeccompArg {
+    /// Which argument, 0 to 5.
     pub index: u32,
+    /// The value compared with, or the mask of `SCMP_CMP_MASKED_EQ`.
     pub value: u64,
+    /// The value the masked argument must equal, with
+    /// `SCMP_CMP_MASKED_EQ`; unused by the other comparisons.
     #[serde(default)]
     pub value_two: u64,
+    /// The comparison, `SCMP_CMP_EQ` and so on.
     pub op: String,
 }
 
@@ -424,7 +500,9 @@ pub struct SeccompArg {
 pub struct Rlimit {
     /// The resource by its C name: `RLIMIT_NOFILE`, `RLIMIT_NPROC`, ....
     pub kind: String,
+    /// The soft limit (`rlim_cur`), at most `hard`.
     pub soft: u64,
+    /// The hard limit (`rlim_max`).
     pub hard: u64,
 }
 
@@ -434,14 +512,20 @@ pub struct Rlimit {
 /// inheritable are left out (as runc does).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
+    /// The bounding set: the most the process and what it runs can ever
+    /// hold.
     #[serde(default)]
     pub bounding: Vec<String>,
+    /// The effective set: what the kernel checks now.
     #[serde(default)]
     pub effective: Vec<String>,
+    /// The inheritable set: what may pass through an exec.
     #[serde(default)]
     pub inheritable: Vec<String>,
+    /// The permitted set: what the process may make effective.
     #[serde(default)]
     pub permitted: Vec<String>,
+    /// The ambient set: what an exec of an ordinary program keeps.
     #[serde(default)]
     pub ambient: Vec<String>,
 }
@@ -449,7 +533,9 @@ pub struct Capabilities {
 /// A numeric identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
+    /// The user id the process runs as (real, effective and saved).
     pub uid: u32,
+    /// The group id the process runs as (real, effective and saved).
     pub gid: u32,
     /// Supplementary groups; none when empty.
     #[serde(default)]
@@ -459,7 +545,9 @@ pub struct User {
 /// A terminal size in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSize {
+    /// Height, in character cells.
     pub rows: u16,
+    /// Width, in character cells.
     pub cols: u16,
 }
 
@@ -485,7 +573,12 @@ pub struct NetworkConfig {
 /// One interface: brought up, with its MTU, addresses and gateways.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceConfig {
+    /// The interface's name in the guest (`eth0`), or its MAC address
+    /// (`52:54:00:12:34:56`): the host knows the MACs it gave, not the
+    /// order in which the guest found the devices. A MAC no interface has
+    /// is [`ErrorCode::InvalidRequest`].
     pub name: String,
+    /// The MTU to set; the kernel's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// `ADDRESS/PREFIX`, IPv4 or IPv6.
@@ -499,16 +592,21 @@ pub struct InterfaceConfig {
 /// One `/etc/hosts` line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEntry {
+    /// An IPv4 or IPv6 address.
     pub address: String,
+    /// The host names that resolve to it, the canonical one first.
     pub names: Vec<String>,
 }
 
 /// `/etc/resolv.conf`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsConfig {
+    /// `nameserver` lines: IPv4 or IPv6 addresses, in the order to ask them.
     pub nameservers: Vec<String>,
+    /// The `search` line: domains to try short names in.
     #[serde(default)]
     pub search: Vec<String>,
+    /// The `options` line: resolver options such as `ndots:2`.
     #[serde(default)]
     pub options: Vec<String>,
 }
@@ -521,7 +619,10 @@ pub struct DnsConfig {
 /// `{"id":N,"err":{"code":..,"message":..}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// The `id` of the request this answers; 0 for an error about a frame
+    /// the agent could not read as a request, or a refused connection.
     pub id: u64,
+    /// `"ok"` with the op's answer, or `"err"`, side by side with `id`.
     #[serde(flatten)]
     pub outcome: Outcome<Value>,
 }
@@ -530,7 +631,10 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome<T> {
+    /// `{"ok": ...}`: it was done; the answer each op documents (`null`
+    /// for most).
     Ok(T),
+    /// `{"err": {"code": ..., "message": ...}}`: it was not.
     Err(ErrorBody),
 }
 
@@ -538,11 +642,15 @@ pub enum Outcome<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ErrorBody {
+    /// What kind of error, for a program to act on.
     pub code: ErrorCode,
+    /// What went wrong, for a person: it names the process, container,
+    /// field or step involved.
     pub message: String,
 }
 
 impl ErrorBody {
+    /// An error of kind `code` that says `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorBody {
             code,
@@ -653,6 +761,7 @@ pub struct HelloReply {
 /// since the guest kernel booted), in the order they happened.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootTimeline {
+    /// The phases, earliest first.
     pub phases: Vec<BootPhase>,
 }
 
@@ -677,6 +786,7 @@ impl BootTimeline {
 /// Answer to [`Op::Create`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Created {
+    /// The new process's id: attach its streams with it, then start it.
     pub process: ProcessId,
 }
 
@@ -716,6 +826,7 @@ pub struct Stats {
     pub uptime_s: f64,
     /// Load averages over 1, 5 and 15 minutes.
     pub load: [f64; 3],
+    /// The guest's memory.
     pub memory: MemoryStats,
     /// Resident memory of the agent itself.
     pub agent_rss_bytes: u64,
@@ -726,8 +837,12 @@ pub struct Stats {
 /// Guest memory, from `/proc/meminfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
+    /// `MemTotal`: the memory the guest kernel manages.
     pub total_bytes: u64,
+    /// `MemFree`: memory nothing uses.
     pub free_bytes: u64,
+    /// `MemAvailable`: what new work could get without swapping, caches
+    /// given back included.
     pub available_bytes: u64,
 }
 

@@ -16,22 +16,64 @@ use crate::Endpoint;
 /// Why a connection could not be made or accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The socket could not be opened or connected (nothing listens, no
+    /// permission, no vsock in this kernel).
     #[error("cannot connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: io::Error },
+    Connect {
+        /// The endpoint dialled, as its URL.
+        endpoint: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A hybrid vsock backend answered `CONNECT` with something other than
+    /// `OK`: usually nothing listens on that port in the guest (yet).
     #[error("{endpoint}: the vsock backend refused CONNECT {port}: {reply:?}")]
-    HandshakeRefused { endpoint: String, port: u32, reply: String },
+    HandshakeRefused {
+        /// The endpoint dialled, as its URL.
+        endpoint: String,
+        /// The guest port asked for.
+        port: u32,
+        /// The backend's answer line, without its newline.
+        reply: String,
+    },
+    /// The hybrid vsock handshake failed on the connection itself.
     #[error("{endpoint}: handshake failed: {source}")]
-    Handshake { endpoint: String, source: io::Error },
+    Handshake {
+        /// The endpoint dialled, as its URL.
+        endpoint: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// The listening socket could not be made (a file in the way, an
+    /// address in use, no vsock in this kernel).
     #[error("cannot listen on {endpoint}: {source}")]
-    Bind { endpoint: String, source: io::Error },
+    Bind {
+        /// The endpoint to listen on, as its URL.
+        endpoint: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// An `hvsock:` endpoint was given to listen on: it can only be dialled.
     #[error("cannot listen on {endpoint}: only unix: and vsock: endpoints can be listened on")]
-    CannotListen { endpoint: String },
+    CannotListen {
+        /// The endpoint, as its URL.
+        endpoint: String,
+    },
+    /// Accepting a connection failed (out of descriptors, say); the
+    /// listener still works.
     #[error("accept on {endpoint} failed: {source}")]
-    Accept { endpoint: String, source: io::Error },
+    Accept {
+        /// The endpoint listened on, as its URL.
+        endpoint: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
 }
 
 /// Something that can open a connection to an agent.
 pub trait Transport {
+    /// Opens a new connection; over `hvsock:` the backend's handshake is
+    /// done, so the connection carries the guest's bytes from the start.
     fn connect(&self) -> impl Future<Output = Result<Conn, TransportError>> + Send;
 }
 
@@ -96,7 +138,10 @@ async fn hvsock_handshake(
 /// An open connection over any transport.
 #[derive(Debug)]
 pub enum Conn {
+    /// Over a Unix socket: `unix:`, and `hvsock:` once its handshake is
+    /// done.
     Unix(UnixStream),
+    /// Over `AF_VSOCK`.
     Vsock(VsockStream),
 }
 
@@ -144,8 +189,20 @@ impl AsyncWrite for Conn {
 
 /// The agent's listening socket.
 pub enum Listener {
-    Unix { listener: UnixListener, path: PathBuf },
-    Vsock { listener: VsockListener, endpoint: String },
+    /// A Unix socket, made 0600 ([`bind_private_socket`]).
+    Unix {
+        /// The bound socket.
+        listener: UnixListener,
+        /// Where it is, for messages.
+        path: PathBuf,
+    },
+    /// A vsock port.
+    Vsock {
+        /// The bound socket.
+        listener: VsockListener,
+        /// The endpoint it was bound as, for messages.
+        endpoint: String,
+    },
 }
 
 impl Listener {
@@ -209,10 +266,19 @@ impl Listener {
 pub enum Peer {
     /// A Unix socket peer and its user (`SO_PEERCRED`), where the kernel
     /// said.
-    Unix { uid: Option<u32> },
+    Unix {
+        /// The peer's effective uid when it connected; `None` if the kernel
+        /// would not say.
+        uid: Option<u32>,
+    },
     /// A vsock peer: its CID ([`crate::endpoint::CID_HOST`] for the host)
     /// and port.
-    Vsock { cid: u32, port: u32 },
+    Vsock {
+        /// The peer's context id.
+        cid: u32,
+        /// The peer's (ephemeral) port.
+        port: u32,
+    },
 }
 
 impl std::fmt::Display for Peer {
