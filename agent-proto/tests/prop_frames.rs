@@ -389,34 +389,35 @@ fn process_spec() -> impl Strategy<Value = ProcessSpec> {
     );
     (head, tail).prop_map(
         |((args, env, cwd, user, terminal, size, root), (umask, rlimits, nnp, caps, oom, seccomp))| {
-            // Fields set one by one: a field added to the spec later keeps
-            // its default here.
-            let mut spec = ProcessSpec::default();
-            spec.args = args;
-            spec.env = env;
-            spec.cwd = cwd;
-            spec.user = user;
-            spec.terminal = terminal;
-            spec.size = size;
-            spec.root = root;
-            spec.umask = umask;
-            spec.rlimits = rlimits;
-            spec.no_new_privileges = nnp;
-            spec.capabilities = caps;
-            spec.oom_score_adj = oom;
-            spec.seccomp = seccomp.map(Box::new);
-            spec
+            // A field not drawn here (`allow_vsock`, and any added to the
+            // spec later) keeps its default.
+            ProcessSpec {
+                args,
+                env,
+                cwd,
+                user,
+                terminal,
+                size,
+                root,
+                umask,
+                rlimits,
+                no_new_privileges: nnp,
+                capabilities: caps,
+                oom_score_adj: oom,
+                seccomp: seccomp.map(Box::new),
+                ..Default::default()
+            }
         },
     )
 }
 
 fn resources() -> impl Strategy<Value = Resources> {
     let memory = (opt(any::<i64>()), opt(any::<i64>()), opt(any::<i64>())).prop_map(|(limit, reservation, swap)| {
-        let mut m = MemoryResources::default();
-        m.limit = limit;
-        m.reservation = reservation;
-        m.swap = swap;
-        m
+        MemoryResources {
+            limit,
+            reservation,
+            swap,
+        }
     });
     let cpu = (
         opt(any::<u64>()),
@@ -425,14 +426,12 @@ fn resources() -> impl Strategy<Value = Resources> {
         opt(text()),
         opt(text()),
     )
-        .prop_map(|(shares, quota, period, cpus, mems)| {
-            let mut c = CpuResources::default();
-            c.shares = shares;
-            c.quota = quota;
-            c.period = period;
-            c.cpus = cpus;
-            c.mems = mems;
-            c
+        .prop_map(|(shares, quota, period, cpus, mems)| CpuResources {
+            shares,
+            quota,
+            period,
+            cpus,
+            mems,
         });
     let throttle = (any::<i64>(), any::<i64>(), any::<u64>()).prop_map(|(major, minor, rate)| ThrottleDevice {
         major,
@@ -447,14 +446,12 @@ fn resources() -> impl Strategy<Value = Resources> {
         throttles.clone(),
         throttles,
     )
-        .prop_map(|(weight, rb, wb, ri, wi)| {
-            let mut b = BlockIo::default();
-            b.weight = weight;
-            b.throttle_read_bps_device = rb;
-            b.throttle_write_bps_device = wb;
-            b.throttle_read_iops_device = ri;
-            b.throttle_write_iops_device = wi;
-            b
+        .prop_map(|(weight, rb, wb, ri, wi)| BlockIo {
+            weight,
+            throttle_read_bps_device: rb,
+            throttle_write_bps_device: wb,
+            throttle_read_iops_device: ri,
+            throttle_write_iops_device: wi,
         });
     let rule = (
         any::<bool>(),
@@ -463,14 +460,12 @@ fn resources() -> impl Strategy<Value = Resources> {
         opt(any::<i64>()),
         opt(text()),
     )
-        .prop_map(|(allow, kind, major, minor, access)| {
-            let mut r = DeviceRule::default();
-            r.allow = allow;
-            r.kind = kind;
-            r.major = major;
-            r.minor = minor;
-            r.access = access;
-            r
+        .prop_map(|(allow, kind, major, minor, access)| DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access,
         });
     (
         opt(memory),
@@ -480,15 +475,13 @@ fn resources() -> impl Strategy<Value = Resources> {
         prop::collection::vec(rule, 0..3),
         prop::collection::btree_map(text(), text(), 0..3),
     )
-        .prop_map(|(memory, cpu, pids_limit, block_io, devices, unified)| {
-            let mut r = Resources::default();
-            r.memory = memory;
-            r.cpu = cpu;
-            r.pids_limit = pids_limit;
-            r.block_io = block_io;
-            r.devices = devices;
-            r.unified = unified;
-            r
+        .prop_map(|(memory, cpu, pids_limit, block_io, devices, unified)| Resources {
+            memory,
+            cpu,
+            pids_limit,
+            block_io,
+            devices,
+            unified,
         })
 }
 
@@ -499,13 +492,11 @@ fn container_spec() -> impl Strategy<Value = ContainerSpec> {
         host_id,
         size,
     });
-    let mount = (text(), opt(text()), opt(text()), texts()).prop_map(|(destination, kind, source, options)| {
-        let mut m = Mount::default();
-        m.destination = destination;
-        m.kind = kind;
-        m.source = source;
-        m.options = options;
-        m
+    let mount = (text(), opt(text()), opt(text()), texts()).prop_map(|(destination, kind, source, options)| Mount {
+        destination,
+        kind,
+        source,
+        options,
     });
     let device = (
         text(),
@@ -515,32 +506,27 @@ fn container_spec() -> impl Strategy<Value = ContainerSpec> {
         opt(any::<u32>()),
         opt(any::<u32>()),
     )
-        .prop_map(|(path, kind, major, minor, file_mode, uid)| {
-            let mut d = Device::default();
-            d.path = path;
-            d.kind = kind;
-            d.major = major;
-            d.minor = minor;
-            d.file_mode = file_mode;
-            d.uid = uid;
-            d
+        .prop_map(|(path, kind, major, minor, file_mode, uid)| Device {
+            path,
+            kind,
+            major,
+            minor,
+            file_mode,
+            uid,
+            ..Default::default()
         });
-    let hook = (text(), texts(), texts(), opt(any::<u32>())).prop_map(|(path, args, env, timeout)| {
-        let mut h = Hook::default();
-        h.path = path;
-        h.args = args;
-        h.env = env;
-        h.timeout = timeout;
-        h
+    let hook = (text(), texts(), texts(), opt(any::<u32>())).prop_map(|(path, args, env, timeout)| Hook {
+        path,
+        args,
+        env,
+        timeout,
     });
-    let hooks = prop::collection::vec(prop::collection::vec(hook, 0..2), 5).prop_map(|mut lists| {
-        let mut h = Hooks::default();
-        h.poststop = lists.pop().unwrap();
-        h.poststart = lists.pop().unwrap();
-        h.start_container = lists.pop().unwrap();
-        h.create_container = lists.pop().unwrap();
-        h.create_runtime = lists.pop().unwrap();
-        h
+    let hooks = prop::collection::vec(prop::collection::vec(hook, 0..2), 5).prop_map(|mut lists| Hooks {
+        poststop: lists.pop().unwrap(),
+        poststart: lists.pop().unwrap(),
+        start_container: lists.pop().unwrap(),
+        create_container: lists.pop().unwrap(),
+        create_runtime: lists.pop().unwrap(),
     });
     let head = (
         text(),
@@ -571,48 +557,45 @@ fn container_spec() -> impl Strategy<Value = ContainerSpec> {
             (id, bundle, root, readonly_root, process, hostname, domainname, namespaces, uid_mappings, gid_mappings),
             (mounts, propagation, masked, readonly, sysctl, cgroups_path, resources, devices, hooks, annotations),
         )| {
-            let mut c = ContainerSpec::default();
-            c.id = id;
-            c.bundle = bundle;
-            c.root = root;
-            c.readonly_root = readonly_root;
-            c.process = process;
-            c.hostname = hostname;
-            c.domainname = domainname;
-            c.namespaces = namespaces;
-            c.uid_mappings = uid_mappings;
-            c.gid_mappings = gid_mappings;
-            c.mounts = mounts;
-            c.rootfs_propagation = propagation;
-            c.masked_paths = masked;
-            c.readonly_paths = readonly;
-            c.sysctl = sysctl;
-            c.cgroups_path = cgroups_path;
-            c.resources = resources;
-            c.devices = devices;
-            c.hooks = hooks;
-            c.annotations = annotations;
-            c
+            ContainerSpec {
+                id,
+                bundle,
+                root,
+                readonly_root,
+                process,
+                hostname,
+                domainname,
+                namespaces,
+                uid_mappings,
+                gid_mappings,
+                mounts,
+                rootfs_propagation: propagation,
+                masked_paths: masked,
+                readonly_paths: readonly,
+                sysctl,
+                cgroups_path,
+                resources,
+                devices,
+                hooks,
+                annotations,
+            }
         },
     )
 }
 
 fn network_config() -> impl Strategy<Value = NetworkConfig> {
-    let interface = (text(), opt(any::<u32>()), texts(), texts()).prop_map(|(name, mtu, addresses, gateways)| {
-        let mut i = InterfaceConfig::default();
-        i.name = name;
-        i.mtu = mtu;
-        i.addresses = addresses;
-        i.gateways = gateways;
-        i
-    });
+    let interface =
+        (text(), opt(any::<u32>()), texts(), texts()).prop_map(|(name, mtu, addresses, gateways)| InterfaceConfig {
+            name,
+            mtu,
+            addresses,
+            gateways,
+        });
     let host = (text(), texts()).prop_map(|(address, names)| HostEntry { address, names });
-    let dns = (texts(), texts(), texts()).prop_map(|(nameservers, search, options)| {
-        let mut d = DnsConfig::default();
-        d.nameservers = nameservers;
-        d.search = search;
-        d.options = options;
-        d
+    let dns = (texts(), texts(), texts()).prop_map(|(nameservers, search, options)| DnsConfig {
+        nameservers,
+        search,
+        options,
     });
     (
         prop::collection::vec(interface, 0..3),
@@ -620,13 +603,11 @@ fn network_config() -> impl Strategy<Value = NetworkConfig> {
         opt(prop::collection::vec(host, 0..3)),
         opt(dns),
     )
-        .prop_map(|(interfaces, hostname, hosts, dns)| {
-            let mut n = NetworkConfig::default();
-            n.interfaces = interfaces;
-            n.hostname = hostname;
-            n.hosts = hosts;
-            n.dns = dns;
-            n
+        .prop_map(|(interfaces, hostname, hosts, dns)| NetworkConfig {
+            interfaces,
+            hostname,
+            hosts,
+            dns,
         })
 }
 
@@ -952,7 +933,7 @@ proptest! {
     #[test]
     fn prop_open_decodes_or_refuses(
         tag in prop_oneof![
-            prop::sample::select(vec!["control", "attach"]).prop_map(|t| Value::from(t)),
+            prop::sample::select(vec!["control", "attach"]).prop_map(Value::from),
             "[a-z_]{0,10}".prop_map(Value::from),
             json_leaf(),
         ],
