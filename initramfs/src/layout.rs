@@ -31,9 +31,13 @@ pub const GUEST_DIRS: &[(&str, u32)] = &[
 /// A device node the guest needs from the first instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceNode {
+    /// Where it goes in the guest (`/dev/console`).
     pub path: &'static str,
+    /// Its permission bits; it is always a character device.
     pub mode: u32,
+    /// The device's major number.
     pub major: u32,
+    /// The device's minor number.
     pub minor: u32,
 }
 

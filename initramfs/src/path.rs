@@ -17,20 +17,29 @@ pub const PATH_MAX: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PathProblem {
+    /// `""`.
     #[error("the path is empty")]
     Empty,
+    /// `/` (or only slashes): the root is not a member of its own.
     #[error("the path names the root itself, which the archive always has")]
     Root,
+    /// `a//b`: two slashes in a row inside the path.
     #[error("it has an empty component (`//`)")]
     EmptyComponent,
+    /// `a/./b`.
     #[error("it has a `.` component")]
     CurrentDir,
+    /// `a/../b`: refused rather than resolved.
     #[error("it has a `..` component, which could escape the root")]
     ParentDir,
+    /// A NUL byte, which would end the name early in the archive.
     #[error("it contains a NUL byte")]
     Nul,
+    /// `TRAILER!!!` or a path under it: a member of that name ends the
+    /// archive for the kernel.
     #[error("it is or lies under `TRAILER!!!`, the name that ends a newc archive")]
     Trailer,
+    /// Longer than [`PATH_MAX`] with its NUL: the kernel would skip it.
     #[error("it is longer than PATH_MAX ({PATH_MAX} bytes with its NUL)")]
     TooLong,
 }
