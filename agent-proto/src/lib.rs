@@ -1,5 +1,10 @@
 //! The vminitd wire protocol.
 //!
+//! This crate is the protocol's code; `docs/protocol.md` tells the same
+//! conversation end to end, with an example of every message, and a test
+//! (`tests/protocol_doc.rs`) holds the two to the same ops, error codes
+//! and limits.
+//!
 //! The host (`vmshim`, or any runtime using its library) talks to `vminitd`,
 //! the agent running as PID 1 of the guest, over one listening port. Every
 //! connection starts with one [`Open`] frame that says what it is:

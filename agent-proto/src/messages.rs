@@ -769,8 +769,9 @@ pub struct BootTimeline {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootPhase {
     /// `entered` (first instruction of the agent's main), `mounts_done`,
-    /// `network_up`, `rootfs_ready` (only with `vminitd.rootfs=`),
-    /// `listening`.
+    /// `network_up`, `listening`; beside them `rootfs_ready` (only with
+    /// `vminitd.rootfs=`) and `key_received` (only when the host hands
+    /// the agent a key).
     pub name: String,
     /// When the phase ended.
     pub boottime_ns: u64,
