@@ -27,12 +27,15 @@ pub const ETH_HEADER: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 
+/// An Ethernet address.
 pub type Mac = [u8; 6];
 
 /// What a port may send as: the MAC and address of its VM's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binding {
+    /// The only source MAC its frames may have.
     pub mac: Mac,
+    /// The only IPv4 address its ARP and IPv4 packets may come from.
     pub ip: Ipv4Addr,
 }
 
@@ -109,6 +112,8 @@ impl Binding {
 
 /// Finds what a new port may send as; `Err` says why it may not join.
 pub trait Binder: Send + Sync + 'static {
+    /// What the port at the switch's end of `port` may send as, or why it
+    /// may not join.
     fn bind(&self, port: &UnixStream) -> Result<Binding, String>;
 }
 
@@ -185,8 +190,9 @@ fn switch_mac(pid: u32) -> Option<Mac> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::network::store::tests::networks;
-    use crate::network::Driver;
+    use crate::network::lease::mac_for;
+    use crate::network::process::Owner;
+    use crate::test_dir::TestDir;
 
     pub(crate) const A: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x02];
     pub(crate) const B: Mac = [0x02, 0x56, 0x4d, 0, 0, 0x03];
@@ -197,6 +203,20 @@ pub(crate) mod tests {
 
     pub(crate) fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 89, 0, last)
+    }
+
+    /// Writes a lease of `ip` held by this process into `leases`, as
+    /// leasing does; removing the file gives it back.
+    fn hold(leases: &Path, ip: Ipv4Addr, name: &str) -> Binding {
+        let owner = Owner::current();
+        let record = Record {
+            name: name.to_owned(),
+            pid: owner.pid,
+            started: owner.started,
+            mac: format_mac(mac_for(ip)),
+        };
+        std::fs::write(leases.join(ip.to_string()), serde_json::to_vec(&record).unwrap()).unwrap();
+        Binding { mac: mac_for(ip), ip }
     }
 
     pub(crate) fn binding(mac: Mac) -> Binding {
@@ -273,11 +293,9 @@ pub(crate) mod tests {
 
     #[test]
     fn ports_are_bound_to_the_lease_of_their_vm() {
-        let (dir, networks) = networks("lease-bind");
-        networks.create("n", Some("10.40.0.0/24"), Driver::Switch).unwrap();
-        let leases = dir.path().join("networks/n/leases");
-        let a = networks.lease("n", "a", None).unwrap();
-        let a_binding = Binding { mac: a.mac, ip: a.ip };
+        let dir = TestDir::new("lease-bind");
+        let leases = dir.path().to_owned();
+        let a_binding = hold(&leases, Ipv4Addr::new(10, 40, 0, 2), "a");
         // The lease holder itself, and its child (QEMU).
         assert_eq!(binding_for(&leases, std::process::id()), Ok(a_binding));
         let mut qemu = std::process::Command::new("sleep").arg("10").spawn().unwrap();
@@ -289,13 +307,13 @@ pub(crate) mod tests {
             "{err}"
         );
         // Two leases of one process: QEMU's command line says which.
-        let b = networks.lease("n", "b", None).unwrap();
+        let b = hold(&leases, Ipv4Addr::new(10, 40, 0, 3), "b");
         let err = binding_for(&leases, qemu.id()).unwrap_err();
         assert!(
             err.contains("holds 2 leases, and its command line names no MAC"),
             "{err}"
         );
-        let device = format!("virtio-net-device,netdev=switch,mac={}", b.mac_string());
+        let device = format!("virtio-net-device,netdev=switch,mac={}", format_mac(b.mac));
         let mut qemu_b = std::process::Command::new("sh")
             .args([
                 "-c",
@@ -311,10 +329,11 @@ pub(crate) mod tests {
         while switch_mac(qemu_b.id()).is_none() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert_eq!(binding_for(&leases, qemu_b.id()), Ok(Binding { mac: b.mac, ip: b.ip }));
+        assert_eq!(binding_for(&leases, qemu_b.id()), Ok(b));
         // A lease given back binds nothing.
-        drop(a);
-        drop(b);
+        for ip in [a_binding.ip, b.ip] {
+            std::fs::remove_file(leases.join(ip.to_string())).unwrap();
+        }
         assert!(binding_for(&leases, qemu.id()).is_err());
         for child in [&mut qemu, &mut qemu_b] {
             child.kill().unwrap();
@@ -334,14 +353,13 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_binder_asks_the_connecting_process() {
-        let (dir, networks) = networks("lease-binder");
-        networks.create("n", Some("10.41.0.0/24"), Driver::Switch).unwrap();
-        let a = networks.lease("n", "a", None).unwrap();
+        let dir = TestDir::new("lease-binder");
+        let a = hold(dir.path(), Ipv4Addr::new(10, 41, 0, 2), "a");
         // The other end of the port is this process, which holds the lease.
         let (port, _peer) = UnixStream::pair().unwrap();
-        let binder = LeaseBinder::new(&dir.path().join("networks/n/leases"));
-        assert_eq!(binder.bind(&port), Ok(Binding { mac: a.mac, ip: a.ip }));
-        drop(a);
+        let binder = LeaseBinder::new(dir.path());
+        assert_eq!(binder.bind(&port), Ok(a));
+        std::fs::remove_file(dir.path().join("10.41.0.2")).unwrap();
         let err = binder.bind(&port).unwrap_err();
         assert!(err.starts_with("no live lease on the network"), "{err}");
     }

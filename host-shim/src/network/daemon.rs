@@ -1,12 +1,17 @@
 //! The switch daemon: `vmshim network serve NAME`, detached from whoever
 //! starts it (its own session, no parent-death signal, stdio to
-//! `switch.log`, capped and rotated), so it outlives the vmshim that started
-//! it and serves every VM on the network, each port bound to its VM's lease. Started under the network's lock when its socket does
-//! not accept connections; stopped by `remove` with SIGTERM.
+//! `switch.log`, capped and rotated), so it outlives the vmshim that
+//! started it and serves every VM on the network, each port bound to its
+//! VM's lease. Started under the network's lock when its socket does not
+//! accept connections; stopped by `remove` with SIGTERM.
+//!
+//! [`SwitchDaemon`] is one network's daemon, seen from outside (start,
+//! stop, is it ours) and from inside ([`SwitchDaemon::serve`], its body).
+//! Also here: how any vmshim daemon is spawned detached (the instance
+//! daemons too).
 
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,10 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::binding::LeaseBinder;
+use super::error::{io_err, NetworkError};
 use super::process::Owner;
-use super::store::check_socket_path;
-use super::switch::{self, log};
-use super::{check_name, io_err, Driver, NetworkError, Networks};
+use super::store::{check_socket_path, NetDir, Network};
+use super::switch::{self, accepts, log};
 use crate::private::log::{self, RotatingLog};
 
 /// How long a new switch may take to accept connections.
@@ -43,43 +48,48 @@ pub(super) enum Launcher {
     InProcess,
 }
 
-impl Networks {
-    /// Makes sure the switch of `network` is running and returns its socket:
-    /// if the socket does not accept a connection, (re)starts the daemon and
-    /// waits until it does (5 seconds at most). Blocks meanwhile.
-    pub fn ensure_switch(&self, network: &str) -> Result<PathBuf, NetworkError> {
-        let (_lock, config) = self.lock_network(network)?;
-        if config.driver != Driver::Switch {
-            return Err(NetworkError::NoSwitch {
-                name: network.to_owned(),
-            });
-        }
-        self.ensure_switch_locked(network)
+/// The switch daemon of one network.
+pub(super) struct SwitchDaemon<'a> {
+    /// The state directory the network is in (the daemon is told it).
+    state_dir: &'a Path,
+    /// The network's name.
+    name: &'a str,
+    /// The network's files.
+    dir: NetDir,
+}
+
+impl<'a> SwitchDaemon<'a> {
+    /// The daemon of network `name`, whose files are `dir`, in
+    /// `state_dir`.
+    pub fn new(state_dir: &'a Path, name: &'a str, dir: NetDir) -> SwitchDaemon<'a> {
+        SwitchDaemon { state_dir, name, dir }
     }
 
-    /// [`Networks::ensure_switch`], with the network's lock held.
-    pub(super) fn ensure_switch_locked(&self, name: &str) -> Result<PathBuf, NetworkError> {
-        let dir = self.dir(name);
-        let socket = dir.socket();
+    /// Makes sure the switch is running and returns its socket: if the
+    /// socket does not accept a connection, (re)starts the daemon with
+    /// `launcher` and waits until it does (5 seconds at most). Blocks
+    /// meanwhile. Call with the network's lock held.
+    pub fn ensure(&self, launcher: &Launcher) -> Result<PathBuf, NetworkError> {
+        let socket = self.dir.socket();
         check_socket_path(&socket)?;
         if accepts(&socket) {
             return Ok(socket);
         }
         // A switch that no longer answers (its socket deleted, or stuck)
         // makes way, and takes its pid file and socket with it.
-        self.stop_switch(name);
-        for stale in [dir.pid(), socket.clone()] {
+        self.stop();
+        for stale in [self.dir.pid(), socket.clone()] {
             match fs::remove_file(&stale) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("remove", stale)(e)),
             }
         }
-        match &self.launcher {
-            Launcher::Program(program) => self.spawn_daemon(name, program.as_deref())?,
+        match launcher {
+            Launcher::Program(program) => self.spawn(program.as_deref())?,
             #[cfg(test)]
             Launcher::InProcess => {
-                let (socket, leases) = (socket.clone(), dir.leases());
+                let (socket, leases) = (socket.clone(), self.dir.leases());
                 std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     rt.block_on(switch::serve_switch(&socket, &leases))
@@ -92,16 +102,17 @@ impl Networks {
             if accepts(&socket) {
                 return Ok(socket);
             }
-            let died = read_pid(&dir.pid()).is_some_and(|pid| !Owner { pid, started: None }.alive());
+            let died = read_pid(&self.dir.pid()).is_some_and(|pid| !Owner { pid, started: None }.alive());
             if died || Instant::now() >= deadline {
                 let what = if died {
                     "it exited".to_owned()
                 } else {
                     format!("it did not accept connections within {START_TIMEOUT:?}")
                 };
+                let log = self.dir.log();
                 return Err(NetworkError::SwitchStart {
-                    name: name.to_owned(),
-                    detail: format!("{what}; {}:\n{}", dir.log().display(), log_tail(&dir.log(), 5)),
+                    name: self.name.to_owned(),
+                    detail: format!("{what}; {}:\n{}", log.display(), log_tail(&log, 5)),
                 });
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -111,9 +122,9 @@ impl Networks {
     /// Starts `vmshim network serve NAME` detached: it runs in a session of
     /// its own, is reparented at once (a double fork), and does not die
     /// with us.
-    fn spawn_daemon(&self, name: &str, program: Option<&Path>) -> Result<(), NetworkError> {
+    fn spawn(&self, program: Option<&Path>) -> Result<(), NetworkError> {
         let fail = |detail: String| NetworkError::SwitchStart {
-            name: name.to_owned(),
+            name: self.name.to_owned(),
             detail,
         };
         let program = match program {
@@ -124,12 +135,12 @@ impl Networks {
         };
         // The daemon's stdio: rotated now if full, and by the daemon as it
         // writes.
-        let log_path = self.dir(name).log();
+        let log_path = self.dir.log();
         let log = RotatingLog::open(&log_path, log::limit())?;
         log.rotate_if_full().map_err(io_err("rotate", &log_path))?;
         let mut cmd = Command::new(&program);
-        cmd.args(["network", "serve", name, "--state-dir"])
-            .arg(self.state_dir())
+        cmd.args(["network", "serve", self.name, "--state-dir"])
+            .arg(self.state_dir)
             .stdout(log.file().map_err(io_err("open", &log_path))?)
             .stderr(log.file().map_err(io_err("open", &log_path))?);
         spawn_detached(cmd).map_err(|e| fail(format!("cannot run {}: {e}", program.display())))
@@ -137,11 +148,11 @@ impl Networks {
 
     /// Stops the switch named by `switch.pid`, if it is running and is
     /// really this network's switch; waits for it to go.
-    pub(super) fn stop_switch(&self, name: &str) {
-        let Some(pid) = read_pid(&self.dir(name).pid()) else {
+    pub fn stop(&self) {
+        let Some(pid) = read_pid(&self.dir.pid()) else {
             return;
         };
-        if !self.is_switch(pid, name) {
+        if !self.is_switch(pid) {
             return;
         }
         let owner = Owner { pid, started: None };
@@ -164,29 +175,24 @@ impl Networks {
 
     /// Whether process `pid` is `vmshim network serve NAME` of this state
     /// directory.
-    fn is_switch(&self, pid: u32, name: &str) -> bool {
+    fn is_switch(&self, pid: u32) -> bool {
         let Some(args) = super::process::cmdline(pid) else {
             return false;
         };
-        let state_dir = self.state_dir().to_string_lossy();
-        args.windows(3).any(|w| w == ["network", "serve", name])
+        let state_dir = self.state_dir.to_string_lossy();
+        args.windows(3).any(|w| w == ["network", "serve", self.name])
             && args.windows(2).any(|w| w[0] == "--state-dir" && w[1] == state_dir)
     }
 
-    /// The switch daemon's body (`vmshim network serve NAME`): serves the
-    /// network's socket until SIGTERM or SIGINT, or until the socket is
-    /// removed (the network deleted by hand); then removes its socket and
-    /// pid file.
-    pub async fn serve(&self, name: &str) -> Result<(), NetworkError> {
-        check_name("network", name)?;
-        let network = self.get(name)?;
-        if network.driver != Driver::Switch {
-            return Err(NetworkError::NoSwitch { name: name.to_owned() });
-        }
-        let dir = self.dir(name);
+    /// The daemon's body (`vmshim network serve NAME`), for `network` (a
+    /// switch network): serves its socket until SIGTERM or SIGINT, or until
+    /// the socket is removed (the network deleted by hand); then removes
+    /// its socket and pid file.
+    pub async fn serve(&self, network: &Network) -> Result<(), NetworkError> {
+        let name = self.name;
         // Our stdout and stderr are the log: capped and rotated with it.
-        let _ = log::install_stdio(&dir.log(), log::limit());
-        let socket = dir.socket();
+        let _ = log::install_stdio(&self.dir.log(), log::limit());
+        let socket = self.dir.socket();
         check_socket_path(&socket)?;
         if accepts(&socket) {
             return Err(NetworkError::SwitchStart {
@@ -195,11 +201,11 @@ impl Networks {
             });
         }
         let pid = std::process::id();
-        write_pid(&dir.pid(), pid)?;
+        write_pid(&self.dir.pid(), pid)?;
         let listener = match switch::bind(&socket) {
             Ok(l) => l,
             Err(e) => {
-                remove_pid_file(&dir.pid(), pid);
+                remove_pid_file(&self.dir.pid(), pid);
                 return Err(e);
             }
         };
@@ -211,8 +217,9 @@ impl Networks {
         ));
         let mut term = signal(SignalKind::terminate()).map_err(io_err("handle SIGTERM in", &socket))?;
         let mut int = signal(SignalKind::interrupt()).map_err(io_err("handle SIGINT in", &socket))?;
+        let binder = Arc::new(LeaseBinder::new(&self.dir.leases()));
         let why = tokio::select! {
-            never = switch::serve(listener, Default::default(), Arc::new(LeaseBinder::new(&dir.leases()))) => match never {},
+            never = switch::serve(listener, Default::default(), binder) => match never {},
             _ = term.recv() => "SIGTERM".to_owned(),
             _ = int.recv() => "SIGINT".to_owned(),
             why = socket_gone(&socket, ino) => why,
@@ -221,7 +228,7 @@ impl Networks {
         if fs::metadata(&socket).map(|m| m.ino()).ok() == ino {
             let _ = fs::remove_file(&socket);
         }
-        remove_pid_file(&dir.pid(), pid);
+        remove_pid_file(&self.dir.pid(), pid);
         Ok(())
     }
 }
@@ -263,44 +270,6 @@ pub(crate) fn spawn_detached(mut cmd: Command) -> io::Result<()> {
     let mut middle = cmd.spawn()?;
     let _ = middle.wait();
     Ok(())
-}
-
-/// Whether a Unix socket at `path` accepts a connection now. Never blocks:
-/// a listener with a full backlog counts as accepting.
-pub(super) fn accepts(path: &Path) -> bool {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; all zeros is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
-        return false;
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: a plain socket call; the descriptor is closed below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: addr is a valid sockaddr_un and the length is its size.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
-    let ok = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
-    // SAFETY: fd is ours and closed once.
-    unsafe { libc::close(fd) };
-    ok
 }
 
 /// The vmshim program to run a daemon (a switch, an instance) with: `$VMSHIM_BIN`, this program if
@@ -355,50 +324,8 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::store::tests::networks;
+    use crate::network::store::Store;
     use crate::test_dir::TestDir;
-
-    #[test]
-    fn ensure_switch_restarts_a_dead_switch() {
-        let (dir, networks) = networks("ensure");
-        networks.create("n", None, Driver::Switch).unwrap();
-        let socket = networks.ensure_switch("n").unwrap();
-        assert_eq!(socket, dir.path().join("networks/n/switch.sock"));
-        assert!(accepts(&socket));
-        // The socket is deleted by hand: the next ensure starts a new switch.
-        fs::remove_file(&socket).unwrap();
-        assert!(!networks.list().unwrap()[0].switch_running);
-        assert_eq!(networks.ensure_switch("n").unwrap(), socket);
-        assert!(networks.list().unwrap()[0].switch_running);
-        assert!(matches!(
-            networks.ensure_switch("nope"),
-            Err(NetworkError::UnknownNetwork { .. })
-        ));
-    }
-
-    #[test]
-    fn a_switch_that_cannot_start_leaves_no_network() {
-        let dir = TestDir::new("nostart");
-        let networks = Networks::at(dir.path()).with_switch_program("/nonexistent/vmshim");
-        let err = networks.create("n", None, Driver::Switch).unwrap_err();
-        assert!(
-            matches!(&err, NetworkError::SwitchStart { name, detail } if name == "n" && detail.contains("/nonexistent/vmshim")),
-            "{err:?}"
-        );
-        assert_eq!(networks.list().unwrap(), vec![]);
-    }
-
-    #[test]
-    fn accepts_only_listening_sockets() {
-        let dir = TestDir::new("accepts");
-        let path = dir.path().join("s.sock");
-        assert!(!accepts(&path));
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert!(accepts(&path));
-        drop(listener);
-        assert!(!accepts(&path), "a socket file with nobody listening");
-        assert!(!accepts(&dir.path().join("x".repeat(200))));
-    }
 
     #[test]
     fn pid_files_and_cmdlines() {
@@ -412,7 +339,8 @@ mod tests {
         remove_pid_file(&path, 1234);
         assert!(!path.exists());
 
-        let networks = Networks::at(dir.path());
+        let store = Store::at(dir.path());
+        let daemon = |state_dir, name| SwitchDaemon::new(state_dir, name, store.dir(name));
         // sh names the arguments after the script $0, $1, ...; the `:`
         // keeps it from replacing itself with sleep.
         let mut child = Command::new("sh")
@@ -422,7 +350,7 @@ mod tests {
             .unwrap();
         // Until exec, the child shows our command line.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !networks.is_switch(child.id(), "n") {
+        while !daemon(dir.path(), "n").is_switch(child.id()) {
             assert!(
                 Instant::now() < deadline,
                 "{:?}",
@@ -430,9 +358,9 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!networks.is_switch(child.id(), "m"));
-        assert!(!Networks::at("/elsewhere").is_switch(child.id(), "n"));
-        assert!(!networks.is_switch(std::process::id(), "n"));
+        assert!(!daemon(dir.path(), "m").is_switch(child.id()));
+        assert!(!daemon(Path::new("/elsewhere"), "n").is_switch(child.id()));
+        assert!(!daemon(dir.path(), "n").is_switch(std::process::id()));
         child.kill().unwrap();
         child.wait().unwrap();
     }

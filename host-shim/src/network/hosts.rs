@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use agent_proto::{HostEntry, NetworkConfig, Op};
 
-use super::{NetworkError, Networks};
+use super::error::NetworkError;
+use super::networks::Networks;
 use crate::client::{Client, ClientError};
 use crate::vm::net::{HOST_ALIAS, NAT_HOST};
 
@@ -16,8 +17,10 @@ const HOSTS_REFRESH: Duration = Duration::from_millis(250);
 /// Why the guest's hosts entries could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum HostsError {
+    /// The network's leases could not be read.
     #[error("cannot list the VMs of the network: {0}")]
     Members(#[from] NetworkError),
+    /// The agent refused the entries, or could not be reached.
     #[error("cannot send the guest its /etc/hosts entries: {0}")]
     Agent(#[from] ClientError),
 }

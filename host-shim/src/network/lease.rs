@@ -11,6 +11,10 @@
 //! and address.
 //!
 //! Lease files are 0600, in the network's 0700 directory.
+//!
+//! This module reads and writes the files and picks addresses; taking a
+//! lease under the network's lock, with its switch or tap, is
+//! [`super::networks`]'s.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,19 +22,23 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::bridge::{tap_name, Tap};
+use super::bridge::Tap;
+use super::error::{io_err, NetworkError};
 use super::process::Owner;
 use super::store::{unique, NetDir};
-use super::{check_name, io_err, NetworkError, Networks};
+use super::subnet::Subnet;
 use crate::private::PrivateDir;
 
 /// An address on a network, held by this process until dropped.
 #[derive(Debug)]
 pub struct Lease {
+    /// The network the address is on.
     pub network: String,
     /// The VM's name on the network (its host name for the other VMs).
     pub name: String,
+    /// The address.
     pub ip: Ipv4Addr,
+    /// The network's prefix length, for the guest's interface.
     pub prefix_len: u8,
     /// Locally administered, derived from the address: unique on the
     /// network.
@@ -46,9 +54,15 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortBackend {
     /// The socket of the network's switch daemon (switch driver).
-    Switch { socket: PathBuf },
+    Switch {
+        /// Where the switch listens.
+        socket: PathBuf,
+    },
     /// A tap device attached to the network's bridge (bridge driver).
-    Tap { ifname: String },
+    Tap {
+        /// The tap device's name.
+        ifname: String,
+    },
 }
 
 impl Lease {
@@ -61,6 +75,52 @@ impl Lease {
     pub fn cidr(&self) -> String {
         format!("{}/{}", self.ip, self.prefix_len)
     }
+
+    /// Writes the lease file of `ip` on the network whose files are `dir`
+    /// for the VM `owner_name`, held by `owner`; the lease is given back
+    /// when dropped. Call with the network locked, `ip` free.
+    pub(super) fn write(
+        dir: &NetDir,
+        network: &str,
+        owner_name: &str,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+        owner: Owner,
+        backend: PortBackend,
+    ) -> Result<Lease, NetworkError> {
+        let mac = mac_for(ip);
+        let record = Record {
+            name: owner_name.to_owned(),
+            pid: owner.pid,
+            started: owner.started,
+            mac: format_mac(mac),
+        };
+        let file = dir.leases().join(ip.to_string());
+        write_lease(dir, &file, &record).map_err(|e| match e {
+            // Only a writer that ignores the lock gets here.
+            LeaseWrite::Exists => NetworkError::AddressTaken {
+                network: network.to_owned(),
+                ip,
+                by: "another process".to_owned(),
+            },
+            LeaseWrite::Io(e) => e,
+        })?;
+        Ok(Lease {
+            network: network.to_owned(),
+            name: owner_name.to_owned(),
+            ip,
+            prefix_len: subnet.prefix_len(),
+            mac,
+            backend,
+            tap: None,
+            file,
+        })
+    }
+
+    /// Gives the lease the VM's tap device, deleted with it.
+    pub(super) fn attach_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
+    }
 }
 
 impl Drop for Lease {
@@ -72,26 +132,24 @@ impl Drop for Lease {
     }
 }
 
-/// A VM on a network.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Member {
-    pub name: String,
-    pub ip: Ipv4Addr,
-}
-
 /// What a lease file holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Record {
+    /// The VM's name on the network.
     pub name: String,
+    /// The process that holds the lease (the vmshim or instance daemon
+    /// that runs the VM).
     pub pid: u32,
     /// The owner's start time, which tells it from a later process with
     /// the same pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<u64>,
+    /// The VM's MAC, `02:56:4d:xx:xx:xx`.
     pub mac: String,
 }
 
 impl Record {
+    /// The process that holds the lease.
     pub(super) fn owner(&self) -> Owner {
         Owner {
             pid: self.pid,
@@ -130,174 +188,101 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-impl Networks {
-    /// Leases an address on `network` for the VM `owner_name`, held by
-    /// this process: `requested`, or the lowest free one from .2 up (.1 is
-    /// the gateway: the host's address on a bridge). The switch is running
-    /// when this returns; on a bridge network, the VM's tap is made and on
-    /// the bridge (which is made again if it is gone).
-    pub fn lease(&self, network: &str, owner_name: &str, requested: Option<Ipv4Addr>) -> Result<Lease, NetworkError> {
-        self.lease_for(network, owner_name, requested, Owner::current())
-    }
-
-    pub(super) fn lease_for(
-        &self,
-        network: &str,
-        owner_name: &str,
-        requested: Option<Ipv4Addr>,
-        owner: Owner,
-    ) -> Result<Lease, NetworkError> {
-        check_name("VM", owner_name)?;
-        let (_lock, config) = self.lock_network(network)?;
-        if config.bridge.is_some() {
-            self.check_may_admin(|| format!("joining bridge network {network:?} (through a tap device)"))?;
-        }
-        let dir = self.dir(network);
-        let live = self.sweep_leases(&dir)?;
-        if let Some((ip, _)) = live.iter().find(|(_, r)| r.name.eq_ignore_ascii_case(owner_name)) {
-            return Err(NetworkError::NameTaken {
-                network: network.to_owned(),
-                name: owner_name.to_owned(),
-                ip: *ip,
+/// The address to lease on network `network` (of `subnet`): `requested`,
+/// if it is a VM address of the subnet that no lease in `live` holds, else
+/// the lowest free one from .2 up (.1 is the gateway: the host's address
+/// on a bridge).
+pub(super) fn choose_address<T>(
+    network: &str,
+    subnet: Subnet,
+    live: &BTreeMap<Ipv4Addr, T>,
+    requested: Option<Ipv4Addr>,
+    holder: impl Fn(&T) -> String,
+) -> Result<Ipv4Addr, NetworkError> {
+    let Some(ip) = requested else {
+        return subnet
+            .vm_addresses()
+            .find(|ip| !live.contains_key(ip))
+            .ok_or_else(|| NetworkError::Exhausted {
+                name: network.to_owned(),
+                subnet,
             });
-        }
-        let subnet = config.subnet;
-        let ip = match requested {
-            Some(ip) => {
-                if !subnet.contains(ip) {
-                    return Err(NetworkError::AddressOutside {
-                        network: network.to_owned(),
-                        ip,
-                        subnet,
-                    });
-                }
-                let role = [
-                    (subnet.network(), "network"),
-                    (subnet.gateway(), "gateway"),
-                    (subnet.broadcast(), "broadcast"),
-                ]
-                .into_iter()
-                .find_map(|(a, role)| (a == ip).then_some(role));
-                if let Some(role) = role {
-                    return Err(NetworkError::AddressReserved {
-                        network: network.to_owned(),
-                        ip,
-                        subnet,
-                        role,
-                    });
-                }
-                if let Some(r) = live.get(&ip) {
-                    return Err(NetworkError::AddressTaken {
-                        network: network.to_owned(),
-                        ip,
-                        by: r.name.clone(),
-                    });
-                }
-                ip
-            }
-            None => subnet
-                .vm_addresses()
-                .find(|ip| !live.contains_key(ip))
-                .ok_or_else(|| NetworkError::Exhausted {
-                    name: network.to_owned(),
-                    subnet,
-                })?,
-        };
-        let mac = mac_for(ip);
-        let record = Record {
-            name: owner_name.to_owned(),
-            pid: owner.pid,
-            started: owner.started,
-            mac: format_mac(mac),
-        };
-        let backend = match config.bridge {
-            Some(_) => PortBackend::Tap { ifname: tap_name(ip) },
-            None => PortBackend::Switch { socket: dir.socket() },
-        };
-        let mut lease = Lease {
+    };
+    if !subnet.contains(ip) {
+        return Err(NetworkError::AddressOutside {
             network: network.to_owned(),
-            name: owner_name.to_owned(),
             ip,
-            prefix_len: subnet.prefix_len(),
-            mac,
-            backend,
-            tap: None,
-            file: dir.leases().join(ip.to_string()),
-        };
-        write_lease(&dir, &lease.file, &record).map_err(|e| match e {
-            // Only a writer that ignores the lock gets here.
-            LeaseWrite::Exists => NetworkError::AddressTaken {
-                network: network.to_owned(),
-                ip,
-                by: "another process".to_owned(),
-            },
-            LeaseWrite::Io(e) => e,
-        })?;
-        // Dropping the lease on error gives the address back.
-        match &config.bridge {
-            None => {
-                self.ensure_switch_locked(network)?;
+            subnet,
+        });
+    }
+    let role = [
+        (subnet.network(), "network"),
+        (subnet.gateway(), "gateway"),
+        (subnet.broadcast(), "broadcast"),
+    ]
+    .into_iter()
+    .find_map(|(a, role)| (a == ip).then_some(role));
+    if let Some(role) = role {
+        return Err(NetworkError::AddressReserved {
+            network: network.to_owned(),
+            ip,
+            subnet,
+            role,
+        });
+    }
+    if let Some(r) = live.get(&ip) {
+        return Err(NetworkError::AddressTaken {
+            network: network.to_owned(),
+            ip,
+            by: holder(r),
+        });
+    }
+    Ok(ip)
+}
+
+/// The live leases of a network, by address. Takes no lock.
+pub(super) fn live_leases(dir: &NetDir) -> Result<BTreeMap<Ipv4Addr, Record>, NetworkError> {
+    Ok(read_leases(dir)?
+        .into_iter()
+        .filter_map(|(ip, r)| r.filter(|r| r.owner().alive()).map(|r| (ip, r)))
+        .collect())
+}
+
+/// The live leases of a network, after deleting the stale ones (and the
+/// half-written files of dead writers). Call with the network locked.
+pub(super) fn sweep_leases(dir: &NetDir) -> Result<BTreeMap<Ipv4Addr, Record>, NetworkError> {
+    let mut live = BTreeMap::new();
+    for (ip, record) in read_leases(dir)? {
+        match record {
+            Some(r) if r.owner().alive() => {
+                live.insert(ip, r);
             }
-            Some(_) => {
-                let bridge = self.ensure_bridge_locked(&config)?;
-                self.sweep_taps(&config, &live)?;
-                lease.tap = Some(self.plug_tap(bridge, ip)?);
-            }
-        }
-        Ok(lease)
-    }
-
-    /// The VMs on `network` now, by address. Takes no lock.
-    pub fn members(&self, network: &str) -> Result<Vec<Member>, NetworkError> {
-        self.get(network)?;
-        let live = self.live_leases(&self.dir(network))?;
-        Ok(live.into_iter().map(|(ip, r)| Member { name: r.name, ip }).collect())
-    }
-
-    /// The live leases of a network, by address.
-    pub(super) fn live_leases(&self, dir: &NetDir) -> Result<BTreeMap<Ipv4Addr, Record>, NetworkError> {
-        Ok(read_leases(dir)?
-            .into_iter()
-            .filter_map(|(ip, r)| r.filter(|r| r.owner().alive()).map(|r| (ip, r)))
-            .collect())
-    }
-
-    /// The live leases of a network, after deleting the stale ones (and the
-    /// half-written files of dead writers). Call with the network locked.
-    pub(super) fn sweep_leases(&self, dir: &NetDir) -> Result<BTreeMap<Ipv4Addr, Record>, NetworkError> {
-        let mut live = BTreeMap::new();
-        for (ip, record) in read_leases(dir)? {
-            match record {
-                Some(r) if r.owner().alive() => {
-                    live.insert(ip, r);
-                }
-                _ => {
-                    let path = dir.leases().join(ip.to_string());
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_err("remove the stale lease", path)(e)),
-                    }
+            _ => {
+                let path = dir.leases().join(ip.to_string());
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("remove the stale lease", path)(e)),
                 }
             }
         }
-        if let Ok(entries) = fs::read_dir(dir.leases()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let pid = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(".tmp-"))
-                    .and_then(|n| n.split('-').next())
-                    .and_then(|p| p.parse().ok());
-                if let Some(pid) = pid {
-                    if !(Owner { pid, started: None }).alive() {
-                        let _ = fs::remove_file(entry.path());
-                    }
+    }
+    if let Ok(entries) = fs::read_dir(dir.leases()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".tmp-"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse().ok());
+            if let Some(pid) = pid {
+                if !(Owner { pid, started: None }).alive() {
+                    let _ = fs::remove_file(entry.path());
                 }
             }
         }
-        Ok(live)
     }
+    Ok(live)
 }
 
 /// Every lease file of a network; `None` for one that cannot be read.
@@ -327,8 +312,11 @@ pub(super) fn read_lease_dir(leases: &Path) -> Result<Vec<(Ipv4Addr, Option<Reco
     Ok(out)
 }
 
+/// Why a lease file was not written.
 enum LeaseWrite {
+    /// A file of that name is there.
     Exists,
+    /// Anything else.
     Io(NetworkError),
 }
 
@@ -356,199 +344,11 @@ fn write_lease(dir: &NetDir, file: &PathBuf, record: &Record) -> Result<(), Leas
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::process::dead_pid;
-    use crate::network::store::tests::networks;
-    use crate::network::Driver;
+    use crate::network::store::{Driver, Network, Store};
+    use crate::test_dir::TestDir;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn lowest_free_and_requested() {
-        let (dir, networks) = networks("lease");
-        networks.create("n", Some("10.50.0.0/24"), Driver::Switch).unwrap();
-        let a = networks.lease("n", "a", None).unwrap();
-        assert_eq!(a.ip, ip("10.50.0.2"));
-        assert_eq!(a.prefix_len, 24);
-        assert_eq!(a.cidr(), "10.50.0.2/24");
-        assert_eq!(a.mac_string(), "02:56:4d:32:00:02");
-        assert_eq!(
-            a.backend,
-            PortBackend::Switch {
-                socket: dir.path().join("networks/n/switch.sock")
-            }
-        );
-        let c = networks.lease("n", "c", Some(ip("10.50.0.4"))).unwrap();
-        assert_eq!(c.ip, ip("10.50.0.4"));
-        let b = networks.lease("n", "b", None).unwrap();
-        assert_eq!(b.ip, ip("10.50.0.3"));
-        let d = networks.lease("n", "d", None).unwrap();
-        assert_eq!(d.ip, ip("10.50.0.5"));
-
-        let file: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.path().join("networks/n/leases/10.50.0.2")).unwrap()).unwrap();
-        assert_eq!(file["name"], "a");
-        assert_eq!(file["pid"], std::process::id());
-        assert_eq!(file["mac"], "02:56:4d:32:00:02");
-
-        let names = |m: Vec<Member>| m.into_iter().map(|m| (m.name, m.ip.to_string())).collect::<Vec<_>>();
-        assert_eq!(
-            names(networks.members("n").unwrap()),
-            [
-                ("a", "10.50.0.2"),
-                ("b", "10.50.0.3"),
-                ("c", "10.50.0.4"),
-                ("d", "10.50.0.5")
-            ]
-            .map(|(n, i)| (n.to_owned(), i.to_owned()))
-        );
-        drop(b);
-        assert!(!dir.path().join("networks/n/leases/10.50.0.3").exists());
-        assert_eq!(networks.lease("n", "e", None).unwrap().ip, ip("10.50.0.3"));
-        assert_eq!(networks.list().unwrap()[0].members, 3, "e's lease was dropped at once");
-    }
-
-    #[test]
-    fn refusals() {
-        let (_dir, networks) = networks("lease-refusals");
-        networks.create("n", Some("10.60.0.0/29"), Driver::Switch).unwrap();
-        let a = networks.lease("n", "a", Some(ip("10.60.0.6"))).unwrap();
-        let err = networks.lease("n", "b", Some(ip("10.60.0.6"))).unwrap_err();
-        assert!(
-            matches!(&err, NetworkError::AddressTaken { ip: taken, by, .. } if *taken == a.ip && by == "a"),
-            "{err:?}"
-        );
-        assert_eq!(err.to_string(), "10.60.0.6 on network \"n\" is already leased by \"a\"");
-        let err = networks.lease("n", "b", Some(ip("10.60.0.8"))).unwrap_err();
-        assert_eq!(err.to_string(), "10.60.0.8 is outside network \"n\" (10.60.0.0/29)");
-        for (addr, role) in [
-            ("10.60.0.0", "network"),
-            ("10.60.0.1", "gateway"),
-            ("10.60.0.7", "broadcast"),
-        ] {
-            let err = networks.lease("n", "b", Some(ip(addr))).unwrap_err();
-            assert!(
-                matches!(&err, NetworkError::AddressReserved { role: r, .. } if *r == role),
-                "{err:?}"
-            );
-        }
-        let err = networks.lease("n", "A", None).unwrap_err();
-        assert!(
-            matches!(&err, NetworkError::NameTaken { ip: at, .. } if *at == a.ip),
-            "{err:?}"
-        );
-        assert!(matches!(
-            networks.lease("n", "bad name", None),
-            Err(NetworkError::BadName { what: "VM", .. })
-        ));
-        assert!(matches!(
-            networks.lease("nope", "b", None),
-            Err(NetworkError::UnknownNetwork { .. })
-        ));
-        // A /29 holds five VMs.
-        let more: Vec<Lease> = (0..4)
-            .map(|i| networks.lease("n", &format!("m{i}"), None).unwrap())
-            .collect();
-        assert_eq!(more.last().unwrap().ip, ip("10.60.0.5"));
-        let err = networks.lease("n", "full", None).unwrap_err();
-        assert_eq!(err.to_string(), "network \"n\" (10.60.0.0/29) has no free address left");
-    }
-
-    #[test]
-    fn stale_leases_are_reclaimed() {
-        let (dir, networks) = networks("lease-stale");
-        networks.create("n", Some("10.70.0.0/24"), Driver::Switch).unwrap();
-        let gone = Owner {
-            pid: dead_pid(),
-            started: None,
-        };
-        let stale = networks.lease_for("n", "ghost", None, gone).unwrap();
-        assert_eq!(stale.ip, ip("10.70.0.2"));
-        let file = stale.file.clone();
-        std::mem::forget(stale); // as a vmshim killed with SIGKILL leaves it
-        assert!(file.exists());
-        assert_eq!(
-            networks.members("n").unwrap(),
-            vec![],
-            "a dead owner's lease is not live"
-        );
-        assert_eq!(networks.list().unwrap()[0].members, 0);
-        // The address and the name are free again, and the file is swept.
-        let again = networks.lease("n", "ghost", None).unwrap();
-        assert_eq!(again.ip, ip("10.70.0.2"));
-        let record: Record = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-        assert_eq!(record.pid, std::process::id());
-        // A corrupt lease file is stale too.
-        fs::write(dir.path().join("networks/n/leases/10.70.0.3"), "{").unwrap();
-        assert_eq!(networks.lease("n", "x", None).unwrap().ip, ip("10.70.0.3"));
-    }
-
-    #[test]
-    fn concurrent_leases_are_distinct() {
-        let (_dir, networks) = networks("lease-concurrent");
-        networks.create("n", Some("10.80.0.0/24"), Driver::Switch).unwrap();
-        let leases: Vec<Lease> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..16)
-                .map(|i| {
-                    let networks = &networks;
-                    s.spawn(move || networks.lease("n", &format!("vm{i}"), None).unwrap())
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let mut ips: Vec<Ipv4Addr> = leases.iter().map(|l| l.ip).collect();
-        ips.sort();
-        let expected: Vec<Ipv4Addr> = (2..18).map(|i| Ipv4Addr::new(10, 80, 0, i)).collect();
-        assert_eq!(ips, expected);
-        let mut macs: Vec<[u8; 6]> = leases.iter().map(|l| l.mac).collect();
-        macs.sort();
-        macs.dedup();
-        assert_eq!(macs.len(), 16);
-        assert_eq!(networks.members("n").unwrap().len(), 16);
-    }
-
-    #[test]
-    fn remove_is_refused_while_leased() {
-        let (_dir, networks) = networks("lease-rm");
-        networks.create("n", None, Driver::Switch).unwrap();
-        let web = networks.lease("n", "web", None).unwrap();
-        let err = networks.remove("n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "network \"n\" is in use by 1 VM: web (10.89.0.2); stop them first"
-        );
-        assert_eq!(networks.list().unwrap().len(), 1);
-        drop(web);
-        networks.remove("n").unwrap();
-        assert_eq!(networks.list().unwrap(), vec![]);
-    }
-
-    #[test]
-    fn lease_files_are_private_under_umask_0() {
-        use crate::private::tests::{mode, under_umask_0};
-        if !under_umask_0("network::lease::tests::lease_files_are_private_under_umask_0") {
-            return;
-        }
-        let (dir, networks) = networks("lease-umask");
-        // (Made 0777 under umask 0: a state directory in it is refused.)
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        networks.create("n", None, Driver::Switch).unwrap();
-        let _a = networks.lease("n", "a", None).unwrap();
-        let net = dir.path().join("networks/n");
-        for (path, want) in [
-            (dir.path().to_owned(), 0o700),
-            (dir.path().join("networks"), 0o700),
-            (dir.path().join("networks.lock"), 0o600),
-            (net.clone(), 0o700),
-            (net.join("leases"), 0o700),
-            (net.join("leases/10.89.0.2"), 0o600),
-            (net.join("network.json"), 0o600),
-            (net.join("lock"), 0o600),
-            (net.join("switch.sock"), 0o600),
-        ] {
-            assert_eq!(mode(&path), want, "{}", path.display());
-        }
     }
 
     #[test]
@@ -557,5 +357,90 @@ mod tests {
         assert_eq!(mac, [0x02, 0x56, 0x4d, 1, 2, 3]);
         assert_eq!(mac[0] & 0x01, 0, "unicast");
         assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+        assert_eq!(format_mac(mac), "02:56:4d:01:02:03");
+        assert_eq!(parse_mac("02:56:4D:01:02:03"), Some(mac));
+    }
+
+    #[test]
+    fn addresses_are_chosen_lowest_free_or_as_asked() {
+        let subnet: Subnet = "10.60.0.0/29".parse().unwrap();
+        let live: BTreeMap<Ipv4Addr, &str> = [(ip("10.60.0.2"), "a"), (ip("10.60.0.4"), "c")].into();
+        let choose = |requested| choose_address("n", subnet, &live, requested, |r| r.to_string());
+        assert_eq!(choose(None).unwrap(), ip("10.60.0.3"));
+        assert_eq!(choose(Some(ip("10.60.0.6"))).unwrap(), ip("10.60.0.6"));
+        let err = choose(Some(ip("10.60.0.4"))).unwrap_err();
+        assert_eq!(err.to_string(), "10.60.0.4 on network \"n\" is already leased by \"c\"");
+        let err = choose(Some(ip("10.60.0.8"))).unwrap_err();
+        assert_eq!(err.to_string(), "10.60.0.8 is outside network \"n\" (10.60.0.0/29)");
+        for (addr, role) in [
+            ("10.60.0.0", "network"),
+            ("10.60.0.1", "gateway"),
+            ("10.60.0.7", "broadcast"),
+        ] {
+            let err = choose(Some(ip(addr))).unwrap_err();
+            assert!(
+                matches!(&err, NetworkError::AddressReserved { role: r, .. } if *r == role),
+                "{err:?}"
+            );
+        }
+        let full: BTreeMap<Ipv4Addr, &str> = subnet.vm_addresses().map(|a| (a, "x")).collect();
+        let err = choose_address("n", subnet, &full, None, |r| r.to_string()).unwrap_err();
+        assert_eq!(err.to_string(), "network \"n\" (10.60.0.0/29) has no free address left");
+    }
+
+    #[test]
+    fn a_lease_file_lives_as_long_as_its_lease() {
+        let t = TestDir::new("lease-file");
+        let store = Store::at(t.path());
+        store.ensure_root().unwrap();
+        let network = Network {
+            name: "n".into(),
+            subnet: "10.50.0.0/24".parse().unwrap(),
+            driver: Driver::Switch,
+            bridge: None,
+        };
+        store.stage(&network).unwrap().commit().unwrap();
+        let dir = store.dir("n");
+        let backend = PortBackend::Switch { socket: dir.socket() };
+        let a = Lease::write(
+            &dir,
+            "n",
+            "a",
+            ip("10.50.0.2"),
+            network.subnet,
+            Owner::current(),
+            backend.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            (a.cidr(), a.mac_string()),
+            ("10.50.0.2/24".to_owned(), "02:56:4d:32:00:02".to_owned())
+        );
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.leases().join("10.50.0.2")).unwrap()).unwrap();
+        assert_eq!(file["name"], "a");
+        assert_eq!(file["pid"], std::process::id());
+        assert_eq!(file["mac"], "02:56:4d:32:00:02");
+        let live = live_leases(&dir).unwrap();
+        assert_eq!(live.keys().copied().collect::<Vec<_>>(), [ip("10.50.0.2")]);
+        // A second file for the address is refused, and the first stays.
+        let err = Lease::write(
+            &dir,
+            "n",
+            "b",
+            ip("10.50.0.2"),
+            network.subnet,
+            Owner::current(),
+            backend,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, NetworkError::AddressTaken { by, .. } if by == "another process"),
+            "{err:?}"
+        );
+        assert_eq!(live_leases(&dir).unwrap().len(), 1);
+        drop(a);
+        assert!(!dir.leases().join("10.50.0.2").exists());
+        assert!(live_leases(&dir).unwrap().is_empty());
     }
 }

@@ -3,21 +3,30 @@
 //! `ip` command of iproute2 and reads them from `/sys/class/net` and
 //! `/proc/net/route`; tests use a fake host that records the commands.
 //!
-//! Only devices named `vmbr-*` (bridges) and `vmtap-*` (taps) are ever
-//! changed or deleted, and only when they are of that kind: a guard in
-//! [`delete_link`] refuses anything else.
+//! Only devices named [`BRIDGE_PREFIX`]`*` (bridges) and [`TAP_PREFIX`]`*`
+//! (taps) are ever changed or deleted, and only when they are of that
+//! kind: a guard in [`delete_link`] refuses anything else.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::NetworkError;
+use super::error::NetworkError;
+
+/// The prefix of every bridge vmshim makes.
+pub const BRIDGE_PREFIX: &str = "vmbr-";
+/// The prefix of every tap device vmshim makes.
+pub const TAP_PREFIX: &str = "vmtap-";
+/// The longest interface name (IFNAMSIZ is 16 with the NUL).
+pub const MAX_IFNAME: usize = 15;
 
 /// What kind of device a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkKind {
+    /// A Linux bridge.
     Bridge,
+    /// A tap device.
     Tap,
     /// Anything else: an interface vmshim never touches.
     Other,
@@ -26,8 +35,11 @@ pub enum LinkKind {
 /// An IPv4 route of the host's main table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The first address of the range it routes.
     pub destination: Ipv4Addr,
+    /// The range's prefix length (0 for the default route).
     pub prefix_len: u8,
+    /// The device it goes through.
     pub device: String,
 }
 
@@ -152,8 +164,8 @@ fn parse_routes(table: &str) -> Vec<Route> {
 /// vmshim's prefix; a device already gone is no error.
 pub fn delete_link(links: &dyn Links, name: &str, kind: LinkKind) -> Result<(), NetworkError> {
     let prefix = match kind {
-        LinkKind::Bridge => "vmbr-",
-        LinkKind::Tap => "vmtap-",
+        LinkKind::Bridge => BRIDGE_PREFIX,
+        LinkKind::Tap => TAP_PREFIX,
         LinkKind::Other => return Ok(()),
     };
     if !name.starts_with(prefix) || links.kind(name) != Some(kind) {

@@ -5,8 +5,6 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use super::NetworkError;
-
 /// The shortest prefix a network may have (a /8 is 16 million addresses).
 pub const MIN_PREFIX: u8 = 8;
 /// The longest prefix a network may have: a /29 leaves five VM addresses
@@ -23,6 +21,16 @@ pub const RESERVED: [(Subnet, &str); 4] = [
     (Subnet::raw([127, 0, 0, 0], 8), "the loopback range"),
     (Subnet::raw([224, 0, 0, 0], 3), "the multicast and reserved ranges"),
 ];
+
+/// Why text is not a subnet a network may have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
+pub struct SubnetError {
+    /// The text as given.
+    pub value: String,
+    /// What is wrong with it, quoting it.
+    pub why: String,
+}
 
 /// An IPv4 subnet: a network address with no host bits set, and a prefix
 /// length between /8 and /29.
@@ -43,17 +51,17 @@ impl Subnet {
     }
 
     /// The subnet `network/prefix_len`, checked as [`FromStr`] checks text.
-    pub fn new(network: Ipv4Addr, prefix_len: u8) -> Result<Subnet, NetworkError> {
+    pub fn new(network: Ipv4Addr, prefix_len: u8) -> Result<Subnet, SubnetError> {
         let value = format!("{network}/{prefix_len}");
         if !(MIN_PREFIX..=MAX_PREFIX).contains(&prefix_len) {
-            return Err(NetworkError::BadSubnet {
+            return Err(SubnetError {
                 why: format!("{value}: the prefix length must be between /{MIN_PREFIX} and /{MAX_PREFIX}"),
                 value,
             });
         }
         let masked = Ipv4Addr::from(u32::from(network) & mask(prefix_len));
         if masked != network {
-            return Err(NetworkError::BadSubnet {
+            return Err(SubnetError {
                 why: format!("{value} has host bits set; did you mean {masked}/{prefix_len}?"),
                 value,
             });
@@ -66,6 +74,7 @@ impl Subnet {
         self.network
     }
 
+    /// The prefix length: how many leading bits name the network.
     pub fn prefix_len(&self) -> u8 {
         self.prefix_len
     }
@@ -86,6 +95,7 @@ impl Subnet {
         (u32::from(self.network) + 2..u32::from(self.broadcast())).map(Ipv4Addr::from)
     }
 
+    /// Whether `ip` is one of its addresses.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & mask(self.prefix_len) == u32::from(self.network)
     }
@@ -117,13 +127,13 @@ fn mask(prefix_len: u8) -> u32 {
 }
 
 impl FromStr for Subnet {
-    type Err = NetworkError;
+    type Err = SubnetError;
 
     /// Parses `A.B.C.D/N`: four decimal octets without leading zeros (010
     /// could be read as octal), a prefix length between /8 and /29, and no
     /// host bits set.
-    fn from_str(value: &str) -> Result<Subnet, NetworkError> {
-        let bad = |why: String| NetworkError::BadSubnet {
+    fn from_str(value: &str) -> Result<Subnet, SubnetError> {
+        let bad = |why: String| SubnetError {
             value: value.to_owned(),
             why,
         };
@@ -148,10 +158,7 @@ impl FromStr for Subnet {
         let Some(prefix_len) = decimal(prefix, 2).and_then(|n| u8::try_from(n).ok()) else {
             return Err(bad(format!("{value:?}: the prefix length {prefix:?} is not a number")));
         };
-        Subnet::new(Ipv4Addr::from(octets), prefix_len).map_err(|e| match e {
-            NetworkError::BadSubnet { why, .. } => bad(why),
-            other => other,
-        })
+        Subnet::new(Ipv4Addr::from(octets), prefix_len).map_err(|e| bad(e.why))
     }
 }
 
@@ -178,9 +185,9 @@ impl From<Subnet> for String {
 }
 
 impl TryFrom<String> for Subnet {
-    type Error = NetworkError;
+    type Error = SubnetError;
 
-    fn try_from(s: String) -> Result<Subnet, NetworkError> {
+    fn try_from(s: String) -> Result<Subnet, SubnetError> {
         s.parse()
     }
 }
@@ -195,7 +202,7 @@ mod tests {
 
     fn why(s: &str) -> String {
         match s.parse::<Subnet>() {
-            Err(NetworkError::BadSubnet { value, why }) => {
+            Err(SubnetError { value, why }) => {
                 assert_eq!(value, s);
                 why
             }

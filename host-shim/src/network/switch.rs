@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,8 +32,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::binding::{Binder, Binding, LeaseBinder, Mac, Refusal, ETH_HEADER};
+use super::error::{io_err, NetworkError};
 use super::lease::format_mac;
-use super::{daemon, io_err, NetworkError};
 
 /// The longest frame a port may send; a longer length closes the port.
 /// (QEMU itself accepts 69,632 bytes, and sends at most 65,535 + 14.)
@@ -58,7 +59,7 @@ pub async fn serve_switch(socket: &Path, leases: &Path) -> Result<Infallible, Ne
 /// (QEMU runs as its owner).
 pub(super) fn bind(socket: &Path) -> Result<UnixListener, NetworkError> {
     let listener = match UnixListener::bind(socket) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !daemon::accepts(socket) => {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !accepts(socket) => {
             std::fs::remove_file(socket).map_err(io_err("remove the stale socket", socket))?;
             UnixListener::bind(socket).map_err(io_err("listen on", socket))
         }
@@ -67,6 +68,45 @@ pub(super) fn bind(socket: &Path) -> Result<UnixListener, NetworkError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", socket))?;
     Ok(listener)
+}
+
+/// Whether a Unix socket at `path` accepts a connection now: whether a
+/// switch serves it. Never blocks: a listener with a full backlog counts
+/// as accepting.
+pub(super) fn accepts(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeros is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
+        return false;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: a plain socket call; the descriptor is closed below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: addr is a valid sockaddr_un and the length is its size.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    let ok = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+    ok
 }
 
 /// Accepts ports on `listener` forever, each bound by `binder`.
@@ -563,13 +603,13 @@ mod tests {
         let leases = dir.path().join("leases");
         std::fs::create_dir(&leases).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-        assert!(socket.exists() && !daemon::accepts(&socket));
+        assert!(socket.exists() && !accepts(&socket));
         let server = tokio::spawn({
             let (socket, leases) = (socket.clone(), leases.clone());
             async move { serve_switch(&socket, &leases).await }
         });
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !daemon::accepts(&socket) {
+        while !accepts(&socket) {
             assert!(!server.is_finished() && Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -579,5 +619,17 @@ mod tests {
         let err = serve_switch(&socket, &leases).await.unwrap_err();
         assert!(matches!(err, NetworkError::Io { what: "listen on", .. }), "{err:?}");
         server.abort();
+    }
+
+    #[test]
+    fn accepts_only_listening_sockets() {
+        let dir = TestDir::new("accepts");
+        let path = dir.path().join("s.sock");
+        assert!(!accepts(&path));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(accepts(&path));
+        drop(listener);
+        assert!(!accepts(&path), "a socket file with nobody listening");
+        assert!(!accepts(&dir.path().join("x".repeat(200))));
     }
 }

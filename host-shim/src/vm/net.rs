@@ -184,7 +184,7 @@ pub struct GuestNetwork {
 }
 
 fn mac_string(mac: &[u8; 6]) -> String {
-    crate::network::lease::format_mac(*mac)
+    crate::network::format_mac(*mac)
 }
 
 impl GuestNetwork {
