@@ -2,14 +2,15 @@
 //! mount flags parsed, paths made relative to the root, device numbers
 //! encoded. Every refusal names the spec field.
 
+use std::collections::BTreeMap;
 use std::ffi::{c_ulong, CString};
 use std::path::Path;
 
-use agent_proto::{ContainerSpec, Device, Mount};
+use agent_proto::{ContainerSpec, Device, Mount, VSOCK_ANNOTATION};
 
-use super::namespaces::{Kind, NamespaceError, NsPlan};
-use super::setup::{DeviceStep, MountStep, SetupPlan, TargetKind};
-use crate::sysctl::{NewNamespaces, SysctlPlan};
+use crate::child::namespaces::{Kind, NamespaceError, NsPlan};
+use crate::child::setup::{DeviceStep, MountStep, SetupPlan, TargetKind};
+use crate::child::sysctl::{NewNamespaces, SysctlError, SysctlPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -44,10 +45,15 @@ pub enum PlanError {
     Device { index: usize, path: String, why: String },
     #[error("{field} {path:?} is not an absolute path")]
     NotAbsolute { field: String, path: String },
+    #[error(
+        "annotations[\"{}\"]: expected \"allow\" or \"deny\", got {value:?}",
+        VSOCK_ANNOTATION
+    )]
+    VsockAnnotation { value: String },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     #[error(transparent)]
-    Sysctl(#[from] crate::sysctl::SysctlError),
+    Sysctl(#[from] SysctlError),
 }
 
 /// Mount options that set or clear a flag, as mount(8) and runc know them.
@@ -99,6 +105,23 @@ const DEFAULT_DEVICES: [(&str, u32, u32); 6] = [
     ("dev/urandom", 1, 9),
     ("dev/tty", 5, 0),
 ];
+
+/// Whether a container's processes may open vsock sockets: its spec says
+/// so with [`VSOCK_ANNOTATION`] `= allow` (`deny`, the default, or
+/// nothing: they may not).
+pub fn vsock_allowed(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get(VSOCK_ANNOTATION).map(String::as_str) == Some("allow")
+}
+
+/// Refuses a vsock annotation that is neither `allow` nor `deny`.
+pub fn check_vsock_annotation(annotations: &BTreeMap<String, String>) -> Result<(), PlanError> {
+    match annotations.get(VSOCK_ANNOTATION).map(String::as_str) {
+        None | Some("allow" | "deny") => Ok(()),
+        Some(other) => Err(PlanError::VsockAnnotation {
+            value: other.to_owned(),
+        }),
+    }
+}
 
 /// Checks a container id.
 pub fn check_id(id: &str) -> Result<(), PlanError> {

@@ -1,0 +1,340 @@
+//! The guest's network as the host configures it: interfaces over rtnetlink
+//! (`netlink`), the host name, and the `/etc/hosts` and `/etc/resolv.conf`
+//! of the processes' root filesystem.
+//!
+//! Settings come from the kernel command line at boot (`vminitd.ip=`,
+//! `vminitd.hostname=`, `vminitd.dns=`) and later from the
+//! `configure_network` op; both arrive as one [`NetworkConfig`].
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use agent_proto::{DnsConfig, HostEntry, InterfaceConfig, NetworkConfig, GUEST_ROOTFS};
+use tokio::sync::watch;
+
+use super::config::Mode;
+use crate::process::{self, RootfsStatus};
+use crate::sys::cidr::parse_cidr;
+use crate::sys::netlink::files::{hosts_file, resolv_conf};
+use crate::sys::netlink::interface::{self, configure};
+use crate::sys::netlink::{Netlink, NetlinkError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("bad address {value:?} for {what}: expected {expected}")]
+    BadAddress {
+        value: String,
+        what: String,
+        expected: &'static str,
+    },
+    #[error("bad host name {name:?}: expected letters, digits, '-' and '.', at most 64 bytes")]
+    BadHostname { name: String },
+    #[error("cannot set the host name to {name:?}: {source}")]
+    SetHostname { name: String, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile { path: PathBuf, source: std::io::Error },
+    #[error("no interface has the MAC address {mac}")]
+    NoSuchMac { mac: String },
+    #[error("{0}")]
+    NotOwned(&'static str),
+}
+
+/// Brings `lo` up where it is not.
+pub fn loopback_up() -> Result<(), NetworkError> {
+    let mut nl = Netlink::open()?;
+    Ok(interface::loopback_up(&mut nl)?)
+}
+
+/// Brings each interface to its settings.
+pub fn configure_interfaces(interfaces: &[InterfaceConfig]) -> Result<(), NetworkError> {
+    if interfaces.is_empty() {
+        return Ok(());
+    }
+    let mut plans = interfaces.iter().map(plan).collect::<Result<Vec<_>, _>>()?;
+    let mut nl = Netlink::open()?;
+    for plan in &mut plans {
+        // An interface may be named by its MAC address: the host knows the
+        // MACs it gave, not the order the guest kernel probed the devices.
+        if let Some(mac) = parse_mac(&plan.name) {
+            let link = nl.links()?.into_iter().find(|l| l.mac == Some(mac));
+            plan.name = link
+                .map(|l| l.name)
+                .ok_or_else(|| NetworkError::NoSuchMac { mac: plan.name.clone() })?;
+        }
+        configure(&mut nl, plan)?;
+    }
+    Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in mac.iter_mut() {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The protocol's interface settings, checked, as netlink takes them.
+fn plan(iface: &InterfaceConfig) -> Result<interface::InterfaceConfig, NetworkError> {
+    let mut addresses = Vec::new();
+    for value in &iface.addresses {
+        addresses.push(parse_cidr(value).ok_or_else(|| NetworkError::BadAddress {
+            value: value.clone(),
+            what: iface.name.clone(),
+            expected: "ADDRESS/PREFIX (IPv4 prefix up to 32, IPv6 up to 128)",
+        })?);
+    }
+    let (mut gateway4, mut gateway6) = (None, None);
+    for value in &iface.gateways {
+        match value.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => gateway4 = Some(a),
+            Ok(IpAddr::V6(a)) => gateway6 = Some(a),
+            Err(_) => {
+                return Err(NetworkError::BadAddress {
+                    value: value.clone(),
+                    what: format!("the gateway of {}", iface.name),
+                    expected: "an IPv4 or IPv6 address",
+                })
+            }
+        }
+    }
+    Ok(interface::InterfaceConfig {
+        name: iface.name.clone(),
+        mtu: iface.mtu,
+        addresses,
+        gateway4,
+        gateway6,
+    })
+}
+
+/// Sets the kernel's host name.
+pub fn set_hostname(name: &str) -> Result<(), NetworkError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(NetworkError::BadHostname { name: name.to_owned() });
+    }
+    // SAFETY: a valid pointer and its length.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(NetworkError::SetHostname {
+            name: name.to_owned(),
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// What `/etc/hosts` and `/etc/resolv.conf` are rendered from; updated part
+/// by part.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFiles {
+    pub hostname: Option<String>,
+    pub hosts: Vec<HostEntry>,
+    pub dns: Option<DnsConfig>,
+}
+
+impl NetworkFiles {
+    /// Takes the parts of `config` that are present. Returns whether any
+    /// file has to be rewritten.
+    pub fn update(&mut self, config: &NetworkConfig) -> Result<bool, NetworkError> {
+        let mut changed = false;
+        if let Some(hostname) = &config.hostname {
+            self.hostname = Some(hostname.clone());
+            changed = true;
+        }
+        if let Some(hosts) = &config.hosts {
+            for entry in hosts {
+                entry.address.parse::<IpAddr>().map_err(|_| NetworkError::BadAddress {
+                    value: entry.address.clone(),
+                    what: format!("the hosts entry of {}", entry.names.join(" ")),
+                    expected: "an IPv4 or IPv6 address",
+                })?;
+            }
+            self.hosts = hosts.clone();
+            changed = true;
+        }
+        if let Some(dns) = &config.dns {
+            for ns in &dns.nameservers {
+                ns.parse::<IpAddr>().map_err(|_| NetworkError::BadAddress {
+                    value: ns.clone(),
+                    what: "a name server".into(),
+                    expected: "an IPv4 or IPv6 address",
+                })?;
+            }
+            self.dns = Some(dns.clone());
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Writes `etc/hosts` (and `etc/resolv.conf` when DNS is set) under
+    /// `root`, each replaced atomically.
+    pub fn write(&self, root: &Path) -> Result<(), NetworkError> {
+        let entries: Vec<(IpAddr, Vec<String>)> = self
+            .hosts
+            .iter()
+            .filter_map(|e| Some((e.address.parse().ok()?, e.names.clone())))
+            .collect();
+        let hostname = self.hostname.as_deref().unwrap_or("localhost");
+        write_atomic(&root.join("etc/hosts"), &hosts_file(hostname, &entries))?;
+        if let Some(dns) = &self.dns {
+            let servers: Vec<IpAddr> = dns.nameservers.iter().filter_map(|s| s.parse().ok()).collect();
+            write_atomic(
+                &root.join("etc/resolv.conf"),
+                &resolv_conf(&servers, &dns.search, &dns.options),
+            )?;
+        }
+        if let Some(hostname) = &self.hostname {
+            write_atomic(&root.join("etc/hostname"), &format!("{hostname}\n"))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, contents: &str) -> Result<(), NetworkError> {
+    let err = |source| NetworkError::WriteFile {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("vminitd-tmp");
+    std::fs::write(&tmp, contents).map_err(err)?;
+    // A resolv.conf or hosts that is a symbolic link (to a systemd stub, say)
+    // is replaced, not followed.
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// `Op::ConfigureNetwork`: interfaces and host name at once, then the files
+/// in the root filesystem (once it is mounted). Only the init of a VM owns
+/// the network: in a namespace on a host this would change the host's.
+pub async fn apply(
+    mode: Mode,
+    rootfs: &watch::Receiver<RootfsStatus>,
+    files: &Mutex<NetworkFiles>,
+    config: &NetworkConfig,
+) -> Result<(), NetworkError> {
+    if mode != Mode::Machine {
+        return Err(NetworkError::NotOwned(
+            "only the init of a VM configures the network (this agent runs in a namespace or as a process)",
+        ));
+    }
+    configure_interfaces(&config.interfaces)?;
+    if let Some(name) = &config.hostname {
+        set_hostname(name)?;
+    }
+    let writes_files = config.hostname.is_some() || config.hosts.is_some() || config.dns.is_some();
+    if !writes_files {
+        return Ok(());
+    }
+    if *rootfs.borrow() == RootfsStatus::Unused {
+        return Err(NetworkError::NotOwned(
+            "no root filesystem (vminitd.rootfs=) to write /etc/hosts and /etc/resolv.conf into",
+        ));
+    }
+    process::wait_ready(rootfs)
+        .await
+        .map_err(|_| NetworkError::NotOwned("the root filesystem could not be mounted"))?;
+    // Updated and written under one lock: concurrent updates land in order.
+    let mut files = lock(files);
+    files.update(config)?;
+    files.write(Path::new(GUEST_ROOTFS))
+}
+
+fn lock(m: &Mutex<NetworkFiles>) -> std::sync::MutexGuard<'_, NetworkFiles> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:56:4d:0a:59:02"), Some([2, 0x56, 0x4d, 0x0a, 0x59, 2]));
+        assert_eq!(parse_mac("eth0"), None);
+        assert_eq!(parse_mac("02:56:4d:0a:59"), None);
+        assert_eq!(parse_mac("02:56:4d:0a:59:02:01"), None);
+    }
+
+    #[test]
+    fn interface_plans_name_the_bad_value() {
+        let iface = InterfaceConfig {
+            name: "eth1".into(),
+            addresses: vec!["10.1.1.1/40".into()],
+            ..Default::default()
+        };
+        let e = plan(&iface).unwrap_err();
+        assert!(
+            e.to_string().contains("10.1.1.1/40") && e.to_string().contains("eth1"),
+            "{e}"
+        );
+        assert!(matches!(e, NetworkError::BadAddress { .. }), "{e}");
+        let iface = InterfaceConfig {
+            name: "eth0".into(),
+            gateways: vec!["10.0.2.2".into(), "fe80::1".into()],
+            ..Default::default()
+        };
+        let p = plan(&iface).unwrap();
+        assert_eq!(p.gateway4, Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(p.gateway6, Some("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn files_are_rendered_and_updated_part_by_part() {
+        let root = std::env::temp_dir().join(format!("vminitd-netfiles-{}", std::process::id()));
+        let mut files = NetworkFiles::default();
+        let config = NetworkConfig {
+            hostname: Some("web".into()),
+            hosts: Some(vec![HostEntry {
+                address: "10.89.0.3".into(),
+                names: vec!["db".into()],
+            }]),
+            dns: Some(DnsConfig {
+                nameservers: vec!["10.0.2.3".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(files.update(&config).unwrap());
+        files.write(&root).unwrap();
+        let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
+        assert!(hosts.contains("10.89.0.3\tdb") && hosts.contains("web"), "{hosts}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+            "nameserver 10.0.2.3\n"
+        );
+        // A hosts-only update keeps the host name.
+        let update = NetworkConfig {
+            hosts: Some(vec![]),
+            ..Default::default()
+        };
+        files.update(&update).unwrap();
+        files.write(&root).unwrap();
+        let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap();
+        assert!(!hosts.contains("db") && hosts.contains("web"), "{hosts}");
+        let bad = NetworkConfig {
+            dns: Some(DnsConfig {
+                nameservers: vec!["nope".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(files.update(&bad), Err(NetworkError::BadAddress { .. })));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,151 @@
+//! Every error of the layers below as the protocol carries it: one
+//! [`ErrorCode`] per kind of failure, and the error's own text. The only
+//! place that knows the wire's codes.
+
+use agent_proto::{ErrorBody, ErrorCode};
+
+use crate::container::ContainerError;
+use crate::guest::network::NetworkError;
+use crate::guest::stats::StatsError;
+use crate::process::ProcessError;
+
+/// An error the host can be told about.
+pub trait WireError: std::fmt::Display {
+    /// Its protocol code.
+    fn code(&self) -> ErrorCode;
+
+    /// The error as an answer: its code and its text.
+    fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+impl WireError for ProcessError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ProcessError::NotFound { .. } => ErrorCode::NotFound,
+            ProcessError::InvalidState { .. } => ErrorCode::InvalidState,
+            ProcessError::InvalidSpec(_) | ProcessError::BadSignal { .. } => ErrorCode::InvalidRequest,
+            ProcessError::ProgramNotFound(_)
+            | ProcessError::NoRootfs { .. }
+            | ProcessError::JoinContainer { .. }
+            | ProcessError::ExecFailed(_) => ErrorCode::ExecFailed,
+            ProcessError::Stdio { .. }
+            | ProcessError::Spawn { .. }
+            | ProcessError::Signal { .. }
+            | ProcessError::Resize { .. }
+            | ProcessError::Start { .. }
+            | ProcessError::Lost { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+impl WireError for ContainerError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ContainerError::NotFound { .. } => ErrorCode::NotFound,
+            ContainerError::Exists { .. } | ContainerError::InvalidState { .. } => ErrorCode::InvalidState,
+            ContainerError::Plan(_)
+            | ContainerError::Spec(_)
+            | ContainerError::Resources { .. }
+            | ContainerError::ExecRoot
+            | ContainerError::BadSignal { .. } => ErrorCode::InvalidRequest,
+            ContainerError::NoRootfs { .. }
+            | ContainerError::ProgramNotFound { .. }
+            | ContainerError::SetupFailed { .. } => ErrorCode::ExecFailed,
+            ContainerError::Cgroup { .. }
+            | ContainerError::Stdio { .. }
+            | ContainerError::Terminal { .. }
+            | ContainerError::TerminalNul { .. }
+            | ContainerError::Gate { .. }
+            | ContainerError::Spawn { .. }
+            | ContainerError::IdMaps { .. }
+            | ContainerError::Wake { .. }
+            | ContainerError::Signal { .. }
+            | ContainerError::FreezeTimeout { .. }
+            | ContainerError::StillRunning { .. } => ErrorCode::Internal,
+            ContainerError::Process(e) => e.code(),
+        }
+    }
+}
+
+impl WireError for NetworkError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            NetworkError::BadAddress { .. } | NetworkError::BadHostname { .. } | NetworkError::NoSuchMac { .. } => {
+                ErrorCode::InvalidRequest
+            }
+            NetworkError::NotOwned(_) => ErrorCode::InvalidState,
+            NetworkError::Netlink(_) | NetworkError::SetHostname { .. } | NetworkError::WriteFile { .. } => {
+                ErrorCode::Internal
+            }
+        }
+    }
+}
+
+impl WireError for StatsError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
+}
+
+/// The answer to new work once the shutdown has begun.
+pub fn shutting_down() -> ErrorBody {
+    ErrorBody::new(ErrorCode::ShuttingDown, "the agent is shutting down")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::command::SpecError;
+    use crate::container::PlanError;
+
+    #[test]
+    fn process_errors_map_to_codes() {
+        assert_eq!(ProcessError::NotFound { id: 3 }.to_body().message, "no process 3");
+        assert_eq!(ProcessError::BadSignal { signal: 99 }.code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            ProcessError::from(SpecError::NoProgram).code(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(ProcessError::Lost { id: 4 }.code(), ErrorCode::Internal);
+        assert_eq!(shutting_down().code, ErrorCode::ShuttingDown);
+    }
+
+    #[test]
+    fn container_errors_map_to_codes() {
+        let id = || "c1".to_owned();
+        let bad_id = ContainerError::from(PlanError::BadId { id: "..".into() });
+        assert_eq!(bad_id.code(), ErrorCode::InvalidRequest);
+        assert!(bad_id.to_body().message.starts_with("container id \"..\" is invalid"));
+        assert_eq!(ContainerError::Exists { id: id() }.code(), ErrorCode::InvalidState);
+        let failed = ContainerError::SetupFailed {
+            id: id(),
+            source: crate::container::SetupError::Ended,
+        };
+        assert_eq!(failed.code(), ErrorCode::ExecFailed);
+        assert_eq!(
+            failed.to_string(),
+            "container \"c1\": its process ended during the setup"
+        );
+        let nested = ContainerError::from(ProcessError::NotFound { id: 7 });
+        assert_eq!(nested.code(), ErrorCode::NotFound);
+        let frozen = ContainerError::FreezeTimeout {
+            id: id(),
+            frozen: true,
+            after: std::time::Duration::from_secs(5),
+        };
+        assert_eq!(frozen.code(), ErrorCode::Internal);
+        assert_eq!(
+            frozen.to_string(),
+            "container \"c1\": its cgroup is not frozen after 5s"
+        );
+    }
+
+    #[test]
+    fn network_errors_map_to_codes() {
+        let bad = NetworkError::BadHostname { name: "a b".into() };
+        assert_eq!(bad.code(), ErrorCode::InvalidRequest);
+        assert_eq!(NetworkError::NotOwned("no").code(), ErrorCode::InvalidState);
+    }
+}
