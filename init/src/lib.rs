@@ -12,16 +12,16 @@
 //!
 //! `guest` and `container` are siblings: neither imports the other. The
 //! binary (`main.rs`) only hands its C arguments to [`main`]; the start
-//! reads top to bottom in [`guest::boot::boot`] and [`rpc::serve`].
+//! reads top to bottom in `guest::boot::boot` and `rpc::serve`.
 
 #[macro_use]
-mod sys;
+pub mod sys;
 
 pub mod child;
 pub mod container;
-pub mod guest;
+pub(crate) mod guest;
 pub mod process;
-pub mod rpc;
+pub(crate) mod rpc;
 
 use std::ffi::{c_char, c_int};
 

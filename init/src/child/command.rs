@@ -24,24 +24,54 @@ pub const DEFAULT_TERM: &str = "xterm";
 /// Why a process spec is refused (`invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// `args` is empty.
     #[error("args is empty: there is no program to run")]
     NoProgram,
+    /// `args[0]` is empty.
     #[error("the program (args[0]) is an empty string")]
     EmptyProgram,
+    /// An argument cannot be a C string.
     #[error("argument {index} ({arg:?}) contains a NUL byte")]
-    ArgNul { index: usize, arg: String },
+    ArgNul {
+        /// Its index in `args`.
+        index: usize,
+        /// As given.
+        arg: String,
+    },
+    /// An environment entry without `=`.
     #[error("environment entry {entry:?} has no '='")]
-    EnvNoEquals { entry: String },
+    EnvNoEquals {
+        /// As given.
+        entry: String,
+    },
+    /// An environment entry that starts with `=`.
     #[error("environment entry {entry:?} has an empty name")]
-    EnvEmptyName { entry: String },
+    EnvEmptyName {
+        /// As given.
+        entry: String,
+    },
+    /// An environment entry that cannot be a C string.
     #[error("environment entry {entry:?} contains a NUL byte")]
-    EnvNul { entry: String },
+    EnvNul {
+        /// As given.
+        entry: String,
+    },
+    /// A working directory that cannot be a C string.
     #[error("working directory {cwd:?} contains a NUL byte")]
-    CwdNul { cwd: String },
+    CwdNul {
+        /// As given.
+        cwd: String,
+    },
+    /// A root that is relative or cannot be a C string.
     #[error("root {root:?} is not an absolute path without NUL bytes")]
-    BadRoot { root: String },
+    BadRoot {
+        /// As given.
+        root: String,
+    },
+    /// The security attributes are refused.
     #[error(transparent)]
     Security(#[from] SecurityError),
+    /// The seccomp profile is refused.
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
 }
@@ -50,7 +80,9 @@ pub enum SpecError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("program \"{program}\" not found in PATH={path}")]
 pub struct NotFound {
+    /// `args[0]`.
     pub program: String,
+    /// The `PATH` searched.
     pub path: String,
 }
 

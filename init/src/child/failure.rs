@@ -14,37 +14,64 @@ use super::setup::SetupStep;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Step {
+    /// Resetting the signal dispositions and mask.
     SignalMask = 1,
+    /// `setsid`.
     Session = 2,
+    /// Making the terminal the controlling terminal.
     ControllingTerminal = 3,
+    /// Moving the stdio onto 0, 1 and 2.
     Stdio = 4,
+    /// The supplementary groups.
     Groups = 5,
+    /// The group id.
     Gid = 6,
+    /// The user id.
     Uid = 7,
+    /// The working directory.
     Cwd = 8,
+    /// `execve` itself.
     Exec = 9,
+    /// A mount namespace for the root.
     RootNamespace = 10,
+    /// The root bound onto itself.
     RootBind = 11,
+    /// `/proc` in the root.
     RootProc = 12,
+    /// `/sys` in the root.
     RootSys = 13,
+    /// `/dev` in the root.
     RootDev = 14,
+    /// `pivot_root` into the root.
     RootPivot = 15,
+    /// `oom_score_adj`.
     OomScoreAdj = 16,
+    /// A resource limit; `detail` is its index.
     Rlimit = 17,
+    /// Dropping a capability from the bounding set; `detail` is its number.
     BoundingSet = 18,
+    /// Keeping the capabilities across the change of user.
     KeepCaps = 19,
+    /// The capability sets.
     Capabilities = 20,
+    /// Raising an ambient capability; `detail` is its number.
     AmbientCaps = 21,
+    /// `no_new_privs`.
     NoNewPrivs = 22,
+    /// The spec's seccomp filter.
     Seccomp = 23,
     /// The filter that refuses `AF_VSOCK` sockets (`vsock_filter.rs`).
     VsockFilter = 24,
+    /// Waiting for the agent (its gate).
     Sync = 25,
+    /// Becoming root in a user namespace.
     UserRoot = 26,
+    /// Entering a namespace by path; `detail` is its index.
     JoinNamespace = 27,
+    /// Unsharing the container's namespaces.
     Unshare = 28,
     /// A step of the container's filesystem setup; `detail` is its
-    /// [`SetupStep::code`].
+    /// `SetupStep::code`.
     Setup = 29,
     /// Giving back the descriptor limit the agent raised for itself.
     FdLimit = 30,
@@ -111,7 +138,9 @@ impl Step {
 /// A step of the child that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChildFailure {
+    /// Which step (`None`: a code this agent does not know).
     pub step: Option<Step>,
+    /// The errno it failed with.
     pub errno: i32,
     /// Which one, for a step over a list: the index of the rlimit, the
     /// number of the capability.

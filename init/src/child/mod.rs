@@ -1,7 +1,7 @@
 //! What runs between fork and exec, and what the agent prepares for it.
 //!
-//! A [`Command`](command::Command) is a process spec checked and turned
-//! into C strings before fork; [`spawn`] forks (or clones into new
+//! A `Command` (`command.rs`) is a process spec checked and turned
+//! into C strings before fork; `spawn.rs` forks (or clones into new
 //! namespaces and a cgroup) and learns through a status pipe which step of
 //! the child failed, if one did. The child's steps, in order, are in
 //! `steps.rs`: its signals and session, its stdio, its root (`root.rs`) or
@@ -26,4 +26,11 @@ mod steps;
 pub(crate) mod sysctl;
 pub(crate) mod vsock_filter;
 
+pub use command::{NotFound, SpecError};
+pub use failure::{ChildFailure, ExecError, Step};
+pub use namespaces::NamespaceError;
+pub use seccomp::SeccompError;
+pub use security::SecurityError;
+pub use spawn::SpawnError;
 pub(crate) use steps::{ChildStdio, ContainerChild};
+pub use sysctl::SysctlError;

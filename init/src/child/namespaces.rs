@@ -102,36 +102,75 @@ impl Kind {
     }
 }
 
+/// Why a container's namespaces are refused, or cannot be entered.
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
+    /// A namespace type the kernel does not have (or OCI does not name).
     #[error(
         "linux.namespaces[{index}]: unknown type {kind:?} (expected pid, network, mount, ipc, uts, user or cgroup)"
     )]
-    UnknownKind { index: usize, kind: String },
+    UnknownKind {
+        /// Its index in `linux.namespaces`.
+        index: usize,
+        /// As given.
+        kind: String,
+    },
+    /// A type listed twice.
     #[error("linux.namespaces: {kind} is listed twice")]
-    Duplicate { kind: &'static str },
+    Duplicate {
+        /// The type.
+        kind: &'static str,
+    },
+    /// No new mount namespace.
     #[error("linux.namespaces: a container needs a new mount namespace (listed without a path)")]
     NoMountNamespace,
+    /// A user namespace joined with a new pid namespace.
     #[error("linux.namespaces: joining a user namespace by path with a new pid namespace is not supported")]
     UserPathWithNewPid,
+    /// A new user namespace with a mount namespace joined.
     #[error("linux.namespaces: a new user namespace cannot be combined with joining a mount namespace by path")]
     NewUserWithMountPath,
+    /// Id mappings without a new user namespace.
     #[error("linux.{which}Mappings is given without a new user namespace")]
-    MappingsWithoutUser { which: &'static str },
+    MappingsWithoutUser {
+        /// `uid` or `gid`.
+        which: &'static str,
+    },
+    /// A new user namespace without both mappings.
     #[error("linux.uidMappings and linux.gidMappings are both needed with a new user namespace")]
     NoMappings,
+    /// An empty or overflowing mapping.
     #[error("linux.{which}Mappings[{index}]: size 0, or the range overflows")]
-    BadMapping { which: &'static str, index: usize },
+    BadMapping {
+        /// `uid` or `gid`.
+        which: &'static str,
+        /// Its index.
+        index: usize,
+    },
+    /// A host or domain name without a uts namespace of its own.
     #[error("{field}: a new uts namespace is needed to set it")]
-    NeedsUts { field: &'static str },
+    NeedsUts {
+        /// The OCI field.
+        field: &'static str,
+    },
+    /// A namespace file that cannot be opened.
     #[error("cannot open the {kind} namespace {path:?}: {source}")]
     Open {
+        /// The type.
         kind: &'static str,
+        /// Its path.
         path: String,
+        /// Why.
         source: io::Error,
     },
+    /// A path that is not a namespace of its type.
     #[error("{path:?} is not a {kind} namespace")]
-    NotANamespace { kind: &'static str, path: String },
+    NotANamespace {
+        /// The type.
+        kind: &'static str,
+        /// Its path.
+        path: String,
+    },
 }
 
 /// A namespace to enter, open.

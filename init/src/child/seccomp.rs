@@ -78,27 +78,79 @@ const ARCHITECTURES: [&str; 3] = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARC
 /// Why a profile is refused (`invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SeccompError {
+    /// An action seccomp does not have (or this agent does not compile).
     #[error("seccomp: unknown action {action:?} in {field}")]
-    UnknownAction { field: String, action: String },
+    UnknownAction {
+        /// The field: `defaultAction` or `syscalls[N].action`.
+        field: String,
+        /// As given.
+        action: String,
+    },
+    /// An errno that does not fit `SECCOMP_RET_ERRNO`.
     #[error("seccomp: errno {errno} in {field} is above {MAX_ERRNO}")]
-    Errno { field: String, errno: u32 },
+    Errno {
+        /// The field.
+        field: String,
+        /// As given.
+        errno: u32,
+    },
+    /// An architecture other than x86's.
     #[error("seccomp: unsupported architecture {arch:?} (only SCMP_ARCH_X86_64, SCMP_ARCH_X86 and SCMP_ARCH_X32)")]
-    UnknownArchitecture { arch: String },
+    UnknownArchitecture {
+        /// As given.
+        arch: String,
+    },
+    /// A syscall name x86_64 does not have.
     #[error("seccomp: unknown x86_64 syscall {name:?} in syscalls[{rule}]")]
-    UnknownSyscall { rule: usize, name: String },
+    UnknownSyscall {
+        /// The rule's index.
+        rule: usize,
+        /// As given.
+        name: String,
+    },
+    /// A rule without names.
     #[error("seccomp: syscalls[{rule}] names no syscall")]
-    NoNames { rule: usize },
+    NoNames {
+        /// The rule's index.
+        rule: usize,
+    },
+    /// An argument comparison seccomp does not have.
     #[error("seccomp: unknown comparison {op:?} in syscalls[{rule}].args[{arg}]")]
-    UnknownOp { rule: usize, arg: usize, op: String },
+    UnknownOp {
+        /// The rule's index.
+        rule: usize,
+        /// The condition's index.
+        arg: usize,
+        /// As given.
+        op: String,
+    },
+    /// An argument index above 5.
     #[error("seccomp: argument index {index} in syscalls[{rule}].args[{arg}] is above 5")]
-    ArgIndex { rule: usize, arg: usize, index: u32 },
+    ArgIndex {
+        /// The rule's index.
+        rule: usize,
+        /// The condition's index.
+        arg: usize,
+        /// As given.
+        index: u32,
+    },
+    /// A program longer than the kernel takes.
     #[error("seccomp: the filter has {len} instructions, above the kernel's {MAX_INSNS}")]
-    TooLong { len: usize },
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A rule whose conditions one jump cannot skip.
     #[error(
         "seccomp: the argument conditions of syscalls[{rule}] take {len} instructions, above the \
          {MAX_CONDITION_INSNS} one rule's jumps can span"
     )]
-    TooManyConditions { rule: usize, len: usize },
+    TooManyConditions {
+        /// The rule's index.
+        rule: usize,
+        /// Its conditions' length.
+        len: usize,
+    },
 }
 
 /// The number of an x86_64 syscall.

@@ -272,18 +272,18 @@ fn last_cap() -> u32 {
 /// # Safety
 /// Only in the forked child.
 pub unsafe fn set_oom_score_adj(value: &std::ffi::CStr) -> Result<(), ()> {
-    // SAFETY: open, write and close on a valid C string and buffer.
-    unsafe {
-        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(());
-        }
-        let bytes = value.to_bytes();
-        let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-        libc::close(fd);
-        if written != bytes.len() as isize {
-            return Err(());
-        }
+    // SAFETY: open on a static NUL-terminated path.
+    let fd = unsafe { libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(());
+    }
+    let bytes = value.to_bytes();
+    // SAFETY: a write from a valid buffer of its length to our descriptor.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if written != bytes.len() as isize {
+        return Err(());
     }
     Ok(())
 }

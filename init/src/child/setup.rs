@@ -209,6 +209,12 @@ impl PathBuf {
     fn as_ptr(&self) -> *const c_char {
         self.bytes.as_ptr().cast()
     }
+
+    fn as_cstr(&self) -> &CStr {
+        // SAFETY: `bytes` is NUL-terminated at `len` and has no NUL before
+        // it (every part pushed is a piece of a C string, or digits).
+        unsafe { CStr::from_bytes_with_nul_unchecked(&self.bytes[..=self.len]) }
+    }
 }
 
 /// `/proc/self/fd/FD`, to mount on (or from) a descriptor.
@@ -276,30 +282,24 @@ unsafe fn make_in_root(dirfd: libc::c_int, path: &CStr, kind: TargetKind) -> lib
             }
             let mut name = PathBuf::new();
             if !name.push(component) {
-                // SAFETY: closing our descriptor.
-                unsafe { libc::close(parent) };
+                close(parent);
                 return -1;
             }
-            // SAFETY: valid descriptors and NUL-terminated names.
-            let made = unsafe {
-                if last && kind == TargetKind::File {
-                    let fd = libc::openat(
-                        parent,
-                        name.as_ptr(),
-                        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                        0o644,
-                    );
-                    if fd >= 0 {
-                        libc::close(fd);
-                    }
-                    // A symbolic link already there is resolved below.
-                    fd >= 0 || matches!(*libc::__errno_location(), libc::EEXIST | libc::ELOOP | libc::EISDIR)
-                } else {
-                    libc::mkdirat(parent, name.as_ptr(), 0o755) == 0 || *libc::__errno_location() == libc::EEXIST
+            let made = if last && kind == TargetKind::File {
+                let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                // SAFETY: `parent` is our open directory, `name` NUL-terminated.
+                let fd = unsafe { libc::openat(parent, name.as_ptr(), flags, 0o644) };
+                if fd >= 0 {
+                    close(fd);
                 }
+                // A symbolic link already there is resolved below.
+                fd >= 0 || matches!(errno(), libc::EEXIST | libc::ELOOP | libc::EISDIR)
+            } else {
+                // SAFETY: `parent` is our open directory, `name` NUL-terminated.
+                let rc = unsafe { libc::mkdirat(parent, name.as_ptr(), 0o755) };
+                rc == 0 || errno() == libc::EEXIST
             };
-            // SAFETY: closing our descriptor.
-            unsafe { libc::close(parent) };
+            close(parent);
             if !made {
                 return -1;
             }
@@ -321,121 +321,158 @@ unsafe fn make_in_root(dirfd: libc::c_int, path: &CStr, kind: TargetKind) -> lib
 /// # Safety
 /// Only in a forked child before exec, in its new mount namespace.
 pub unsafe fn mount_tree(plan: &SetupPlan) -> Result<(), SetupStep> {
-    let null = std::ptr::null::<c_char>();
-    // SAFETY (whole body): system calls on NUL-terminated prepared strings
-    // and descriptors this function opened; no allocation.
-    unsafe {
-        // 1. Nothing mounted below propagates back to the agent.
-        if libc::mount(null, c"/".as_ptr(), null, plan.root_propagation, std::ptr::null()) != 0 {
-            return Err(SetupStep::Propagation);
-        }
-        // 2. The root bound onto itself: a mount of its own, to pivot to.
-        let root = plan.root.as_ptr();
-        let recursive = if plan.recursive_root { libc::MS_REC } else { 0 };
-        if libc::mount(root, root, null, libc::MS_BIND | recursive, std::ptr::null()) != 0 {
-            return Err(SetupStep::BindRoot);
-        }
-        let rootfd = libc::open(root, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
-        if rootfd < 0 {
-            return Err(SetupStep::OpenRoot);
-        }
-        // 3. The spec's mounts, in order, each on its target resolved inside
-        //    the root.
-        for (i, m) in plan.mounts.iter().enumerate() {
-            let i = i as u32;
-            let target = make_in_root(rootfd, &m.target, m.kind);
-            if target < 0 {
-                return Err(SetupStep::MountTarget(i));
-            }
-            let on = fd_path(target);
-            let data = if m.data.is_empty() {
-                std::ptr::null()
-            } else {
-                m.data.as_ptr().cast()
-            };
-            if libc::mount(m.source.as_ptr(), on.as_ptr(), m.fstype.as_ptr(), m.flags, data) != 0 {
-                return Err(SetupStep::Mount(i));
-            }
-            libc::close(target);
-            // The mounted filesystem, not the directory under it.
-            let target = open_in(rootfd, m.target.as_ptr(), libc::O_PATH);
-            if target < 0 {
-                return Err(SetupStep::MountTarget(i));
-            }
-            let on = fd_path(target);
-            if let Some(flags) = m.remount_flags {
-                if libc::mount(null, on.as_ptr(), null, flags, std::ptr::null()) != 0 {
-                    return Err(SetupStep::MountRemount(i));
-                }
-            }
-            if let Some(flags) = m.propagation {
-                if libc::mount(null, on.as_ptr(), null, flags, std::ptr::null()) != 0 {
-                    return Err(SetupStep::MountPropagation(i));
-                }
-            }
-            libc::close(target);
-        }
-        // 4. The device nodes (bound from the agent's in a new user
-        //    namespace), then /dev's symbolic links.
-        for (i, d) in plan.devices.iter().enumerate() {
-            let i = i as u32;
-            let Some((dir, name)) = split_parent(&d.path) else {
-                return Err(SetupStep::Device(i));
-            };
-            let parent = make_in_root(rootfd, dir.as_cstr(), TargetKind::Directory);
-            if parent < 0 {
-                return Err(SetupStep::Device(i));
-            }
-            if let Some(from) = &d.bind_from {
-                let node = make_in_root(rootfd, &d.path, TargetKind::File);
-                if node < 0 {
-                    return Err(SetupStep::Device(i));
-                }
-                let on = fd_path(node);
-                if libc::mount(from.as_ptr(), on.as_ptr(), null, libc::MS_BIND, std::ptr::null()) != 0 {
-                    return Err(SetupStep::Device(i));
-                }
-                libc::close(node);
-            } else {
-                libc::unlinkat(parent, name.as_ptr(), 0);
-                if libc::mknodat(parent, name.as_ptr(), d.mode, d.dev) != 0
-                    || libc::fchownat(parent, name.as_ptr(), d.uid, d.gid, libc::AT_SYMLINK_NOFOLLOW) != 0
-                    || libc::fchmodat(parent, name.as_ptr(), d.mode & 0o7777, 0) != 0
-                {
-                    return Err(SetupStep::Device(i));
-                }
-            }
-            libc::close(parent);
-        }
-        for (i, (target, link)) in plan.symlinks.iter().enumerate() {
-            let Some((dir, name)) = split_parent(link) else {
-                return Err(SetupStep::Symlink(i as u32));
-            };
-            let parent = make_in_root(rootfd, dir.as_cstr(), TargetKind::Directory);
-            if parent < 0 {
-                return Err(SetupStep::Symlink(i as u32));
-            }
-            if libc::symlinkat(target.as_ptr(), parent, name.as_ptr()) != 0 && *libc::__errno_location() != libc::EEXIST
-            {
-                return Err(SetupStep::Symlink(i as u32));
-            }
-            libc::close(parent);
-        }
-        // The terminal, from the agent's devpts, as /dev/console.
-        if let Some(terminal) = &plan.console {
-            let target = make_in_root(rootfd, c"dev/console", TargetKind::File);
-            if target < 0 {
-                return Err(SetupStep::Console);
-            }
-            let on = fd_path(target);
-            let rc = libc::mount(terminal.as_ptr(), on.as_ptr(), null, libc::MS_BIND, std::ptr::null());
-            if rc != 0 {
-                return Err(SetupStep::Console);
-            }
-            libc::close(target);
-        }
-        libc::close(rootfd);
+    // 1. Nothing mounted below propagates back to the agent.
+    if !mount(None, c"/", None, plan.root_propagation, None) {
+        return Err(SetupStep::Propagation);
     }
+    // 2. The root bound onto itself: a mount of its own, to pivot to.
+    let recursive = if plan.recursive_root { libc::MS_REC } else { 0 };
+    if !mount(Some(&plan.root), &plan.root, None, libc::MS_BIND | recursive, None) {
+        return Err(SetupStep::BindRoot);
+    }
+    // SAFETY: open on a NUL-terminated path the agent prepared.
+    let rootfd = unsafe { libc::open(plan.root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if rootfd < 0 {
+        return Err(SetupStep::OpenRoot);
+    }
+    // SAFETY: in the forked child, `rootfd` the root just opened.
+    unsafe { mount_all(rootfd, &plan.mounts) }?;
+    // SAFETY: as above.
+    unsafe { make_devices(rootfd, &plan.devices) }?;
+    // SAFETY: as above.
+    unsafe { make_symlinks(rootfd, &plan.symlinks) }?;
+    if let Some(terminal) = &plan.console {
+        // SAFETY: as above.
+        unsafe { bind_console(rootfd, terminal) }?;
+    }
+    close(rootfd);
+    Ok(())
+}
+
+/// 3. The spec's mounts, in order, each on its target resolved inside
+///    the root `rootfd`.
+///
+/// # Safety
+/// Only in a forked child before exec.
+unsafe fn mount_all(rootfd: libc::c_int, mounts: &[MountStep]) -> Result<(), SetupStep> {
+    for (i, m) in mounts.iter().enumerate() {
+        let i = i as u32;
+        // SAFETY: in the forked child (async-signal-safe calls only).
+        let target = unsafe { make_in_root(rootfd, &m.target, m.kind) };
+        if target < 0 {
+            return Err(SetupStep::MountTarget(i));
+        }
+        let on = fd_path(target);
+        let data = (!m.data.is_empty()).then_some(m.data.as_c_str());
+        if !mount(Some(&m.source), on.as_cstr(), Some(&m.fstype), m.flags, data) {
+            return Err(SetupStep::Mount(i));
+        }
+        close(target);
+        // The mounted filesystem, not the directory under it.
+        // SAFETY: in the forked child; the target is NUL-terminated.
+        let target = unsafe { open_in(rootfd, m.target.as_ptr(), libc::O_PATH) };
+        if target < 0 {
+            return Err(SetupStep::MountTarget(i));
+        }
+        let on = fd_path(target);
+        if let Some(flags) = m.remount_flags {
+            if !mount(None, on.as_cstr(), None, flags, None) {
+                return Err(SetupStep::MountRemount(i));
+            }
+        }
+        if let Some(flags) = m.propagation {
+            if !mount(None, on.as_cstr(), None, flags, None) {
+                return Err(SetupStep::MountPropagation(i));
+            }
+        }
+        close(target);
+    }
+    Ok(())
+}
+
+/// 4. The device nodes (bound from the agent's in a new user namespace).
+///
+/// # Safety
+/// Only in a forked child before exec.
+unsafe fn make_devices(rootfd: libc::c_int, devices: &[DeviceStep]) -> Result<(), SetupStep> {
+    for (i, d) in devices.iter().enumerate() {
+        let i = i as u32;
+        let Some((dir, name)) = split_parent(&d.path) else {
+            return Err(SetupStep::Device(i));
+        };
+        // SAFETY: in the forked child (async-signal-safe calls only).
+        let parent = unsafe { make_in_root(rootfd, dir.as_cstr(), TargetKind::Directory) };
+        if parent < 0 {
+            return Err(SetupStep::Device(i));
+        }
+        if let Some(from) = &d.bind_from {
+            // SAFETY: as above.
+            let node = unsafe { make_in_root(rootfd, &d.path, TargetKind::File) };
+            if node < 0 {
+                return Err(SetupStep::Device(i));
+            }
+            let on = fd_path(node);
+            if !mount(Some(from), on.as_cstr(), None, libc::MS_BIND, None) {
+                return Err(SetupStep::Device(i));
+            }
+            close(node);
+        } else {
+            let name = name.as_cstr();
+            // SAFETY: `parent` is our open directory, `name` NUL-terminated.
+            unsafe { libc::unlinkat(parent, name.as_ptr(), 0) };
+            // SAFETY: as above.
+            let made = unsafe { libc::mknodat(parent, name.as_ptr(), d.mode, d.dev) } == 0
+                // SAFETY: as above.
+                && unsafe { libc::fchownat(parent, name.as_ptr(), d.uid, d.gid, libc::AT_SYMLINK_NOFOLLOW) } == 0
+                // SAFETY: as above.
+                && unsafe { libc::fchmodat(parent, name.as_ptr(), d.mode & 0o7777, 0) } == 0;
+            if !made {
+                return Err(SetupStep::Device(i));
+            }
+        }
+        close(parent);
+    }
+    Ok(())
+}
+
+/// 4b. `/dev`'s symbolic links; one that exists is left alone.
+///
+/// # Safety
+/// Only in a forked child before exec.
+unsafe fn make_symlinks(rootfd: libc::c_int, symlinks: &[(CString, CString)]) -> Result<(), SetupStep> {
+    for (i, (target, link)) in symlinks.iter().enumerate() {
+        let Some((dir, name)) = split_parent(link) else {
+            return Err(SetupStep::Symlink(i as u32));
+        };
+        // SAFETY: in the forked child (async-signal-safe calls only).
+        let parent = unsafe { make_in_root(rootfd, dir.as_cstr(), TargetKind::Directory) };
+        if parent < 0 {
+            return Err(SetupStep::Symlink(i as u32));
+        }
+        // SAFETY: `parent` is our open directory; both names NUL-terminated.
+        if unsafe { libc::symlinkat(target.as_ptr(), parent, name.as_ptr()) } != 0 && errno() != libc::EEXIST {
+            return Err(SetupStep::Symlink(i as u32));
+        }
+        close(parent);
+    }
+    Ok(())
+}
+
+/// 4c. The terminal, from the agent's devpts, as `/dev/console`.
+///
+/// # Safety
+/// Only in a forked child before exec.
+unsafe fn bind_console(rootfd: libc::c_int, terminal: &CStr) -> Result<(), SetupStep> {
+    // SAFETY: in the forked child (async-signal-safe calls only).
+    let target = unsafe { make_in_root(rootfd, c"dev/console", TargetKind::File) };
+    if target < 0 {
+        return Err(SetupStep::Console);
+    }
+    let on = fd_path(target);
+    if !mount(Some(terminal), on.as_cstr(), None, libc::MS_BIND, None) {
+        return Err(SetupStep::Console);
+    }
+    close(target);
     Ok(())
 }
 
@@ -444,34 +481,33 @@ pub unsafe fn mount_tree(plan: &SetupPlan) -> Result<(), SetupStep> {
 /// # Safety
 /// Only in a forked child before exec, after [`mount_tree`].
 pub unsafe fn pivot(plan: &SetupPlan) -> Result<(), SetupStep> {
-    let null = std::ptr::null::<c_char>();
-    let root = plan.root.as_ptr();
-    // SAFETY (whole body): system calls on NUL-terminated prepared strings.
-    unsafe {
-        // 5. pivot_root, or (off the initramfs, which cannot be pivoted
-        //    away from) move the root onto `/` and chroot, as switch_root.
-        if libc::chdir(root) != 0 {
+    // 5. pivot_root, or (off the initramfs, which cannot be pivoted
+    //    away from) move the root onto `/` and chroot, as switch_root.
+    // SAFETY: chdir on a NUL-terminated path the agent prepared.
+    if unsafe { libc::chdir(plan.root.as_ptr()) } != 0 {
+        return Err(SetupStep::Pivot);
+    }
+    let here = c".";
+    // SAFETY: pivot_root on a static NUL-terminated path.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, here.as_ptr(), here.as_ptr()) } == 0 {
+        // The old root is stacked under the new one: keep it from
+        // propagating, then detach it.
+        let slave = mount(None, here, None, libc::MS_SLAVE | libc::MS_REC, None);
+        // SAFETY: umount2 on a static NUL-terminated path.
+        if !slave || unsafe { libc::umount2(here.as_ptr(), libc::MNT_DETACH) } != 0 {
             return Err(SetupStep::Pivot);
         }
-        let here = c".".as_ptr();
-        if libc::syscall(libc::SYS_pivot_root, here, here) == 0 {
-            // The old root is stacked under the new one: keep it from
-            // propagating, then detach it.
-            if libc::mount(null, here, null, libc::MS_SLAVE | libc::MS_REC, std::ptr::null()) != 0
-                || libc::umount2(here, libc::MNT_DETACH) != 0
-            {
-                return Err(SetupStep::Pivot);
-            }
-        } else if *libc::__errno_location() == libc::EINVAL {
-            if libc::mount(here, c"/".as_ptr(), null, libc::MS_MOVE, std::ptr::null()) != 0 || libc::chroot(here) != 0 {
-                return Err(SetupStep::Pivot);
-            }
-        } else {
+    } else if errno() == libc::EINVAL {
+        // SAFETY: chroot on a static NUL-terminated path.
+        if !mount(Some(here), c"/", None, libc::MS_MOVE, None) || unsafe { libc::chroot(here.as_ptr()) } != 0 {
             return Err(SetupStep::Pivot);
         }
-        if libc::chdir(c"/".as_ptr()) != 0 {
-            return Err(SetupStep::Pivot);
-        }
+    } else {
+        return Err(SetupStep::Pivot);
+    }
+    // SAFETY: chdir on a static NUL-terminated path.
+    if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+        return Err(SetupStep::Pivot);
     }
     Ok(())
 }
@@ -482,133 +518,162 @@ pub unsafe fn pivot(plan: &SetupPlan) -> Result<(), SetupStep> {
 /// # Safety
 /// Only in a forked child before exec, after [`pivot`].
 pub unsafe fn finish_root(plan: &SetupPlan) -> Result<(), SetupStep> {
-    let null = std::ptr::null::<c_char>();
-    // SAFETY (whole body): as in `mount_tree`.
-    unsafe {
-        let rootfd = libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
-        if rootfd < 0 {
-            return Err(SetupStep::OpenRoot);
+    // SAFETY: open on a static NUL-terminated path.
+    let rootfd = unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if rootfd < 0 {
+        return Err(SetupStep::OpenRoot);
+    }
+    // 6. Names, in the container's uts namespace.
+    if let Some(name) = &plan.hostname {
+        // SAFETY: a valid pointer and its length.
+        if unsafe { libc::sethostname(name.as_ptr(), name.to_bytes().len()) } != 0 {
+            return Err(SetupStep::Hostname);
         }
-        // 6. Names, in the container's uts namespace.
-        if let Some(name) = &plan.hostname {
-            if libc::sethostname(name.as_ptr(), name.to_bytes().len()) != 0 {
-                return Err(SetupStep::Hostname);
-            }
+    }
+    if let Some(name) = &plan.domainname {
+        // SAFETY: a valid pointer and its length.
+        if unsafe { libc::setdomainname(name.as_ptr(), name.to_bytes().len()) } != 0 {
+            return Err(SetupStep::Domainname);
         }
-        if let Some(name) = &plan.domainname {
-            if libc::setdomainname(name.as_ptr(), name.to_bytes().len()) != 0 {
-                return Err(SetupStep::Domainname);
+    }
+    // 7. Sysctls, through the container's /proc/sys (before it is
+    //    made read-only).
+    // SAFETY: in the forked child, in the container's namespaces.
+    if let Err(index) = unsafe { plan.sysctl.apply() } {
+        return Err(SetupStep::Sysctl(index as u32));
+    }
+    // SAFETY: in the forked child, `rootfd` the new root just opened.
+    unsafe { make_readonly(rootfd, &plan.readonly) }?;
+    // SAFETY: as above.
+    unsafe { mask(rootfd, &plan.masked) }?;
+    close(rootfd);
+    // 10. The root read-only, keeping its other flags.
+    if plan.readonly_root && !remount_readonly(c"/") {
+        return Err(SetupStep::ReadonlyRoot);
+    }
+    Ok(())
+}
+
+/// 8. Read-only paths: bound onto themselves, remounted read-only; a
+///    missing path is skipped (as runc).
+///
+/// # Safety
+/// Only in a forked child before exec.
+unsafe fn make_readonly(rootfd: libc::c_int, paths: &[CString]) -> Result<(), SetupStep> {
+    for (i, path) in paths.iter().enumerate() {
+        // SAFETY: in the forked child; `path` is NUL-terminated.
+        let fd = unsafe { open_in(rootfd, path.as_ptr(), libc::O_PATH) };
+        if fd < 0 {
+            if errno() == libc::ENOENT {
+                continue;
             }
+            return Err(SetupStep::ReadonlyPath(i as u32));
         }
-        // 7. Sysctls, through the container's /proc/sys (before it is
-        //    made read-only).
-        if let Err(index) = plan.sysctl.apply() {
-            return Err(SetupStep::Sysctl(index as u32));
+        let on = fd_path(fd);
+        if !mount(
+            Some(on.as_cstr()),
+            on.as_cstr(),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        ) {
+            return Err(SetupStep::ReadonlyPath(i as u32));
         }
-        // 8. Read-only paths: bound onto themselves, remounted read-only.
-        for (i, path) in plan.readonly.iter().enumerate() {
-            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
-            if fd < 0 {
-                if *libc::__errno_location() == libc::ENOENT {
-                    continue;
-                }
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            let on = fd_path(fd);
-            if libc::mount(
-                on.as_ptr(),
-                on.as_ptr(),
-                null,
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            libc::close(fd);
-            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
-            if fd < 0 {
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            let on = fd_path(fd);
-            if remount_readonly(on.as_ptr()) != 0 {
-                return Err(SetupStep::ReadonlyPath(i as u32));
-            }
-            libc::close(fd);
+        close(fd);
+        // SAFETY: as above.
+        let fd = unsafe { open_in(rootfd, path.as_ptr(), libc::O_PATH) };
+        if fd < 0 {
+            return Err(SetupStep::ReadonlyPath(i as u32));
         }
-        // 9. Masked paths: /dev/null over a file, an empty read-only tmpfs
-        //    over a directory; a missing path is skipped (as runc).
-        for (i, path) in plan.masked.iter().enumerate() {
-            let fd = open_in(rootfd, path.as_ptr(), libc::O_PATH);
-            if fd < 0 {
-                if *libc::__errno_location() == libc::ENOENT {
-                    continue;
-                }
-                return Err(SetupStep::MaskPath(i as u32));
-            }
-            let mut st: libc::stat = std::mem::zeroed();
-            if libc::fstat(fd, &mut st) != 0 {
-                return Err(SetupStep::MaskPath(i as u32));
-            }
-            let on = fd_path(fd);
-            let rc = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                libc::mount(
-                    c"tmpfs".as_ptr(),
-                    on.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_RDONLY,
-                    std::ptr::null(),
-                )
-            } else {
-                libc::mount(
-                    c"/dev/null".as_ptr(),
-                    on.as_ptr(),
-                    null,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                )
-            };
-            if rc != 0 {
-                return Err(SetupStep::MaskPath(i as u32));
-            }
-            libc::close(fd);
+        let on = fd_path(fd);
+        if !remount_readonly(on.as_cstr()) {
+            return Err(SetupStep::ReadonlyPath(i as u32));
         }
-        libc::close(rootfd);
-        // 10. The root read-only, keeping its other flags.
-        if plan.readonly_root && remount_readonly(c"/".as_ptr()) != 0 {
-            return Err(SetupStep::ReadonlyRoot);
+        close(fd);
+    }
+    Ok(())
+}
+
+/// 9. Masked paths: `/dev/null` over a file, an empty read-only tmpfs over
+///    a directory; a missing path is skipped (as runc).
+///
+/// # Safety
+/// Only in a forked child before exec.
+unsafe fn mask(rootfd: libc::c_int, paths: &[CString]) -> Result<(), SetupStep> {
+    for (i, path) in paths.iter().enumerate() {
+        // SAFETY: in the forked child; `path` is NUL-terminated.
+        let fd = unsafe { open_in(rootfd, path.as_ptr(), libc::O_PATH) };
+        if fd < 0 {
+            if errno() == libc::ENOENT {
+                continue;
+            }
+            return Err(SetupStep::MaskPath(i as u32));
         }
+        // SAFETY: a zeroed stat is valid output space for fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is open; `st` is valid.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(SetupStep::MaskPath(i as u32));
+        }
+        let on = fd_path(fd);
+        let masked = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            mount(Some(c"tmpfs"), on.as_cstr(), Some(c"tmpfs"), libc::MS_RDONLY, None)
+        } else {
+            mount(Some(c"/dev/null"), on.as_cstr(), None, libc::MS_BIND, None)
+        };
+        if !masked {
+            return Err(SetupStep::MaskPath(i as u32));
+        }
+        close(fd);
     }
     Ok(())
 }
 
 /// Remounts the mount at `path` read-only, keeping the flags it has
 /// (a remount that drops `nosuid` or `nodev` of a locked mount is refused).
-///
-/// # Safety
 /// Async-signal-safe.
-unsafe fn remount_readonly(path: *const c_char) -> libc::c_int {
-    // SAFETY: statvfs into a zeroed struct; mount with a NUL-terminated path.
-    unsafe {
-        let mut vfs: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path, &mut vfs) != 0 {
-            return -1;
-        }
-        let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-        for (st, ms) in [
-            (libc::ST_NOSUID, libc::MS_NOSUID),
-            (libc::ST_NODEV, libc::MS_NODEV),
-            (libc::ST_NOEXEC, libc::MS_NOEXEC),
-            (libc::ST_NOATIME, libc::MS_NOATIME),
-            (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-            (ST_RELATIME, libc::MS_RELATIME),
-        ] {
-            if vfs.f_flag & st != 0 {
-                flags |= ms;
-            }
-        }
-        libc::mount(std::ptr::null(), path, std::ptr::null(), flags, std::ptr::null())
+fn remount_readonly(path: &CStr) -> bool {
+    // SAFETY: a zeroed statvfs is valid output space for statvfs.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut vfs) } != 0 {
+        return false;
     }
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+    for (st, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if vfs.f_flag & st != 0 {
+            flags |= ms;
+        }
+    }
+    mount(None, path, None, flags, None)
+}
+
+/// mount(2), `None` as a null pointer; whether it succeeded.
+/// Async-signal-safe.
+fn mount(source: Option<&CStr>, target: &CStr, fstype: Option<&CStr>, flags: c_ulong, data: Option<&CStr>) -> bool {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is null or a NUL-terminated string borrowed
+    // for the call.
+    unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) == 0 }
+}
+
+/// Closes a descriptor this module opened. Async-signal-safe.
+fn close(fd: libc::c_int) {
+    // SAFETY: `fd` is ours and used no more.
+    unsafe { libc::close(fd) };
+}
+
+/// The errno the last failed call left. Async-signal-safe.
+fn errno() -> libc::c_int {
+    // SAFETY: errno is thread-local and readable.
+    unsafe { *libc::__errno_location() }
 }
 
 /// A path split at its last `/`: the parent (possibly empty) and the name.
@@ -618,9 +683,7 @@ struct Parent {
 
 impl Parent {
     fn as_cstr(&self) -> &CStr {
-        // SAFETY: `buf` is NUL-terminated at `len` and has no NUL before it
-        // (it is a prefix of a CString).
-        unsafe { CStr::from_bytes_with_nul_unchecked(&self.buf.bytes[..=self.buf.len]) }
+        self.buf.as_cstr()
     }
 }
 

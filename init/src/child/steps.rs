@@ -311,11 +311,9 @@ unsafe fn enter_container(c: &ContainerChild<'_>, status_fd: RawFd) {
             // SAFETY: in the forked child.
             unsafe { fail_with(status_fd, Step::JoinNamespace, i as u32) }
         }
+        let owns_new = join.kind == Kind::User && c.ns.unshare_after_user != 0;
         // SAFETY: unshare takes flags only.
-        if join.kind == Kind::User
-            && c.ns.unshare_after_user != 0
-            && unsafe { libc::unshare(c.ns.unshare_after_user) } != 0
-        {
+        if owns_new && unsafe { libc::unshare(c.ns.unshare_after_user) } != 0 {
             // SAFETY: in the forked child.
             unsafe { fail(status_fd, Step::Unshare) }
         }

@@ -38,14 +38,34 @@ pub struct NewNamespaces {
 /// Why `linux.sysctl` is refused (`invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SysctlError {
+    /// A key that is not a parameter's name.
     #[error("linux.sysctl: {key:?} is not a parameter name: {why}")]
-    BadKey { key: String, why: &'static str },
+    BadKey {
+        /// As given.
+        key: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A value that cannot be a C string.
     #[error("linux.sysctl: the value of {key:?} contains a NUL byte")]
-    BadValue { key: String },
+    BadValue {
+        /// Its key.
+        key: String,
+    },
+    /// A parameter of the whole machine.
     #[error("linux.sysctl: {key:?} is not namespaced: it would change the whole machine")]
-    NotNamespaced { key: String },
+    NotNamespaced {
+        /// As given.
+        key: String,
+    },
+    /// A parameter of a namespace the container shares with the agent.
     #[error("linux.sysctl: {key:?} needs the container to have its own {namespace} namespace")]
-    NeedsNamespace { key: String, namespace: &'static str },
+    NeedsNamespace {
+        /// As given.
+        key: String,
+        /// The namespace it belongs to.
+        namespace: &'static str,
+    },
 }
 
 /// The checked parameters, as `/proc/sys` paths and values.
@@ -85,24 +105,27 @@ impl SysctlPlan {
     pub unsafe fn apply(&self) -> Result<(), usize> {
         for (index, (path, value)) in self.entries.iter().enumerate() {
             let bytes = value.to_bytes();
-            // SAFETY: open, write and close on a valid C string and buffer.
-            unsafe {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(index);
-                }
-                let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-                let write_errno = *libc::__errno_location();
-                libc::close(fd);
-                if written < 0 {
-                    *libc::__errno_location() = write_errno;
-                    return Err(index);
-                }
-                if written as usize != bytes.len() {
-                    *libc::__errno_location() = libc::EIO;
-                    return Err(index);
-                }
+            // SAFETY: open on a NUL-terminated path prepared before fork.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(index);
             }
+            // SAFETY: a write from a valid buffer of its length to our descriptor.
+            let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+            // SAFETY: errno is thread-local and readable.
+            let write_errno = unsafe { *libc::__errno_location() };
+            // SAFETY: closing the descriptor opened above.
+            unsafe { libc::close(fd) };
+            let errno = if written < 0 {
+                write_errno
+            } else if written as usize != bytes.len() {
+                libc::EIO
+            } else {
+                continue;
+            };
+            // SAFETY: errno is thread-local and writable.
+            unsafe { *libc::__errno_location() = errno };
+            return Err(index);
         }
         Ok(())
     }

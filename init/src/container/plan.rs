@@ -12,46 +12,105 @@ use crate::child::namespaces::{Kind, NamespaceError, NsPlan};
 use crate::child::setup::{DeviceStep, MountStep, SetupPlan, TargetKind};
 use crate::child::sysctl::{NewNamespaces, SysctlError, SysctlPlan};
 
+/// Why a container spec is refused, naming the spec's field.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// The container id has characters or a length runc refuses.
     #[error("container id {id:?} is invalid: 1 to 64 of A-Z a-z 0-9 _ . -, not starting with . or -")]
-    BadId { id: String },
+    BadId {
+        /// As given.
+        id: String,
+    },
+    /// `root.path` is relative.
     #[error("root.path {root:?} is not an absolute path")]
-    BadRoot { root: String },
+    BadRoot {
+        /// As given.
+        root: String,
+    },
+    /// `root.path` is not a directory.
     #[error("root.path {root:?} is not a directory the agent can see")]
-    MissingRoot { root: String },
+    MissingRoot {
+        /// As given.
+        root: String,
+    },
+    /// The container's process names a root of its own.
     #[error("process.root must be absent in a container: its root is root.path")]
     ProcessRoot,
+    /// A string of the spec has a NUL byte.
     #[error("{field} {value:?} contains a NUL byte")]
-    Nul { field: String, value: String },
+    Nul {
+        /// The OCI field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
+    /// A mount option mount(8) does not know.
     #[error("mounts[{index}] ({destination}): unknown option {option:?}")]
     MountOption {
+        /// The mount's index in `mounts`.
         index: usize,
+        /// Its destination.
         destination: String,
+        /// The option.
         option: String,
     },
+    /// A mount's destination is relative.
     #[error("mounts[{index}]: destination {destination:?} is not an absolute path")]
-    MountDestination { index: usize, destination: String },
+    MountDestination {
+        /// The mount's index in `mounts`.
+        index: usize,
+        /// Its destination.
+        destination: String,
+    },
+    /// A bind mount's source is not there.
     #[error("mounts[{index}] ({destination}): a bind mount needs a source the agent can see: {source_path:?}: {why}")]
     BindSource {
+        /// The mount's index in `mounts`.
         index: usize,
+        /// Its destination.
         destination: String,
+        /// Its source.
         source_path: String,
+        /// Why it cannot be seen.
         why: String,
     },
+    /// `linux.rootfsPropagation` is not a propagation.
     #[error("linux.rootfsPropagation {value:?} is not one of private, rprivate, slave, rslave, shared, rshared, unbindable, runbindable")]
-    RootPropagation { value: String },
+    RootPropagation {
+        /// As given.
+        value: String,
+    },
+    /// A device of `linux.devices` cannot be made.
     #[error("linux.devices[{index}] ({path}): {why}")]
-    Device { index: usize, path: String, why: String },
+    Device {
+        /// Its index in `linux.devices`.
+        index: usize,
+        /// Its path.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A path that must be absolute is not.
     #[error("{field} {path:?} is not an absolute path")]
-    NotAbsolute { field: String, path: String },
+    NotAbsolute {
+        /// The OCI field.
+        field: String,
+        /// Its value.
+        path: String,
+    },
+    /// The vsock annotation is neither `allow` nor `deny`.
     #[error(
         "annotations[\"{}\"]: expected \"allow\" or \"deny\", got {value:?}",
         VSOCK_ANNOTATION
     )]
-    VsockAnnotation { value: String },
+    VsockAnnotation {
+        /// As given.
+        value: String,
+    },
+    /// `linux.namespaces` or the id mappings are refused.
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    /// `linux.sysctl` is refused.
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
 }

@@ -21,5 +21,3 @@ pub(crate) mod protect;
 pub(crate) mod rootfs;
 pub(crate) mod shutdown;
 pub(crate) mod stats;
-
-pub use network::NetworkError;

@@ -20,24 +20,52 @@ use crate::sys::netlink::files::{hosts_file, resolv_conf};
 use crate::sys::netlink::interface::{self, configure};
 use crate::sys::netlink::{Netlink, NetlinkError};
 
+/// Why the network could not be configured as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
+    /// The kernel refused a change to an interface, an address or a route.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// An address that does not parse.
     #[error("bad address {value:?} for {what}: expected {expected}")]
     BadAddress {
+        /// As given.
         value: String,
+        /// Whose address it is.
         what: String,
+        /// What was expected.
         expected: &'static str,
     },
+    /// A host name the kernel would not take.
     #[error("bad host name {name:?}: expected letters, digits, '-' and '.', at most 64 bytes")]
-    BadHostname { name: String },
+    BadHostname {
+        /// As given.
+        name: String,
+    },
+    /// `sethostname` failed.
     #[error("cannot set the host name to {name:?}: {source}")]
-    SetHostname { name: String, source: std::io::Error },
+    SetHostname {
+        /// The name.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `/etc/hosts`, `/etc/resolv.conf` or `/etc/hostname` could not be
+    /// written.
     #[error("cannot write {}: {source}", path.display())]
-    WriteFile { path: PathBuf, source: std::io::Error },
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An interface named by a MAC address no interface has.
     #[error("no interface has the MAC address {mac}")]
-    NoSuchMac { mac: String },
+    NoSuchMac {
+        /// As given.
+        mac: String,
+    },
+    /// The agent does not own what it was asked to change: why.
     #[error("{0}")]
     NotOwned(&'static str),
 }

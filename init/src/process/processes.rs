@@ -48,7 +48,9 @@ impl Processes {
         table::create(&self.table, session, spec)
     }
 
-    /// `Open::Attach`: see [`table::attach`].
+    /// `Open::Attach`: on success answers `AttachReply::Ok` on `conn` and
+    /// keeps the connection for the process's start; on error hands the
+    /// connection back, unanswered, with the reason.
     pub async fn attach(&self, id: ProcessId, stream: StreamKind, conn: Conn) -> Result<(), AttachRefused> {
         table::attach(&self.table, id, stream, conn).await
     }

@@ -19,21 +19,38 @@ use tokio::sync::oneshot;
 /// A raw wait status, as `waitpid` returns it.
 pub type RawStatus = libc::c_int;
 
+/// Why the reaper could not start, or not signal a child.
 #[derive(Debug, thiserror::Error)]
 pub enum ReaperError {
+    /// No SIGCHLD handler.
     #[error("cannot install the SIGCHLD handler: {source}")]
-    Signal { source: io::Error },
+    Signal {
+        /// Why.
+        source: io::Error,
+    },
+    /// `kill` failed.
     #[error("cannot send signal {signal} to pid {pid}: {source}")]
-    Kill { pid: i32, signal: i32, source: io::Error },
+    Kill {
+        /// The child.
+        pid: i32,
+        /// The signal.
+        signal: i32,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// Whether any child is left after a sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Children {
+    /// Some are still running.
     Remaining,
+    /// None is left.
     None,
 }
 
+/// Collects every child that ends, and hands the status of the registered
+/// ones to whoever waits for them.
 pub struct Reaper {
     waiters: Mutex<HashMap<libc::pid_t, oneshot::Sender<RawStatus>>>,
 }

@@ -15,3 +15,5 @@ pub(crate) mod netlink;
 pub(crate) mod procfs;
 pub(crate) mod pty;
 pub(crate) mod timeline;
+
+pub use pty::PtyError;

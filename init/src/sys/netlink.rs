@@ -15,10 +15,6 @@
 //! declarative entry points, `files` the renderers. The tests in `tests`
 //! run against the real kernel, each in a network namespace of its own.
 
-// Unused until the agent wires `configure` and `loopback_up` in; the queries
-// (`links`, `addresses`, `routes`) may stay test-only callers after that.
-#![allow(dead_code, unused_imports)]
-
 pub mod files;
 pub mod interface;
 mod message;
@@ -80,6 +76,7 @@ impl NetlinkError {
     fn malformed(op: &'static str, m: Malformed) -> NetlinkError {
         match m {
             Malformed::Truncated { what, needed, left } => NetlinkError::Truncated { op, what, needed, left },
+            #[cfg(test)]
             Malformed::Unexpected(what) => NetlinkError::Unexpected { op, what },
         }
     }
@@ -274,7 +271,8 @@ impl Netlink {
     }
 
     /// Every address, or those of one interface: (interface index,
-    /// address, prefix length).
+    /// address, prefix length). The tests read back what `configure` did.
+    #[cfg(test)]
     pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<(u32, IpAddr, u8)>, NetlinkError> {
         let all = self.dump(
             "list",
@@ -344,7 +342,9 @@ impl Netlink {
             .map_err(|failure| self.failed(OP, failure, |nl| nl.route_target(route)))
     }
 
-    /// The unicast routes of the main table, as `ip route` lists them.
+    /// The unicast routes of the main table, as `ip route` lists them. The
+    /// tests read back what `configure` did.
+    #[cfg(test)]
     pub fn routes(&mut self, family: Family) -> Result<Vec<Route>, NetlinkError> {
         let target = match family {
             Family::V4 => "IPv4 routes",
@@ -538,6 +538,7 @@ fn parse_link(payload: &[u8]) -> Result<Link, Malformed> {
     Ok(link)
 }
 
+#[cfg(test)]
 fn parse_address(payload: &[u8]) -> Result<Option<(u32, IpAddr, u8)>, Malformed> {
     let (header, attrs) = IfAddrMsg::parse(payload)?;
     if ![libc::AF_INET, libc::AF_INET6].contains(&i32::from(header.family)) {
@@ -555,6 +556,7 @@ fn parse_address(payload: &[u8]) -> Result<Option<(u32, IpAddr, u8)>, Malformed>
     Ok(local.or(address).map(|a| (header.index, a, header.prefix_len)))
 }
 
+#[cfg(test)]
 fn parse_route(payload: &[u8]) -> Result<Option<Route>, Malformed> {
     let (header, attrs) = RtMsg::parse(payload)?;
     if ![libc::AF_INET, libc::AF_INET6].contains(&i32::from(header.family))

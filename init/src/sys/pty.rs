@@ -7,16 +7,39 @@ use agent_proto::WindowSize;
 
 use super::fdio;
 
+/// Why a pseudo-terminal could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum PtyError {
+    /// No master.
     #[error("cannot open /dev/ptmx: {source}")]
-    OpenMaster { source: io::Error },
+    OpenMaster {
+        /// Why.
+        source: io::Error,
+    },
+    /// `unlockpt` failed.
     #[error("cannot unlock the pseudo-terminal: {source}")]
-    Unlock { source: io::Error },
+    Unlock {
+        /// Why.
+        source: io::Error,
+    },
+    /// No slave.
     #[error("cannot open the pseudo-terminal's slave {path}: {source}")]
-    OpenSlave { path: String, source: io::Error },
+    OpenSlave {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The initial size could not be set.
     #[error("cannot set the terminal size to {rows}x{cols}: {source}")]
-    SetSize { rows: u16, cols: u16, source: io::Error },
+    SetSize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// An open pseudo-terminal pair, both ends close-on-exec.
@@ -136,17 +159,13 @@ mod tests {
             ws_ypixel: 0,
         };
         // SAFETY: TIOCGWINSZ writes a winsize into a valid pointer.
-        assert_eq!(
-            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ as _, &mut ws) },
-            0
-        );
+        let rc = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ as _, &mut ws) };
+        assert_eq!(rc, 0);
         assert_eq!((ws.ws_row, ws.ws_col), (33, 101));
         set_size(borrow(&pty.master), 10, 20).unwrap();
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ as _, &mut ws) },
-            0
-        );
+        let rc = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ as _, &mut ws) };
+        assert_eq!(rc, 0);
         assert_eq!((ws.ws_row, ws.ws_col), (10, 20));
         assert_eq!(eof_char(borrow(&pty.master)), 0x04);
     }

@@ -6,49 +6,119 @@ use std::path::PathBuf;
 /// OCI field involved.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// There is no cgroup v2 hierarchy to make the cgroup in.
     #[error("no cgroup2 filesystem is mounted")]
     NoCgroup2,
+    /// A value of `linux.resources` is out of range or malformed.
     #[error("{field}: {why}")]
-    InvalidValue { field: String, why: String },
+    InvalidValue {
+        /// The OCI field.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `cgroupsPath` cannot be a cgroup below the agent's.
     #[error("cgroupsPath {path:?}: {why}")]
-    BadPath { path: String, why: &'static str },
+    BadPath {
+        /// As given.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The hierarchy lacks a controller the resources need.
     #[error("{field} needs the {controller} controller, which cgroup2 at {} does not offer", .root.display())]
     ControllerMissing {
+        /// The controller (`memory`, `pids`, ...).
         controller: &'static str,
+        /// The OCI field that needs it.
         field: String,
+        /// The cgroup2 mount.
         root: PathBuf,
     },
+    /// The cgroup is there already (another container's).
     #[error("the cgroup {} already exists", .path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// Its directory.
+        path: PathBuf,
+    },
+    /// The cgroup's directory could not be made.
     #[error("cannot create the cgroup {}: {source}", .path.display())]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        /// Its directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cgroup's directory could not be opened.
     #[error("cannot open {}: {source}", .path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        /// Its directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A cgroup file could not be read.
     #[error("cannot read {}: {source}", .file.display())]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A cgroup file could not be written.
     #[error("cannot write {value:?} to {}: {source}", .file.display())]
     Write {
+        /// The file.
         file: PathBuf,
+        /// What was written.
         value: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// A limit of `linux.resources` could not be written.
     #[error("{field}: cannot write {value:?} to {}: {source}", .file.display())]
     Apply {
+        /// The OCI field.
         field: String,
+        /// The cgroup file.
         file: PathBuf,
+        /// What was written.
         value: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The kernel has no file for a limit the spec sets.
     #[error("{field} needs {}, which this kernel does not offer", .file.display())]
-    Unsupported { field: String, file: PathBuf },
+    Unsupported {
+        /// The OCI field.
+        field: String,
+        /// The missing cgroup file.
+        file: PathBuf,
+    },
+    /// The kernel refused the device filter's BPF program.
     #[error("cannot load the device filter (linux.resources.devices): {source}{}", verifier_log(.log))]
-    DeviceFilterLoad { source: std::io::Error, log: String },
+    DeviceFilterLoad {
+        /// Why.
+        source: std::io::Error,
+        /// The verifier's log.
+        log: String,
+    },
+    /// The device filter could not be attached to the cgroup.
     #[error("cannot attach the device filter (linux.resources.devices) to {}: {source}", .path.display())]
-    DeviceFilterAttach { path: PathBuf, source: std::io::Error },
+    DeviceFilterAttach {
+        /// The cgroup's directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cgroup could not be removed.
     #[error("cannot remove the cgroup {} (processes {pids:?} remain): {source}", .path.display())]
     Remove {
+        /// Its directory.
         path: PathBuf,
+        /// The processes still in it.
         pids: Vec<libc::pid_t>,
+        /// Why.
         source: std::io::Error,
     },
 }

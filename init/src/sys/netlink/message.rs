@@ -34,16 +34,21 @@ pub const NLMSGERR_ATTR_MSG: u16 = 1;
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWADDR: u16 = 20;
+#[cfg(test)]
 pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
+#[cfg(test)]
 pub const RTM_GETROUTE: u16 = 26;
 
 pub const IFLA_ADDRESS: u16 = 1;
 pub const IFLA_IFNAME: u16 = 3;
 pub const IFLA_MTU: u16 = 4;
+#[cfg(test)]
 pub const IFLA_LINKINFO: u16 = 18;
 pub const IFLA_EXT_MASK: u16 = 29;
+#[cfg(test)]
 pub const IFLA_INFO_KIND: u16 = 1;
+#[cfg(test)]
 pub const IFLA_INFO_DATA: u16 = 2;
 /// `IFLA_EXT_MASK` bit: leave the (large) statistics out of link replies.
 pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
@@ -56,6 +61,7 @@ pub const IFA_F_NODAD: u32 = 0x02;
 pub const RTA_DST: u16 = 1;
 pub const RTA_OIF: u16 = 4;
 pub const RTA_GATEWAY: u16 = 5;
+#[cfg(test)]
 pub const RTA_TABLE: u16 = 15;
 pub const RT_TABLE_MAIN: u8 = 254;
 pub const RTPROT_BOOT: u8 = 3;
@@ -64,11 +70,13 @@ pub const RT_SCOPE_LINK: u8 = 253;
 pub const RT_SCOPE_HOST: u8 = 254;
 pub const RTN_UNICAST: u8 = 1;
 /// `rtm_flags`: a cached clone, not a configured route.
+#[cfg(test)]
 pub const RTM_F_CLONED: u32 = 0x200;
 
 /// Attribute type bits that are flags, not part of the type.
 const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
 /// `NLA_F_NESTED`: set on attributes that hold attributes.
+#[cfg(test)]
 const NLA_F_NESTED: u16 = 0x8000;
 
 pub const NLMSG_HDRLEN: usize = 16;
@@ -90,6 +98,7 @@ pub enum Malformed {
         left: usize,
     },
     /// Well-formed, but not what the request calls for.
+    #[cfg(test)]
     Unexpected(String),
 }
 
@@ -153,6 +162,7 @@ impl Request {
 
     /// An attribute that holds what `fill` appends: a fixed header, if the
     /// attribute's type has one (`raw`), then attributes.
+    #[cfg(test)]
     pub fn nested(&mut self, kind: u16, fill: impl FnOnce(&mut Request)) -> &mut Request {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; RTA_HDRLEN]);
@@ -165,6 +175,7 @@ impl Request {
     }
 
     /// Bytes appended as they are (a fixed header inside a nested attribute).
+    #[cfg(test)]
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Request {
         self.buf.extend_from_slice(bytes);
         self.pad();
@@ -309,6 +320,7 @@ impl IfAddrMsg {
         b
     }
 
+    #[cfg(test)]
     pub fn parse(payload: &[u8]) -> Result<(IfAddrMsg, &[u8]), Malformed> {
         match (payload.get(..4), u32_at(payload, 4)) {
             (Some(&[family, prefix_len, flags, scope]), Some(index)) => Ok((
@@ -361,6 +373,7 @@ impl RtMsg {
         b
     }
 
+    #[cfg(test)]
     pub fn parse(payload: &[u8]) -> Result<(RtMsg, &[u8]), Malformed> {
         match (payload.get(..8), u32_at(payload, 8)) {
             (Some(&[family, dst_len, _src_len, _tos, table, protocol, scope, kind]), Some(flags)) => Ok((
@@ -418,6 +431,7 @@ pub fn u32_attr(what: &'static str, payload: &[u8]) -> Result<u32, Malformed> {
 }
 
 /// An address attribute of an `AF_INET` or `AF_INET6` message.
+#[cfg(test)]
 pub fn ip_attr(family: u8, payload: &[u8]) -> Result<IpAddr, Malformed> {
     match i32::from(family) {
         libc::AF_INET => payload
