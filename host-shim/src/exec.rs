@@ -1,7 +1,8 @@
-//! Running one process through the agent, with its stdio relayed.
+//! Running one process through the agent, with its stdio relayed: a
+//! process of the agent's ([`spawn`]) or a container's ([`spawn_container`]).
 
 use agent_proto::Conn;
-use agent_proto::{ExitStatus, ProcessId, ProcessSpec, StreamKind};
+use agent_proto::{ContainerSpec, ExitStatus, ProcessId, ProcessSpec, StreamKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -11,8 +12,11 @@ use crate::client::{Client, ClientError};
 /// `None` is not attached: the process gets `/dev/null` for it.
 #[derive(Default)]
 pub struct ExecIo {
+    /// What the process reads on stdin (`None`: `/dev/null`).
     pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    /// Where its stdout (and, with a terminal, the terminal's output) goes.
     pub stdout: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Where its stderr goes (unused with a terminal).
     pub stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
 }
 
@@ -32,6 +36,47 @@ pub struct Running {
 pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Running, ClientError> {
     let terminal = spec.terminal;
     let process = client.create(spec).await?;
+    let relays = attach(client, process, terminal, io).await?;
+    let pid = client.start(process).await?;
+    Ok(relays.started(process, pid))
+}
+
+/// Creates the container `spec` describes, attaches the streams `io` asks
+/// for to its process, starts it and begins relaying: the container's
+/// process is then a [`Running`] like any other (waited for, signalled,
+/// its terminal resized through [`Running::process`]). With a terminal
+/// (`spec.process.terminal`), stdout carries it and `io.stderr` is not
+/// used.
+pub async fn spawn_container(client: &Client, spec: ContainerSpec, io: ExecIo) -> Result<Running, ClientError> {
+    let terminal = spec.process.terminal;
+    let id = spec.id.clone();
+    let created = client.create_container(spec).await?;
+    let relays = attach(client, created.process, terminal, io).await?;
+    let pid = client.start_container(&id).await?;
+    Ok(relays.started(created.process, pid))
+}
+
+/// The relays of a created process's streams, before its start.
+struct Relays {
+    stdin: Option<JoinHandle<()>>,
+    outputs: Vec<JoinHandle<()>>,
+}
+
+impl Relays {
+    /// The process, started as `pid`, with these relays.
+    fn started(self, process: ProcessId, pid: i32) -> Running {
+        Running {
+            process,
+            pid,
+            stdin: self.stdin,
+            outputs: self.outputs,
+        }
+    }
+}
+
+/// Attaches the streams `io` asks for to the created `process` and begins
+/// relaying them; with `terminal`, there is no stderr stream.
+async fn attach(client: &Client, process: ProcessId, terminal: bool, io: ExecIo) -> Result<Relays, ClientError> {
     let stderr = if terminal { None } else { io.stderr };
     // The streams are attached concurrently: each is a connection of its own.
     let attach = |wanted: bool, kind| async move {
@@ -60,13 +105,7 @@ pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Run
             outputs.push(tokio::spawn(async move { relay_output(conn, &mut writer).await }));
         }
     }
-    let pid = client.start(process).await?;
-    Ok(Running {
-        process,
-        pid,
-        stdin,
-        outputs,
-    })
+    Ok(Relays { stdin, outputs })
 }
 
 impl Running {

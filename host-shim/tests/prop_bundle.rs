@@ -1,16 +1,19 @@
 //! A bundle's `config.json` is the user's (or an image's) to write, and
-//! `vmshim runtime` and `vmshim run --bundle` translate it: any document,
-//! and every mutation of a stock `runc spec` and of a spec that uses every
-//! carried field, is translated or refused; it never panics, and a refusal
-//! names what it refuses. A spec translated for a VM never carries a bind
-//! mount of a host path nor a namespace joined by path.
+//! `vmshim runtime` and `vmshim run --bundle` translate it, the one way
+//! ([`container_spec`]; `Bundle::read` for a VM): any document, and every
+//! mutation of a stock `runc spec` and of a spec that uses every carried
+//! field, is translated or refused; it never panics, and a refusal names
+//! what it refuses. A spec translated for a VM never carries a bind mount
+//! of a host path nor a namespace joined by path, and `run --bundle` gets
+//! exactly what the runtime gets.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use agent_proto::{ContainerSpec, GUEST_ROOTFS};
-use host_shim::image::{container_spec, load_bundle, resources_from_json, ImageError, RootPlacement};
+use host_shim::image::{container_spec, resources_from_json, ImageError, RootPlacement};
+use host_shim::image::Bundle as ReadBundle;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
@@ -212,6 +215,7 @@ fn check_guest(c: &ContainerSpec) -> Result<(), TestCaseError> {
 fn check_all(bundle: &Bundle, config: &[u8]) -> Result<(), TestCaseError> {
     let doc: Option<Value> = serde_json::from_slice(config).ok();
     let dir = bundle.with(config);
+    let (mut for_a_vm, mut on_the_host) = (None, None);
     for placement in [RootPlacement::Guest, RootPlacement::Host] {
         match container_spec(dir, "c1", placement) {
             Ok(c) => {
@@ -220,13 +224,26 @@ fn check_all(bundle: &Bundle, config: &[u8]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(Path::new(&c.bundle), std::path::absolute(dir).unwrap());
                 if placement == RootPlacement::Guest {
                     check_guest(&c)?;
+                    for_a_vm = Some(c);
+                } else {
+                    on_the_host = Some(c);
                 }
             }
             Err(e) => check_refusal(&e, doc.as_ref())?,
         }
     }
-    if let Err(e) = load_bundle(dir) {
-        check_refusal(&e, doc.as_ref())?;
+    // `vmshim run --bundle` and `vmshim runtime` read a bundle for a VM the
+    // one way: the same spec, and its root directory on this host.
+    match (ReadBundle::read(dir, "c1"), for_a_vm) {
+        (Ok(b), Some(c)) => {
+            prop_assert_eq!(&b.spec, &c);
+            if let Some(host) = on_the_host {
+                prop_assert_eq!(b.rootfs, PathBuf::from(host.root));
+            }
+        }
+        (Err(e), None) => check_refusal(&e, doc.as_ref())?,
+        (Ok(_), None) => prop_assert!(false, "run --bundle takes a spec the runtime refuses"),
+        (Err(e), Some(_)) => prop_assert!(false, "run --bundle refuses a spec the runtime takes: {}", e),
     }
     Ok(())
 }
@@ -483,6 +500,9 @@ fn the_base_specs_translate() {
             let c = container_spec(dir, "c1", placement).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(c.process.args, ["sh"], "{name}");
         }
+        // And for `vmshim run --bundle`: its root is the bundle's rootfs.
+        let b = ReadBundle::read(dir, "c1").unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(b.rootfs, std::path::absolute(dir).unwrap().join("rootfs"), "{name}");
     }
     let dir = bundle.with(&serde_json::to_vec(&full_spec()).unwrap());
     let c = container_spec(dir, "c1", RootPlacement::Host).unwrap();
@@ -530,14 +550,9 @@ fn the_field_resolver_finds_what_refusals_name() {
     }
 }
 
-/// A value of the wrong type is refused naming its field. Not yet: the
-/// typed parse of the spec (`oci_spec`'s `Spec`, through
-/// `serde_json::from_value`) reports only what it expected, so most such
-/// refusals read "not a runtime spec: invalid type: map, expected u32",
-/// with no field and no position (72% of the refusals of 2000 mutated
-/// specs), and those of the process's attributes name only `process`.
-/// Reading through `serde_path_to_error` in `image/bundle.rs` would give
-/// `process.user.uid: invalid type: map, expected u32`.
+/// A value of the wrong type is refused naming its field (the spec is read
+/// through `serde_path_to_error`): `process.user.uid: invalid type: map,
+/// expected u32`, not a bare "invalid type".
 #[test]
 fn a_wrong_type_is_refused_naming_its_field() {
     let bundle = Bundle::new();

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -230,24 +231,145 @@ fn hostile_layers_are_refused_before_anything_boots() {
     assert!(!Path::new("/escape").exists());
 }
 
+/// A stock `runc spec` bundle (busybox root) runs with `vmshim run
+/// --bundle` as `vmshim runtime` runs it: a container of vminitd's engine,
+/// with the spec's read-only root, hostname, `/dev/mqueue`, cgroup and
+/// read-only paths; its output and exit status are the command's.
 #[test]
-fn bundles_run_their_process_and_refuse_what_the_vm_cannot_honour() {
+fn a_stock_runc_spec_bundle_runs_as_a_container() {
+    let t = TempDir::new("bundle-stock");
+    let script = r#"echo "$(hostname) $(id -u) $PWD"; touch /x 2>/dev/null || echo read-only root; grep -E ' /(proc/sys|dev/mqueue|sys/fs/cgroup) ' /proc/mounts | cut -d' ' -f2,3; exit 3"#;
+    let bundle = vminitd_tests::runc_bundle(t.path(), "stock", &["sh", "-c", script], &["PATH=/bin:/sbin"]);
+    let out = vmshim_run(&["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        (
+            "runc 0 /\nread-only root\n/dev/mqueue mqueue\n/sys/fs/cgroup cgroup2\n/proc/sys proc\n",
+            Some(3)
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A command after `--` replaces the bundle's `process.args`; `-e`, `-w`,
+/// `-u` and `-i` change its process as they change an image's; a program
+/// that is not there exits 127, as in a shell.
+#[test]
+fn a_command_replaces_the_bundles_args_and_flags_its_process() {
+    let t = TempDir::new("bundle-args");
+    let bundle = vminitd_tests::runc_bundle(
+        t.path(),
+        "args",
+        &["sh", "-c", "echo its own args; exit 9"],
+        &["PATH=/bin:/sbin", "GREETING=bundle"],
+    );
+    let b = bundle.to_str().unwrap();
+    let out = vmshim_run(&["--bundle", b]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("its own args\n", Some(9))
+    );
+    let out = vmshim_run(&[
+        "--bundle",
+        b,
+        "-e",
+        "GREETING=flag",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "--",
+        "sh",
+        "-c",
+        r#"echo "$GREETING $PWD $(id -u):$(id -g) $PATH"; exit 5"#,
+    ]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("flag /tmp 1000:1000 /bin:/sbin\n", Some(5)),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = vminitd_tests::vmshim_with_input(&["run", "-i", "--bundle", b, "--", "cat"], b"piped\n");
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("piped\n", Some(0)));
+    let out = vmshim_run(&["--bundle", b, "--", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no-such-program"), "{}", text(&out.stderr));
+}
+
+/// `run -d --bundle`: the bundle's container is the instance's main
+/// process (its output in the instance's log, its command in `ps`), and
+/// the VM stops when it exits.
+#[test]
+fn a_detached_vm_runs_its_bundles_container_as_its_main_process() {
+    let t = TempDir::new("bundle-detached");
+    let state = t.path().join("state");
+    let bundle = vminitd_tests::runc_bundle(
+        t.path(),
+        "main",
+        &["sh", "-c", "echo bundle-main; sleep 600"],
+        &["PATH=/bin"],
+    );
+    let vmshim = |args: &[&str]| {
+        Command::new(vminitd_tests::vmshim_bin())
+            .args(args)
+            .env("VMSHIM_STATE_DIR", &state)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run vmshim")
+    };
+    let b = bundle.to_str().unwrap();
+    let out = vmshim(&["run", "-d", "--name", "bx", "--bundle", b]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("bx\n", Some(0)),
+        "{}",
+        text(&out.stderr)
+    );
+    let ps = text(&vmshim(&["ps"]).stdout);
+    assert!(ps.contains("sh -c echo bundle-main; sleep 600"), "{ps}");
+    let log = state.join("instances/bx/log");
+    assert!(
+        vminitd_tests::eventually(Duration::from_secs(10), || fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("\nbundle-main\n"))),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The container's process runs in the VM beside what exec starts.
+    let out = vmshim(&[
+        "exec",
+        "bx",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -c 'sleep 600'",
+    ]);
+    assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
+    assert!(vmshim(&["stop", "bx"]).status.success());
+
+    // A command replaces its args; when it exits, the VM stops.
+    let out = vmshim(&["run", "-d", "--name", "by", "--bundle", b, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        vminitd_tests::eventually(Duration::from_secs(30), || !state.join("instances/by").exists()),
+        "the VM outlived its main process"
+    );
+    assert_eq!(text(&vmshim(&["ps"]).stdout).lines().count(), 1, "only the header");
+}
+
+/// A bundle changed by hand: its process (user, environment, directory,
+/// hostname, the stock capabilities, rlimits and `noNewPrivileges`) is
+/// what the process sees; a field the VM's agent cannot carry is refused
+/// before anything boots, named.
+#[test]
+fn bundles_run_their_process_and_refuse_what_the_agent_cannot_carry() {
     let t = TempDir::new("bundle");
     let bundle = t.path().join("bundle");
     busybox_into(t.path(), &bundle.join("rootfs"));
-    // The stock `runc spec` asks for a read-only root, masked paths, ...:
-    // refused. Its capabilities, rlimits and noNewPrivileges are honoured.
     sh(Command::new("runc").args(["spec", "--bundle"]).arg(&bundle));
     let b = bundle.to_str().unwrap();
-    let out = vmshim_run(&["--bundle", b]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(125), "{stderr}");
-    for field in ["root.readonly", "linux.maskedPaths", "/dev/mqueue"] {
-        assert!(stderr.contains(field), "{field} not named in: {stderr}");
-    }
-    assert!(!stderr.contains("process."), "{stderr}");
 
-    // Without them, the spec's process runs, with the stock capabilities
+    // The spec's process runs, with the stock capabilities
     // (CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE: 0x20000420; the
     // ambient ones are not inheritable, so left out, as runc does), NOFILE
     // 1024 and no_new_privs.
@@ -262,13 +384,6 @@ fn bundles_run_their_process_and_refuse_what_the_vm_cannot_honour() {
     spec["process"]["cwd"] = json!("/tmp");
     spec["process"]["user"] = json!({"uid": 1000, "gid": 1000});
     spec["hostname"] = json!("bundlebox");
-    spec["root"] = json!({"path": "rootfs"});
-    spec["linux"] = json!({"namespaces": spec["linux"]["namespaces"].clone()});
-    let defaults = ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"];
-    spec["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|m| defaults.contains(&m["destination"].as_str().unwrap_or("")));
     fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let out = vmshim_run(&["--bundle", b]);
     assert_eq!(
@@ -282,13 +397,19 @@ fn bundles_run_their_process_and_refuse_what_the_vm_cannot_honour() {
         text(&out.stderr)
     );
 
-    // One unsupported field is named.
+    // What the agent cannot carry, and what names the host, is named.
     spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/notify.sock"});
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind"]}));
     fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let out = vmshim_run(&["--bundle", b]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("linux.seccomp.listenerPath"), "{stderr}");
+    for field in ["linux.seccomp.listenerPath", "mounts[7] (a bind mount of \"/srv\""] {
+        assert!(stderr.contains(field), "{field} not named in: {stderr}");
+    }
 }
 
 #[test]

@@ -7,14 +7,15 @@
 //!   digest, and the image config's process defaults. The cache directory
 //!   is private (0700): the trees in it hold the image's set-user-ID
 //!   binaries, for the guest only. An image unpacks to at most [`Limits`].
-//! * [`load_bundle`]: an OCI runtime bundle (`config.json` + root
-//!   directory) → its root directory and process; a spec that asks for
-//!   anything a vminitd VM does not honour is refused, naming the fields.
-//! * [`container_spec`]: a bundle's whole spec as the agent's container
-//!   spec (`vmshim runtime`), for an agent on this host or in a VM.
-//! * [`ProcessDefaults`]: what either gives the process, under the user's
-//!   flags (`docker run` rules: a command replaces `Cmd`, `-e` overrides
-//!   `Env` by key, `-w` and `-u` replace `WorkingDir` and `User`).
+//! * [`container_spec`], [`Bundle`]: an OCI runtime bundle (`config.json`
+//!   + root directory), its whole spec translated once as the agent's
+//!   container spec, for an agent on this host or in a VM (`vmshim
+//!   runtime`, `vmshim run --bundle`); what the agent cannot carry is
+//!   refused, naming the fields.
+//! * [`ProcessDefaults`]: what an image gives the process; [`under_flags`]:
+//!   the user's flags over an image's or a bundle's process (`docker run`
+//!   rules: a command replaces `Cmd` or `args`, `-e` overrides `Env` by
+//!   key, `-w` and `-u` replace `WorkingDir` and `User`).
 
 mod bundle;
 mod layer;
@@ -30,11 +31,11 @@ use std::path::{Path, PathBuf};
 
 use crate::rootfs::private_dir;
 
-pub(crate) use bundle::PROCESS_FIELDS;
-pub use bundle::{container_spec, load_bundle, resources_from_json, Bundle, RootPlacement};
+pub(crate) use bundle::{process_spec, unsupported_process_fields};
+pub use bundle::{container_spec, resources_from_json, Bundle, RootPlacement};
 pub use layer::{apply_layer, Budget, LayerError, Limits, Skipped};
 pub use layout::{ImageRef, Layout};
-pub use process::ProcessDefaults;
+pub use process::{under_flags, ProcessDefaults};
 
 /// Why an image or bundle could not be used.
 #[derive(Debug, thiserror::Error)]

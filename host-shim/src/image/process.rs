@@ -1,34 +1,28 @@
-//! The process an image or bundle describes, and how the user's flags
-//! override it.
+//! The process an image describes, and how the user's flags override an
+//! image's or a bundle's process.
 
 use std::fs;
 use std::path::Path;
 
-use agent_proto::{Capabilities, ProcessSpec, Rlimit, Seccomp, User};
+use agent_proto::{ProcessSpec, User};
 use oci_spec::image::ImageConfiguration;
 
 use super::ImageError;
 
-/// What an image config (or a bundle's `process`) gives the process.
+/// What an image config gives the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessDefaults {
     /// Always first in the argv (an image's `Entrypoint`).
     pub entrypoint: Vec<String>,
     /// The rest of the argv unless the user gives a command (`Cmd`).
     pub cmd: Vec<String>,
-    /// `KEY=VALUE` entries under the user's.
+    /// `KEY=VALUE` entries under the user's (`Env`).
     pub env: Vec<String>,
+    /// The working directory unless the user gives one (`WorkingDir`).
     pub cwd: Option<String>,
+    /// The identity unless the user gives one (`User`, looked up in the
+    /// image's `/etc/passwd` and `/etc/group`).
     pub user: Option<User>,
-    pub terminal: bool,
-    /// A bundle's `process.user.umask`, `rlimits`, `noNewPrivileges`,
-    /// `capabilities` and `oomScoreAdj`, and its `linux.seccomp`.
-    pub umask: Option<u32>,
-    pub rlimits: Vec<Rlimit>,
-    pub no_new_privileges: bool,
-    pub capabilities: Option<Capabilities>,
-    pub oom_score_adj: Option<i32>,
-    pub seccomp: Option<Seccomp>,
 }
 
 impl ProcessDefaults {
@@ -52,38 +46,44 @@ impl ProcessDefaults {
         })
     }
 
-    /// `spec` (from the user's flags) over these defaults: a command
-    /// replaces `cmd` (the entrypoint stays), each `-e` entry replaces the
-    /// default of its key, `-w`, `-u` and `-t` win.
-    pub fn under(&self, mut spec: ProcessSpec) -> ProcessSpec {
-        let rest = if spec.args.is_empty() {
-            self.cmd.clone()
-        } else {
-            spec.args
+    /// `spec` (from the user's flags) over these defaults, as [`under_flags`]
+    /// lays them: a command replaces `cmd` (the entrypoint stays first),
+    /// each `-e` entry replaces the default of its key, `-w` and `-u` win.
+    pub fn under(&self, spec: ProcessSpec) -> ProcessSpec {
+        let image = ProcessSpec {
+            args: self.cmd.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: self.user.clone(),
+            ..ProcessSpec::default()
         };
-        spec.args = self.entrypoint.iter().cloned().chain(rest).collect();
-        let key = |e: &String| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_owned());
-        let overridden: Vec<String> = spec.env.iter().map(key).collect();
-        let mut env: Vec<String> = self
-            .env
-            .iter()
-            .filter(|e| !overridden.contains(&key(e)))
-            .cloned()
-            .collect();
-        env.append(&mut spec.env);
-        spec.env = env;
-        spec.cwd = spec.cwd.or_else(|| self.cwd.clone());
-        spec.user = spec.user.or_else(|| self.user.clone());
-        spec.terminal |= self.terminal;
-        spec.umask = spec.umask.or(self.umask);
-        if spec.rlimits.is_empty() {
-            spec.rlimits = self.rlimits.clone();
-        }
-        spec.no_new_privileges |= self.no_new_privileges;
-        spec.capabilities = spec.capabilities.or_else(|| self.capabilities.clone());
-        spec.oom_score_adj = spec.oom_score_adj.or(self.oom_score_adj);
-        spec.seccomp = spec.seccomp.or_else(|| self.seccomp.clone().map(Box::new));
+        let mut spec = under_flags(image, spec);
+        spec.args.splice(0..0, self.entrypoint.iter().cloned());
         spec
+    }
+}
+
+/// `flags` (the process `vmshim run`'s flags describe: a command, `-e`,
+/// `-w`, `-u`, `-t`, `--allow-vsock`) over `base` (an image's or a bundle's
+/// process), as `docker run` lays them: a command replaces the args, each
+/// `-e` entry replaces the entry of its key, `-w` and `-u` replace the
+/// working directory and the identity, `-t` asks for a terminal and
+/// `--allow-vsock` lifts the vsock filter. Everything else (umask, rlimits,
+/// capabilities, seccomp, ...) is `base`'s.
+pub fn under_flags(base: ProcessSpec, flags: ProcessSpec) -> ProcessSpec {
+    let key = |e: &String| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_owned());
+    let overridden: Vec<String> = flags.env.iter().map(key).collect();
+    let mut env: Vec<String> = base.env.into_iter().filter(|e| !overridden.contains(&key(e))).collect();
+    env.extend(flags.env);
+    ProcessSpec {
+        args: if flags.args.is_empty() { base.args } else { flags.args },
+        env,
+        cwd: flags.cwd.or(base.cwd),
+        user: flags.user.or(base.user),
+        terminal: base.terminal || flags.terminal,
+        size: flags.size.or(base.size),
+        allow_vsock: base.allow_vsock || flags.allow_vsock,
+        ..base
     }
 }
 
@@ -197,6 +197,34 @@ mod tests {
         let s = d.under(mine);
         assert_eq!(s.args, strings(&["/entry", "mine"]));
         assert_eq!(s.cwd.as_deref(), Some("/tmp"));
+    }
+
+    #[test]
+    fn flags_over_a_bundles_process() {
+        let bundle = ProcessSpec {
+            args: strings(&["sh", "-c", "id"]),
+            env: strings(&["PATH=/bin", "A=bundle"]),
+            cwd: Some("/".into()),
+            user: Some(User {
+                uid: 5,
+                gid: 6,
+                additional_gids: vec![7],
+            }),
+            umask: Some(0o27),
+            no_new_privileges: true,
+            ..Default::default()
+        };
+        // No flags: the bundle's process as it is.
+        assert_eq!(under_flags(bundle.clone(), ProcessSpec::default()), bundle);
+        let mut flags = spec(&["env"], &["A=flag", "B=1"]);
+        flags.cwd = Some("/tmp".into());
+        flags.terminal = true;
+        flags.allow_vsock = true;
+        let p = under_flags(bundle.clone(), flags);
+        assert_eq!(p.args, strings(&["env"]));
+        assert_eq!(p.env, strings(&["PATH=/bin", "A=flag", "B=1"]));
+        assert_eq!((p.cwd.as_deref(), p.terminal, p.allow_vsock), (Some("/tmp"), true, true));
+        assert_eq!((p.user, p.umask, p.no_new_privileges), (bundle.user, Some(0o27), true));
     }
 
     #[test]

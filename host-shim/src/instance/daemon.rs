@@ -13,8 +13,8 @@ use agent_proto::ExitStatus;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::container::{self, ContainerIo, ContainerStdio};
-use super::{InstanceDir, InstanceError, Instances, Status};
-use crate::exec::{spawn, ExecIo};
+use super::{InstanceDir, InstanceError, Instances, MainProcess, Status};
+use crate::exec::{spawn, spawn_container, ExecIo};
 use crate::network::process::Owner;
 use crate::network::{HostsFile, Lease, Networks};
 use crate::private::log::{install_stdio, limit as log_limit, rotate_stdio, stdio as stdio_log, RotatingLog};
@@ -202,12 +202,14 @@ impl VmRun<'_> {
                 .map_err(|e| self.err(e.to_string()))?;
         }
         let main = match &self.spec.process {
-            Some(process) => {
+            Some(main) => {
                 let io = log_io(&self.dir.log()).map_err(|e| self.err(format!("cannot open the log: {e}")))?;
-                let running = spawn(client, process.clone(), io)
-                    .await
-                    .map_err(|e| self.err(format!("cannot start the main process: {e}")))?;
-                log(&format!("main process started: {:?}", process.args));
+                let started = match main {
+                    MainProcess::Process(process) => spawn(client, process.clone(), io).await,
+                    MainProcess::Container(spec) => spawn_container(client, spec.clone(), io).await,
+                };
+                let running = started.map_err(|e| self.err(format!("cannot start the main process: {e}")))?;
+                log(&format!("main process started: {:?}", main.args()));
                 Some(running)
             }
             None => None,

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::network::process::Owner;
 use crate::network::{check_name, NetworkError, Networks};
 use crate::private::{ensure_private_dir, write_private_atomically, PrivateDir, PrivateError};
-pub use spec::{ContainerMain, InstanceSpec};
+pub use spec::{ContainerMain, InstanceSpec, MainProcess};
 
 /// How long the daemon may take to take the instance over from the vmshim
 /// that started it.
@@ -283,7 +283,7 @@ impl Instances {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             command: match (&spec.process, &spec.container) {
-                (Some(p), _) => p.args.clone(),
+                (Some(main), _) => main.args().to_vec(),
                 (None, Some(c)) => c.spec.process.args.clone(),
                 (None, None) => Vec::new(),
             },

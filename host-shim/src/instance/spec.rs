@@ -36,12 +36,35 @@ pub struct InstanceSpec {
     pub ip: Option<Ipv4Addr>,
     /// The main process: the instance stops when it exits. Absent: the
     /// instance runs until stopped.
-    pub process: Option<ProcessSpec>,
+    pub process: Option<MainProcess>,
     /// A container to create once the VM runs, with the starting vmshim's
     /// stdio; it is started by whoever calls `start_container`, and the VM
     /// outlives its process, until stopped (`vmshim runtime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerMain>,
+}
+
+/// An instance's main process ([`InstanceSpec::process`]): started once the
+/// VM runs, its stdout and stderr appended to the instance's log; the
+/// instance stops when it exits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MainProcess {
+    /// A process in the VM's root filesystem (`run -d -- CMD`, an image's).
+    Process(ProcessSpec),
+    /// A container, created and started by the agent's engine (`run -d
+    /// --bundle`: the bundle's process).
+    Container(ContainerSpec),
+}
+
+impl MainProcess {
+    /// Its command and arguments.
+    pub fn args(&self) -> &[String] {
+        match self {
+            MainProcess::Process(p) => &p.args,
+            MainProcess::Container(c) => &c.process.args,
+        }
+    }
 }
 
 /// An instance's container ([`InstanceSpec::container`]).

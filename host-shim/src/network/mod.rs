@@ -67,7 +67,7 @@
 //! | `links` | the host's network devices (`ip`), and their names |
 //! | `subnet` | IPv4 subnets |
 //! | `process` | whether a process named in a file still runs |
-//! | `error` | [`NetworkError`], names
+//! | `error` | [`NetworkError`], the names networks and VMs may have |
 //!
 //! QEMU 7.2's stream netdev does not reconnect: a VM keeps its network only
 //! while the switch that was running when it booted keeps running. That is

@@ -53,7 +53,7 @@ use agent_proto::{ContainerStatus, Endpoint, ErrorCode, ExitStatus};
 use crate::accel::Accel;
 use crate::assets::{self, AssetError};
 use crate::client::{AgentAddr, Client, ClientError};
-use crate::image::{self, ImageError, RootPlacement};
+use crate::image::{Bundle, ImageError};
 use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
 use crate::private::{ensure_private_dir, PrivateError};
 use crate::vm::VmConfig;
@@ -268,7 +268,7 @@ impl Runtime {
     /// waiting for [`Runtime::start`]. On failure nothing of it is left.
     pub async fn create(&self, id: &str, options: &CreateOptions) -> Result<State, RuntimeError> {
         check_id(id)?;
-        let spec = image::container_spec(&options.bundle, id, RootPlacement::Guest)?;
+        let Bundle { spec, rootfs } = Bundle::read(&options.bundle, id)?;
         check_terminal(
             id,
             spec.process.terminal,
@@ -279,8 +279,6 @@ impl Runtime {
             Some(path) => Some(std::path::absolute(path).map_err(io_err("resolve", path))?),
             None => None,
         };
-        // The same spec on the host says where its root directory is.
-        let rootfs = PathBuf::from(image::container_spec(&options.bundle, id, RootPlacement::Host)?.root);
         let hooks = HostHooks::of_bundle(&options.bundle).map_err(|detail| RuntimeError::CreateFailed {
             id: id.to_owned(),
             detail,

@@ -6,8 +6,10 @@
 
 use std::path::Path;
 
-use agent_proto::{Capabilities, ProcessSpec, Rlimit, User, WindowSize};
+use agent_proto::{Capabilities, ProcessSpec, User};
 use serde_json::Value;
+
+use crate::image::{process_spec, unsupported_process_fields};
 
 /// `exec`'s flags that describe the process, as runc takes them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,13 +85,14 @@ pub fn from_flags(mut process: ProcessSpec, flags: &ExecFlags) -> Result<Process
     Ok(process)
 }
 
-/// The process of the `process.json` at `path`; what it leaves out of the
-/// capabilities, rlimits and seccomp filter is `container`'s (the
-/// container's process), as libcontainer fills them in.
+/// The process of the `process.json` at `path`, read as a bundle's
+/// `process` is ([`crate::image`]'s one translation of a process); what it
+/// leaves out of the capabilities, rlimits and seccomp filter is
+/// `container`'s (the container's process), as libcontainer fills them in.
 pub fn from_file(path: &Path, container: &ProcessSpec) -> Result<ProcessSpec, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let refused = refused_fields(&value);
+    let refused = unsupported_process_fields(&value);
     if !refused.is_empty() {
         return Err(format!(
             "{}: the VM's agent cannot carry {}",
@@ -97,41 +100,14 @@ pub fn from_file(path: &Path, container: &ProcessSpec) -> Result<ProcessSpec, St
             refused.join(", ")
         ));
     }
-    let raw: RawProcess = serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))?;
-    let process = ProcessSpec {
-        args: raw.args,
-        env: raw.env,
-        cwd: Some(raw.cwd),
-        user: Some(User {
-            uid: raw.user.uid,
-            gid: raw.user.gid,
-            additional_gids: raw.user.additional_gids,
-        }),
-        terminal: raw.terminal,
-        size: raw.console_size.map(|s| WindowSize {
-            rows: s.height,
-            cols: s.width,
-        }),
-        root: None,
-        umask: raw.user.umask,
-        rlimits: match raw.rlimits {
-            Some(rlimits) if !rlimits.is_empty() => rlimits
-                .into_iter()
-                .map(|r| Rlimit {
-                    kind: r.kind,
-                    soft: r.soft,
-                    hard: r.hard,
-                })
-                .collect(),
-            _ => container.rlimits.clone(),
-        },
-        no_new_privileges: raw.no_new_privileges,
-        capabilities: raw.capabilities.or_else(|| container.capabilities.clone()),
-        oom_score_adj: raw.oom_score_adj,
-        seccomp: container.seccomp.clone(),
-        // The container's annotation decides, in the agent.
-        allow_vsock: false,
-    };
+    let mut process = process_spec(&value, "").map_err(|e| format!("{}: {e}", path.display()))?;
+    if process.rlimits.is_empty() {
+        process.rlimits = container.rlimits.clone();
+    }
+    process.capabilities = process.capabilities.or_else(|| container.capabilities.clone());
+    process.seccomp = container.seccomp.clone();
+    // The container's annotation decides, in the agent.
+    process.allow_vsock = false;
     validate(&process)?;
     Ok(process)
 }
@@ -157,89 +133,11 @@ fn set_env(env: &mut Vec<String>, entry: &str) {
     env.push(entry.to_owned());
 }
 
-/// The fields of `process` that ask for what the agent cannot carry.
-fn refused_fields(process: &Value) -> Vec<String> {
-    let asks = |v: &Value| match v {
-        Value::Null | Value::Bool(false) => false,
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-        _ => true,
-    };
-    let mut out = Vec::new();
-    if let Some(fields) = process.as_object() {
-        for (key, value) in fields {
-            if !crate::image::PROCESS_FIELDS.contains(&key.as_str()) && asks(value) {
-                out.push(key.clone());
-            }
-        }
-        if let Some(user) = fields.get("user").and_then(Value::as_object) {
-            for (key, value) in user {
-                if !["uid", "gid", "additionalGids", "umask"].contains(&key.as_str()) && asks(value) {
-                    out.push(format!("user.{key}"));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// An OCI `process`, as much of it as is carried.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawProcess {
-    #[serde(default)]
-    terminal: bool,
-    #[serde(default)]
-    console_size: Option<RawSize>,
-    #[serde(default)]
-    user: RawUser,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    cwd: String,
-    #[serde(default)]
-    capabilities: Option<Capabilities>,
-    #[serde(default)]
-    rlimits: Option<Vec<RawRlimit>>,
-    #[serde(default)]
-    no_new_privileges: bool,
-    #[serde(default)]
-    oom_score_adj: Option<i32>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawSize {
-    height: u16,
-    width: u16,
-}
-
-#[derive(Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawUser {
-    #[serde(default)]
-    uid: u32,
-    #[serde(default)]
-    gid: u32,
-    #[serde(default)]
-    additional_gids: Vec<u32>,
-    #[serde(default)]
-    umask: Option<u32>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawRlimit {
-    #[serde(rename = "type")]
-    kind: String,
-    hard: u64,
-    soft: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_dir::TestDir;
+    use agent_proto::{Rlimit, WindowSize};
 
     /// A container's process as a bundle would give it.
     fn container() -> ProcessSpec {

@@ -5,40 +5,30 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_proto::GUEST_ROOTFS;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use host_shim::image::ProcessDefaults;
-use host_shim::instance::{Instance, InstanceSpec, Instances};
+use host_shim::instance::{Instance, InstanceSpec, Instances, MainProcess};
 use host_shim::vm::net::PortMapping;
 use host_shim::vm::VmConfig;
-
-use crate::process::ProcessArgs;
 
 /// `run -d`'s network flags: --no-network, -p, --network, --ip.
 pub type NetworkFlags = (bool, Vec<PortMapping>, Option<String>, Option<Ipv4Addr>);
 
-/// `run -d`: starts the instance's daemon, waits until the VM runs, and
-/// prints the instance's name.
+/// `run -d`: starts the daemon of instance `name`, whose main process is
+/// `main` (the command given, or the image's or the bundle's; none: the VM
+/// runs until stopped), waits until the VM runs, and prints the name.
 pub async fn run_detached(
     cfg: VmConfig,
-    name: Option<String>,
+    name: String,
     (no_network, publish, network, ip): NetworkFlags,
-    process: &ProcessArgs,
-    defaults: &ProcessDefaults,
+    main: Option<MainProcess>,
 ) -> Result<u8> {
-    let name = name.unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
     let mut spec = InstanceSpec::from_config(&cfg);
     spec.no_network = no_network;
     spec.publish = publish.iter().map(ToString::to_string).collect();
     spec.network = network;
     spec.ip = ip;
-    // The main process: the command given, or the image's or bundle's.
-    let mut main = defaults.under(process.spec()?);
-    if !main.args.is_empty() {
-        main.root = Some(GUEST_ROOTFS.to_owned());
-        spec.process = Some(main);
-    }
+    spec.process = main;
     let instances = Instances::from_env()?;
     // Blocking: it waits for the daemon, up to the boot timeout.
     tokio::task::block_in_place(|| instances.start(&name, &spec))?;

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use host_shim::accel::Accel;
 use host_shim::assets;
-use host_shim::exec::spawn;
-use host_shim::image::{self, ImageRef, ProcessDefaults};
+use host_shim::exec::{spawn, spawn_container};
+use host_shim::image::{self, under_flags, Bundle, ImageRef};
+use host_shim::instance::MainProcess;
 use host_shim::network::{HostsFile, Networks};
 use host_shim::profile::Profile;
 use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort};
@@ -46,9 +47,10 @@ pub struct RunArgs {
     /// keeps Entrypoint), environment, working directory and user.
     #[arg(long, value_name = "DIR[:TAG]", conflicts_with_all = ["rootfs", "bundle"])]
     image: Option<ImageRef>,
-    /// Run an OCI runtime bundle: `DIR/config.json`'s root and process
-    /// (flags override); a spec that asks for what the VM does not honour
-    /// is refused, naming the fields.
+    /// Run an OCI runtime bundle as a container in the VM, as `vmshim
+    /// runtime run` does: `DIR/config.json` whole (a command after `--`
+    /// replaces `process.args`; -e, -w, -u, -t override); what the VM
+    /// cannot carry is refused, naming the fields.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs"])]
     bundle: Option<PathBuf>,
     /// Virtual CPUs.
@@ -107,21 +109,34 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.memory_mib = args.memory;
     cfg.accel = args.accel;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
-    let (tree, defaults, hostname) = root_and_defaults(&args)?;
+    let (tree, workload, hostname) = root_and_workload(&args)?;
     cfg.rootfs = Some(assets::rootfs_image(tree.as_deref()).context("root filesystem")?);
     for mapping in &args.publish {
         mapping.check_free()?;
-    }
-    if args.detach {
-        let network = (args.no_network, args.publish, args.network, args.ip);
-        let name = args.name.or(hostname);
-        return crate::instance::run_detached(cfg, name, network, &args.process, &defaults).await;
     }
     let name = args
         .name
         .clone()
         .or(hostname)
         .unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
+    // The container is named after its VM.
+    let workload = match workload {
+        MainProcess::Container(spec) => MainProcess::Container(agent_proto::ContainerSpec {
+            id: name.clone(),
+            ..spec
+        }),
+        process => process,
+    };
+    if args.detach {
+        let network = (args.no_network, args.publish, args.network, args.ip);
+        // Without a command, image or bundle, no main process: the VM runs
+        // until stopped.
+        let main = match workload {
+            MainProcess::Process(spec) if spec.args.is_empty() => None,
+            main => Some(main),
+        };
+        return crate::instance::run_detached(cfg, name, network, main).await;
+    }
     // Held until the VM is gone: the address is ours while the lease lives.
     let lease = match &args.network {
         // Blocking: it may wait on the network's lock, on its switch, or on
@@ -139,9 +154,10 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     };
     profile.mark("assets ready");
 
-    let mut spec = defaults.under(args.process.spec()?);
-    spec.root = Some(GUEST_ROOTFS.to_owned());
-    let tty = spec.terminal;
+    let tty = match &workload {
+        MainProcess::Process(spec) => spec.terminal,
+        MainProcess::Container(spec) => spec.process.terminal,
+    };
     let stdin = args.interactive || tty;
 
     // A SIGINT, SIGTERM or SIGHUP while the VM boots stops the boot: what
@@ -157,7 +173,10 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
             hosts.refresh(vm.client(), &networks, network).await?;
         }
         let _raw = crate::raw_terminal(tty && stdin)?;
-        let running = spawn(vm.client(), spec, host_stdio(stdin)).await?;
+        let running = match workload {
+            MainProcess::Process(spec) => spawn(vm.client(), spec, host_stdio(stdin)).await?,
+            MainProcess::Container(spec) => spawn_container(vm.client(), spec, host_stdio(stdin)).await?,
+        };
         profile.mark("process started");
         let drive = drive(vm.client(), running, tty, Some(SIGNAL_GRACE));
         let ended = match &args.network {
@@ -202,9 +221,12 @@ async fn stop_signal() -> std::io::Result<i32> {
     })
 }
 
-/// The root filesystem tree (`None`: the default busybox), the process
-/// defaults and the host name that `--image`, `--bundle` or `--rootfs` give.
-fn root_and_defaults(args: &RunArgs) -> Result<(Option<PathBuf>, ProcessDefaults, Option<String>)> {
+/// The root filesystem tree (`None`: the default busybox), what runs in
+/// it (the flags over the image's process, or over the bundle's; the
+/// command alone in a `--rootfs` or the busybox root) and the host name
+/// that `--image`, `--bundle` or `--rootfs` give.
+fn root_and_workload(args: &RunArgs) -> Result<(Option<PathBuf>, MainProcess, Option<String>)> {
+    let flags = args.process.spec()?;
     if let Some(image) = &args.image {
         let cache = assets::build_dir().join("cache");
         let unpacked = tokio::task::block_in_place(|| image::unpack_image(image, &cache))
@@ -217,11 +239,23 @@ fn root_and_defaults(args: &RunArgs) -> Result<(Option<PathBuf>, ProcessDefaults
                 .collect();
             eprintln!("vmshim: note: not created from the image: {}", list.join(", "));
         }
-        return Ok((Some(unpacked.tree), unpacked.defaults, None));
+        let process = in_guest_root(unpacked.defaults.under(flags));
+        return Ok((Some(unpacked.tree), MainProcess::Process(process), None));
     }
     if let Some(dir) = &args.bundle {
-        let bundle = image::load_bundle(dir)?;
-        return Ok((Some(bundle.rootfs), bundle.defaults, bundle.hostname));
+        // Named once the VM's name is known.
+        let mut bundle = Bundle::read(dir, "bundle")?;
+        bundle.spec.process = under_flags(bundle.spec.process, flags);
+        let hostname = bundle.spec.hostname.clone();
+        return Ok((Some(bundle.rootfs), MainProcess::Container(bundle.spec), hostname));
     }
-    Ok((args.rootfs.clone(), ProcessDefaults::default(), None))
+    Ok((args.rootfs.clone(), MainProcess::Process(in_guest_root(flags)), None))
+}
+
+/// `spec`, run in the VM's root filesystem.
+fn in_guest_root(spec: agent_proto::ProcessSpec) -> agent_proto::ProcessSpec {
+    agent_proto::ProcessSpec {
+        root: Some(GUEST_ROOTFS.to_owned()),
+        ..spec
+    }
 }

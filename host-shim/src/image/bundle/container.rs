@@ -1,8 +1,8 @@
 //! A bundle's whole `config.json` as the agent's [`ContainerSpec`], the way
 //! runc's `specconv` makes its libcontainer config.
 //!
-//! Carried: `process` (as [`super::load_bundle`] reads it, plus
-//! `consoleSize`), `hostname`, `domainname`, `root.readonly`, `mounts`
+//! Carried: `process` (every field of [`super::process`]'s list, and
+//! `linux.seccomp` as its filter), `hostname`, `domainname`, `root.readonly`, `mounts`
 //! (bind mounts normalised to type `bind`, a relative bind source taken
 //! from the bundle, as runc does), `hooks` (`prestart` runs where the spec
 //! runs it, first among the `createRuntime` hooks, as in runc; with
@@ -37,27 +37,13 @@ use std::path::{Component, Path, PathBuf};
 
 use agent_proto::{
     BlockIo, ContainerSpec, CpuResources, Device, DeviceRule, Hook, Hooks, IdMapping, MemoryResources, Mount,
-    Namespace, ProcessSpec, Resources, ThrottleDevice, WindowSize, GUEST_ROOTFS,
+    Namespace, ProcessSpec, Resources, ThrottleDevice, GUEST_ROOTFS,
 };
 use oci_spec::runtime::{Linux, LinuxNamespaceType, LinuxResources, LinuxThrottleDevice, Spec};
 use serde_json::Value;
 
-use super::{array, asks, bad, only, parse, read_config, ImageError};
-
-/// The fields of an OCI `process` the agent carries (for a container, and
-/// for a process that joins one).
-pub(crate) const PROCESS_FIELDS: [&str; 10] = [
-    "terminal",
-    "consoleSize",
-    "user",
-    "args",
-    "env",
-    "cwd",
-    "capabilities",
-    "rlimits",
-    "noNewPrivileges",
-    "oomScoreAdj",
-];
+use super::process::{process_spec, seccomp_spec, unsupported_process_fields};
+use super::{array, asks, bad, only, read_config, typed, ImageError};
 
 /// Where the agent that runs the container is, which decides how the
 /// bundle's host paths reach it.
@@ -105,6 +91,12 @@ const GUEST_KERNEL_PATHS: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// spec; refuses, naming every field, what the protocol cannot carry and
 /// (with [`RootPlacement::Guest`]) what would need the host's files.
 pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<ContainerSpec, ImageError> {
+    translate(dir, id, placement).map(|(spec, _)| spec)
+}
+
+/// [`container_spec`], and the bundle's root directory on this host (an
+/// absolute path), which is the spec's root with [`RootPlacement::Host`].
+pub(super) fn translate(dir: &Path, id: &str, placement: RootPlacement) -> Result<(ContainerSpec, PathBuf), ImageError> {
     let (path, value) = read_config(dir)?;
     let bundle = std::path::absolute(dir).map_err(|e| bad(&path, format!("cannot resolve the bundle: {e}")))?;
     let mut unsupported = unsupported_fields(&value);
@@ -117,21 +109,11 @@ pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<
             fields: unsupported,
         });
     }
-    let console_size = value
-        .pointer("/process/consoleSize")
-        .map(|s| serde_json::from_value::<RawSize>(s.clone()))
-        .transpose()
-        .map_err(|e| bad(&path, format!("process.consoleSize: {e}")))?;
-    let parsed = parse(&path, value)?;
-    let spec = parsed.spec;
-    let mut process = parsed.defaults.under(ProcessSpec::default());
-    process.size = console_size.map(|s| WindowSize {
-        rows: s.height,
-        cols: s.width,
-    });
+    let Parsed { spec, process } = parse(&path, value)?;
     let root_path = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_default();
+    let host_root = bundle.join(root_path);
     let root = match placement {
-        RootPlacement::Host => path_string(&bundle.join(root_path)),
+        RootPlacement::Host => path_string(&host_root),
         RootPlacement::Guest => GUEST_ROOTFS.to_owned(),
     };
     let linux = spec.linux().clone().unwrap_or_else(empty_linux);
@@ -151,7 +133,7 @@ pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<
         .collect();
     let mut resources = linux.resources().as_ref().map(resources).unwrap_or_default();
     resources.devices.extend(default_device_rules(&devices));
-    Ok(ContainerSpec {
+    let spec = ContainerSpec {
         id: id.to_owned(),
         bundle: path_string(&bundle),
         root,
@@ -187,14 +169,48 @@ pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<
             },
         },
         annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
-    })
+    };
+    Ok((spec, host_root))
 }
 
-/// `process.consoleSize`.
-#[derive(serde::Deserialize)]
-struct RawSize {
-    height: u16,
-    width: u16,
+/// A spec read whole: the typed spec, and its process as the agent takes
+/// it.
+struct Parsed {
+    spec: Spec,
+    process: ProcessSpec,
+}
+
+/// Parses `value` (read from `path`): the spec's version, root and process
+/// checked, the process (with `linux.seccomp` as its filter) translated.
+fn parse(path: &Path, value: Value) -> Result<Parsed, ImageError> {
+    let mut process = match value.get("process") {
+        Some(p) => process_spec(p, "process").map_err(|e| bad(path, e))?,
+        None => ProcessSpec::default(),
+    };
+    process.seccomp = value
+        .get("linux")
+        .and_then(|l| l.get("seccomp"))
+        .filter(|s| !s.is_null())
+        .map(seccomp_spec)
+        .transpose()
+        .map_err(|e| bad(path, e))?
+        .map(Box::new);
+    let spec: Spec = typed(value, "").map_err(|e| bad(path, format!("not a runtime spec: {e}")))?;
+    if !spec.version().starts_with("1.") {
+        return Err(bad(
+            path,
+            format!("ociVersion {:?}: only 1.x is supported", spec.version()),
+        ));
+    }
+    if spec.root().is_none() {
+        return Err(bad(path, "no root.path".into()));
+    }
+    let typed_process = spec.process().as_ref().ok_or_else(|| bad(path, "no process".into()))?;
+    let cwd = typed_process.cwd().to_string_lossy().into_owned();
+    if !cwd.starts_with('/') {
+        return Err(bad(path, format!("process.cwd {cwd:?} is not an absolute path")));
+    }
+    Ok(Parsed { spec, process })
 }
 
 /// An empty `linux` section, for a spec without one (oci-spec's
@@ -379,13 +395,11 @@ fn unsupported_fields(spec: &Value) -> Vec<String> {
         match key.as_str() {
             "ociVersion" | "annotations" | "hostname" | "domainname" => {}
             "root" => only(value, "root", &["path", "readonly"], &mut out),
-            "process" => {
-                only(value, "process", &PROCESS_FIELDS, &mut out);
-                if let Some(user) = value.get("user") {
-                    let user_fields = ["uid", "gid", "additionalGids", "umask"];
-                    only(user, "process.user", &user_fields, &mut out);
-                }
-            }
+            "process" => out.extend(
+                unsupported_process_fields(value)
+                    .into_iter()
+                    .map(|field| format!("process.{field}")),
+            ),
             "mounts" => {
                 for (i, m) in array(Some(value)).iter().enumerate() {
                     only(
@@ -510,6 +524,7 @@ fn is_guest_kernel_path(source: &str) -> bool {
 mod tests {
     use super::*;
     use crate::test_dir::TestDir;
+    use agent_proto::WindowSize;
     use serde_json::json;
 
     fn translate(spec: &Value, placement: RootPlacement) -> Result<ContainerSpec, ImageError> {
