@@ -647,6 +647,12 @@ pub struct ErrorBody {
     /// What went wrong, for a person: it names the process, container,
     /// field or step involved.
     pub message: String,
+    /// With [`ErrorCode::ExecFailed`], what failed where the host decides
+    /// on it (a program not found exits 127, any other failure to start
+    /// 126, as in a shell); absent when the code says all, and from older
+    /// agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_failure: Option<ExecFailure>,
 }
 
 impl ErrorBody {
@@ -655,8 +661,29 @@ impl ErrorBody {
         ErrorBody {
             code,
             message: message.into(),
+            exec_failure: None,
         }
     }
+
+    /// This error, saying what failed to start ([`ErrorBody::exec_failure`]).
+    pub fn with_exec_failure(self, failure: ExecFailure) -> Self {
+        ErrorBody {
+            exec_failure: Some(failure),
+            ..self
+        }
+    }
+}
+
+/// What failed to start, in an [`ErrorBody`] of [`ErrorCode::ExecFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecFailure {
+    /// The program has no `/` in its name and is in no directory of the
+    /// process's `PATH`.
+    ProgramNotFound,
+    /// A failure this version does not know (sent by a newer agent).
+    #[serde(other)]
+    Unknown,
 }
 
 /// What kind of error. The message says the specifics.
@@ -1001,6 +1028,26 @@ mod tests {
             assert_eq!(serde_json::from_value::<ErrorCode>(json!(code.name())).unwrap(), *code);
             assert_eq!(code.to_string(), code.name());
         }
+    }
+
+    #[test]
+    fn an_exec_failure_is_on_the_wire_only_when_said() {
+        let plain = ErrorBody::new(ErrorCode::ExecFailed, "cannot exec \"/x\"");
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            json!({"code": "exec_failed", "message": "cannot exec \"/x\""})
+        );
+        let not_found = plain.clone().with_exec_failure(ExecFailure::ProgramNotFound);
+        let v = serde_json::to_value(&not_found).unwrap();
+        assert_eq!(v["exec_failure"], "program_not_found");
+        assert_eq!(serde_json::from_value::<ErrorBody>(v).unwrap(), not_found);
+        // From an older agent, none; from a newer one, one this version
+        // does not know.
+        let old: ErrorBody = serde_json::from_value(json!({"code": "exec_failed", "message": "m"})).unwrap();
+        assert_eq!(old.exec_failure, None);
+        let newer: ErrorBody =
+            serde_json::from_value(json!({"code": "exec_failed", "message": "m", "exec_failure": "no_cpu"})).unwrap();
+        assert_eq!(newer.exec_failure, Some(ExecFailure::Unknown));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`ErrorCode`] per kind of failure, and the error's own text. The only
 //! place that knows the wire's codes.
 
-use agent_proto::{ErrorBody, ErrorCode};
+use agent_proto::{ErrorBody, ErrorCode, ExecFailure};
 
 use crate::container::ContainerError;
 use crate::guest::network::NetworkError;
@@ -14,9 +14,20 @@ pub trait WireError: std::fmt::Display {
     /// Its protocol code.
     fn code(&self) -> ErrorCode;
 
-    /// The error as an answer: its code and its text.
+    /// What failed to start, where the host decides on it (a program not
+    /// found is the shell's 127, any other failure to start 126).
+    fn exec_failure(&self) -> Option<ExecFailure> {
+        None
+    }
+
+    /// The error as an answer: its code, its text, and what failed to
+    /// start.
     fn to_body(&self) -> ErrorBody {
-        ErrorBody::new(self.code(), self.to_string())
+        let body = ErrorBody::new(self.code(), self.to_string());
+        match self.exec_failure() {
+            Some(failure) => body.with_exec_failure(failure),
+            None => body,
+        }
     }
 }
 
@@ -37,6 +48,10 @@ impl WireError for ProcessError {
             | ProcessError::Start { .. }
             | ProcessError::Lost { .. } => ErrorCode::Internal,
         }
+    }
+
+    fn exec_failure(&self) -> Option<ExecFailure> {
+        matches!(self, ProcessError::ProgramNotFound(_)).then_some(ExecFailure::ProgramNotFound)
     }
 }
 
@@ -65,6 +80,14 @@ impl WireError for ContainerError {
             | ContainerError::FreezeTimeout { .. }
             | ContainerError::StillRunning { .. } => ErrorCode::Internal,
             ContainerError::Process(e) => e.code(),
+        }
+    }
+
+    fn exec_failure(&self) -> Option<ExecFailure> {
+        match self {
+            ContainerError::ProgramNotFound { .. } => Some(ExecFailure::ProgramNotFound),
+            ContainerError::Process(e) => e.exec_failure(),
+            _ => None,
         }
     }
 }
@@ -140,6 +163,33 @@ mod tests {
             frozen.to_string(),
             "container \"c1\": its cgroup is not frozen after 5s"
         );
+    }
+
+    #[test]
+    fn a_program_not_found_says_so_on_the_wire() {
+        let missing = || crate::child::command::NotFound {
+            program: "nope".into(),
+            path: "/bin".into(),
+        };
+        let body = ProcessError::from(missing()).to_body();
+        assert_eq!(
+            (body.code, body.exec_failure),
+            (ErrorCode::ExecFailed, Some(ExecFailure::ProgramNotFound))
+        );
+        let body = ContainerError::ProgramNotFound {
+            id: "c1".into(),
+            source: missing(),
+        }
+        .to_body();
+        assert_eq!(body.exec_failure, Some(ExecFailure::ProgramNotFound));
+        let body = ContainerError::from(ProcessError::from(missing())).to_body();
+        assert_eq!(body.exec_failure, Some(ExecFailure::ProgramNotFound));
+        // Any other failure to start is only exec_failed.
+        let ended = ContainerError::SetupFailed {
+            id: "c1".into(),
+            source: crate::container::SetupError::Ended,
+        };
+        assert_eq!(ended.to_body().exec_failure, None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use agent_proto::{AgentKey, Endpoint, ErrorCode};
+use agent_proto::{AgentKey, Endpoint, ErrorCode, ExecFailure};
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use host_shim::exec::spawn;
@@ -85,8 +85,7 @@ fn agent_addr(endpoint: &Endpoint, key_file: Option<&std::path::Path>) -> Result
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the agent key file {}", path.display()))?;
-            let key = AgentKey::from_hex(&text)
-                .with_context(|| format!("the agent key file {}", path.display()))?;
+            let key = AgentKey::from_hex(&text).with_context(|| format!("the agent key file {}", path.display()))?;
             Some(key)
         }
         None => None,
@@ -136,16 +135,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The exit status for an error: 127 when the program was not found, 126 when
-/// it could not be started, 125 for everything else.
+/// The exit status for an error: 127 when the agent says the program was
+/// not found, 126 when it could not be started, 125 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> u8 {
     let agent_error = e
         .chain()
         .find_map(|c| c.downcast_ref::<ClientError>())
         .and_then(ClientError::agent_error);
     match agent_error {
-        Some(err) if err.code == ErrorCode::ExecFailed && err.message.contains("not found") => EXIT_NOT_FOUND,
-        Some(err) if err.code == ErrorCode::ExecFailed => EXIT_CANNOT_EXEC,
+        Some(err) if err.code == ErrorCode::ExecFailed => match err.exec_failure {
+            Some(ExecFailure::ProgramNotFound) => EXIT_NOT_FOUND,
+            _ => EXIT_CANNOT_EXEC,
+        },
         _ => EXIT_SHIM_ERROR,
     }
 }
@@ -223,5 +224,28 @@ fn raw_terminal(tty: bool) -> Result<Option<RawMode>> {
         ))
     } else {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_proto::ErrorBody;
+
+    fn agent(error: ErrorBody) -> anyhow::Error {
+        anyhow::Error::new(ClientError::Agent { op: "start", error }).context("running the command")
+    }
+
+    #[test]
+    fn exit_codes_come_from_what_the_agent_says_failed() {
+        // The message says "not found" either way: the code and the
+        // exec failure decide, not the text.
+        let failed = ErrorBody::new(ErrorCode::ExecFailed, "program \"x\" not found in PATH=/bin");
+        let not_found = failed.clone().with_exec_failure(ExecFailure::ProgramNotFound);
+        assert_eq!(exit_code_for(&agent(not_found)), EXIT_NOT_FOUND);
+        assert_eq!(exit_code_for(&agent(failed)), EXIT_CANNOT_EXEC);
+        let other = ErrorBody::new(ErrorCode::NotFound, "no process 3: not found");
+        assert_eq!(exit_code_for(&agent(other)), EXIT_SHIM_ERROR);
+        assert_eq!(exit_code_for(&anyhow::anyhow!("not found")), EXIT_SHIM_ERROR);
     }
 }
