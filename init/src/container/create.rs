@@ -23,7 +23,7 @@ use super::hooks;
 use super::plan;
 use super::table::{self, Container, ContainerTable};
 use crate::child::command::Command;
-use crate::child::failure::{ChildFailure, Step};
+use crate::child::failure::{ChildFailure, ExecError, Step};
 use crate::child::namespaces::{self, NsPlan};
 use crate::child::setup::SetupPlan;
 use crate::child::spawn;
@@ -261,7 +261,7 @@ async fn fork_container(
                     Err(e) => e,
                 }
             }
-            Ok(Some(f)) => SetupError::Child(crate::child::failure::ExecError {
+            Ok(Some(f)) => SetupError::Child(ExecError {
                 failure: f,
                 description: describe_failure(&f, &command, &program, setup),
             }),

@@ -16,6 +16,9 @@
 //!   of cgroupfs writes under TCG, so it is done on a thread of its own
 //!   once the agent has told the host it listens, while the host dials in;
 //!   a process started before it is done waits for it.
+//!
+//! What the children get back, and where they are born, is recorded in
+//! `child::defaults`, which every fork of the agent reads.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -133,7 +136,7 @@ fn make_workloads(root: &Path) -> Result<Workloads, WorkloadsError> {
         return Err(WorkloadsError::NoCgroup2(root.into()));
     }
     // Only the memory controller now, for the cap; a container that needs
-    // another has it enabled on its way down (`cgroup.rs`). A kernel
+    // another has it enabled on its way down (`container::cgroup`). A kernel
     // without it gets the cgroup without the cap.
     let memory = match std::fs::write(&subtree, "+memory") {
         Ok(()) => true,
