@@ -72,36 +72,95 @@ impl FromStr for Accel {
 /// Why KVM cannot run a guest here: the step of the probe that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KvmUnusable {
+    /// The KVM device (`/dev/kvm`) is not there.
     #[error("{} does not exist", .0.display())]
     NoDevice(PathBuf),
+    /// The KVM device could not be opened (permissions, most often).
     #[error("cannot open {}: {source}", path.display())]
-    Open { path: PathBuf, source: io::Error },
+    Open {
+        /// The device.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The kernel speaks another KVM API than the stable one (12).
     #[error("KVM_GET_API_VERSION returned {got}, expected 12")]
-    ApiVersion { got: i32 },
+    ApiVersion {
+        /// The version it reported.
+        got: i32,
+    },
+    /// No VM could be made.
     #[error("KVM_CREATE_VM failed: {0}")]
     CreateVm(io::Error),
+    /// The probe guest's memory could not be mapped or registered.
     #[error("cannot give the probe guest memory ({step}): {source}")]
-    GuestMemory { step: &'static str, source: io::Error },
+    GuestMemory {
+        /// `mmap` or `KVM_SET_USER_MEMORY_REGION`.
+        step: &'static str,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// No vCPU could be made.
     #[error("KVM_CREATE_VCPU failed: {0}")]
     CreateVcpu(io::Error),
+    /// The vCPU's shared run area could not be mapped.
     #[error("cannot map the vCPU's run area ({step}): {source}")]
-    RunArea { step: &'static str, source: io::Error },
+    RunArea {
+        /// `KVM_GET_VCPU_MMAP_SIZE` or `mmap`.
+        step: &'static str,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The vCPU's registers could not be read or set.
     #[error("{ioctl} failed: {source}")]
-    Registers { ioctl: &'static str, source: io::Error },
+    Registers {
+        /// The ioctl that failed (`KVM_GET_SREGS`, `KVM_SET_REGS`, ...).
+        ioctl: &'static str,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// `KVM_RUN` itself failed.
     #[error("KVM_RUN failed: {0}")]
     Run(io::Error),
+    /// KVM could not run the guest's instructions (nested virtualization
+    /// that emulates rather than runs, most often).
     #[error("KVM internal error {suberror} ({}) running the probe guest", internal_error_name(*.suberror))]
-    Internal { suberror: u32 },
+    Internal {
+        /// KVM's `KVM_INTERNAL_ERROR_*` code.
+        suberror: u32,
+    },
+    /// The hardware refused to enter the guest.
     #[error("KVM failed to enter the probe guest (hardware reason {hardware_reason:#x})")]
-    FailEntry { hardware_reason: u64 },
+    FailEntry {
+        /// The hardware's reason code.
+        hardware_reason: u64,
+    },
+    /// The guest stopped for another reason than the port write it ends
+    /// with, or a halt.
+
     #[error("the probe guest stopped with exit reason {reason} ({})", exit_name(*.reason))]
-    UnexpectedExit { reason: u32 },
+    UnexpectedExit {
+        /// KVM's `KVM_EXIT_*` code.
+        reason: u32,
+    },
+    /// The guest ran, but did not do what it was given to do (its
+    /// `cmpxchg16b`, its port write).
     #[error("the probe guest computed a wrong result: {what}")]
-    WrongResult { what: String },
+    WrongResult {
+        /// What it did instead.
+        what: String,
+    },
+    /// The guest ran, slowly enough that KVM is emulating it, not running
+    /// it in hardware.
     #[error("the probe guest took {elapsed:?} (hardware virtualization needs milliseconds): KVM is emulating it")]
-    TooSlow { elapsed: Duration },
+    TooSlow {
+        /// How long it took.
+        elapsed: Duration,
+    },
+    /// The thread that runs the probe could not be started.
     #[error("cannot start the probe thread: {0}")]
     Thread(io::Error),
+    /// The probe was still running when its time was up.
     #[error("the probe did not finish within {0:?}")]
     Timeout(Duration),
 }

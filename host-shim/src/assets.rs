@@ -14,14 +14,23 @@ use crate::rootfs::{self, RootfsError};
 /// Why an asset is missing.
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
+    /// The kernel or initramfs is not where it was looked for.
     #[error("no guest {what} at {}: build it with `make run` (or pass --{flag})", path.display())]
     Missing {
+        /// `kernel` or `initramfs`.
         what: &'static str,
+        /// The flag that names another (`kernel`, `initramfs`).
         flag: &'static str,
+        /// Where it was looked for.
         path: PathBuf,
     },
+    /// `--rootfs` names something that is not a directory.
     #[error("--rootfs {}: not a directory", path.display())]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// As given.
+        path: PathBuf,
+    },
+    /// The root filesystem's image could not be made.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
 }

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_proto::{
-    encode_frame, read_frame, write_frame, AgentKey, AttachReply, Conn, ContainerCreated, ContainerInfo, ContainerSpec, Created,
-    Endpoint, ErrorBody, ExitStatus, FrameError, HelloReply, Op, Open, Outcome, ProcessId, ProcessSpec, Request,
-    Response, Started, Stats, StreamKind, Transport, TransportError, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    encode_frame, read_frame, write_frame, AgentKey, AttachReply, Conn, ContainerCreated, ContainerInfo, ContainerSpec,
+    Created, Endpoint, ErrorBody, ExitStatus, FrameError, HelloReply, Op, Open, Outcome, ProcessId, ProcessSpec,
+    Request, Response, Started, Stats, StreamKind, Transport, TransportError, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -23,20 +23,38 @@ use tokio::sync::oneshot;
 /// Why a request to the agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The agent could not be reached, or refused the connection.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A frame could not be written or read (too large, not JSON, cut
+    /// short).
     #[error("{endpoint}: {source}")]
-    Frame { endpoint: String, source: FrameError },
+    Frame {
+        /// The agent's address.
+        endpoint: String,
+        /// What was wrong with the frame.
+        source: FrameError,
+    },
     /// The agent answered with an error.
     #[error("{op}: {error}")]
-    Agent { op: &'static str, error: ErrorBody },
+    Agent {
+        /// The request's op (`create`, `start_container`, ...).
+        op: &'static str,
+        /// The agent's error: its code, its message, what failed to start.
+        error: ErrorBody,
+    },
     /// The session ended before the answer came.
     #[error("{op}: the agent closed the connection")]
-    Closed { op: &'static str },
+    Closed {
+        /// The request's op.
+        op: &'static str,
+    },
     /// The answer did not have the expected shape.
     #[error("{op}: unexpected answer from the agent: {source}")]
     Decode {
+        /// The request's op.
         op: &'static str,
+        /// Why the answer did not decode.
         source: serde_json::Error,
     },
 }
@@ -64,11 +82,14 @@ const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// an agent that was given none (one in a namespace, behind a 0600 socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentAddr {
+    /// Where the agent listens: a Unix socket, vsock or hybrid vsock.
     pub endpoint: Endpoint,
+    /// The key to show in the first frame; `None` for an agent given none.
     pub key: Option<AgentKey>,
 }
 
 impl AgentAddr {
+    /// The agent at `endpoint` that asks for `key`.
     pub fn new(endpoint: Endpoint, key: Option<AgentKey>) -> AgentAddr {
         AgentAddr { endpoint, key }
     }
@@ -154,10 +175,13 @@ impl Client {
                 }
                 Outcome::Err(error) => return Err(ClientError::Agent { op: "hello", error }),
             },
-            (Ok(Some(Response {
-                outcome: Outcome::Err(error),
-                ..
-            })), _) => return Err(ClientError::Agent { op: "hello", error }),
+            (
+                Ok(Some(Response {
+                    outcome: Outcome::Err(error),
+                    ..
+                })),
+                _,
+            ) => return Err(ClientError::Agent { op: "hello", error }),
             (_, Err(e)) => return Err(frame_err(FrameError::Io(e))),
             (Ok(_), Ok(())) => return Err(ClientError::Closed { op: "hello" }),
             (Err(e), Ok(())) => return Err(frame_err(e)),
@@ -207,10 +231,7 @@ impl Client {
 
     /// Connects, retrying until the agent answers or `deadline` passes.
     /// Returns the last error when it never answered.
-    pub async fn connect_with_deadline(
-        addr: impl Into<AgentAddr>,
-        deadline: Instant,
-    ) -> Result<Client, ClientError> {
+    pub async fn connect_with_deadline(addr: impl Into<AgentAddr>, deadline: Instant) -> Result<Client, ClientError> {
         let addr = addr.into();
         let mut delay = Duration::from_millis(2);
         loop {

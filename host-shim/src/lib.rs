@@ -1,7 +1,7 @@
 //! The host side of vminitd.
 //!
 //! * [`client`]: a typed async client of the agent over any transport.
-//! * [`exec`]: run one process through the agent with its stdio relayed.
+//! * [`mod@exec`]: run one process through the agent with its stdio relayed.
 //! * [`terminal`]: the host terminal in raw mode and its window size.
 //! * [`vm`]: one micro-VM: vsock backend, QEMU, agent session, teardown.
 //! * [`instance`]: VMs that outlive the command that started them, held by a
@@ -10,8 +10,9 @@
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
 //! * [`image`]: root filesystems and process defaults from OCI images and bundles.
 //! * [`profile`]: the boot timeline, host and guest on one axis.
-//! * [`private`]: host state directories 0700 and files 0600, checked before
-//!   use; logs capped and rotated.
+//! * `private` (within the crate): host state directories 0700 and files
+//!   0600, checked before use; logs capped and rotated. Its
+//!   [`PrivateError`] is in the errors of the modules that keep state.
 //! * [`runtime`]: an OCI runtime with runc's operations, each container a
 //!   micro-VM held by an instance daemon.
 //!
@@ -25,7 +26,7 @@ pub mod exec;
 pub mod image;
 pub mod instance;
 pub mod network;
-pub mod private;
+pub(crate) mod private;
 pub mod profile;
 pub mod rootfs;
 pub mod runtime;
@@ -36,3 +37,4 @@ pub mod vm;
 
 pub use client::{AgentAddr, Client, ClientError};
 pub use exec::{exec, ExecIo};
+pub use private::PrivateError;

@@ -38,11 +38,21 @@ pub enum PrivateError {
     /// Something in the way that we did not make, or that others can
     /// change: never used.
     #[error("{} {detail}: refusing to use it", path.display())]
-    Unsafe { path: PathBuf, detail: String },
+    Unsafe {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it (`is a symbolic link`, `is owned by uid
+        /// 65534, not 0`, `has mode 0777`, ...).
+        detail: String,
+    },
+    /// A directory or file could not be made, opened or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// The directory or file.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
 }
@@ -136,6 +146,7 @@ impl PrivateDir {
         })
     }
 
+    /// The directory's path, as it was opened.
     pub fn path(&self) -> &Path {
         &self.path
     }

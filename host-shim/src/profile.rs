@@ -15,7 +15,10 @@ use serde_json::json;
 /// Which clock a phase was read on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clock {
+    /// vmshim's own monotonic clock.
     Host,
+    /// The guest's `CLOCK_BOOTTIME`, placed on the host's axis with the
+    /// handshake's round trip.
     Guest,
 }
 
@@ -23,8 +26,11 @@ pub enum Clock {
 /// started.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phase {
+    /// What ended (`vmshim start`, `agent listening`, ...).
     pub name: String,
+    /// When, in milliseconds since vmshim started.
     pub at_ms: f64,
+    /// The clock it was read on.
     pub clock: Clock,
 }
 
@@ -46,6 +52,7 @@ const GUEST_NAMES: &[(&str, &str)] = &[
 ];
 
 impl Profile {
+    /// An empty profile of a run that started at `start`.
     pub fn new(start: Instant) -> Profile {
         Profile {
             start,

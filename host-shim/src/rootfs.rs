@@ -32,24 +32,54 @@ pub use ext4::ext4_image;
 /// Why a root filesystem tree or image could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// No static busybox to make the default tree of.
     #[error("no busybox at {}: install busybox-static (a static busybox is needed in the guest)", path.display())]
-    BusyboxMissing { path: PathBuf },
+    BusyboxMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// busybox would not list its applets, whose links the tree holds.
     #[error("{} --list-full: {detail}", busybox.display())]
-    BusyboxApplets { busybox: PathBuf, detail: String },
+    BusyboxApplets {
+        /// The busybox binary.
+        busybox: PathBuf,
+        /// How it failed.
+        detail: String,
+    },
+    /// A file of the tree, the image or the cache could not be made.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
+    /// The tree could not be read, to hash it or to size its image.
     #[error("reading the tree at {}: {source}", path.display())]
-    Walk { path: PathBuf, source: io::Error },
+    Walk {
+        /// Where in the tree.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// `mkfs.ext4` could not be run.
     #[error("cannot run {program}: {source} (install e2fsprogs)")]
-    MkfsMissing { program: PathBuf, source: io::Error },
+    MkfsMissing {
+        /// The program.
+        program: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// `mkfs.ext4` ran and failed.
     #[error("mkfs.ext4 for {} failed ({status}): {stderr}", image.display())]
     Mkfs {
+        /// The image it was making.
         image: PathBuf,
+        /// How it exited.
         status: ExitStatus,
+        /// What it said.
         stderr: String,
     },
 }

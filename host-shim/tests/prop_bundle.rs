@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use agent_proto::{ContainerSpec, GUEST_ROOTFS};
-use host_shim::image::{container_spec, resources_from_json, ImageError, RootPlacement};
 use host_shim::image::Bundle as ReadBundle;
+use host_shim::image::{container_spec, resources_from_json, ImageError, RootPlacement};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};

@@ -82,23 +82,49 @@ impl Compression {
 /// Why a layer could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
+    /// The archive could not be read (cut short, a bad header, bad gzip).
     #[error("reading the archive: {0}")]
     Read(io::Error),
+    /// An entry that would write outside the tree, or through a link.
     #[error("entry {entry:?} {reason}: refused, nothing written for it")]
-    Unsafe { entry: String, reason: String },
+    Unsafe {
+        /// The entry's path in the archive.
+        entry: String,
+        /// What makes it unsafe (`climbs out of the tree`, ...).
+        reason: String,
+    },
+    /// An entry whose file could not be made in the tree.
     #[error("entry {entry:?}: {op} {}: {source}", path.display())]
     Io {
+        /// The entry's path in the archive.
         entry: String,
+        /// What was being done (`create`, `write`, `link`, ...).
         op: &'static str,
+        /// The file in the tree.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
+    /// The tree the layer goes onto could not be opened.
     #[error("opening the tree {}: {source}", path.display())]
-    Root { path: PathBuf, source: io::Error },
+    Root {
+        /// The tree.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The image unpacks to more bytes than its [`Limits`] allow.
     #[error("unpacks to more than {} ({limit} bytes, the limit for one image): refused", size(*limit))]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The image holds more entries than its [`Limits`] allow.
     #[error("holds more than {limit} entries (the limit for one image): refused")]
-    TooManyEntries { limit: u64 },
+    TooManyEntries {
+        /// The limit, in entries.
+        limit: u64,
+    },
 }
 
 impl From<Exceeded> for LayerError {
@@ -113,7 +139,9 @@ impl From<Exceeded> for LayerError {
 /// An entry that was not created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
+    /// The entry's path in the archive.
     pub entry: String,
+    /// What it is: `character device`, `block device` or `FIFO`.
     pub kind: &'static str,
 }
 

@@ -33,7 +33,10 @@ const MANIFEST_TYPES: [&str; 2] = [
 /// `DIR[:TAG]`, as `--image` takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
+    /// The OCI image layout's directory.
     pub dir: PathBuf,
+    /// The `org.opencontainers.image.ref.name` to run; `None`: the
+    /// layout's only image.
     pub tag: Option<String>,
 }
 

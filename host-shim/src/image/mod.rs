@@ -8,8 +8,8 @@
 //!   is private (0700): the trees in it hold the image's set-user-ID
 //!   binaries, for the guest only. An image unpacks to at most [`Limits`].
 //! * [`container_spec`], [`Bundle`]: an OCI runtime bundle (`config.json`
-//!   + root directory), its whole spec translated once as the agent's
-//!   container spec, for an agent on this host or in a VM (`vmshim
+//!   and its root directory), its whole spec translated once as the
+//!   agent's container spec, for an agent on this host or in a VM (`vmshim
 //!   runtime`, `vmshim run --bundle`); what the agent cannot carry is
 //!   refused, naming the fields.
 //! * [`ProcessDefaults`]: what an image gives the process; [`under_flags`]:
@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use crate::rootfs::private_dir;
 
-pub(crate) use bundle::{process_spec, unsupported_process_fields};
 pub use bundle::{container_spec, resources_from_json, Bundle, RootPlacement};
+pub(crate) use bundle::{process_spec, unsupported_process_fields};
 pub use layer::{apply_layer, Budget, LayerError, Limits, Skipped};
 pub use layout::{ImageRef, Layout};
 pub use process::{under_flags, ProcessDefaults};
@@ -40,58 +40,124 @@ pub use process::{under_flags, ProcessDefaults};
 /// Why an image or bundle could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// A file of the layout, the cache or the bundle could not be read or
+    /// made.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// What was being done (`reading`, `creating`, `renaming`, ...).
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
+    /// The directory has no `oci-layout` and `index.json` that say it is
+    /// an OCI image layout.
     #[error("{}: not an OCI image layout ({detail})", layout.display())]
-    NotALayout { layout: PathBuf, detail: String },
+    NotALayout {
+        /// The directory.
+        layout: PathBuf,
+        /// What is missing or wrong.
+        detail: String,
+    },
+    /// An index, manifest or config that does not parse as its type.
     #[error("{}: {what} is not valid JSON for its type: {detail}", layout.display())]
     BadJson {
+        /// The layout.
         layout: PathBuf,
+        /// Which document (`index.json`, `manifest sha256:...`).
         what: String,
+        /// Where and why it does not parse.
         detail: String,
     },
+    /// No image of the layout has the tag asked for.
     #[error("{}: no image tagged {tag:?}; tags: {}", layout.display(), tags.join(", "))]
     NoSuchTag {
+        /// The layout.
         layout: PathBuf,
+        /// The tag asked for.
         tag: String,
+        /// The tags it has.
         tags: Vec<String>,
     },
+    /// No tag given, and the layout holds more than one image.
     #[error("{}: {count} images, name one with DIR:TAG; tags: {}", layout.display(), tags.join(", "))]
     AmbiguousTag {
+        /// The layout.
         layout: PathBuf,
+        /// How many images it holds.
         count: usize,
+        /// Their tags.
         tags: Vec<String>,
     },
+    /// An image index with no manifest for this machine.
     #[error("{}: the image index {index} has no linux/amd64 manifest", layout.display())]
-    NoPlatform { layout: PathBuf, index: String },
+    NoPlatform {
+        /// The layout.
+        layout: PathBuf,
+        /// The index's digest.
+        index: String,
+    },
+    /// A blob that is missing, of the wrong size, or whose content is not
+    /// its digest.
     #[error("{}: blob {digest}: {detail}", layout.display())]
     BadBlob {
+        /// The layout.
         layout: PathBuf,
+        /// The blob's digest, as its descriptor gives it.
         digest: String,
+        /// What is wrong with it.
         detail: String,
     },
+    /// A manifest, config or layer of a media type vmshim does not read.
     #[error("{}: {what} has media type {media_type}, which vmshim cannot read", layout.display())]
     UnsupportedMediaType {
+        /// The layout.
         layout: PathBuf,
+        /// Which descriptor.
         what: String,
+        /// Its media type.
         media_type: String,
     },
+    /// A layer that could not be applied.
     #[error("layer {digest}: {source}")]
-    Layer { digest: String, source: LayerError },
+    Layer {
+        /// The layer's digest.
+        digest: String,
+        /// Why.
+        source: LayerError,
+    },
+    /// The image config's `User` names a user or group the image's
+    /// `/etc/passwd` or `/etc/group` does not have.
     #[error("image user {user:?}: {detail}")]
-    User { user: String, detail: String },
+    User {
+        /// `User`, as the config gives it.
+        user: String,
+        /// Which name was not found.
+        detail: String,
+    },
+    /// A bundle's `config.json` that cannot be read, or is not a runtime
+    /// spec (a value of the wrong type is named by its place).
     #[error("{}: {detail}", path.display())]
-    BadBundle { path: PathBuf, detail: String },
+    BadBundle {
+        /// The `config.json` (or `linux.resources` document).
+        path: PathBuf,
+        /// What is wrong, and where.
+        detail: String,
+    },
+    /// A runtime spec that asks for what the agent cannot carry, or (for a
+    /// VM) for the host's files or namespaces.
     #[error(
         "{}: the spec asks for what a vminitd VM does not honour yet: {}",
         path.display(),
         fields.join("; ")
     )]
-    UnsupportedSpec { path: PathBuf, fields: Vec<String> },
+    UnsupportedSpec {
+        /// The `config.json`.
+        path: PathBuf,
+        /// Every such field, in document order, each with why.
+        fields: Vec<String>,
+    },
 }
 
 /// A closure that wraps an I/O error with what was being done, and where.
@@ -111,7 +177,9 @@ pub struct Unpacked {
     pub manifest_digest: String,
     /// The extracted root filesystem.
     pub tree: PathBuf,
+    /// What its config gives the process.
     pub defaults: ProcessDefaults,
+
     /// Entries that were not created, on a first extraction only.
     pub skipped: Vec<Skipped>,
 }

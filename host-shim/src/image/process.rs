@@ -42,7 +42,6 @@ impl ProcessDefaults {
             env: c.env().clone().unwrap_or_default(),
             cwd: c.working_dir().clone().filter(|d| !d.is_empty()),
             user,
-            ..ProcessDefaults::default()
         })
     }
 
@@ -186,7 +185,6 @@ mod tests {
                 gid: 8,
                 additional_gids: vec![],
             }),
-            ..Default::default()
         };
         let s = d.under(spec(&[], &["A=user"]));
         assert_eq!(s.args, strings(&["/entry", "default", "args"]));
@@ -223,7 +221,10 @@ mod tests {
         let p = under_flags(bundle.clone(), flags);
         assert_eq!(p.args, strings(&["env"]));
         assert_eq!(p.env, strings(&["PATH=/bin", "A=flag", "B=1"]));
-        assert_eq!((p.cwd.as_deref(), p.terminal, p.allow_vsock), (Some("/tmp"), true, true));
+        assert_eq!(
+            (p.cwd.as_deref(), p.terminal, p.allow_vsock),
+            (Some("/tmp"), true, true)
+        );
         assert_eq!((p.user, p.umask, p.no_new_privileges), (bundle.user, Some(0o27), true));
     }
 

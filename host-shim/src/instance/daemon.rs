@@ -205,8 +205,8 @@ impl VmRun<'_> {
             Some(main) => {
                 let io = log_io(&self.dir.log()).map_err(|e| self.err(format!("cannot open the log: {e}")))?;
                 let started = match main {
-                    MainProcess::Process(process) => spawn(client, process.clone(), io).await,
-                    MainProcess::Container(spec) => spawn_container(client, spec.clone(), io).await,
+                    MainProcess::Process(process) => spawn(client, (**process).clone(), io).await,
+                    MainProcess::Container(spec) => spawn_container(client, (**spec).clone(), io).await,
                 };
                 let running = started.map_err(|e| self.err(format!("cannot start the main process: {e}")))?;
                 log(&format!("main process started: {:?}", main.args()));

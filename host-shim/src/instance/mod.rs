@@ -9,11 +9,12 @@
 //! |---|---|
 //! | `instance.json` | the [`Instance`]: name, owner pid and start time, status, agent endpoint, created time, command, the VM's host pids |
 //! | `spec.json` | the [`InstanceSpec`]: what the daemon boots and runs |
-//! | `log` | the daemon's log, and the main process's stdout and stderr (rotated to `log.1`, see [`crate::private::log`]) |
+//! | `log` | the daemon's log, and the main process's stdout and stderr (rotated to `log.1` at `$VMSHIM_LOG_MAX_SIZE`) |
 //!
 //! The state directory and `instances/` are 0700 and checked before use,
 //! each instance's directory 0700 and its files 0600 whatever the umask
-//! ([`crate::private`]): `spec.json` holds the process's environment.
+//! (one that is not safe to use is refused, [`crate::PrivateError`]):
+//! `spec.json` holds the process's environment.
 //! The directory is made whole in a temporary directory and renamed into
 //! place, so a name is taken atomically. Its owner is the starting vmshim
 //! until the daemon takes over. The daemon removes the directory when its
@@ -50,26 +51,67 @@ const LOG_LINES: usize = 15;
 /// Why an instance operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
+    /// A bad instance name, or no state directory (names follow the
+    /// network's rule: [`crate::network::NAME_RULE`]).
     #[error(transparent)]
     Name(NetworkError),
+    /// No live instance of that name.
     #[error("no instance {name:?} (see vmshim ps)")]
-    Unknown { name: String },
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// `start` with the name of a live instance.
     #[error("an instance named {name:?} is already running (daemon pid {pid}); stop it first")]
-    NameTaken { name: String, pid: u32 },
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The daemon that holds it.
+        pid: u32,
+    },
+    /// An instance that is starting or stopping, not reachable.
     #[error("instance {name:?} is {status}, not running")]
-    NotRunning { name: String, status: Status },
+    NotRunning {
+        /// The instance.
+        name: String,
+        /// Where it is in its life.
+        status: Status,
+    },
+    /// The daemon did not bring the instance up; the detail quotes its log.
     #[error("instance {name:?} did not start: {detail}")]
-    StartFailed { name: String, detail: String },
+    StartFailed {
+        /// The instance.
+        name: String,
+        /// Why, with the end of its log.
+        detail: String,
+    },
+    /// A file of the instance's state could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
+    /// `instance.json` or `spec.json` that does not parse.
     #[error("{} is corrupt: {detail}", path.display())]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        detail: String,
+    },
+    /// The daemon could not boot the VM, or start or wait for its main
+    /// process or container.
     #[error("instance {name:?}: {detail}")]
-    Serve { name: String, detail: String },
+    Serve {
+        /// The instance.
+        name: String,
+        /// What failed.
+        detail: String,
+    },
     /// A state directory or file that could not be made private, or that
     /// is not safe to use.
     #[error(transparent)]
@@ -101,6 +143,7 @@ impl std::fmt::Display for Status {
 /// What `instance.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Instance {
+    /// The instance's name: its VM's host name, its name on a network.
     pub name: String,
     /// The owner: the daemon, or the starting vmshim until the daemon
     /// takes over.
@@ -108,6 +151,7 @@ pub struct Instance {
     /// The owner's start time (clock ticks after boot), which tells it
     /// apart from a later process with the same pid.
     pub started: Option<u64>,
+    /// Where it is in its life.
     pub status: Status,
     /// Where the agent listens, once running.
     pub endpoint: Option<String>,
@@ -179,6 +223,7 @@ impl Instances {
         self
     }
 
+    /// The state directory (`instances/` is in it).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }

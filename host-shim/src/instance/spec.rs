@@ -14,15 +14,25 @@ use crate::vm::VmConfig;
 /// An instance's VM, network and main process.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
+    /// The QEMU program.
     pub qemu: PathBuf,
+    /// The guest kernel.
     pub kernel: PathBuf,
+    /// The initramfs, vminitd as `/init`.
     pub initramfs: PathBuf,
+    /// The read-only ext4 image the agent mounts, with a writable overlay,
+    /// as the root of its processes; absent: the initramfs alone.
     pub rootfs: Option<PathBuf>,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// Guest memory, in MiB.
     pub memory_mib: u32,
     /// `"kvm"`, `"tcg"`, or absent: KVM where it really runs a guest.
     pub accel: Option<String>,
+    /// How long the agent may take to answer after QEMU starts, in
+    /// milliseconds.
     pub boot_timeout_ms: u64,
+    /// More kernel command line arguments.
     #[serde(default)]
     pub cmdline_extra: Vec<String>,
     /// No network but loopback.
@@ -31,8 +41,9 @@ pub struct InstanceSpec {
     /// Published ports, as `-p` takes them.
     #[serde(default)]
     pub publish: Vec<String>,
-    /// A vmshim network to join, and the address asked for on it.
+    /// A vmshim network to join.
     pub network: Option<String>,
+    /// The address asked for on `network`; absent: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// The main process: the instance stops when it exits. Absent: the
     /// instance runs until stopped.
@@ -46,15 +57,15 @@ pub struct InstanceSpec {
 
 /// An instance's main process ([`InstanceSpec::process`]): started once the
 /// VM runs, its stdout and stderr appended to the instance's log; the
-/// instance stops when it exits.
+/// instance stops when it exits. (Each spec is boxed: they are large.)
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MainProcess {
     /// A process in the VM's root filesystem (`run -d -- CMD`, an image's).
-    Process(ProcessSpec),
+    Process(Box<ProcessSpec>),
     /// A container, created and started by the agent's engine (`run -d
     /// --bundle`: the bundle's process).
-    Container(ContainerSpec),
+    Container(Box<ContainerSpec>),
 }
 
 impl MainProcess {
@@ -70,7 +81,9 @@ impl MainProcess {
 /// An instance's container ([`InstanceSpec::container`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerMain {
+    /// The container, as `vmshim runtime create` translated its bundle.
     pub spec: ContainerSpec,
+
     /// Attach the starting vmshim's stdin to the process (else its stdin is
     /// `/dev/null`). Its stdout and stderr are always attached.
     pub stdin: bool,
@@ -113,6 +126,7 @@ impl InstanceSpec {
         }
     }
 
+    /// How long the agent may take to answer after QEMU starts.
     pub fn boot_timeout(&self) -> Duration {
         Duration::from_millis(self.boot_timeout_ms)
     }

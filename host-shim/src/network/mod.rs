@@ -5,7 +5,7 @@
 //! netdev, which carries every Ethernet frame as a 4-byte big-endian length
 //! followed by the frame. Each VM's port is bound to the MAC and IPv4
 //! address it leased: frames from any other source are dropped
-//! ([`switch`]):
+//! (the `switch` module):
 //!
 //! ```text
 //! -netdev stream,id=switch,server=off,addr.type=unix,addr.path=SWITCH_SOCKET
@@ -17,7 +17,7 @@
 //! **bridge** (root, or CAP_NET_ADMIN): the network is a Linux bridge
 //! holding the subnet's gateway address, so the host reaches the VMs at
 //! their addresses; each VM joins it through a tap device of its own
-//! ([`mod@bridge`]):
+//! (the `bridge` module):
 //!
 //! ```text
 //! -netdev tap,id=switch,ifname=vmtap-0a590002,script=no,downscript=no
@@ -31,13 +31,13 @@
 //! |---|---|
 //! | `network.json` | `{"name": .., "subnet": "10.89.0.0/24", "driver": "switch"}`, and `"bridge": "vmbr-.."` for a bridge network (a file without `driver` is a switch network) |
 //! | `lock` | `flock`ed by whoever changes leases, starts the switch or makes taps |
-//! | `switch.sock`, `switch.pid`, `switch.log` | the switch daemon (its log rotated to `switch.log.1`, see [`crate::private::log`]) |
+//! | `switch.sock`, `switch.pid`, `switch.log` | the switch daemon (its log rotated to `switch.log.1` at `$VMSHIM_LOG_MAX_SIZE`) |
 //! | `leases/<ip>` | `{"name": .., "pid": .., "started": .., "mac": ..}`: one VM each |
 //!
 //! The state directory, `networks/` and every directory in it are 0700, and
 //! every file (the socket too) 0600, whatever the umask; a state directory
 //! that is a link, another user's, or that others may write to is refused
-//! ([`crate::private`]).
+//! ([`crate::PrivateError`]).
 //!
 //! `$STATE/networks.lock` serialises creating and removing networks, so two
 //! networks never get overlapping subnets.

@@ -93,6 +93,7 @@ impl RotatingLog {
         })
     }
 
+    /// The current generation's path.
     pub fn path(&self) -> PathBuf {
         self.dir.join(&self.name)
     }

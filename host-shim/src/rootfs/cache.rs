@@ -71,8 +71,8 @@ impl Drop for Umask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use crate::test_dir::TestDir;
+    use std::fs;
 
     fn mode(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().mode() & 0o7777

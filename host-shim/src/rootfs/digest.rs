@@ -35,7 +35,10 @@ pub(super) const BLOCK: u64 = 4096;
 /// A tree's content hash and the size of its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeDigest {
+    /// The SHA-256 of every entry (path, metadata, content), walked in
+    /// order; the module docs say what is hashed.
     pub sha256: [u8; 32],
+
     /// Files, directories, symlinks and special files, the root included.
     pub entries: u64,
     /// 4 KiB blocks of file data, directories and long symlinks.

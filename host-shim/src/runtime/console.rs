@@ -31,15 +31,27 @@ const MASTER_NAME: &[u8] = b"/dev/ptmx";
 /// Why a terminal could not be handed over.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
+    /// No host pseudo-terminal could be opened.
     #[error("cannot open a pseudo-terminal: {source}")]
-    Open { source: io::Error },
+    Open {
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The master could not be sent to the console socket.
     #[error("cannot send the terminal to the console socket {}: {source}", path.display())]
-    Send { path: PathBuf, source: io::Error },
+    Send {
+        /// The console socket.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
 }
 
 /// A host pseudo-terminal pair, both ends close-on-exec, the slave raw.
 pub struct HostPty {
+    /// The master: what the console socket receives.
     pub master: OwnedFd,
+    /// The slave: what the daemon relays to the process's terminal.
     pub slave: OwnedFd,
 }
 

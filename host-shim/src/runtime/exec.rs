@@ -36,10 +36,14 @@ pub enum ExecStdio {
     /// process, the caller's terminal (which the caller makes raw). No
     /// `stdin`: `/dev/null`. A terminal process has no `stderr`.
     Files {
+        /// What the process reads; `None`: `/dev/null`.
         stdin: Option<File>,
+        /// Where its stdout (or its terminal's output) goes.
         stdout: File,
+        /// Where its stderr goes (unused with a terminal).
         stderr: File,
     },
+
     /// A terminal process's host terminal, whose master goes to the
     /// console socket at this path.
     ConsoleSocket(PathBuf),

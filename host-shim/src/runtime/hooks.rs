@@ -25,14 +25,20 @@ const POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostHooks {
+    /// `prestart`: run first at create, before `createRuntime`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prestart: Vec<Hook>,
+    /// `createRuntime`: once the container is created in its VM.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub create_runtime: Vec<Hook>,
+    /// `createContainer`: after `createRuntime`, before `create` returns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub create_container: Vec<Hook>,
+    /// `poststart`: after `start`; a failure is a warning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststart: Vec<Hook>,
+    /// `poststop`: once `delete` has shut the VM down; a failure is a
+    /// warning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststop: Vec<Hook>,
 }
@@ -72,6 +78,7 @@ impl HostHooks {
         Ok(HostHooks::of(&spec))
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self == &HostHooks::default()
     }

@@ -2,7 +2,7 @@
 //! micro-VM of its own (`vmshim runtime`).
 //!
 //! `create` translates the bundle ([`crate::image::container_spec`],
-//! [`RootPlacement::Guest`]), packs its root directory into a read-only
+//! [`crate::image::RootPlacement::Guest`]), packs its root directory into a read-only
 //! ext4 image (cached by content), and starts an instance daemon
 //! ([`crate::instance`]) that boots the VM, creates the container there
 //! with the caller's stdio attached (as runc hands its stdio to the
@@ -12,8 +12,8 @@
 //!
 //! A terminal (`process.terminal`) is a host pseudo-terminal relayed to
 //! the process's terminal in the VM, its master sent to the caller's
-//! console socket ([`console`]). The bundle's hooks but `startContainer`
-//! (which runs in the container) run on the host ([`hooks`]): `prestart`,
+//! console socket (`console`). The bundle's hooks but `startContainer`
+//! (which runs in the container) run on the host (`hooks`): `prestart`,
 //! `createRuntime` and `createContainer` once the container is created in
 //! its VM, `poststart` after `start`, `poststop` at `delete`.
 //!
@@ -22,21 +22,21 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `ROOT/ID/state.json` | the [`Record`]: bundle, root filesystem, creation time, annotations |
+//! | `ROOT/ID/state.json` | the `Record`: bundle, root filesystem, creation time, annotations |
 //! | `ROOT/ID/instances/NAME/` | the instance holding the VM (`instance.json`, `spec.json`, the daemon's `log`); NAME is the id |
 //!
 //! The root and every directory in it are 0700, their files 0600, whatever
 //! the umask (runc's root is 0700 too); a root that is a link, another
-//! user's, or that others may write to is refused ([`crate::private`]).
+//! user's, or that others may write to is refused ([`crate::PrivateError`]).
 //!
 //! The status is the agent's while the VM runs; a container whose daemon
 //! or VM is gone is `stopped`. Its `pid` is the host pid of the VM's QEMU
 //! while created or running (the container's process lives in the VM and
 //! has no host pid), 0 once stopped.
 
-pub mod console;
+pub(crate) mod console;
 mod exec;
-pub mod hooks;
+pub(crate) mod hooks;
 mod process;
 pub(crate) mod relay;
 mod signal;
@@ -62,7 +62,8 @@ pub use exec::{Exec, ExecProcess, ExecStdio};
 use hooks::HostHooks;
 pub use process::ExecFlags;
 pub use signal::parse_signal;
-pub use state::{rfc3339_nanos, Record, State, OCI_VERSION};
+pub(crate) use state::Record;
+pub use state::{rfc3339_nanos, State, OCI_VERSION};
 
 /// The default root directory, as `--root`.
 pub const DEFAULT_ROOT: &str = "/run/vmshim-runtime";
@@ -77,61 +78,159 @@ const WAIT_POLL: Duration = Duration::from_millis(20);
 /// are runc's.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// An id that is not 1 to 64 letters, digits, `_`, `.` or `-`, or that
+    /// starts with `.` or `-`.
+
     #[error("invalid container id format: {id}")]
-    BadId { id: String },
+    BadId {
+        /// The id as given.
+        id: String,
+    },
+    /// `create` with the id of a container that exists.
     #[error("container with id exists: {id}")]
-    Exists { id: String },
+    Exists {
+        /// The id.
+        id: String,
+    },
+    /// No container of that id in the root directory.
     #[error("container does not exist")]
-    NotExist { id: String },
+    NotExist {
+        /// The id asked for.
+        id: String,
+    },
+    /// `start` of a container whose process has ended.
     #[error("cannot start a container that has stopped")]
-    StartStopped { id: String },
+    StartStopped {
+        /// The container.
+        id: String,
+    },
+    /// `start` of a container already started.
     #[error("cannot start an already running container")]
-    StartRunning { id: String },
+    StartRunning {
+        /// The container.
+        id: String,
+    },
+    /// `start` of a container that is creating or paused.
     #[error("cannot start a container in the {status} state")]
-    StartOther { id: String, status: &'static str },
+    StartOther {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// `kill` or `update` of a container whose VM no longer runs it.
     #[error("container not running")]
-    NotRunning { id: String },
+    NotRunning {
+        /// The container.
+        id: String,
+    },
+    /// `resume` of a container that is not paused.
     #[error("container not paused")]
-    NotPaused { id: String },
+    NotPaused {
+        /// The container.
+        id: String,
+    },
+    /// `exec` into a container whose process has ended.
     #[error("cannot exec in a stopped container")]
-    ExecStopped { id: String },
+    ExecStopped {
+        /// The container.
+        id: String,
+    },
+    /// `exec` into a container that is still being created.
     #[error("cannot exec in a container in the {status} state")]
-    ExecOther { id: String, status: &'static str },
+    ExecOther {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
     /// The process to run is not valid; runc's words.
     #[error("{detail}")]
-    BadProcess { detail: String },
+    BadProcess {
+        /// runc's message.
+        detail: String,
+    },
+    /// `delete` without `--force` of a container that has not stopped.
     #[error("cannot delete container {id} that is not stopped: {status}")]
-    NotStopped { id: String, status: &'static str },
+    NotStopped {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
     /// A terminal and a console socket that do not go together; runc's
     /// words.
     #[error("{detail}")]
-    Terminal { id: String, detail: &'static str },
+    Terminal {
+        /// The container.
+        id: String,
+        /// runc's message.
+        detail: &'static str,
+    },
+    /// The terminal could not be handed to the console socket.
     #[error(transparent)]
     Console(#[from] ConsoleError),
     /// A hook failed; runc's words (`error running prestart hook #0: ...`).
     #[error("{detail}")]
-    Hook { id: String, detail: String },
+    Hook {
+        /// The container.
+        id: String,
+        /// runc's message, with the hook's status, stdout and stderr.
+        detail: String,
+    },
+    /// The bundle's hooks could not be read, or the container's VM did not
+    /// start.
     #[error("container {id}: {detail}")]
-    CreateFailed { id: String, detail: String },
+    CreateFailed {
+        /// The container.
+        id: String,
+        /// What failed.
+        detail: String,
+    },
+    /// `run` (or `wait`) saw the VM end with no exit status from the agent.
     #[error("container {id}: its VM ended without reporting how its process ended")]
-    NoExit { id: String },
+    NoExit {
+        /// The container.
+        id: String,
+    },
+    /// The bundle could not be read, or asks for what the agent cannot
+    /// carry.
     #[error(transparent)]
     Bundle(#[from] ImageError),
+    /// The kernel or initramfs is missing, or the root filesystem image
+    /// could not be made.
     #[error(transparent)]
     Asset(#[from] AssetError),
+    /// The container's instance (its VM's daemon) failed.
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    /// The agent refused a request, or could not be reached.
     /// (Not the error's source: the message has it whole.)
     #[error("container {id}: {error}")]
-    Agent { id: String, error: ClientError },
+    Agent {
+        /// The container.
+        id: String,
+        /// What the client saw.
+        error: ClientError,
+    },
+    /// A file of the root directory could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
+    /// A `state.json` that does not parse.
     #[error("{} is corrupt: {detail}", path.display())]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// A state directory or file that could not be made private, or that
     /// is not safe to use.
     #[error(transparent)]
@@ -141,13 +240,17 @@ pub enum RuntimeError {
 /// The VM each container gets.
 #[derive(Debug, Clone)]
 pub struct VmSettings {
-    /// The guest kernel and initramfs; `None`: the build directory's.
+    /// The guest kernel; `None`: the build directory's.
     pub kernel: Option<PathBuf>,
+    /// The initramfs; `None`: the build directory's.
     pub initramfs: Option<PathBuf>,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// Guest memory, in MiB (`--vm-memory`; not the container's limit).
     pub memory_mib: u32,
     /// `None`: KVM where it really runs a guest, else TCG.
     pub accel: Option<Accel>,
+    /// How long the agent may take to answer after QEMU starts.
     pub boot_timeout: Duration,
 }
 
@@ -169,8 +272,8 @@ impl Default for VmSettings {
 pub struct CreateOptions {
     /// The bundle directory (`config.json` and its root).
     pub bundle: PathBuf,
-    /// `--console-socket`: where a terminal's master goes (see
-    /// [`console`]).
+    /// `--console-socket`: where a terminal's master goes (one
+    /// `SCM_RIGHTS` message, as runc sends it).
     pub console_socket: Option<PathBuf>,
     /// Attach this process's stdin to the container's process (else its
     /// stdin is `/dev/null`). Its stdout and stderr are always attached.
@@ -246,6 +349,7 @@ impl Runtime {
         self
     }
 
+    /// The root directory (`--root`).
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -19,6 +19,7 @@ pub const OCI_VERSION: &str = "1.0.2";
 /// by every later command.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
+    /// The container's id.
     pub id: String,
     /// The bundle directory, absolute.
     pub bundle: PathBuf,
@@ -26,8 +27,10 @@ pub struct Record {
     pub rootfs: PathBuf,
     /// When it was created: nanoseconds since the Unix epoch, host clock.
     pub created_unix_ns: u64,
+    /// The spec's annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+
     /// The bundle's hooks that run on the host.
     #[serde(default, skip_serializing_if = "HostHooks::is_empty")]
     pub hooks: HostHooks,
@@ -37,27 +40,34 @@ pub struct Record {
 /// runc's `rootfs`, `created` and `owner`), fields in runc's order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct State {
+    /// The OCI runtime spec version the state follows ([`OCI_VERSION`]).
     #[serde(rename = "ociVersion")]
     pub oci_version: String,
+    /// The container's id.
     pub id: String,
     /// The host pid of the VM's QEMU while the container is created or
     /// running (the container's process is in the VM: it has no host pid);
     /// 0 once stopped.
     pub pid: u32,
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
     pub status: String,
+    /// The bundle directory, absolute.
     pub bundle: String,
+    /// The bundle's root filesystem on the host, absolute.
     pub rootfs: String,
     /// RFC 3339, nanoseconds, UTC.
     pub created: String,
+    /// The spec's annotations.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+
     /// The owner's user name; empty (as runc reports it for a container of
     /// the user running it).
     pub owner: String,
 }
 
 impl State {
-    pub fn new(record: &Record, status: ContainerStatus, pid: u32) -> State {
+    pub(crate) fn new(record: &Record, status: ContainerStatus, pid: u32) -> State {
         State {
             oci_version: OCI_VERSION.to_owned(),
             id: record.id.clone(),

@@ -46,10 +46,12 @@ impl Supervised {
         })
     }
 
+    /// Its role (`qemu`, `vhost-device-vsock`).
     pub fn name(&self) -> &'static str {
         self.name
     }
 
+    /// Its host pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

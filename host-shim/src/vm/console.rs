@@ -102,10 +102,12 @@ impl ConsoleCapture {
         })
     }
 
+    /// The console log it writes (`console.log`, rotated).
     pub fn log(&self) -> &Path {
         &self.log
     }
 
+    /// The socket QEMU's serial console connects to.
     pub fn socket(&self) -> &Path {
         &self.socket
     }

@@ -1,11 +1,11 @@
 //! One micro-VM: the vsock backend, QEMU, and the agent session, torn down
 //! together on every path (a normal end, an error, a dropped handle).
 
-pub mod child;
-pub mod console;
+pub(crate) mod child;
+pub(crate) mod console;
 pub mod net;
 pub mod qemu;
-pub mod runtime_dir;
+pub(crate) mod runtime_dir;
 pub mod vsock;
 
 use std::path::PathBuf;
@@ -28,26 +28,56 @@ const CONSOLE_LINES: usize = 15;
 /// Why a VM could not be booted or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// A file of the VM's runtime directory could not be made or read.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// QEMU or the vsock daemon could not be started.
     #[error("cannot start {}: {source}", program.display())]
-    Spawn { program: PathBuf, source: std::io::Error },
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// No vsock backend: neither `/dev/vhost-vsock` nor a working
+    /// `vhost-device-vsock`.
     #[error("vsock backend: {detail}")]
-    BackendFailed { detail: String },
+    BackendFailed {
+        /// Why, with the end of the daemon's log.
+        detail: String,
+    },
+    /// QEMU exited before the agent announced itself (a guest panic, a bad
+    /// kernel).
     #[error("the VM exited ({status}) before its agent answered; guest console:\n{console}")]
-    GuestDied { status: String, console: String },
-    #[error("the agent did not answer within {timeout:?} ({last_error}); guest console:\n{console}")]
-    AgentTimeout {
-        timeout: Duration,
-        last_error: String,
+    GuestDied {
+        /// How QEMU exited.
+        status: String,
+        /// The last lines of the guest console.
         console: String,
     },
+    /// The agent did not announce itself, or answer, within the boot
+    /// timeout.
+    #[error("the agent did not answer within {timeout:?} ({last_error}); guest console:\n{console}")]
+    AgentTimeout {
+        /// The boot timeout.
+        timeout: Duration,
+        /// The last error of the attempts to reach it.
+        last_error: String,
+        /// The last lines of the guest console.
+        console: String,
+    },
+    /// The agent refused the first requests, or the connection broke.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// No random bytes for the agent key.
+
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -55,14 +85,20 @@ pub enum VmError {
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// The QEMU program (`qemu-system-x86_64` in PATH by default).
     pub qemu: PathBuf,
+    /// The guest kernel: an uncompressed vmlinux with PVH boot.
     pub kernel: PathBuf,
+    /// The initramfs, vminitd as `/init`.
     pub initramfs: PathBuf,
     /// A read-only ext4 image the agent mounts (with a writable overlay) as
     /// the root of the processes it runs.
     pub rootfs: Option<PathBuf>,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// Guest memory, in MiB.
     pub memory_mib: u32,
+
     /// `None`: KVM where it really runs a guest, else TCG.
     pub accel: Option<Accel>,
     /// How long the agent may take to answer after QEMU starts.

@@ -29,21 +29,36 @@ const NAT_MAC: [u8; 6] = [0x02, 0x76, 0x6d, 0x00, 0x02, 0x0f];
 /// Why a network setting is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// A `-p` value that does not parse.
     #[error("bad port mapping {value:?}: {why} (expected [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp])")]
-    BadMapping { value: String, why: &'static str },
+    BadMapping {
+        /// As given.
+        value: String,
+        /// Which part is wrong.
+        why: &'static str,
+    },
+    /// A host port that something on the host already holds.
     #[error("cannot publish {mapping}: {addr}:{port}/{proto} is already in use on the host")]
     PortInUse {
+        /// The mapping, as `-p` gave it.
         mapping: String,
+        /// The host address.
         addr: IpAddr,
+        /// The host port.
         port: u16,
+        /// Its protocol.
         proto: Protocol,
+        /// What binding it said.
         source: std::io::Error,
     },
 }
 
+/// A published port's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// TCP (the default).
     Tcp,
+    /// UDP.
     Udp,
 }
 
@@ -61,9 +76,13 @@ impl fmt::Display for Protocol {
 /// unless asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
+    /// The host address QEMU listens on (127.0.0.1 unless given).
     pub host_addr: IpAddr,
+    /// The host port.
     pub host_port: u16,
+    /// The port in the guest it forwards to.
     pub guest_port: u16,
+    /// TCP or UDP.
     pub protocol: Protocol,
 }
 
@@ -141,9 +160,14 @@ impl PortMapping {
 /// bridge).
 #[derive(Debug, Clone)]
 pub struct SwitchPort {
+    /// Where the VM's network device plugs in: the switch's socket, or a
+    /// tap device on the bridge.
     pub backend: PortBackend,
+    /// The device's MAC, the one its lease binds.
     pub mac: [u8; 6],
+    /// The VM's address on the network.
     pub address: Ipv4Addr,
+    /// The network's prefix length.
     pub prefix_len: u8,
 }
 
@@ -178,8 +202,11 @@ impl SwitchPort {
 pub struct GuestNetwork {
     /// No network at all but loopback.
     pub none: bool,
+    /// Host ports forwarded to the guest through the NAT (`-p`).
     pub publish: Vec<PortMapping>,
+    /// A port on a vmshim network, besides the NAT.
     pub switch: Option<SwitchPort>,
+    /// The guest's host name.
     pub hostname: Option<String>,
 }
 

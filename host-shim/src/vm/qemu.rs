@@ -8,16 +8,23 @@ use crate::accel::Accel;
 /// Everything that shapes the QEMU command line of one VM.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
+    /// The QEMU program.
     pub qemu: PathBuf,
+    /// KVM or TCG (`-accel`, and the CPU model that goes with it).
     pub accel: Accel,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// Guest memory, in MiB.
     pub memory_mib: u32,
+    /// The guest kernel: an uncompressed vmlinux with PVH boot.
     pub kernel: PathBuf,
+    /// The initramfs.
     pub initramfs: PathBuf,
+
     /// The kernel command line.
     pub cmdline: String,
     /// Where the serial console goes: a Unix socket that listens there
-    /// (vmshim's capture, [`super::console`]) gets QEMU's connection;
+    /// (vmshim's capture of the console) gets QEMU's connection;
     /// anything else is a file QEMU writes.
     pub console_log: PathBuf,
     /// Read-only block devices, in order: the guest sees /dev/vda, vdb, ...

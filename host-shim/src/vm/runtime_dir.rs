@@ -20,6 +20,8 @@ use super::console::ConsoleCapture;
 use super::VmError;
 use crate::private::{ensure_private_dir, PrivateDir, PrivateError};
 
+/// One VM's runtime directory (`PID-RANDOM`, 0700): its sockets and its
+/// console log; removed when dropped.
 pub struct RuntimeDir {
     dir: PrivateDir,
     /// The guest console's reader, stopped before the directory goes.
@@ -51,6 +53,7 @@ impl RuntimeDir {
         })
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

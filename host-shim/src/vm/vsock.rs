@@ -28,13 +28,21 @@ const NOTIFY_PORT: u32 = 1025;
 /// How long the daemon may take to create its socket.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub enum VsockBackend {
+/// How the VM's vsock reaches the host: the kernel's vhost-vsock where
+/// `/dev/vhost-vsock` works, else a `vhost-device-vsock` daemon.
+pub(crate) enum VsockBackend {
     /// The kernel's vhost-vsock, with the guest's CID.
-    Kernel { cid: u32 },
+    Kernel {
+        /// The guest's context id.
+        cid: u32,
+    },
     /// A `vhost-device-vsock` daemon serving this VM alone.
     User {
+        /// The daemon, killed with the VM.
         daemon: Supervised,
+        /// Its vhost-user socket, which QEMU connects to.
         vhost_socket: PathBuf,
+        /// Its hybrid vsock socket: the host's side of the guest's vsock.
         uds: PathBuf,
     },
 }
@@ -173,10 +181,17 @@ pub enum NotifyListener {
     /// vhost-device-vsock's forward of the host port: a Unix socket, 0600,
     /// in the VM's 0700 runtime directory. Removed once the agent has its
     /// key, so that nothing in the guest can use the port afterwards.
-    Unix { listener: UnixListener, path: PathBuf },
+    Unix {
+        /// The listener.
+        listener: UnixListener,
+        /// Its socket file.
+        path: PathBuf,
+    },
     /// The kernel's vsock: only a connection from our guest's CID counts.
     Vsock {
+        /// The listener.
         listener: VsockListener,
+        /// The guest's context id.
         cid: u32,
     },
 }
@@ -228,7 +243,6 @@ async fn hand_key<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, key: &AgentK
     };
     matches!(tokio::time::timeout(READY_LINE_TIMEOUT, exchange).await, Ok(Ok(true)))
 }
-
 
 /// `$VMSHIM_VHOST_DEVICE_VSOCK`, else `vhost-device-vsock` in PATH or in
 /// cargo's bin directory (where `scripts/setup.sh` installs it).

@@ -121,10 +121,10 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         .unwrap_or_else(|| format!("vm-{:08x}", host_shim::vm::vsock::random_u32()));
     // The container is named after its VM.
     let workload = match workload {
-        MainProcess::Container(spec) => MainProcess::Container(agent_proto::ContainerSpec {
+        MainProcess::Container(spec) => MainProcess::Container(Box::new(agent_proto::ContainerSpec {
             id: name.clone(),
-            ..spec
-        }),
+            ..*spec
+        })),
         process => process,
     };
     if args.detach {
@@ -174,8 +174,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         }
         let _raw = crate::raw_terminal(tty && stdin)?;
         let running = match workload {
-            MainProcess::Process(spec) => spawn(vm.client(), spec, host_stdio(stdin)).await?,
-            MainProcess::Container(spec) => spawn_container(vm.client(), spec, host_stdio(stdin)).await?,
+            MainProcess::Process(spec) => spawn(vm.client(), *spec, host_stdio(stdin)).await?,
+            MainProcess::Container(spec) => spawn_container(vm.client(), *spec, host_stdio(stdin)).await?,
         };
         profile.mark("process started");
         let drive = drive(vm.client(), running, tty, Some(SIGNAL_GRACE));
@@ -240,16 +240,24 @@ fn root_and_workload(args: &RunArgs) -> Result<(Option<PathBuf>, MainProcess, Op
             eprintln!("vmshim: note: not created from the image: {}", list.join(", "));
         }
         let process = in_guest_root(unpacked.defaults.under(flags));
-        return Ok((Some(unpacked.tree), MainProcess::Process(process), None));
+        return Ok((Some(unpacked.tree), MainProcess::Process(Box::new(process)), None));
     }
     if let Some(dir) = &args.bundle {
         // Named once the VM's name is known.
         let mut bundle = Bundle::read(dir, "bundle")?;
         bundle.spec.process = under_flags(bundle.spec.process, flags);
         let hostname = bundle.spec.hostname.clone();
-        return Ok((Some(bundle.rootfs), MainProcess::Container(bundle.spec), hostname));
+        return Ok((
+            Some(bundle.rootfs),
+            MainProcess::Container(Box::new(bundle.spec)),
+            hostname,
+        ));
     }
-    Ok((args.rootfs.clone(), MainProcess::Process(in_guest_root(flags)), None))
+    Ok((
+        args.rootfs.clone(),
+        MainProcess::Process(Box::new(in_guest_root(flags))),
+        None,
+    ))
 }
 
 /// `spec`, run in the VM's root filesystem.

@@ -96,7 +96,11 @@ pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<
 
 /// [`container_spec`], and the bundle's root directory on this host (an
 /// absolute path), which is the spec's root with [`RootPlacement::Host`].
-pub(super) fn translate(dir: &Path, id: &str, placement: RootPlacement) -> Result<(ContainerSpec, PathBuf), ImageError> {
+pub(super) fn translate(
+    dir: &Path,
+    id: &str,
+    placement: RootPlacement,
+) -> Result<(ContainerSpec, PathBuf), ImageError> {
     let (path, value) = read_config(dir)?;
     let bundle = std::path::absolute(dir).map_err(|e| bad(&path, format!("cannot resolve the bundle: {e}")))?;
     let mut unsupported = unsupported_fields(&value);

@@ -270,7 +270,10 @@ mod tests {
             })
         );
         assert_eq!((p.terminal, p.size), (true, Some(WindowSize { rows: 24, cols: 80 })));
-        assert_eq!((p.umask, p.no_new_privileges, p.oom_score_adj), (Some(23), true, Some(500)));
+        assert_eq!(
+            (p.umask, p.no_new_privileges, p.oom_score_adj),
+            (Some(23), true, Some(500))
+        );
         assert_eq!(
             p.rlimits,
             [Rlimit {
@@ -296,7 +299,10 @@ mod tests {
             "selinuxLabel": null,
             "user": {"uid": 0, "gid": 0, "username": "root"}
         });
-        assert_eq!(unsupported_process_fields(&process), ["apparmorProfile", "user.username"]);
+        assert_eq!(
+            unsupported_process_fields(&process),
+            ["apparmorProfile", "user.username"]
+        );
         let err = process_spec(&json!({"user": {"uid": "root"}}), "process").unwrap_err();
         assert!(err.starts_with("process.user.uid: invalid type"), "{err}");
         let err = process_spec(&json!({"consoleSize": {"height": 70000, "width": 1}}), "").unwrap_err();

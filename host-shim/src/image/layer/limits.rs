@@ -43,11 +43,14 @@ pub struct Budget {
 /// A limit that was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exceeded {
+    /// [`Limits::bytes`], whose value it carries.
     Bytes(u64),
+    /// [`Limits::entries`], whose value it carries.
     Entries(u64),
 }
 
 impl Budget {
+    /// A budget of `limits`, none of it used.
     pub fn new(limits: Limits) -> Budget {
         Budget {
             limits,
