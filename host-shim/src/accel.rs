@@ -137,7 +137,6 @@ pub enum KvmUnusable {
     },
     /// The guest stopped for another reason than the port write it ends
     /// with, or a halt.
-
     #[error("the probe guest stopped with exit reason {reason} ({})", exit_name(*.reason))]
     UnexpectedExit {
         /// KVM's `KVM_EXIT_*` code.

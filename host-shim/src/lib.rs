@@ -1,11 +1,14 @@
 //! The host side of vminitd.
 //!
 //! * [`client`]: a typed async client of the agent over any transport.
-//! * [`mod@exec`]: run one process through the agent with its stdio relayed.
+//! * [`mod@exec`]: run one process (or a container's) through the agent,
+//!   its stdio relayed.
 //! * [`terminal`]: the host terminal in raw mode and its window size.
 //! * [`vm`]: one micro-VM: vsock backend, QEMU, agent session, teardown.
 //! * [`instance`]: VMs that outlive the command that started them, held by a
 //!   daemon each, reached by name.
+//! * [`network`]: networks that join VMs to each other (a userspace switch,
+//!   or a Linux bridge), an address leased per VM.
 //! * [`accel`]: whether KVM really runs a guest here.
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
 //! * [`image`]: root filesystems and process defaults from OCI images and bundles.

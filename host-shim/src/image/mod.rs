@@ -179,7 +179,6 @@ pub struct Unpacked {
     pub tree: PathBuf,
     /// What its config gives the process.
     pub defaults: ProcessDefaults,
-
     /// Entries that were not created, on a first extraction only.
     pub skipped: Vec<Skipped>,
 }

@@ -83,7 +83,6 @@ impl MainProcess {
 pub struct ContainerMain {
     /// The container, as `vmshim runtime create` translated its bundle.
     pub spec: ContainerSpec,
-
     /// Attach the starting vmshim's stdin to the process (else its stdin is
     /// `/dev/null`). Its stdout and stderr are always attached.
     pub stdin: bool,

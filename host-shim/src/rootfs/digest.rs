@@ -38,7 +38,6 @@ pub struct TreeDigest {
     /// The SHA-256 of every entry (path, metadata, content), walked in
     /// order; the module docs say what is hashed.
     pub sha256: [u8; 32],
-
     /// Files, directories, symlinks and special files, the root included.
     pub entries: u64,
     /// 4 KiB blocks of file data, directories and long symlinks.

@@ -43,7 +43,6 @@ pub enum ExecStdio {
         /// Where its stderr goes (unused with a terminal).
         stderr: File,
     },
-
     /// A terminal process's host terminal, whose master goes to the
     /// console socket at this path.
     ConsoleSocket(PathBuf),

@@ -80,7 +80,6 @@ const WAIT_POLL: Duration = Duration::from_millis(20);
 pub enum RuntimeError {
     /// An id that is not 1 to 64 letters, digits, `_`, `.` or `-`, or that
     /// starts with `.` or `-`.
-
     #[error("invalid container id format: {id}")]
     BadId {
         /// The id as given.

@@ -30,7 +30,6 @@ pub struct Record {
     /// The spec's annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-
     /// The bundle's hooks that run on the host.
     #[serde(default, skip_serializing_if = "HostHooks::is_empty")]
     pub hooks: HostHooks,
@@ -60,7 +59,6 @@ pub struct State {
     /// The spec's annotations.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-
     /// The owner's user name; empty (as runc reports it for a container of
     /// the user running it).
     pub owner: String,

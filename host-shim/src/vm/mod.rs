@@ -77,7 +77,6 @@ pub enum VmError {
     #[error(transparent)]
     Client(#[from] ClientError),
     /// No random bytes for the agent key.
-
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -98,7 +97,6 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Guest memory, in MiB.
     pub memory_mib: u32,
-
     /// `None`: KVM where it really runs a guest, else TCG.
     pub accel: Option<Accel>,
     /// How long the agent may take to answer after QEMU starts.

@@ -20,7 +20,6 @@ pub struct QemuConfig {
     pub kernel: PathBuf,
     /// The initramfs.
     pub initramfs: PathBuf,
-
     /// The kernel command line.
     pub cmdline: String,
     /// Where the serial console goes: a Unix socket that listens there
