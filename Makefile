@@ -13,7 +13,7 @@ CMD         ?= sh -c 'echo "hello from $$(uname -sr) in a micro-VM; PID 1 is $$(
 export VMINITD_BIN := $(CURDIR)/$(VMINITD)
 export VMSHIM_BIN  := $(CURDIR)/$(VMSHIM)
 
-.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced test fuzz bench clean
+.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced lint test fuzz bench clean
 
 all: build vm-assets
 
@@ -48,7 +48,11 @@ run: build vm-assets
 run-namespaced: build
 	@scripts/run-namespaced.sh $(CMD)
 
-test: build vm-assets
+# Clippy with the workspace lints (Cargo.toml), every warning an error.
+lint: setup
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+test: build vm-assets lint
 	PROPTEST_CASES=64 cargo test --locked --workspace --no-fail-fast
 
 # The property tests of every parser that faces untrusted bytes (the tests

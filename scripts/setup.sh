@@ -36,6 +36,12 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-
   rustup target add x86_64-unknown-linux-musl
 fi
 
+# Clippy, which `make lint` (part of `make test`) runs.
+if ! cargo clippy --version >/dev/null 2>&1; then
+  log "adding clippy"
+  rustup component add clippy
+fi
+
 # The vhost-user vsock backend, used where /dev/vhost-vsock is not usable.
 if ! command -v vhost-device-vsock >/dev/null 2>&1 ||
    ! vhost-device-vsock --version 2>/dev/null | grep -q "$VHOST_DEVICE_VSOCK_VERSION"; then

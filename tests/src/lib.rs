@@ -78,6 +78,8 @@ pub fn vmshim_with_input(args: &[&str], stdin: &[u8]) -> std::process::Output {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
+    /// A new empty directory under the system's temporary directory, named
+    /// after `tag`, this process and a counter.
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -87,6 +89,7 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -102,9 +105,11 @@ impl Drop for TempDir {
 pub struct NamespacedAgent {
     /// The `unshare` process; vminitd is its only child.
     pub unshare: Child,
+    /// Its socket: `unix:DIR/agent.sock`.
     pub endpoint: Endpoint,
     /// The agent key it was handed (`--notify`), if any.
     pub key: Option<AgentKey>,
+    /// The scratch directory that holds its socket, removed with it.
     pub dir: TempDir,
 }
 
@@ -203,15 +208,20 @@ impl Drop for NamespacedAgent {
 /// What a process printed and how it ended.
 #[derive(Debug)]
 pub struct Output {
+    /// Everything it wrote to stdout.
     pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
     pub stderr: Vec<u8>,
+    /// How it ended.
     pub status: ExitStatus,
 }
 
 impl Output {
+    /// stdout as text (invalid UTF-8 replaced).
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+    /// stderr as text (invalid UTF-8 replaced).
     pub fn stderr_str(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
@@ -222,6 +232,7 @@ impl Output {
 pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Capture {
+    /// What was written so far, leaving it empty.
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }

@@ -197,10 +197,8 @@ impl Terminal {
             ws_ypixel: 0,
         };
         // SAFETY: TIOCSWINSZ reads a winsize through a valid pointer.
-        assert_eq!(
-            unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-            0
-        );
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0);
     }
 
     /// Everything shown so far, once it contains `wanted` (within 10 s).
