@@ -13,7 +13,7 @@ CMD         ?= sh -c 'echo "hello from $$(uname -sr) in a micro-VM; PID 1 is $$(
 export VMINITD_BIN := $(CURDIR)/$(VMINITD)
 export VMSHIM_BIN  := $(CURDIR)/$(VMSHIM)
 
-.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced lint test fuzz bench clean
+.PHONY: all setup build vminitd host-tools kernel initramfs vm-assets run run-namespaced lint test fuzz bench install uninstall clean
 
 all: build vm-assets
 
@@ -68,6 +68,25 @@ bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 	cargo run --release --locked -p vminitd-tests --bin bench -- net
 	cargo run --release --locked -p vminitd-tests --bin bench -- oci
+
+# vmshim, its OCI runtime entry point `vminitd-runtime` (a link to vmshim,
+# which is `vmshim runtime` under that name: runc's command line, for
+# podman's and docker's configuration) and the guest kernel and initramfs,
+# which an installed vmshim finds in PREFIX/share/vminitd. DESTDIR stages.
+PREFIX ?= /usr/local
+BINDIR := $(DESTDIR)$(PREFIX)/bin
+ASSETDIR := $(DESTDIR)$(PREFIX)/share/vminitd
+
+install: build vm-assets
+	install -d $(BINDIR) $(ASSETDIR)
+	install -m 0755 $(VMSHIM) $(BINDIR)/vmshim
+	ln -sf vmshim $(BINDIR)/vminitd-runtime
+	install -m 0644 $(KERNEL) $(ASSETDIR)/vmlinux
+	install -m 0644 $(INITRAMFS) $(ASSETDIR)/initramfs.cpio
+
+uninstall:
+	rm -f $(BINDIR)/vmshim $(BINDIR)/vminitd-runtime $(ASSETDIR)/vmlinux $(ASSETDIR)/initramfs.cpio
+	-rmdir $(ASSETDIR)
 
 clean:
 	cargo clean

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing vminitd needs, and only what is missing:
 # the musl target, the system packages (QEMU, busybox, kernel source and its
-# build tools, e2fsprogs, runc/crun/umoci for the OCI tests) and the pinned
-# vhost-device-vsock backend. Safe to run again; a second run does nothing.
+# build tools, e2fsprogs, runc/crun/umoci for the OCI tests, podman and
+# docker with their network stacks and compose for the end-to-end tests)
+# and the pinned vhost-device-vsock backend. Safe to run again; a second run
+# does nothing.
 set -euo pipefail
 
 VHOST_DEVICE_VSOCK_VERSION=0.3.0
@@ -11,6 +13,8 @@ PACKAGES=(
   qemu-system-x86 busybox-static e2fsprogs file
   linux-source-6.1 bc bison flex libelf-dev libssl-dev xz-utils cpio
   util-linux procps build-essential umoci runc crun
+  podman netavark aardvark-dns conmon docker.io podman-compose docker-compose
+  iproute2 iptables
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -27,7 +31,29 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing packages: ${missing[*]}"
   sudo_if_needed apt-get update -qq
+  # docker.io's maintainer scripts start a system dockerd (and its socket,
+  # listening for the docker group) where an init system runs. The tests
+  # start their own daemons, each on a private Unix socket with its own
+  # data root, bridge and address pool; a system one would only hold
+  # docker0 and iptables chains that they must not share. So no service is
+  # started during the install (policy-rc.d 101, the Debian way), and none
+  # is enabled afterwards.
+  policy=/usr/sbin/policy-rc.d
+  placed_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# scripts/setup.sh: no service starts while packages install.\nexit 101\n' |
+      sudo_if_needed tee "$policy" >/dev/null
+    sudo_if_needed chmod 755 "$policy"
+    placed_policy=1
+  fi
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$placed_policy" ]; then sudo_if_needed rm -f "$policy"; fi
+  # Nor does one start at the next boot: the units the package enabled are
+  # disabled (a machine that wants a system dockerd enables it by hand).
+  if [[ " ${missing[*]} " == *" docker.io "* ]] && [ -d /run/systemd/system ]; then
+    log "disabling docker.socket and docker.service (the tests start their own daemons)"
+    sudo_if_needed systemctl disable --now docker.socket docker.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # The musl target for the static vminitd.

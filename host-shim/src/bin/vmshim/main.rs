@@ -1,5 +1,9 @@
 //! `vmshim`: the command line of vminitd's host side. Flags are parsed here;
 //! the work is done by the `host_shim` library.
+//!
+//! Run under the name [`RUNTIME_NAME`] (`make install` installs that link),
+//! it is `vmshim runtime`: runc's command line, which podman's `--runtime`
+//! and docker's `--add-runtime` need as a program of its own.
 
 mod instance;
 mod network;
@@ -7,7 +11,8 @@ mod process;
 mod run;
 mod runtime;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,10 @@ const EXIT_SHIM_ERROR: u8 = 125;
 const EXIT_CANNOT_EXEC: u8 = 126;
 /// Exit status when the program was not found.
 const EXIT_NOT_FOUND: u8 = 127;
+
+/// The name under which vmshim is `vmshim runtime`, an OCI runtime with
+/// runc's command line.
+const RUNTIME_NAME: &str = "vminitd-runtime";
 
 #[derive(Parser)]
 #[command(name = "vmshim", version, about = "Boot vminitd micro-VMs and run processes in them")]
@@ -109,9 +118,40 @@ struct ExecArgs {
     process: ProcessArgs,
 }
 
+/// vmshim's arguments as the CLI parses them: under [`RUNTIME_NAME`],
+/// `runtime` comes first, so that `vminitd-runtime create ...` is `vmshim
+/// runtime create ...`.
+fn cli_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let invoked_as = args.first().and_then(|a| Path::new(a).file_name()).map(OsString::from);
+    if invoked_as.as_deref() == Some(RUNTIME_NAME.as_ref()) {
+        args.insert(1, "runtime".into());
+    }
+    args
+}
+
+/// `vmshim runtime --version` (`-v`), as runc answers it: its version and
+/// the spec's, one `key: value` a line after the first (docker and podman
+/// show it in their `info`).
+fn runtime_version(args: &[OsString]) -> Option<String> {
+    match args {
+        [_, runtime, flag] if runtime == "runtime" && (flag == "--version" || flag == "-v") => Some(format!(
+            "{RUNTIME_NAME} version {}\nspec: {}\n",
+            env!("CARGO_PKG_VERSION"),
+            host_shim::runtime::OCI_VERSION
+        )),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli = Cli::parse();
+    let args = cli_args(std::env::args_os());
+    if let Some(version) = runtime_version(&args) {
+        print!("{version}");
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -234,6 +274,46 @@ mod tests {
 
     fn agent(error: ErrorBody) -> anyhow::Error {
         anyhow::Error::new(ClientError::Agent { op: "start", error }).context("running the command")
+    }
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn under_the_runtimes_name_vmshim_is_vmshim_runtime() {
+        let args = cli_args(os(&["/usr/local/bin/vminitd-runtime", "--root", "/r", "state", "c1"]));
+        assert_eq!(
+            args,
+            os(&[
+                "/usr/local/bin/vminitd-runtime",
+                "runtime",
+                "--root",
+                "/r",
+                "state",
+                "c1"
+            ])
+        );
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert!(matches!(cli.command, Command::Runtime(_)));
+        // Under its own name (or any other), the arguments are as given.
+        let args = os(&["/usr/local/bin/vmshim", "runtime", "list"]);
+        assert_eq!(cli_args(args.clone()), args);
+        assert_eq!(cli_args(os(&["vminitd-runtime"])), os(&["vminitd-runtime", "runtime"]));
+    }
+
+    #[test]
+    fn the_runtime_prints_its_version_as_runc_does() {
+        let version = runtime_version(&cli_args(os(&["vminitd-runtime", "--version"]))).unwrap();
+        let mut lines = version.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("vminitd-runtime version {}", env!("CARGO_PKG_VERSION")).as_str())
+        );
+        assert_eq!(lines.next(), Some("spec: 1.0.2"));
+        assert!(runtime_version(&os(&["vmshim", "runtime", "-v"])).is_some());
+        assert!(runtime_version(&os(&["vmshim", "--version"])).is_none());
+        assert!(runtime_version(&os(&["vmshim", "runtime", "state", "--version"])).is_none());
     }
 
     #[test]
