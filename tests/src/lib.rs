@@ -2,6 +2,8 @@
 //! host, reached over a Unix socket, exactly as a VM's agent is reached over
 //! vsock.
 
+pub mod engines;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
