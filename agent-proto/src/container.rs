@@ -146,9 +146,13 @@ pub struct Resources {
     /// `pids.limit`: `pids.max` (0 or below: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
-    /// OCI `blockIO`: `io.weight` and `io.max`.
+    /// OCI `blockIO`: `io.bfq.weight` or `io.weight`, and `io.max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_io: Option<BlockIo>,
+    /// OCI `hugepageLimits`: `hugetlb.<size>.max`, where the kernel has
+    /// the hugetlb controller (refused where it has not, as runc fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hugepage_limits: Vec<HugepageLimit>,
     /// The device allow-list, in order, the last matching rule deciding
     /// (OCI `devices`); enforced with an eBPF program on the cgroup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -193,12 +197,28 @@ pub struct CpuResources {
     pub mems: Option<String>,
 }
 
+/// One of OCI `linux.resources.hugepageLimits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugepageLimit {
+    /// The page size as the kernel names it in the file name: `2MB`,
+    /// `1GB`, `64KB`.
+    pub page_size: String,
+    /// The most bytes of pages of that size: `hugetlb.<size>.max`
+    /// (negative: refused).
+    pub limit: i64,
+}
+
 /// OCI `linux.resources.blockIO`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockIo {
-    /// v1 weight (10 to 1000), converted to `io.weight` (1 to 10000).
+    /// v1 weight (10 to 1000): `io.bfq.weight` as it is where the kernel
+    /// has BFQ, else converted to `io.weight` (1 to 10000), as runc does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u16>,
+    /// Per-device weights: `MAJOR:MINOR WEIGHT` lines of `io.bfq.weight`
+    /// where the kernel has BFQ, else nothing, as runc does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_device: Vec<WeightDevice>,
     /// Read bytes per second per device: `rbps` of `io.max`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle_read_bps_device: Vec<ThrottleDevice>,
@@ -211,6 +231,18 @@ pub struct BlockIo {
     /// Write operations per second per device: `wiops` of `io.max`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle_write_iops_device: Vec<ThrottleDevice>,
+}
+
+/// One per-device weight ([`BlockIo::weight_device`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightDevice {
+    /// The block device's major number.
+    pub major: i64,
+    /// The block device's minor number.
+    pub minor: i64,
+    /// The weight, 1 to 1000; absent: the default weight again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
 }
 
 /// One `io.max` entry.

@@ -999,15 +999,12 @@ async fn bad_seccomp_profiles_are_refused_by_name() {
     };
     let bad = [
         (
-            profile(
-                "SCMP_ACT_ALLOW",
-                seccomp_rule(&["mkdir", "fly"], "SCMP_ACT_ERRNO", None),
-            ),
-            "unknown x86_64 syscall \"fly\" in syscalls[0]",
+            profile("SCMP_ACT_ALLOW", seccomp_rule(&["mkdir", ""], "SCMP_ACT_ERRNO", None)),
+            "syscalls[0] names the empty string, not a syscall",
         ),
         (
             profile("SCMP_ACT_ALLOW", seccomp_rule(&["mkdir"], "SCMP_ACT_NOTIFY", None)),
-            "unknown action \"SCMP_ACT_NOTIFY\" in syscalls[0].action",
+            "SCMP_ACT_NOTIFY in syscalls[0].action: vminitd has no seccomp agent to notify",
         ),
         (
             profile("SCMP_ACT_MAYBE", seccomp_rule(&["mkdir"], "SCMP_ACT_ERRNO", None)),

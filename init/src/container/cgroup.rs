@@ -66,8 +66,7 @@ impl Cgroup {
         devices::validate(&resources.devices)?;
         let components = components(relative)?;
         let root = cgroup2_root()?;
-        let controllers = needed_controllers(&settings);
-        check_controllers(&root, &controllers)?;
+        let controllers = check_controllers(&root, &needed_controllers(&settings))?;
         let mut cgroup = make_directories(&base_of(&root), &components)?;
         match cgroup.configure(&root, &controllers, &settings) {
             Ok(()) => Ok(cgroup),
@@ -194,8 +193,7 @@ impl Cgroup {
         }
         let settings = limits::settings(resources)?;
         let root = cgroup2_root()?;
-        let controllers = needed_controllers(&settings);
-        check_controllers(&root, &controllers)?;
+        let controllers = check_controllers(&root, &needed_controllers(&settings))?;
         enable_controllers(&root, &self.path, &controllers)?;
         settings.iter().try_for_each(|setting| self.apply(setting))
     }
@@ -301,27 +299,42 @@ fn components(relative: &str) -> Result<Vec<&str>, CgroupError> {
     Ok(parts)
 }
 
-/// Each controller the settings need, with the first field needing it.
-fn needed_controllers(settings: &[Setting]) -> Vec<(&'static str, String)> {
-    let mut needed: Vec<(&'static str, String)> = Vec::new();
+/// Each controller the settings need, with the first field needing it,
+/// and whether it must be there: a controller that only settings skipped
+/// where their file is missing need (per-device BFQ weights, no swap
+/// limit) may be absent, as their files are then.
+fn needed_controllers(settings: &[Setting]) -> Vec<(&'static str, String, bool)> {
+    let mut needed: Vec<(&'static str, String, bool)> = Vec::new();
     for setting in settings {
-        if let Some(controller) = setting.controller() {
-            if !needed.iter().any(|(c, _)| *c == controller) {
-                needed.push((controller, setting.field.clone()));
-            }
+        let Some(controller) = setting.controller() else {
+            continue;
+        };
+        let required = setting.if_missing != IfMissing::Skip;
+        match needed.iter_mut().find(|(c, ..)| *c == controller) {
+            None => needed.push((controller, setting.field.clone(), required)),
+            Some(known) if required && !known.2 => *known = (controller, setting.field.clone(), true),
+            Some(_) => {}
         }
     }
     needed
 }
 
-fn check_controllers(root: &Path, needed: &[(&'static str, String)]) -> Result<(), CgroupError> {
+/// The controllers of `needed` to enable: every one that must be there,
+/// which the cgroup2 root must offer, and the others that it offers.
+fn check_controllers(
+    root: &Path,
+    needed: &[(&'static str, String, bool)],
+) -> Result<Vec<(&'static str, String)>, CgroupError> {
     if needed.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let file = root.join("cgroup.controllers");
     let offered = std::fs::read_to_string(&file).map_err(|source| CgroupError::Read { file, source })?;
-    for (controller, field) in needed {
-        if !offered.split_whitespace().any(|c| c == *controller) {
+    let mut enable = Vec::new();
+    for (controller, field, required) in needed {
+        if offered.split_whitespace().any(|c| c == *controller) {
+            enable.push((*controller, field.clone()));
+        } else if *required {
             return Err(CgroupError::ControllerMissing {
                 controller,
                 field: field.clone(),
@@ -329,7 +342,7 @@ fn check_controllers(root: &Path, needed: &[(&'static str, String)]) -> Result<(
             });
         }
     }
-    Ok(())
+    Ok(enable)
 }
 
 /// Makes the parents that are missing and the cgroup itself, which must
@@ -702,6 +715,53 @@ mod tests {
             e.to_string(),
             format!(
                 "linux.resources.memory.limit needs the memory controller, which cgroup2 at {} does not offer",
+                root.display()
+            )
+        );
+        assert!(!root.join(&name).exists());
+    }
+
+    /// Per-device BFQ weights are dropped where the kernel cannot take
+    /// them, as runc drops them; hugepage limits need the hugetlb
+    /// controller, as runc fails to write them without it.
+    #[test]
+    fn device_weights_may_go_hugepage_limits_may_not() {
+        let root = cgroup2_root().unwrap();
+        let offered = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+        let has = |c: &str| offered.split_whitespace().any(|o| o == c);
+        let name = unique("weights");
+        let weights = Resources {
+            block_io: Some(agent_proto::BlockIo {
+                weight_device: vec![agent_proto::WeightDevice {
+                    major: 8,
+                    minor: 0,
+                    weight: Some(300),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if !has("io") {
+            let cgroup = Cgroup::create(&name, Some(&weights)).unwrap();
+            assert!(!cgroup.path().join("io.bfq.weight").exists());
+            cgroup.remove().unwrap();
+        }
+        if has("hugetlb") {
+            eprintln!("skipped: cgroup2 at {} offers the hugetlb controller", root.display());
+            return;
+        }
+        let huge = Resources {
+            hugepage_limits: vec![agent_proto::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 1 << 21,
+            }],
+            ..Default::default()
+        };
+        let e = Cgroup::create(&name, Some(&huge)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "linux.resources.hugepageLimits[0] needs the hugetlb controller, which cgroup2 at {} does not offer",
                 root.display()
             )
         );

@@ -26,24 +26,45 @@ pub(crate) const PROCESS_FIELDS: [&str; 10] = [
 /// The fields of an OCI `process.user` the agent carries.
 pub(crate) const USER_FIELDS: [&str; 4] = ["uid", "gid", "additionalGids", "umask"];
 
-/// The fields of `process` (relative to it: `apparmorProfile`,
-/// `user.username`) that ask for what the agent cannot carry, in document
-/// order.
+/// The fields of an OCI `process` that are not the agent's to apply, and
+/// are left out: `commandLine` is Windows' (runc ignores it too), and the
+/// LSM labels are the host's policy, which podman and docker write where
+/// the host has AppArmor or SELinux. A VM's kernel has neither, and the VM
+/// is the boundary (gVisor and Kata Containers leave them out too); the
+/// agent on this host refuses them ([`lsm_fields`]), as it cannot apply them.
+pub(crate) const IGNORED_PROCESS_FIELDS: [&str; 3] = ["commandLine", "apparmorProfile", "selinuxLabel"];
+
+/// The LSM labels of a `process`, which the agent never applies.
+pub(crate) const LSM_FIELDS: [&str; 2] = ["apparmorProfile", "selinuxLabel"];
+
+/// The fields of `process` (relative to it: `ioPriority`,
+/// `user.username`... ) that ask for what the agent cannot carry, in document
+/// order. `user.username` is Windows' and is left out, as runc leaves it.
 pub(crate) fn unsupported_process_fields(process: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for (key, value) in process.as_object().into_iter().flatten() {
-        if !PROCESS_FIELDS.contains(&key.as_str()) && asks(Some(value)) {
+        let known = PROCESS_FIELDS.contains(&key.as_str()) || IGNORED_PROCESS_FIELDS.contains(&key.as_str());
+        if !known && asks(Some(value)) {
             out.push(key.clone());
         }
     }
     if let Some(user) = process.get("user").and_then(Value::as_object) {
         for (key, value) in user {
-            if !USER_FIELDS.contains(&key.as_str()) && asks(Some(value)) {
+            if !USER_FIELDS.contains(&key.as_str()) && key != "username" && asks(Some(value)) {
                 out.push(format!("user.{key}"));
             }
         }
     }
     out
+}
+
+/// The LSM labels `process` asks for ([`LSM_FIELDS`]), relative to it.
+pub(crate) fn lsm_fields(process: &Value) -> Vec<String> {
+    LSM_FIELDS
+        .iter()
+        .filter(|f| asks(process.get(**f)))
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// `process` (found at `at` in its document: `process` in a
@@ -94,10 +115,14 @@ pub(crate) fn process_spec(process: &Value, at: &str) -> Result<ProcessSpec, Str
 }
 
 /// `linux.seccomp` as the agent takes it (the process's filter); names are
-/// checked there.
-pub(crate) fn seccomp_spec(value: &Value) -> Result<Seccomp, String> {
+/// checked there. No `defaultAction` and no `syscalls` is no filter, as
+/// runc reads it.
+pub(crate) fn seccomp_spec(value: &Value) -> Result<Option<Seccomp>, String> {
     let raw: RawSeccomp = typed(value.clone(), "linux.seccomp")?;
-    Ok(Seccomp {
+    if raw.default_action.is_empty() && raw.syscalls.as_ref().is_none_or(Vec::is_empty) {
+        return Ok(None);
+    }
+    Ok(Some(Seccomp {
         default_action: raw.default_action,
         default_errno_ret: raw.default_errno_ret,
         architectures: raw.architectures.unwrap_or_default(),
@@ -122,7 +147,7 @@ pub(crate) fn seccomp_spec(value: &Value) -> Result<Seccomp, String> {
                     .collect(),
             })
             .collect(),
-    })
+    }))
 }
 
 /// An OCI `process`, the fields the agent carries. Every field may be
@@ -201,6 +226,7 @@ struct RawCapabilities {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawSeccomp {
+    #[serde(default)]
     default_action: String,
     #[serde(default)]
     default_errno_ret: Option<u32>,
@@ -214,6 +240,7 @@ struct RawSeccomp {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawRule {
+    #[serde(default)]
     names: Vec<String>,
     action: String,
     #[serde(default)]
@@ -297,12 +324,12 @@ mod tests {
             "args": ["true"],
             "apparmorProfile": "docker-default",
             "selinuxLabel": null,
-            "user": {"uid": 0, "gid": 0, "username": "root"}
+            "commandLine": "true.exe",
+            "ioPriority": {"class": "IOPRIO_CLASS_IDLE"},
+            "user": {"uid": 0, "gid": 0, "username": "root", "additionalGids": null}
         });
-        assert_eq!(
-            unsupported_process_fields(&process),
-            ["apparmorProfile", "user.username"]
-        );
+        assert_eq!(unsupported_process_fields(&process), ["ioPriority"]);
+        assert_eq!(lsm_fields(&process), ["apparmorProfile"]);
         let err = process_spec(&json!({"user": {"uid": "root"}}), "process").unwrap_err();
         assert!(err.starts_with("process.user.uid: invalid type"), "{err}");
         let err = process_spec(&json!({"consoleSize": {"height": 70000, "width": 1}}), "").unwrap_err();
@@ -322,6 +349,7 @@ mod tests {
                 {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
             ]
         }))
+        .unwrap()
         .unwrap();
         assert_eq!(
             (s.default_action.as_str(), s.default_errno_ret),
@@ -339,7 +367,15 @@ mod tests {
             }]
         );
         assert_eq!(s.syscalls[2].errno_ret, Some(1));
-        let err = seccomp_spec(&json!({"syscalls": []})).unwrap_err();
+        // No default action and no rules: no filter, as runc reads it.
+        assert_eq!(seccomp_spec(&json!({"syscalls": []})), Ok(None));
+        assert_eq!(seccomp_spec(&json!({"defaultAction": ""})), Ok(None));
+        // Rules without a default action: the agent refuses the action "".
+        let s = seccomp_spec(&json!({"syscalls": [{"action": "SCMP_ACT_ALLOW"}]}))
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.default_action.as_str(), s.syscalls[0].names.len()), ("", 0));
+        let err = seccomp_spec(&json!({"defaultAction": 7})).unwrap_err();
         assert!(err.contains("defaultAction"), "{err}");
     }
 }

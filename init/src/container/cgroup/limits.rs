@@ -2,10 +2,19 @@
 //! conversions from the cgroup v1 units the spec uses.
 //!
 //! [`settings`] checks every value and returns the writes in the order
-//! runc makes them (pids, memory, io, cpu, cpuset, then `unified`),
-//! without touching the system.
+//! runc makes them (pids, memory, io, cpu, cpuset, hugetlb, then
+//! `unified`), without touching the system.
+//!
+//! The cgroup v1 fields runc 1.1 ignores on cgroup v2 (`fs2`) never reach
+//! here: the host leaves them out (`memory.kernel`, `kernelTCP`,
+//! `swappiness`, `disableOOMKiller`, `useHierarchy`, `cpu.realtime*`,
+//! `blockIO.leafWeight`, `network`). Those it converts are converted here:
+//! `cpu.shares` to `cpu.weight`, `blockIO.weight` to `io.bfq.weight` or
+//! `io.weight`, `memory.swap` to `memory.swap.max`; `weightDevice` goes to
+//! `io.bfq.weight` where the kernel has BFQ and is dropped where it has
+//! not, as runc drops it.
 
-use agent_proto::{BlockIo, CpuResources, MemoryResources, Resources, ThrottleDevice};
+use agent_proto::{BlockIo, CpuResources, HugepageLimit, MemoryResources, Resources, ThrottleDevice};
 
 use super::error::CgroupError;
 
@@ -88,6 +97,9 @@ pub fn settings(resources: &Resources) -> Result<Vec<Setting>, CgroupError> {
     }
     if let Some(cpu) = &resources.cpu {
         cpu_settings(cpu, &mut out)?;
+    }
+    for (i, limit) in resources.hugepage_limits.iter().enumerate() {
+        out.push(hugetlb_setting(i, limit)?);
     }
     for (key, value) in &resources.unified {
         let field = format!("linux.resources.unified[{key:?}]");
@@ -189,6 +201,21 @@ fn io_settings(io: &BlockIo, out: &mut Vec<Setting>) -> Result<(), CgroupError> 
             ))
         }
     }
+    for (i, device) in io.weight_device.iter().enumerate() {
+        let field = format!("linux.resources.blockIO.weightDevice[{i}]");
+        let (major, minor) = device_numbers(&field, device.major, device.minor)?;
+        // No weight: the device's weight back to the default (0), as runc writes it.
+        let weight = match device.weight {
+            None => 0,
+            Some(weight @ 1..=1000) => weight,
+            Some(weight) => return Err(invalid(&field, &format!("weight {weight} is outside 1..=1000"))),
+        };
+        out.push(Setting {
+            // Without BFQ there are no per-device weights: runc drops them.
+            if_missing: IfMissing::Skip,
+            ..Setting::new(&field, "io.bfq.weight", format!("{major}:{minor} {weight}"))
+        });
+    }
     let lists: [(&str, &str, &[ThrottleDevice]); 4] = [
         ("throttleReadBpsDevice", "rbps", &io.throttle_read_bps_device),
         ("throttleWriteBpsDevice", "wbps", &io.throttle_write_bps_device),
@@ -198,8 +225,7 @@ fn io_settings(io: &BlockIo, out: &mut Vec<Setting>) -> Result<(), CgroupError> 
     for (name, key, devices) in lists {
         for (i, device) in devices.iter().enumerate() {
             let field = format!("linux.resources.blockIO.{name}[{i}]");
-            let number = |n: i64| u32::try_from(n).map_err(|_| invalid(&field, &format!("{n} is not a device number")));
-            let (major, minor) = (number(device.major)?, number(device.minor)?);
+            let (major, minor) = device_numbers(&field, device.major, device.minor)?;
             // 0 lifts the limit, as in cgroup v1 (io.max refuses 0).
             let rate = match device.rate {
                 0 => "max".to_owned(),
@@ -209,6 +235,38 @@ fn io_settings(io: &BlockIo, out: &mut Vec<Setting>) -> Result<(), CgroupError> 
         }
     }
     Ok(())
+}
+
+/// A block device's numbers, each a `u32`.
+fn device_numbers(field: &str, major: i64, minor: i64) -> Result<(u32, u32), CgroupError> {
+    let number = |n: i64| u32::try_from(n).map_err(|_| invalid(field, &format!("{n} is not a device number")));
+    Ok((number(major)?, number(minor)?))
+}
+
+/// `hugetlb.<size>.max`: the page size as the kernel names it (digits,
+/// then `KB`, `MB` or `GB`), which is also part of a file name.
+fn hugetlb_setting(i: usize, limit: &HugepageLimit) -> Result<Setting, CgroupError> {
+    let field = format!("linux.resources.hugepageLimits[{i}]");
+    let size = limit.page_size.as_str();
+    let digits = size.trim_end_matches(['K', 'M', 'G', 'B']);
+    let unit = &size[digits.len()..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !matches!(unit, "KB" | "MB" | "GB") {
+        return Err(invalid(
+            &field,
+            &format!("page size {size:?} is not one such as 2MB or 1GB"),
+        ));
+    }
+    if limit.limit < 0 {
+        return Err(invalid(
+            &field,
+            &format!("limit {} is not a size in bytes", limit.limit),
+        ));
+    }
+    Ok(Setting::new(
+        &field,
+        &format!("hugetlb.{size}.max"),
+        limit.limit.to_string(),
+    ))
 }
 
 fn cpu_settings(cpu: &CpuResources, out: &mut Vec<Setting>) -> Result<(), CgroupError> {
@@ -537,6 +595,84 @@ mod tests {
         assert_eq!(
             error(&throttle),
             "linux.resources.blockIO.throttleReadBpsDevice[0]: -1 is not a device number"
+        );
+    }
+
+    #[test]
+    fn device_weights_and_hugepage_limits_as_runc_writes_them() {
+        let weight = |major, minor, weight| agent_proto::WeightDevice { major, minor, weight };
+        let r = Resources {
+            block_io: Some(BlockIo {
+                weight: Some(100),
+                weight_device: vec![weight(8, 0, Some(500)), weight(8, 16, None)],
+                ..Default::default()
+            }),
+            hugepage_limits: vec![
+                HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 1 << 30,
+                },
+                HugepageLimit {
+                    page_size: "1GB".into(),
+                    limit: 0,
+                },
+            ],
+            unified: BTreeMap::from([("hugetlb.2MB.max".to_string(), "0".to_string())]),
+            ..Default::default()
+        };
+        let s = settings(&r).unwrap();
+        assert_eq!(
+            s.iter().map(|s| (s.file.clone(), s.value.clone())).collect::<Vec<_>>(),
+            pairs(&[
+                ("io.bfq.weight", "100"),
+                ("io.bfq.weight", "8:0 500"),
+                ("io.bfq.weight", "8:16 0"),
+                ("hugetlb.2MB.max", "1073741824"),
+                ("hugetlb.1GB.max", "0"),
+                // unified last: it has the last word, as in runc.
+                ("hugetlb.2MB.max", "0"),
+            ])
+        );
+        assert_eq!(s[1].field, "linux.resources.blockIO.weightDevice[0]");
+        assert_eq!(s[1].if_missing, IfMissing::Skip);
+        assert_eq!(
+            (s[3].field.as_str(), s[3].controller(), &s[3].if_missing),
+            ("linux.resources.hugepageLimits[0]", Some("hugetlb"), &IfMissing::Fail)
+        );
+        for size in ["2M", "MB", "2mb", "../2MB", "2MB/x", "", "2 MB", "2KBMB"] {
+            let bad = Resources {
+                hugepage_limits: vec![HugepageLimit {
+                    page_size: size.into(),
+                    limit: 1,
+                }],
+                ..Default::default()
+            };
+            assert_eq!(
+                error(&bad),
+                format!("linux.resources.hugepageLimits[0]: page size {size:?} is not one such as 2MB or 1GB"),
+            );
+        }
+        let negative = Resources {
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: -1,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            error(&negative),
+            "linux.resources.hugepageLimits[0]: limit -1 is not a size in bytes"
+        );
+        let heavy = Resources {
+            block_io: Some(BlockIo {
+                weight_device: vec![weight(8, 0, Some(1001))],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            error(&heavy),
+            "linux.resources.blockIO.weightDevice[0]: weight 1001 is outside 1..=1000"
         );
     }
 
