@@ -3,16 +3,18 @@
 # the musl target, the system packages (QEMU, busybox, kernel source and its
 # build tools, e2fsprogs, runc/crun/umoci for the OCI tests, podman and
 # docker with their network stacks and compose for the end-to-end tests)
-# and the pinned vhost-device-vsock backend. Safe to run again; a second run
-# does nothing.
+# and the pinned vhost-device-vsock backend and virtiofsd daemon. Safe to run
+# again; a second run does nothing.
 set -euo pipefail
 
 VHOST_DEVICE_VSOCK_VERSION=0.3.0
+VIRTIOFSD_VERSION=1.14.0
 
 PACKAGES=(
   qemu-system-x86 busybox-static e2fsprogs file
   linux-source-6.1 bc bison flex libelf-dev libssl-dev xz-utils cpio
   util-linux procps build-essential umoci runc crun
+  libseccomp-dev libcap-ng-dev
   podman netavark aardvark-dns conmon docker.io podman-compose docker-compose
   iproute2 iptables
 )
@@ -73,5 +75,13 @@ if ! command -v vhost-device-vsock >/dev/null 2>&1 ||
    ! vhost-device-vsock --version 2>/dev/null | grep -q "$VHOST_DEVICE_VSOCK_VERSION"; then
   log "installing vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION"
   cargo install --locked --version "$VHOST_DEVICE_VSOCK_VERSION" vhost-device-vsock
+fi
+# The virtio-fs daemon that shares host files with a VM (vmshim run -v, bind
+# mounts of host paths); it links libseccomp and libcap-ng. QEMU's own
+# /usr/lib/qemu/virtiofsd is the older C daemon, with other options.
+if ! command -v virtiofsd >/dev/null 2>&1 ||
+   ! virtiofsd --version 2>/dev/null | grep -q "$VIRTIOFSD_VERSION"; then
+  log "installing virtiofsd $VIRTIOFSD_VERSION"
+  cargo install --locked --version "$VIRTIOFSD_VERSION" virtiofsd
 fi
 log "ready"

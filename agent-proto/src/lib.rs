@@ -80,6 +80,12 @@ pub const READY_LINE: &[u8] = b"READY\n";
 /// (tmpfs upper layer). Processes run in it with [`ProcessSpec::root`].
 pub const GUEST_ROOTFS: &str = "/run/vminitd/rootfs";
 
+/// Where the agent mounts the VM's virtio-fs share of host files, named by
+/// `vminitd.share=TAG` on the kernel command line: each shared host file or
+/// directory is `GUEST_SHARES/N` there, and a container's bind mount of a
+/// host path reaches the guest as a bind mount from it.
+pub const GUEST_SHARES: &str = "/run/vminitd/shares";
+
 /// The container annotation that lets a container's processes open
 /// `AF_VSOCK` sockets (value `allow`; see [`ProcessSpec::allow_vsock`]).
 pub const VSOCK_ANNOTATION: &str = "io.vminitd.vsock";

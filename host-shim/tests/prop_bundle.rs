@@ -510,14 +510,25 @@ fn the_base_specs_translate() {
     assert_eq!(c.mounts[7].source.as_deref(), Some(dir.join("data").to_str().unwrap()));
     assert_eq!(c.hooks.create_runtime.len(), 2);
     assert!(c.process.seccomp.is_some() && c.resources.as_ref().unwrap().memory.is_some());
-    // For a VM, the relative bind source is a host path: refused, named.
+    // For a VM, the relative bind source is a host path that the VM
+    // shares: one that is not there is refused, the mount named.
     match container_spec(dir, "c1", RootPlacement::Guest) {
-        Err(ImageError::UnsupportedSpec { fields, .. }) => {
-            assert_eq!(fields.len(), 1, "{fields:?}");
-            assert!(fields[0].starts_with("mounts[7] ("), "{fields:?}");
+        Err(ImageError::BadBundle { detail, .. }) => {
+            assert!(detail.starts_with("mounts[7] ("), "{detail}");
+            assert!(detail.contains("No such file or directory"), "{detail}");
         }
         other => panic!("{other:?}"),
     }
+    // Once it is there, it is the VM's share 0, and the mount a bind
+    // from where the guest sees it.
+    fs::create_dir_all(dir.join("data")).unwrap();
+    let b = ReadBundle::read(dir, "c1").unwrap();
+    assert_eq!(b.shares.len(), 1);
+    assert_eq!(
+        b.spec.mounts[7].source.as_deref(),
+        Some(format!("{}/0", agent_proto::GUEST_SHARES).as_str())
+    );
+    fs::remove_dir(dir.join("data")).unwrap();
 }
 
 #[test]

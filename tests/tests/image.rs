@@ -398,18 +398,38 @@ fn bundles_run_their_process_and_refuse_what_the_agent_cannot_carry() {
     );
 
     // What the agent cannot carry, and what names the host, is named.
-    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/notify.sock"});
-    spec["mounts"]
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"]});
+    spec["linux"]["namespaces"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind"]}));
+        .push(json!({"type": "ipc", "path": "/proc/1/ns/ipc"}));
     fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let out = vmshim_run(&["--bundle", b]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
-    for field in ["linux.seccomp.listenerPath", "mounts[7] (a bind mount of \"/srv\""] {
+    for field in [
+        "linux.seccomp.flags",
+        "(\"/proc/1/ns/ipc\": a namespace of the host cannot be joined from a VM)",
+    ] {
         assert!(stderr.contains(field), "{field} not named in: {stderr}");
     }
+    // A bind mount of a host socket cannot reach a VM: named.
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    spec["linux"]["namespaces"].as_array_mut().unwrap().pop();
+    let socket = t.path().join("host.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/run/host.sock", "type": "bind", "source": socket, "options": ["bind"]}));
+    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let out = vmshim_run(&["--bundle", b]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("only a directory or a regular file can reach a VM"),
+        "{stderr}"
+    );
 }
 
 #[test]

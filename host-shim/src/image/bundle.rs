@@ -20,11 +20,13 @@ use agent_proto::ContainerSpec;
 use serde_json::Value;
 
 use super::ImageError;
+use crate::vm::virtiofs::SharedPath;
 pub use container::{container_spec, resources_from_json, RootPlacement};
 pub(crate) use process::{process_spec, unsupported_process_fields};
 
 /// A bundle read for a container in a VM: its spec as the VM's agent takes
-/// it ([`RootPlacement::Guest`]), and its root directory on this host.
+/// it ([`RootPlacement::Guest`]), its root directory on this host, and the
+/// host paths its bind mounts take from the VM's share.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     /// The bundle's root directory (`root.path`, relative to the bundle or
@@ -33,15 +35,19 @@ pub struct Bundle {
     pub rootfs: PathBuf,
     /// The container to create in the VM.
     pub spec: ContainerSpec,
+    /// The host files and directories the VM shares (virtio-fs), in order:
+    /// the spec's bind mount of the Nth is a bind from
+    /// [`crate::vm::virtiofs::SharedPath::guest_path`]`(N)`.
+    pub shares: Vec<SharedPath>,
 }
 
 impl Bundle {
     /// Reads `dir/config.json` for container `id` in a VM; refuses, naming
-    /// every field, what the protocol cannot carry and what would need the
-    /// host's files.
+    /// every field, what the protocol cannot carry and what names the host
+    /// beyond its files (namespaces joined by path).
     pub fn read(dir: &Path, id: &str) -> Result<Bundle, ImageError> {
-        let (spec, rootfs) = container::translate(dir, id, RootPlacement::Guest)?;
-        Ok(Bundle { rootfs, spec })
+        let (spec, rootfs, shares) = container::translate(dir, id, RootPlacement::Guest)?;
+        Ok(Bundle { rootfs, spec, shares })
     }
 }
 
@@ -135,10 +141,19 @@ mod tests {
         spec["root"]["path"] = json!("/srv/root");
         std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
         assert_eq!(Bundle::read(t.path(), "c1").unwrap().rootfs, Path::new("/srv/root"));
+        assert!(b.shares.is_empty());
+        // A bind mount of a host path is a share of the VM.
+        std::fs::create_dir(t.path().join("data")).unwrap();
+        spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "data", "options": ["bind"]}]);
+        std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
+        let b = Bundle::read(t.path(), "c1").unwrap();
+        assert_eq!(b.shares.len(), 1);
+        assert_eq!(b.shares[0].source, std::path::absolute(t.path()).unwrap().join("data"));
+        assert_eq!(b.spec.mounts[0].source.as_deref(), Some("/run/vminitd/shares/0"));
         // What a VM cannot carry is refused, as for the runtime.
-        spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/srv", "options": ["bind"]}]);
+        spec["linux"]["intelRdt"] = json!({"closID": "c"});
         std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
         let err = Bundle::read(t.path(), "c1").unwrap_err().to_string();
-        assert!(err.contains("mounts[0] (a bind mount of \"/srv\""), "{err}");
+        assert!(err.contains("linux.intelRdt"), "{err}");
     }
 }

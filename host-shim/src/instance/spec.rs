@@ -9,6 +9,7 @@ use agent_proto::{ContainerSpec, ProcessSpec};
 
 use crate::accel::Accel;
 use crate::vm::net::{GuestNetwork, PortMapping};
+use crate::vm::virtiofs::SharedPath;
 use crate::vm::VmConfig;
 
 /// An instance's VM, network and main process.
@@ -45,6 +46,10 @@ pub struct InstanceSpec {
     pub network: Option<String>,
     /// The address asked for on `network`; absent: the lowest free one.
     pub ip: Option<Ipv4Addr>,
+    /// Host files and directories the VM shares (virtio-fs), for as long
+    /// as it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<SharedPath>,
     /// The main process: the instance stops when it exits. Absent: the
     /// instance runs until stopped.
     pub process: Option<MainProcess>,
@@ -92,6 +97,31 @@ pub struct ContainerMain {
     /// the starting vmshim's stdin and stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_socket: Option<PathBuf>,
+    /// What the VM's network is.
+    #[serde(default)]
+    pub network: ContainerNetwork,
+}
+
+/// A container VM's network ([`ContainerMain::network`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerNetwork {
+    /// NAT, as every VM has by default: the spec has no network namespace
+    /// (the host's, which a VM cannot share).
+    #[default]
+    Nat,
+    /// The container's network namespace ([`crate::netns`]): the daemon
+    /// runs in it, and once the creation hooks have run, the interfaces
+    /// there are the VM's NICs (none: loopback only) and the container
+    /// joins the VM's network in the guest. `host` is the starting
+    /// vmshim's own namespace, whose interfaces are never taken.
+    Namespace {
+        /// The device and inode of the starting vmshim's namespace.
+        host: crate::netns::NamespaceId,
+    },
+    /// Loopback only: a new namespace that vmshim may not make (it is not
+    /// root); the container has a new one of its own in the guest.
+    Loopback,
 }
 
 impl ContainerMain {
@@ -120,6 +150,7 @@ impl InstanceSpec {
             publish: Vec::new(),
             network: None,
             ip: None,
+            shares: cfg.shares.clone(),
             process: None,
             container: None,
         }
@@ -141,6 +172,7 @@ impl InstanceSpec {
         cfg.accel = self.accel.as_deref().map(str::parse::<Accel>).transpose()?;
         cfg.boot_timeout = self.boot_timeout();
         cfg.cmdline_extra = self.cmdline_extra.clone();
+        cfg.shares = self.shares.clone();
         let publish = self
             .publish
             .iter()
@@ -151,6 +183,7 @@ impl InstanceSpec {
             publish,
             switch,
             hostname: Some(hostname.to_owned()),
+            taps: Vec::new(),
         };
         Ok(cfg)
     }
@@ -166,6 +199,12 @@ mod tests {
         cfg.accel = Some(Accel::Tcg);
         cfg.cpus = 2;
         cfg.rootfs = Some("/r.ext4".into());
+        cfg.shares = vec![SharedPath {
+            source: "/srv/data".into(),
+            readonly: true,
+            recursive: true,
+            guest_bind: Some("/data".into()),
+        }];
         let mut spec = InstanceSpec::from_config(&cfg);
         spec.publish = vec!["8080:80".to_owned()];
         let json = serde_json::to_string(&spec).unwrap();
@@ -175,6 +214,7 @@ mod tests {
         assert_eq!(again.accel, Some(Accel::Tcg));
         assert_eq!((again.cpus, again.memory_mib), (2, 256));
         assert_eq!(again.rootfs, cfg.rootfs);
+        assert_eq!(again.shares, cfg.shares);
         assert_eq!(again.boot_timeout, cfg.boot_timeout);
         assert_eq!(again.network.publish[0].guest_port, 80);
         assert_eq!(again.network.hostname.as_deref(), Some("a"));

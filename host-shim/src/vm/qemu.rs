@@ -32,6 +32,8 @@ pub struct QemuConfig {
     pub vsock_args: Vec<String>,
     /// Network device arguments.
     pub net_args: Vec<String>,
+    /// The virtio-fs share's device arguments (none without shares).
+    pub share_args: Vec<String>,
 }
 
 impl QemuConfig {
@@ -97,7 +99,7 @@ impl QemuConfig {
         }
         a.push("-device".into());
         a.push("virtio-rng-device".into());
-        for arg in self.vsock_args.iter().chain(&self.net_args) {
+        for arg in self.vsock_args.iter().chain(&self.net_args).chain(&self.share_args) {
             a.push(arg.into());
         }
         a
@@ -132,6 +134,7 @@ mod tests {
             disks: vec!["/img/a,b.ext4".into()],
             vsock_args: vec!["-device".into(), "vhost-vsock-device,guest-cid=9".into()],
             net_args: Vec::new(),
+            share_args: Vec::new(),
         };
         let args: Vec<String> = cfg.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
@@ -160,6 +163,7 @@ mod tests {
             disks: Vec::new(),
             vsock_args: Vec::new(),
             net_args: Vec::new(),
+            share_args: Vec::new(),
         };
         let joined = cfg
             .args()

@@ -58,10 +58,7 @@ pub fn boot(mut timeline: Timeline, args: Vec<String>) -> Booted {
     if let Err(e) = files.update(&config.network) {
         warn!("kernel command line: {e}");
     }
-    let rootfs = match config.rootfs.clone() {
-        Some(device) => rootfs::mount_in_background(device, files.clone()),
-        None => watch::channel(RootfsStatus::Unused).1,
-    };
+    let rootfs = mount_root_and_shares(&config, &files);
     bring_up_network(mode, &config.network);
     timeline.mark("network_up");
     Booted {
@@ -70,6 +67,29 @@ pub fn boot(mut timeline: Timeline, args: Vec<String>) -> Booted {
         mounts,
         rootfs,
         files,
+    }
+}
+
+/// The processes' root filesystem and the host's share, on a thread (see
+/// `rootfs.rs`); without a root, the share alone, here.
+fn mount_root_and_shares(config: &Config, files: &NetworkFiles) -> watch::Receiver<RootfsStatus> {
+    let shares = rootfs::BootShares {
+        tag: config.share.clone(),
+        volumes: config.volumes.clone(),
+    };
+    match config.rootfs.clone() {
+        Some(device) => rootfs::mount_in_background(device, shares, files.clone()),
+        None => {
+            if let Some(tag) = &shares.tag {
+                if let Err(e) = super::shares::mount_share(tag) {
+                    warn!("{e}");
+                }
+            }
+            if !shares.volumes.is_empty() {
+                warn!("vminitd.volume= without vminitd.rootfs=: no root to bind the shares into");
+            }
+            watch::channel(RootfsStatus::Unused).1
+        }
     }
 }
 

@@ -95,6 +95,10 @@ pub struct CmdlineSettings {
     pub notify: Option<Endpoint>,
     /// `vminitd.ip=`, `vminitd.hostname=`, `vminitd.dns=`.
     pub network: NetworkConfig,
+    /// `vminitd.share=TAG`: the virtio-fs tag of the host's share.
+    pub share: Option<String>,
+    /// `vminitd.volume=N,ro|rw,DEST` (repeatable).
+    pub volumes: Vec<VolumeBind>,
     /// `vminitd.*` words this version does not know (logged, not fatal).
     pub unknown: Vec<String>,
 }
@@ -114,6 +118,23 @@ pub struct Config {
     pub notify: Option<Endpoint>,
     /// The network settings of the kernel command line.
     pub network: NetworkConfig,
+    /// The virtio-fs tag of the host's share, mounted at
+    /// [`agent_proto::GUEST_SHARES`].
+    pub share: Option<String>,
+    /// Shares bound into the processes' root filesystem at boot.
+    pub volumes: Vec<VolumeBind>,
+}
+
+/// `vminitd.volume=N,ro|rw,DEST`: share N (`GUEST_SHARES/N`) bound at DEST
+/// in the processes' root filesystem, for every process that runs there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeBind {
+    /// The share's index.
+    pub index: u32,
+    /// Bound read-only.
+    pub readonly: bool,
+    /// Where, in the root (absolute; `%XX` escapes decoded).
+    pub destination: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +177,10 @@ As the init of a VM (PID 1, no --listen) it also reads vminitd.listen=,
 vminitd.grace_ms=, vminitd.log=info|debug, vminitd.halt=reboot|poweroff,
 vminitd.rootfs=/dev/DEVICE (the processes' root filesystem) and
 vminitd.notify=URL (announce readiness there), vminitd.ip=IFACE,ADDR/PREFIX[,GW]
-(repeatable), vminitd.hostname=NAME, vminitd.host=ADDR,NAME[,NAME] (repeatable)
-and vminitd.dns=IP[,IP] from the kernel command line; flags win.
+(repeatable), vminitd.hostname=NAME, vminitd.host=ADDR,NAME[,NAME] (repeatable),
+vminitd.dns=IP[,IP], vminitd.share=TAG (the host's virtio-fs share) and
+vminitd.volume=N,ro|rw,DEST (share N bound at DEST in the processes' root;
+repeatable) from the kernel command line; flags win.
 ";
 
 /// Whether `args` (without argv[0]) contain `--listen`: with the PID, that
@@ -281,6 +304,17 @@ pub fn parse_cmdline(cmdline: &str) -> Result<CmdlineSettings, ConfigError> {
                 }
                 settings.rootfs = Some(PathBuf::from(value));
             }
+            "share" => {
+                if value.is_empty() {
+                    return Err(ConfigError::BadValue {
+                        setting: "vminitd.share",
+                        value: value.to_owned(),
+                        expected: "a virtio-fs tag",
+                    });
+                }
+                settings.share = Some(value.to_owned());
+            }
+            "volume" => settings.volumes.push(parse_volume(value)?),
             _ => settings.unknown.push(word),
         }
     }
@@ -300,7 +334,50 @@ pub fn resolve(mode: Mode, flags: Flags, cmdline: Option<CmdlineSettings>) -> Co
         rootfs: cmdline.rootfs,
         notify: flags.notify.or(cmdline.notify),
         network: cmdline.network,
+        share: cmdline.share,
+        volumes: cmdline.volumes,
     }
+}
+
+/// `vminitd.volume=N,ro|rw,DEST`, DEST absolute with `%XX` escapes.
+fn parse_volume(value: &str) -> Result<VolumeBind, ConfigError> {
+    let bad = || ConfigError::BadValue {
+        setting: "vminitd.volume",
+        value: value.to_owned(),
+        expected: "N,ro|rw,/DESTINATION",
+    };
+    let mut parts = value.splitn(3, ',');
+    let index = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    let readonly = match parts.next() {
+        Some("ro") => true,
+        Some("rw") => false,
+        _ => return Err(bad()),
+    };
+    let destination = parts.next().and_then(percent_decode).ok_or_else(bad)?;
+    if !destination.starts_with('/') {
+        return Err(bad());
+    }
+    Ok(VolumeBind {
+        index,
+        readonly,
+        destination,
+    })
+}
+
+/// `s` with each `%XX` replaced by its byte; `None` for a bad escape or
+/// bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hex = [bytes.next()?, bytes.next()?];
+        out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `vminitd.ip=IFACE,ADDRESS/PREFIX[,GATEWAY]` (repeatable; the same
@@ -328,6 +405,7 @@ fn parse_ip(value: &str) -> Result<InterfaceConfig, ConfigError> {
         mtu: None,
         addresses: vec![address.to_owned()],
         gateways,
+        routes: Vec::new(),
     })
 }
 
@@ -510,6 +588,41 @@ mod tests {
         ] {
             let e = parse_cmdline(bad).unwrap_err();
             assert!(e.to_string().contains(bad.split('=').nth(1).unwrap()), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn share_words() {
+        let s = parse_cmdline("vminitd.share=vmshim vminitd.volume=0,rw,/data vminitd.volume=3,ro,/my%20files,x%25")
+            .unwrap();
+        assert_eq!(s.share.as_deref(), Some("vmshim"));
+        assert_eq!(
+            s.volumes,
+            [
+                VolumeBind {
+                    index: 0,
+                    readonly: false,
+                    destination: "/data".into()
+                },
+                VolumeBind {
+                    index: 3,
+                    readonly: true,
+                    destination: "/my files,x%".into()
+                }
+            ]
+        );
+        let c = resolve(Mode::Machine, Flags::default(), Some(s));
+        assert_eq!((c.share.as_deref(), c.volumes.len()), (Some("vmshim"), 2));
+        for bad in [
+            "vminitd.share=",
+            "vminitd.volume=x,rw,/a",
+            "vminitd.volume=0,rx,/a",
+            "vminitd.volume=0,rw,rel",
+            "vminitd.volume=0,rw,/a%2",
+            "vminitd.volume=0,rw",
+        ] {
+            let e = parse_cmdline(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split_once('=').unwrap().0), "{bad}: {e}");
         }
     }
 }

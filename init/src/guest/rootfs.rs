@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use agent_proto::GUEST_ROOTFS;
 use tokio::sync::watch;
 
+use super::config::VolumeBind;
 use super::network::NetworkFiles;
+use super::shares;
 use crate::process::RootfsStatus;
 use crate::sys::timeline;
 
@@ -48,19 +50,38 @@ pub enum RootfsError {
     },
 }
 
+/// The host's share and the shares bound into the root at boot (see
+/// `shares.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct BootShares {
+    /// The share's virtio-fs tag; none: no share.
+    pub tag: Option<String>,
+    /// Shares bound into the root once it is mounted.
+    pub volumes: Vec<VolumeBind>,
+}
+
 /// Mounts `device` on a thread of its own, so that the agent listens while
 /// the block device is read; a process that needs the root waits for it
-/// ([`wait_ready`]).
-pub fn mount_in_background(device: PathBuf, files: NetworkFiles) -> watch::Receiver<RootfsStatus> {
+/// ([`wait_ready`]). The host's share is mounted first on the same thread,
+/// and its volumes bound into the root last.
+pub fn mount_in_background(device: PathBuf, shares: BootShares, files: NetworkFiles) -> watch::Receiver<RootfsStatus> {
     let (tx, rx) = watch::channel(RootfsStatus::Mounting);
-    let work = move || match mount(&device).map_err(|e| e.to_string()).and_then(|()| {
-        // The network files of the boot's settings, before any process runs.
-        let boot_settings = files.hostname.is_some() || files.dns.is_some() || !files.hosts.is_empty();
-        match boot_settings {
-            true => files.write(Path::new(GUEST_ROOTFS)).map_err(|e| e.to_string()),
-            false => Ok(()),
-        }
-    }) {
+    let work = move || match shares
+        .tag
+        .as_deref()
+        .map_or(Ok(()), shares::mount_share)
+        .map_err(|e| e.to_string())
+        .and_then(|()| mount(&device).map_err(|e| e.to_string()))
+        .and_then(|()| {
+            // The network files of the boot's settings, before any process runs.
+            let boot_settings = files.hostname.is_some() || files.dns.is_some() || !files.hosts.is_empty();
+            match boot_settings {
+                true => files.write(Path::new(GUEST_ROOTFS)).map_err(|e| e.to_string()),
+                false => Ok(()),
+            }
+        })
+        .and_then(|()| shares::bind_volumes(&shares.volumes).map_err(|e| e.to_string()))
+    {
         Ok(()) => RootfsStatus::Ready {
             at_ns: timeline::boottime_ns(),
         },

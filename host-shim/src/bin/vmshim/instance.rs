@@ -153,11 +153,11 @@ pub async fn serve(args: InstanceArgs) -> Result<u8> {
             if !state_dir.is_absolute() {
                 bail!("--state-dir must be absolute");
             }
+            // A container's daemon exits with its process's status.
             Instances::at(state_dir)
                 .serve(&name)
                 .await
-                .with_context(|| format!("instance {name:?}"))?;
-            Ok(0)
+                .with_context(|| format!("instance {name:?}"))
         }
     }
 }

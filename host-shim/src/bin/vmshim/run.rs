@@ -14,6 +14,7 @@ use host_shim::instance::MainProcess;
 use host_shim::network::{HostsFile, Networks};
 use host_shim::profile::Profile;
 use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort};
+use host_shim::vm::virtiofs::{SharedPath, Volume};
 use host_shim::vm::{Vm, VmConfig};
 
 use crate::process::{drive, host_stdio, Ended, ProcessArgs};
@@ -75,6 +76,11 @@ pub struct RunArgs {
     /// (ADDRESS defaults to 127.0.0.1). Repeatable.
     #[arg(short = 'p', long = "publish", value_name = "MAPPING")]
     publish: Vec<PortMapping>,
+    /// Bind a host file or directory into the VM: HOST:GUEST, or
+    /// HOST:GUEST:ro for read-only (HOST shared over virtio-fs; writes on
+    /// either side are seen on the other). Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]")]
+    volumes: Vec<String>,
     /// No network but loopback (no NAT).
     #[arg(long = "no-network", conflicts_with_all = ["publish", "network"])]
     no_network: bool,
@@ -109,7 +115,13 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.memory_mib = args.memory;
     cfg.accel = args.accel;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
-    let (tree, workload, hostname) = root_and_workload(&args)?;
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|v| v.parse::<Volume>().with_context(|| format!("-v {v:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let (tree, workload, hostname, shares) = root_and_workload(&args, &volumes)?;
+    cfg.shares = shares;
     cfg.rootfs = Some(assets::rootfs_image(tree.as_deref()).context("root filesystem")?);
     for mapping in &args.publish {
         mapping.check_free()?;
@@ -151,6 +163,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         publish: args.publish.clone(),
         switch: lease.as_ref().map(SwitchPort::for_lease),
         hostname: Some(name.clone()),
+        taps: Vec::new(),
     };
     profile.mark("assets ready");
 
@@ -221,11 +234,17 @@ async fn stop_signal() -> std::io::Result<i32> {
     })
 }
 
+/// What a VM of `vmshim run` is made of.
+type Workload = (Option<PathBuf>, MainProcess, Option<String>, Vec<SharedPath>);
+
 /// The root filesystem tree (`None`: the default busybox), what runs in
 /// it (the flags over the image's process, or over the bundle's; the
-/// command alone in a `--rootfs` or the busybox root) and the host name
-/// that `--image`, `--bundle` or `--rootfs` give.
-fn root_and_workload(args: &RunArgs) -> Result<(Option<PathBuf>, MainProcess, Option<String>)> {
+/// command alone in a `--rootfs` or the busybox root), the host name
+/// that `--image`, `--bundle` or `--rootfs` give, and the host paths the
+/// VM shares: `volumes`, bound in the VM's root at boot (a bundle's
+/// container binds them, after the spec's own mounts, and its spec's
+/// bind mounts of host paths come first).
+fn root_and_workload(args: &RunArgs, volumes: &[Volume]) -> Result<Workload> {
     let flags = args.process.spec()?;
     if let Some(image) = &args.image {
         let cache = assets::build_dir().join("cache");
@@ -240,23 +259,36 @@ fn root_and_workload(args: &RunArgs) -> Result<(Option<PathBuf>, MainProcess, Op
             eprintln!("vmshim: note: not created from the image: {}", list.join(", "));
         }
         let process = in_guest_root(unpacked.defaults.under(flags));
-        return Ok((Some(unpacked.tree), MainProcess::Process(Box::new(process)), None));
+        let shares = volumes.iter().map(Volume::share).collect();
+        return Ok((
+            Some(unpacked.tree),
+            MainProcess::Process(Box::new(process)),
+            None,
+            shares,
+        ));
     }
     if let Some(dir) = &args.bundle {
         // Named once the VM's name is known.
         let mut bundle = Bundle::read(dir, "bundle")?;
         bundle.spec.process = under_flags(bundle.spec.process, flags);
+        for volume in volumes {
+            let (share, mount) = volume.container_share(bundle.shares.len());
+            bundle.shares.push(share);
+            bundle.spec.mounts.push(mount);
+        }
         let hostname = bundle.spec.hostname.clone();
         return Ok((
             Some(bundle.rootfs),
             MainProcess::Container(Box::new(bundle.spec)),
             hostname,
+            bundle.shares,
         ));
     }
     Ok((
         args.rootfs.clone(),
         MainProcess::Process(Box::new(in_guest_root(flags))),
         None,
+        volumes.iter().map(Volume::share).collect(),
     ))
 }
 

@@ -13,8 +13,9 @@
 //! `gidMappings`, `rootfsPropagation`, `maskedPaths`, `readonlyPaths`,
 //! `sysctl`, `cgroupsPath`, `devices`, `seccomp` and `resources`
 //! (`memory` limit, reservation and swap; `cpu` shares, quota, period,
-//! cpus and mems; `pids`; `blockIO` weight and throttles; `devices`;
-//! `unified`).
+//! cpus and mems; `pids`; `blockIO` weight, device weights and throttles;
+//! `hugepageLimits`; `devices`; `unified`), converted to cgroup v2 by the
+//! agent as runc converts them.
 //!
 //! The device allow-list is runc's: the spec's `resources.devices`, then
 //! runc's built-in rules appended ([`DEFAULT_DEVICE_RULES`]: mknod of any
@@ -22,28 +23,48 @@
 //! tun), less those whose device node the spec's `linux.devices` lists
 //! again.
 //!
+//! Left out, as runc 1.1 leaves them out on cgroup v2 (its `fs2` driver
+//! has nothing for them): the cgroup v1 fields `memory.kernel`,
+//! `kernelTCP`, `swappiness`, `disableOOMKiller` and `useHierarchy`,
+//! `cpu.realtimeRuntime` and `realtimePeriod`, `blockIO.leafWeight` (and
+//! each `weightDevice`'s), and `network` (`net_cls`, `net_prio`); the
+//! other platforms' sections (`solaris`, `windows`, `zos`), and the
+//! Windows-only `process.commandLine` and `user.username`; the seccomp
+//! listener (`listenerPath`, `listenerMetadata`), which only a
+//! `SCMP_ACT_NOTIFY` rule would use (the agent refuses those). With
+//! [`RootPlacement::Guest`] also the LSM labels (`process.apparmorProfile`
+//! and `selinuxLabel`, `linux.mountLabel`): they are the host's policy,
+//! and the guest kernel has neither AppArmor nor SELinux; the agent on this
+//! host refuses them, as it cannot apply them.
+//!
 //! Refused, each named: whatever the protocol cannot carry and the spec
-//! asks for (AppArmor and SELinux labels, `mountLabel`, seccomp `flags` and
-//! listeners, `intelRdt`, `personality`, `timeOffsets`, `netDevices`,
-//! `memoryPolicy`, the `time` namespace, `process.ioPriority`,
-//! `scheduler` and `execCPUAffinity`, hugepage, network and RDMA
-//! resources, kernel memory, swappiness, real-time CPU, block I/O weight
-//! devices, id-mapped mounts, ...). With [`RootPlacement::Guest`] also what
-//! names the host, which a VM cannot reach: bind mounts of host paths
-//! (the guest kernel's own `/proc`, `/sys` and `/dev` excepted) and
-//! namespaces joined by path.
+//! asks for, runc refusing it too on a cgroup v2 host or in such a guest
+//! (seccomp `flags`, `intelRdt`, the `time` namespace, RDMA resources),
+//! or not knowing it, as runc 1.1 knows no field of runtime-spec 1.1 and
+//! later, which runc 1.2 applies (`personality`, `timeOffsets`,
+//! `netDevices`, `memoryPolicy`, `process.ioPriority`, `scheduler` and
+//! `execCPUAffinity`, `cpu.idle` and `burst`,
+//! `memory.checkBeforeUpdate`, id-mapped mounts, ...); and the `vm`
+//! section, which asks a VM runtime for a hypervisor, kernel or image of
+//! its own. With [`RootPlacement::Guest`] also what
+//! names the host, which a VM cannot reach: namespaces joined by path, but
+//! the network namespace (that one is the VM's network, [`crate::netns`]),
+//! and bind mounts of host paths that are neither a directory nor a
+//! regular file (sockets, FIFOs, devices). Bind mounts of host files and
+//! directories become the VM's virtio-fs share ([`share_host_binds`]).
 
 use std::path::{Component, Path, PathBuf};
 
 use agent_proto::{
-    BlockIo, ContainerSpec, CpuResources, Device, DeviceRule, Hook, Hooks, IdMapping, MemoryResources, Mount,
-    Namespace, ProcessSpec, Resources, ThrottleDevice, GUEST_ROOTFS,
+    BlockIo, ContainerSpec, CpuResources, Device, DeviceRule, Hook, Hooks, HugepageLimit, IdMapping, MemoryResources,
+    Mount, Namespace, ProcessSpec, Resources, ThrottleDevice, WeightDevice, GUEST_ROOTFS,
 };
 use oci_spec::runtime::{Linux, LinuxNamespaceType, LinuxResources, LinuxThrottleDevice, Spec};
 use serde_json::Value;
 
-use super::process::{process_spec, seccomp_spec, unsupported_process_fields};
+use super::process::{lsm_fields, process_spec, seccomp_spec, unsupported_process_fields};
 use super::{array, asks, bad, only, read_config, typed, ImageError};
+use crate::vm::virtiofs::SharedPath;
 
 /// Where the agent that runs the container is, which decides how the
 /// bundle's host paths reach it.
@@ -91,19 +112,24 @@ const GUEST_KERNEL_PATHS: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// spec; refuses, naming every field, what the protocol cannot carry and
 /// (with [`RootPlacement::Guest`]) what would need the host's files.
 pub fn container_spec(dir: &Path, id: &str, placement: RootPlacement) -> Result<ContainerSpec, ImageError> {
-    translate(dir, id, placement).map(|(spec, _)| spec)
+    translate(dir, id, placement).map(|(spec, _, _)| spec)
 }
 
-/// [`container_spec`], and the bundle's root directory on this host (an
-/// absolute path), which is the spec's root with [`RootPlacement::Host`].
+/// [`container_spec`], the bundle's root directory on this host (an
+/// absolute path), which is the spec's root with [`RootPlacement::Host`],
+/// and with [`RootPlacement::Guest`] the host paths the VM must share for
+/// the spec's bind mounts, which take them from the share.
 pub(super) fn translate(
     dir: &Path,
     id: &str,
     placement: RootPlacement,
-) -> Result<(ContainerSpec, PathBuf), ImageError> {
+) -> Result<(ContainerSpec, PathBuf, Vec<SharedPath>), ImageError> {
     let (path, value) = read_config(dir)?;
     let bundle = std::path::absolute(dir).map_err(|e| bad(&path, format!("cannot resolve the bundle: {e}")))?;
     let mut unsupported = unsupported_fields(&value);
+    if placement == RootPlacement::Host {
+        unsupported.extend(lsm_labels(&value));
+    }
     if placement == RootPlacement::Guest {
         unsupported.extend(host_references(&value));
     }
@@ -137,6 +163,11 @@ pub(super) fn translate(
         .collect();
     let mut resources = linux.resources().as_ref().map(resources).unwrap_or_default();
     resources.devices.extend(default_device_rules(&devices));
+    let mut mounts: Vec<Mount> = spec.mounts().iter().flatten().map(|m| mount(m, &bundle)).collect();
+    let shares = match placement {
+        RootPlacement::Host => Vec::new(),
+        RootPlacement::Guest => share_host_binds(&mut mounts).map_err(|e| bad(&path, e))?,
+    };
     let spec = ContainerSpec {
         id: id.to_owned(),
         bundle: path_string(&bundle),
@@ -156,7 +187,7 @@ pub(super) fn translate(
             .collect(),
         uid_mappings: id_mappings(linux.uid_mappings()),
         gid_mappings: id_mappings(linux.gid_mappings()),
-        mounts: spec.mounts().iter().flatten().map(|m| mount(m, &bundle)).collect(),
+        mounts,
         rootfs_propagation: linux.rootfs_propagation().clone().filter(|p| !p.is_empty()),
         masked_paths: linux.masked_paths().clone().unwrap_or_default(),
         readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
@@ -174,7 +205,7 @@ pub(super) fn translate(
         },
         annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
     };
-    Ok((spec, host_root))
+    Ok((spec, host_root, shares))
 }
 
 /// A spec read whole: the typed spec, and its process as the agent takes
@@ -198,6 +229,7 @@ fn parse(path: &Path, value: Value) -> Result<Parsed, ImageError> {
         .map(seccomp_spec)
         .transpose()
         .map_err(|e| bad(path, e))?
+        .flatten()
         .map(Box::new);
     let spec: Spec = typed(value, "").map_err(|e| bad(path, format!("not a runtime spec: {e}")))?;
     if !spec.version().starts_with("1.") {
@@ -310,11 +342,30 @@ fn resources(r: &LinuxResources) -> Resources {
         pids_limit: r.pids().as_ref().map(|p| p.limit()),
         block_io: r.block_io().as_ref().map(|b| BlockIo {
             weight: b.weight(),
+            weight_device: b
+                .weight_device()
+                .iter()
+                .flatten()
+                .map(|d| WeightDevice {
+                    major: d.major(),
+                    minor: d.minor(),
+                    weight: d.weight(),
+                })
+                .collect(),
             throttle_read_bps_device: throttles(b.throttle_read_bps_device()),
             throttle_write_bps_device: throttles(b.throttle_write_bps_device()),
             throttle_read_iops_device: throttles(b.throttle_read_iops_device()),
             throttle_write_iops_device: throttles(b.throttle_write_iops_device()),
         }),
+        hugepage_limits: r
+            .hugepage_limits()
+            .iter()
+            .flatten()
+            .map(|h| HugepageLimit {
+                page_size: h.page_size().clone(),
+                limit: h.limit(),
+            })
+            .collect(),
         devices: r
             .devices()
             .iter()
@@ -426,6 +477,8 @@ fn unsupported_fields(spec: &Value) -> Vec<String> {
                 only(value, "hooks", &HOOKS, &mut out);
             }
             "linux" => linux_unsupported(value, &mut out),
+            // Other platforms' sections: runc on Linux reads none of them.
+            "solaris" | "windows" | "zos" => {}
             _ if asks(Some(value)) => out.push(key.clone()),
             _ => {}
         }
@@ -434,7 +487,7 @@ fn unsupported_fields(spec: &Value) -> Vec<String> {
 }
 
 fn linux_unsupported(linux: &Value, out: &mut Vec<String>) {
-    const LINUX: [&str; 11] = [
+    const LINUX: [&str; 12] = [
         "namespaces",
         "uidMappings",
         "gidMappings",
@@ -446,10 +499,21 @@ fn linux_unsupported(linux: &Value, out: &mut Vec<String>) {
         "maskedPaths",
         "readonlyPaths",
         "seccomp",
+        // The host's SELinux: see lsm_labels.
+        "mountLabel",
     ];
     only(linux, "linux", &LINUX, out);
     if let Some(seccomp) = linux.get("seccomp") {
-        let carried = ["defaultAction", "defaultErrnoRet", "architectures", "syscalls"];
+        // The listener only serves SCMP_ACT_NOTIFY rules, which the agent
+        // refuses; runc ignores it without them.
+        let carried = [
+            "defaultAction",
+            "defaultErrnoRet",
+            "architectures",
+            "syscalls",
+            "listenerPath",
+            "listenerMetadata",
+        ];
         only(seccomp, "linux.seccomp", &carried, out);
     }
     for (i, ns) in array(linux.get("namespaces")).iter().enumerate() {
@@ -464,20 +528,57 @@ fn linux_unsupported(linux: &Value, out: &mut Vec<String>) {
     let Some(r) = linux.get("resources") else {
         return;
     };
-    let carried = ["devices", "memory", "cpu", "pids", "blockIO", "unified"];
+    // `network` is cgroup v1's net_cls and net_prio: runc's fs2 leaves it out.
+    let carried = [
+        "devices",
+        "memory",
+        "cpu",
+        "pids",
+        "blockIO",
+        "hugepageLimits",
+        "unified",
+        "network",
+    ];
     only(r, "linux.resources", &carried, out);
+    // Each section's carried fields, then the cgroup v1 fields runc's fs2
+    // leaves out.
     let sections: [(&str, &[&str]); 4] = [
-        ("memory", &["limit", "reservation", "swap"]),
-        ("cpu", &["shares", "quota", "period", "cpus", "mems"]),
+        (
+            "memory",
+            &[
+                "limit",
+                "reservation",
+                "swap",
+                "kernel",
+                "kernelTCP",
+                "swappiness",
+                "disableOOMKiller",
+                "useHierarchy",
+            ],
+        ),
+        (
+            "cpu",
+            &[
+                "shares",
+                "quota",
+                "period",
+                "cpus",
+                "mems",
+                "realtimeRuntime",
+                "realtimePeriod",
+            ],
+        ),
         ("pids", &["limit"]),
         (
             "blockIO",
             &[
                 "weight",
+                "weightDevice",
                 "throttleReadBpsDevice",
                 "throttleWriteBpsDevice",
                 "throttleReadIOPSDevice",
                 "throttleWriteIOPSDevice",
+                "leafWeight",
             ],
         ),
     ];
@@ -488,31 +589,87 @@ fn linux_unsupported(linux: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The LSM labels `spec` asks for (`process.apparmorProfile` and
+/// `selinuxLabel`, `linux.mountLabel`): the agent on this host cannot
+/// apply them, and refuses them, as runc does where the host has neither
+/// LSM. (In a VM they are left out: see the module's documentation.)
+fn lsm_labels(spec: &Value) -> Vec<String> {
+    let mut out: Vec<String> = spec
+        .get("process")
+        .map(lsm_fields)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| format!("process.{f}"))
+        .collect();
+    if asks(spec.pointer("/linux/mountLabel")) {
+        out.push("linux.mountLabel".into());
+    }
+    out
+}
+
 /// Every field of `spec` that names something of the host, which a VM
-/// cannot reach, with why.
+/// cannot reach, with why. (Bind mounts of host paths reach it: see
+/// [`share_host_binds`]. So does a network namespace by path, carried as it
+/// is: it is the VM's network, which `vmshim runtime` joins to it, and the
+/// container joins the VM's in the guest; see [`crate::netns`].)
 fn host_references(spec: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    for (i, m) in array(spec.get("mounts")).iter().enumerate() {
-        let options: Vec<String> = array(m.get("options"))
-            .iter()
-            .filter_map(|o| o.as_str().map(str::to_owned))
-            .collect();
-        let bind = is_bind(&options) || m.get("type").and_then(Value::as_str) == Some("bind");
-        let source = m.get("source").and_then(Value::as_str).unwrap_or("");
-        if bind && !is_guest_kernel_path(source) {
-            out.push(format!(
-                "mounts[{i}] (a bind mount of {source:?}: the VM cannot reach the host's files)"
-            ));
-        }
-    }
     for (i, ns) in array(spec.pointer("/linux/namespaces")).iter().enumerate() {
-        if let Some(path) = ns.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+        let network = ns.get("type").and_then(Value::as_str) == Some("network");
+        if let Some(path) = ns
+            .get("path")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty() && !network)
+        {
             out.push(format!(
                 "linux.namespaces[{i}].path ({path:?}: a namespace of the host cannot be joined from a VM)"
             ));
         }
     }
     out
+}
+
+/// The bind mounts of host paths among `mounts` (the guest kernel's own
+/// `/proc`, `/sys` and `/dev` are the guest's), for a container in a VM:
+/// each source becomes a share of the VM, in order, and its mount a bind
+/// from where the guest sees that share (`GUEST_SHARES/N`), with the
+/// spec's options (`ro`, `rbind`, propagation). A share is read-only where
+/// the mount is, and recursive where it is an `rbind`. A source that is not
+/// there, or is not a directory or a regular file, is an error naming the
+/// mount.
+fn share_host_binds(mounts: &mut [Mount]) -> Result<Vec<SharedPath>, String> {
+    let mut shares = Vec::new();
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let Some(source) = m.source.as_deref() else { continue };
+        if m.kind.as_deref() != Some("bind") || is_guest_kernel_path(source) {
+            continue;
+        }
+        match std::fs::metadata(source) {
+            Ok(meta) if meta.is_dir() || meta.is_file() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "mounts[{i}] (a bind mount of {source:?}): only a directory or a regular file can reach a VM"
+                ))
+            }
+            Err(e) => return Err(format!("mounts[{i}] (a bind mount of {source:?}): {e}")),
+        }
+        // The last of ro and rw wins, as in mount(8).
+        let readonly = m
+            .options
+            .iter()
+            .rev()
+            .find(|o| *o == "ro" || *o == "rw")
+            .is_some_and(|o| o == "ro");
+        let recursive = m.options.iter().any(|o| o == "rbind");
+        shares.push(SharedPath {
+            source: PathBuf::from(source),
+            readonly,
+            recursive,
+            guest_bind: None,
+        });
+        m.source = Some(SharedPath::guest_path(shares.len() - 1));
+    }
+    Ok(shares)
 }
 
 /// Whether `source` is `/proc`, `/sys` or `/dev` or below, with no `..`.
@@ -830,81 +987,226 @@ mod tests {
     #[test]
     fn what_the_protocol_cannot_carry_is_named() {
         let mut spec = full();
-        spec["process"]["apparmorProfile"] = json!("docker-default");
-        spec["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
         spec["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE"});
         spec["process"]["scheduler"] = json!({"policy": "SCHED_OTHER"});
-        spec["process"]["user"]["username"] = json!("app");
-        spec["linux"]["seccomp"] =
-            json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"], "listenerPath": "/run/x"});
-        spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0");
+        spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"]});
         spec["linux"]["intelRdt"] = json!({"closID": "x"});
         spec["linux"]["personality"] = json!({"domain": "LINUX32"});
         spec["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 1}});
         spec["linux"]["namespaces"] = json!([{"type": "time"}]);
-        spec["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 1}]);
-        spec["linux"]["resources"]["network"] = json!({"classID": 1});
         spec["linux"]["resources"]["rdma"] = json!({"mlx5_1": {"hcaHandles": 3}});
-        spec["linux"]["resources"]["memory"]["swappiness"] = json!(10);
-        spec["linux"]["resources"]["cpu"]["realtimeRuntime"] = json!(1);
+        spec["linux"]["resources"]["cpu"]["idle"] = json!(1);
+        spec["linux"]["resources"]["memory"]["checkBeforeUpdate"] = json!(true);
         spec["mounts"][0]["uidMappings"] = json!([{"containerID": 0, "hostID": 1, "size": 1}]);
-        spec["solaris"] = json!({"milestone": "x"});
+        spec["vm"] = json!({"kernel": {"path": "/boot/vmlinuz"}});
         // Asking for nothing is no ask.
-        spec["windows"] = json!(null);
-        spec["linux"]["resources"]["memory"]["kernel"] = json!(null);
+        spec["linux"]["resources"]["memory"]["swappiness"] = json!(null);
+        spec["process"]["user"]["username"] = json!("app");
+        for placement in [RootPlacement::Host, RootPlacement::Guest] {
+            let err = translate(&spec, placement).unwrap_err().to_string();
+            for field in [
+                "process.ioPriority",
+                "process.scheduler",
+                "linux.seccomp.flags",
+                "linux.intelRdt",
+                "linux.personality",
+                "linux.timeOffsets",
+                "linux.namespaces[0] (\"time\")",
+                "linux.resources.rdma",
+                "linux.resources.cpu.idle",
+                "linux.resources.memory.checkBeforeUpdate",
+                "mounts[0].uidMappings",
+                "vm",
+            ] {
+                assert!(err.contains(field), "{field} missing from: {err}");
+            }
+            for fine in ["swappiness", "username", "hooks"] {
+                assert!(!err.contains(fine), "{fine}: {err}");
+            }
+        }
+    }
+
+    /// What runc 1.1 leaves out on a cgroup v2 host, and what podman and
+    /// docker write that is not the agent's to apply, is left out here too.
+    #[test]
+    fn what_runc_leaves_out_on_cgroup_v2_is_left_out() {
+        let mut spec = full();
+        // No host paths: the spec must translate for a VM too.
+        spec["mounts"] = json!([]);
+        let r = &mut spec["linux"]["resources"];
+        r["memory"]["kernel"] = json!(1 << 20);
+        r["memory"]["kernelTCP"] = json!(1 << 20);
+        r["memory"]["swappiness"] = json!(60);
+        r["memory"]["disableOOMKiller"] = json!(true);
+        r["memory"]["useHierarchy"] = json!(true);
+        r["cpu"]["realtimeRuntime"] = json!(950000);
+        r["cpu"]["realtimePeriod"] = json!(1000000);
+        r["blockIO"]["leafWeight"] = json!(300);
+        r["network"] = json!({"classID": 1048577, "priorities": [{"name": "eth0", "priority": 5}]});
+        spec["process"]["commandLine"] = json!("app.exe -x");
+        spec["process"]["user"]["username"] = json!("app");
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/seccomp-agent.sock",
+            "listenerMetadata": "x"
+        });
+        spec["solaris"] = json!({"milestone": "x"});
+        spec["windows"] = json!({"layerFolders": ["C:\\l"]});
+        spec["zos"] = json!({"devices": []});
+        let lsm = |spec: &mut Value| {
+            spec["process"]["apparmorProfile"] = json!("docker-default");
+            spec["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0:c1,c2");
+            spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c2");
+        };
+        let mut plain = full();
+        plain["mounts"] = json!([]);
+        let plain = translate(&plain, RootPlacement::Host).unwrap();
+        let c = translate(&spec, RootPlacement::Host).unwrap();
+        assert_eq!(c.resources, plain.resources);
+        assert_eq!(c.process.seccomp.as_ref().unwrap().default_action, "SCMP_ACT_ALLOW");
+        // In a VM the LSM labels are the host's: left out.
+        lsm(&mut spec);
+        let vm = translate(&spec, RootPlacement::Guest).unwrap();
+        assert_eq!(vm.resources, plain.resources);
+        assert_eq!(vm.process.args, plain.process.args);
+        // The agent on this host cannot apply them: refused, as runc
+        // refuses them where the host has neither LSM.
         let err = translate(&spec, RootPlacement::Host).unwrap_err().to_string();
-        for field in [
-            "process.apparmorProfile",
-            "process.selinuxLabel",
-            "process.ioPriority",
-            "process.scheduler",
-            "process.user.username",
-            "linux.seccomp.flags",
-            "linux.seccomp.listenerPath",
-            "linux.mountLabel",
-            "linux.intelRdt",
-            "linux.personality",
-            "linux.timeOffsets",
-            "linux.namespaces[0] (\"time\")",
-            "linux.resources.hugepageLimits",
-            "linux.resources.network",
-            "linux.resources.rdma",
-            "linux.resources.memory.swappiness",
-            "linux.resources.cpu.realtimeRuntime",
-            "mounts[0].uidMappings",
-            "solaris",
-        ] {
+        for field in ["process.apparmorProfile", "process.selinuxLabel", "linux.mountLabel"] {
             assert!(err.contains(field), "{field} missing from: {err}");
         }
-        assert!(!err.contains("windows") && !err.contains("kernel"), "{err}");
-        assert!(!err.contains("hooks"), "the host may run hooks: {err}");
+        assert!(!err.contains("swappiness") && !err.contains("network"), "{err}");
     }
 
     #[test]
-    fn a_vm_cannot_reach_host_paths_or_namespaces() {
+    fn device_weights_and_hugepage_limits_are_carried() {
+        let mut spec = full();
+        spec["mounts"] = json!([]);
+        let r = &mut spec["linux"]["resources"];
+        r["blockIO"]["weightDevice"] = json!([
+            {"major": 8, "minor": 0, "weight": 500, "leafWeight": 300},
+            {"major": 8, "minor": 16, "leafWeight": 300}
+        ]);
+        r["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 209715200}]);
+        let r = translate(&spec, RootPlacement::Guest).unwrap().resources.unwrap();
+        assert_eq!(
+            r.block_io.unwrap().weight_device,
+            [
+                WeightDevice {
+                    major: 8,
+                    minor: 0,
+                    weight: Some(500)
+                },
+                WeightDevice {
+                    major: 8,
+                    minor: 16,
+                    weight: None
+                }
+            ]
+        );
+        assert_eq!(
+            r.hugepage_limits,
+            [HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 209715200
+            }]
+        );
+    }
+
+    #[test]
+    fn a_vm_shares_the_host_paths_of_bind_mounts() {
+        let t = TestDir::new("container-shares");
+        std::fs::create_dir(t.path().join("data")).unwrap();
+        let file = t.path().join("hosts");
+        std::fs::write(&file, "127.0.0.1 localhost\n").unwrap();
         let mut spec = full();
         spec["mounts"] = json!([
-            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
+            {"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro", "rprivate"]},
             {"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "ro"]},
-            {"destination": "/rel", "source": "data", "options": ["bind"]},
-            {"destination": "/up", "source": "/dev/../etc", "options": ["bind"]},
+            {"destination": "/etc/hosts", "type": "none", "source": file, "options": ["bind", "ro", "rw"]},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
         ]);
-        let err = translate(&spec, RootPlacement::Guest).unwrap_err().to_string();
-        for field in [
-            "mounts[0] (a bind mount of \"/srv/data\"",
-            "mounts[2] (a bind mount of \"data\"",
-            "mounts[3] (a bind mount of \"/dev/../etc\"",
-            "linux.namespaces[1].path (\"/proc/7/ns/net\"",
-        ] {
-            assert!(err.contains(field), "{field} missing from: {err}");
-        }
-        for fine in ["mounts[1]", "mounts[4]", "hooks"] {
-            assert!(!err.contains(fine), "{fine} refused: {err}");
-        }
-        // Without them, the same spec is fine in a VM; the agent gets only
-        // the hooks that run in the container, the host runs the others.
+        spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "network"}]);
+        std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
+        let (c, _, shares) = super::translate(t.path(), "c1", RootPlacement::Guest).unwrap();
+        let bundle = std::path::absolute(t.path()).unwrap();
+        assert_eq!(
+            shares,
+            [
+                SharedPath {
+                    source: bundle.join("data"),
+                    readonly: true,
+                    recursive: true,
+                    guest_bind: None
+                },
+                SharedPath {
+                    source: file.clone(),
+                    readonly: false,
+                    recursive: false,
+                    guest_bind: None
+                }
+            ]
+        );
+        // Each host bind takes its share; the guest's own /sys stays, and
+        // the options are the spec's.
+        let sources: Vec<_> = c.mounts.iter().map(|m| m.source.as_deref().unwrap()).collect();
+        assert_eq!(
+            sources,
+            ["/run/vminitd/shares/0", "/sys", "/run/vminitd/shares/1", "tmpfs"]
+        );
+        assert_eq!(c.mounts[0].options, ["rbind", "ro", "rprivate"]);
+        assert_eq!(c.mounts[2].kind.as_deref(), Some("bind"));
+        // On the host, the same spec binds the host paths themselves.
+        let (h, _, none) = super::translate(t.path(), "c1", RootPlacement::Host).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(
+            h.mounts[0].source.as_deref(),
+            Some(path_string(&bundle.join("data")).as_str())
+        );
+        // A source that is not there, or cannot be bound, is named.
+        spec["mounts"][2]["source"] = json!("/nonexistent/secret");
+        std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
+        let err = super::translate(t.path(), "c1", RootPlacement::Guest)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mounts[2] (a bind mount of \"/nonexistent/secret\")"),
+            "{err}"
+        );
+        assert!(err.contains("No such file"), "{err}");
+        let socket = t.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        spec["mounts"][2]["source"] = json!(socket);
+        std::fs::write(t.path().join("config.json"), spec.to_string()).unwrap();
+        let err = super::translate(t.path(), "c1", RootPlacement::Guest)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mounts[2]") && err.contains("only a directory or a regular file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_vm_joins_no_host_namespace_but_the_network_one() {
+        let mut spec = full();
         spec["mounts"] = json!([{"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind"]}]);
+        // The network namespace by path is the VM's network: carried as it
+        // is, for the runtime to join the VM to.
+        let c = translate(&spec, RootPlacement::Guest).unwrap();
+        assert_eq!(c.namespaces[1].path.as_deref(), Some("/proc/7/ns/net"));
+        // Any other kind by path cannot be joined from a VM.
+        spec["linux"]["namespaces"] = json!([
+            {"type": "pid"},
+            {"type": "ipc", "path": "/proc/7/ns/ipc"},
+            {"type": "network", "path": "/run/netns/n"}
+        ]);
+        let err = translate(&spec, RootPlacement::Guest).unwrap_err().to_string();
+        assert!(err.contains("linux.namespaces[1].path (\"/proc/7/ns/ipc\""), "{err}");
+        assert!(!err.contains("namespaces[2]"), "{err}");
+        assert!(!err.contains("mounts[") && !err.contains("hooks"), "{err}");
+        // A new network namespace is fine in a VM too; the agent gets only
+        // the hooks that run in the container, the host runs the others.
         spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "network"}]);
         let c = translate(&spec, RootPlacement::Guest).unwrap();
         assert_eq!(c.root, GUEST_ROOTFS);
