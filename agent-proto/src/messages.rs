@@ -568,9 +568,33 @@ pub struct NetworkConfig {
     /// `/etc/resolv.conf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
+    /// Name servers on the loopback of the network namespace the VM's
+    /// network stands for (docker's embedded DNS at `127.0.0.11`), which
+    /// the guest answers by relaying each query to the host. Set once;
+    /// absent: left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_relay: Option<DnsRelay>,
 }
 
-/// One interface: brought up, with its MTU, addresses and gateways.
+/// Name servers the guest relays to the host ([`NetworkConfig::dns_relay`]).
+///
+/// The agent listens on UDP port 53 of each address in the guest (a
+/// loopback address: the guest's own, which a container that joins the
+/// VM's network shares) and sends each query over a vsock connection of
+/// its own to host port `port` (CID 2), framed as DNS over TCP frames it
+/// (a 16-bit big-endian length, then the message); the host asks the name
+/// server in the namespace and answers on the same connection, framed the
+/// same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRelay {
+    /// Loopback addresses (`127.0.0.11`, `::1`), IPv4 or IPv6.
+    pub addresses: Vec<String>,
+    /// The host's vsock port.
+    pub port: u32,
+}
+
+/// One interface: brought up, with its MTU, addresses, gateways and
+/// routes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceConfig {
     /// The interface's name in the guest (`eth0`), or its MAC address
@@ -587,6 +611,22 @@ pub struct InterfaceConfig {
     /// A default route through this gateway (IPv4 and/or IPv6).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    /// Routes through this interface besides the default ones, added in
+    /// order after the addresses and gateways (a route's gateway must be
+    /// reachable by then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A route through an interface ([`InterfaceConfig::routes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// `ADDRESS/PREFIX`, IPv4 or IPv6.
+    pub destination: String,
+    /// The next hop, of the destination's family; absent: the destination
+    /// is on the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// One `/etc/hosts` line.

@@ -439,15 +439,19 @@ fn resources() -> impl Strategy<Value = Resources> {
         rate,
     });
     let throttles = prop::collection::vec(throttle, 0..2);
+    let weight_device = (any::<i64>(), any::<i64>(), opt(any::<u16>()))
+        .prop_map(|(major, minor, weight)| WeightDevice { major, minor, weight });
     let block_io = (
         opt(any::<u16>()),
+        prop::collection::vec(weight_device, 0..2),
         throttles.clone(),
         throttles.clone(),
         throttles.clone(),
         throttles,
     )
-        .prop_map(|(weight, rb, wb, ri, wi)| BlockIo {
+        .prop_map(|(weight, weight_device, rb, wb, ri, wi)| BlockIo {
             weight,
+            weight_device,
             throttle_read_bps_device: rb,
             throttle_write_bps_device: wb,
             throttle_read_iops_device: ri,
@@ -467,22 +471,27 @@ fn resources() -> impl Strategy<Value = Resources> {
             minor,
             access,
         });
+    let hugepage = (text(), any::<i64>()).prop_map(|(page_size, limit)| HugepageLimit { page_size, limit });
     (
         opt(memory),
         opt(cpu),
         opt(any::<i64>()),
         opt(block_io),
+        prop::collection::vec(hugepage, 0..2),
         prop::collection::vec(rule, 0..3),
         prop::collection::btree_map(text(), text(), 0..3),
     )
-        .prop_map(|(memory, cpu, pids_limit, block_io, devices, unified)| Resources {
-            memory,
-            cpu,
-            pids_limit,
-            block_io,
-            devices,
-            unified,
-        })
+        .prop_map(
+            |(memory, cpu, pids_limit, block_io, hugepage_limits, devices, unified)| Resources {
+                memory,
+                cpu,
+                pids_limit,
+                block_io,
+                hugepage_limits,
+                devices,
+                unified,
+            },
+        )
 }
 
 fn container_spec() -> impl Strategy<Value = ContainerSpec> {
@@ -584,12 +593,20 @@ fn container_spec() -> impl Strategy<Value = ContainerSpec> {
 }
 
 fn network_config() -> impl Strategy<Value = NetworkConfig> {
-    let interface =
-        (text(), opt(any::<u32>()), texts(), texts()).prop_map(|(name, mtu, addresses, gateways)| InterfaceConfig {
+    let route = (text(), opt(text())).prop_map(|(destination, gateway)| RouteConfig { destination, gateway });
+    let interface = (
+        text(),
+        opt(any::<u32>()),
+        texts(),
+        texts(),
+        prop::collection::vec(route, 0..2),
+    )
+        .prop_map(|(name, mtu, addresses, gateways, routes)| InterfaceConfig {
             name,
             mtu,
             addresses,
             gateways,
+            routes,
         });
     let host = (text(), texts()).prop_map(|(address, names)| HostEntry { address, names });
     let dns = (texts(), texts(), texts()).prop_map(|(nameservers, search, options)| DnsConfig {
@@ -597,17 +614,20 @@ fn network_config() -> impl Strategy<Value = NetworkConfig> {
         search,
         options,
     });
+    let relay = (texts(), any::<u32>()).prop_map(|(addresses, port)| DnsRelay { addresses, port });
     (
         prop::collection::vec(interface, 0..3),
         opt(text()),
         opt(prop::collection::vec(host, 0..3)),
         opt(dns),
+        opt(relay),
     )
-        .prop_map(|(interfaces, hostname, hosts, dns)| NetworkConfig {
+        .prop_map(|(interfaces, hostname, hosts, dns, dns_relay)| NetworkConfig {
             interfaces,
             hostname,
             hosts,
             dns,
+            dns_relay,
         })
 }
 

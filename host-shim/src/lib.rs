@@ -9,6 +9,8 @@
 //!   daemon each, reached by name.
 //! * [`network`]: networks that join VMs to each other (a userspace switch,
 //!   or a Linux bridge), an address leased per VM.
+//! * [`netns`]: a container's network namespace as its VM's network (taps
+//!   and `tc` redirects, over netlink).
 //! * [`accel`]: whether KVM really runs a guest here.
 //! * [`rootfs`], [`assets`]: root filesystem images, the kernel and initramfs.
 //! * [`image`]: root filesystems and process defaults from OCI images and bundles.
@@ -28,6 +30,7 @@ pub mod client;
 pub mod exec;
 pub mod image;
 pub mod instance;
+pub mod netns;
 pub mod network;
 pub(crate) mod private;
 pub mod profile;

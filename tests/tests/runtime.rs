@@ -218,7 +218,6 @@ impl Terminal {
     }
 }
 
-
 /// Whether `pid` runs (a zombie does not).
 fn runs(pid: u64) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -282,10 +281,10 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     );
     let pid = s["pid"].as_u64().unwrap();
     assert_eq!(fs::read_to_string(&pid_file).unwrap(), pid.to_string());
-    assert!(runs(pid), "the VM's QEMU runs");
-    assert!(fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .unwrap()
-        .contains("qemu"));
+    assert!(runs(pid), "the container's pid runs");
+    // The pid is the container's instance daemon, which holds its VM.
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("instance\0serve\0c1\0"), "{cmdline:?}");
     assert_eq!(fs::read_to_string(&stdout).unwrap(), "", "not started yet");
     // The host ran the creation's hooks, in order, each with the state.
     let log = hook_log(&hooks);
@@ -466,7 +465,10 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
     assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
     let warned = "level=warning msg=\"error running poststop hook #0: error running hook: exit status 1";
     assert!(text(&out.stderr).contains(warned), "{}", text(&out.stderr));
-    assert!(vminitd_tests::eventually(Duration::from_secs(5), || !runs(pid)), "QEMU is gone");
+    assert!(
+        vminitd_tests::eventually(Duration::from_secs(5), || !runs(pid)),
+        "the pid is gone"
+    );
     fails_with(&runtime(&root, &["state", "c1"]), "container does not exist");
     assert!(!root.join("c1").exists());
     assert_eq!(text(&runtime(&root, &["list", "-q"]).stdout), "");
@@ -546,12 +548,16 @@ fn unknown_ids_and_bad_requests_fail_as_with_runc() {
         ),
         "cannot use console socket if runc will not detach or allocate tty",
     );
-    // So is a bind mount of a host directory, which a VM cannot reach.
-    spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind"]}]);
+    // So is a bind mount of a host socket, which a VM cannot reach (host
+    // files and directories are shared with it).
+    let host_socket = t.path().join("host.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&host_socket).unwrap();
+    spec["mounts"] =
+        json!([{"destination": "/run/host.sock", "type": "bind", "source": host_socket, "options": ["rbind"]}]);
     fs::write(b.join("config.json"), spec.to_string()).unwrap();
     fails_with(
         &runtime(&root, &["create", "-b", b.to_str().unwrap(), "t"]),
-        "mounts[0]",
+        "mounts[0] (a bind mount of",
     );
     assert!(!root.join("t").exists());
 }
@@ -649,7 +655,10 @@ fn a_terminal_reaches_the_console_socket() {
 
     term.write("exit 4\n");
     assert!(term.hangs_up(), "the terminal hangs up when the process exits");
-    assert!(vminitd_tests::eventually(Duration::from_secs(10), || state(&root, "t1")["status"] == "stopped"));
+    assert!(vminitd_tests::eventually(Duration::from_secs(10), || state(
+        &root, "t1"
+    )["status"]
+        == "stopped"));
     let out = runtime(&root, &["delete", "t1"]);
     assert_eq!(out.status.code(), Some(0), "delete: {}", text(&out.stderr));
 
@@ -670,7 +679,8 @@ fn a_terminal_reaches_the_console_socket() {
 }
 
 /// A create-time hook that fails fails `create` with runc's message, and
-/// the VM is torn down (its `poststop` hooks run); nothing is left.
+/// the container's pid leaves (a failing `createRuntime` hook runs before
+/// the VM boots; the `poststop` hooks run); nothing is left.
 #[test]
 fn a_failing_creation_hook_fails_create_and_leaves_nothing() {
     let t = TempDir::new("runtime-hook");
@@ -692,8 +702,8 @@ fn a_failing_creation_hook_fails_create_and_leaves_nothing() {
     let log = hook_log(&hooks);
     let stages: Vec<&str> = log.iter().map(|(stage, _)| stage.as_str()).collect();
     assert_eq!(stages, ["prestart", "poststop"]);
-    let qemu = log[0].1["pid"].as_u64().unwrap();
-    assert!(qemu > 0 && !runs(qemu), "the VM is gone");
+    let pid = log[0].1["pid"].as_u64().unwrap();
+    assert!(pid > 0 && !runs(pid), "the container's pid is gone");
     fails_with(&runtime(&root, &["state", "h1"]), "container does not exist");
     assert!(!root.join("h1").exists());
 }

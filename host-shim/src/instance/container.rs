@@ -63,7 +63,7 @@ pub(super) fn pass_stdio(cmd: &mut Command, sources: [RawFd; 3]) -> io::Result<V
 }
 
 /// A close-on-exec copy of `fd` numbered 10 or above.
-fn duplicate_high(fd: RawFd) -> io::Result<OwnedFd> {
+pub(super) fn duplicate_high(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only duplicates; a bad fd is an error.
     let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
     if copy < 0 {

@@ -4,6 +4,14 @@
 //! with it), the network lease and the guest's `/etc/hosts`, and the main
 //! process. It stops the VM on SIGTERM or SIGINT, or when the main process
 //! exits, then removes the instance's state.
+//!
+//! A container's daemon ([`super::InstanceSpec::container`]) is the
+//! container's pid instead ([`super::pid`]): started as a child by
+//! [`Instances::start_container`], it waits for the go-ahead, joins the
+//! VM's NICs to its network namespace ([`crate::netns`]), boots the VM and
+//! creates the container; it passes the signals it gets on to the
+//! container's process, and when that process ends it shuts the VM down,
+//! keeps how it ended in the instance's state and exits with its status.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -13,8 +21,10 @@ use agent_proto::ExitStatus;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::container::{self, ContainerIo, ContainerStdio};
-use super::{InstanceDir, InstanceError, Instances, MainProcess, Status};
+use super::pid::{exit_code, Forwarded, Go};
+use super::{ContainerNetwork, InstanceDir, InstanceError, Instances, MainProcess, Status};
 use crate::exec::{spawn, spawn_container, ExecIo};
+use crate::netns::{join_vm_network, Attachment};
 use crate::network::process::Owner;
 use crate::network::{HostsFile, Lease, Networks};
 use crate::private::log::{install_stdio, limit as log_limit, rotate_stdio, stdio as stdio_log, RotatingLog};
@@ -27,14 +37,16 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the daemon stops its VM.
 enum Ending {
-    Signal(&'static str),
+    Signal(i32),
     MainExited(ExitStatus),
+    /// The container's process ended (how, when the agent could say).
+    ContainerExited(Option<ExitStatus>),
 }
 
 impl Instances {
-    /// Starts `vmshim instance serve NAME --state-dir DIR` detached; with
-    /// `pass_stdio`, this process's stdio goes along for its container.
-    pub(super) fn spawn_daemon(&self, name: &str, pass_stdio: bool) -> Result<(), String> {
+    /// `vmshim instance serve NAME --state-dir DIR`, its stdout and stderr
+    /// the instance's log.
+    pub(super) fn daemon_command(&self, name: &str) -> Result<Command, String> {
         let program = match &self.program {
             Some(p) => p.clone(),
             None => crate::network::daemon::vmshim_program()
@@ -52,13 +64,22 @@ impl Instances {
             .arg(&self.state_dir)
             .stdout(log)
             .stderr(log2);
+        Ok(cmd)
+    }
+
+    /// Starts `vmshim instance serve NAME --state-dir DIR` detached; with
+    /// `pass_stdio`, this process's stdio goes along for its container.
+    pub(super) fn spawn_daemon(&self, name: &str, pass_stdio: bool) -> Result<(), String> {
+        let mut cmd = self.daemon_command(name)?;
+        let program = cmd.get_program().to_owned();
         // Dropped once the daemon has been spawned.
         let _passed = match pass_stdio {
             true => container::pass_stdio(&mut cmd, [0, 1, 2])
                 .map_err(|e| format!("cannot pass the container's stdio: {e}"))?,
             false => Vec::new(),
         };
-        crate::network::daemon::spawn_detached(cmd).map_err(|e| format!("cannot run {}: {e}", program.display()))
+        crate::network::daemon::spawn_detached(cmd)
+            .map_err(|e| format!("cannot run {}: {e}", std::path::Path::new(&program).display()))
     }
 
     /// The daemon's body: takes instance `name` over from the vmshim that
@@ -70,7 +91,11 @@ impl Instances {
     /// QEMU and the vsock backend die with the thread that spawned them
     /// (`PR_SET_PDEATHSIG`): run this on a thread that lives as long as the
     /// daemon (the one that calls `block_on`), never in a spawned task.
-    pub async fn serve(&self, name: &str) -> Result<(), InstanceError> {
+    ///
+    /// Returns the status the daemon exits with: 0, or for a container's
+    /// daemon its process's ([`super::exit_code`]; 128+N when a signal N
+    /// stopped it before the container was created).
+    pub async fn serve(&self, name: &str) -> Result<u8, InstanceError> {
         let dir = self.dir(name);
         let serve_err = |detail: String| InstanceError::Serve {
             name: name.to_owned(),
@@ -82,12 +107,17 @@ impl Instances {
         let spec = dir.read_spec()?;
         // Our stdout and stderr are the log: capped and rotated with it.
         let _ = install_stdio(&dir.log(), log_limit());
-        // First: QEMU must not inherit the container's stdio.
+        // First: QEMU must not inherit the container's stdio, nor its
+        // go-ahead.
         let container_stdio = match &spec.container {
             Some(main) if main.passes_stdio() => {
                 Some(ContainerStdio::inherited().map_err(|e| serve_err(e.to_string()))?)
             }
             _ => None,
+        };
+        let go = match &spec.container {
+            Some(_) => Some(Go::inherited().map_err(|e| serve_err(e.to_string()))?),
+            None => None,
         };
         let me = Owner::current();
         record.pid = me.pid;
@@ -95,7 +125,25 @@ impl Instances {
         record.status = Status::Starting;
         dir.write_record(&record)?;
         log(&format!("daemon of instance {name:?}, pid {}", me.pid));
-        let mut stop = StopSignals::new().map_err(|e| serve_err(format!("cannot handle signals: {e}")))?;
+        let mut stop =
+            Signals::new(spec.container.is_some()).map_err(|e| serve_err(format!("cannot handle signals: {e}")))?;
+        // A container's: the creation hooks set up its network namespace
+        // meanwhile.
+        if let Some(go) = go {
+            let told = tokio::select! {
+                told = go.wait() => told,
+                signo = stop.next() => {
+                    log(&format!("{} while waiting to go on", signal_name(signo)));
+                    let _ = dir.remove();
+                    return Ok(128u8.saturating_add(signo as u8));
+                }
+            };
+            if !told {
+                log("told not to go on: leaving");
+                let _ = dir.remove();
+                return Ok(0);
+            }
+        }
 
         let networks = Networks::at(&self.state_dir);
         // Blocking (the network's lock, `ip` for a tap), on the daemon's
@@ -108,19 +156,57 @@ impl Instances {
             ),
             None => None,
         };
-        let cfg = spec
+        let mut cfg = spec
             .vm_config(name, lease.as_ref().map(SwitchPort::for_lease))
             .map_err(serve_err)?;
+        // Blocking (netlink), on the daemon's own thread, in its network
+        // namespace: the container's.
+        let attachment = match spec.container.as_ref().map(|c| c.network) {
+            Some(ContainerNetwork::Namespace { host }) => {
+                let attached = Attachment::attach(host).and_then(|a| {
+                    let nics = a.nics().map_err(|source| crate::netns::NetnsError::Tap {
+                        name: "(a copy of its descriptor)".to_owned(),
+                        source,
+                    })?;
+                    Ok((a, nics))
+                });
+                let (attachment, nics) = match attached {
+                    Ok(attached) => attached,
+                    Err(e) => return give_up(&dir, &mut record, format!("the container's network: {e}")),
+                };
+                log(&describe_attachment(&attachment));
+                cfg.network.none = nics.is_empty();
+                cfg.network.taps = nics;
+                Some(attachment)
+            }
+            Some(ContainerNetwork::Loopback) => {
+                cfg.network.none = true;
+                None
+            }
+            Some(ContainerNetwork::Nat) | None => None,
+        };
         let mut profile = Profile::new(std::time::Instant::now());
         let vm = tokio::select! {
-            vm = Vm::boot(&cfg, &mut profile) => vm.map_err(|e| serve_err(e.to_string()))?,
-            why = stop.next() => {
-                log(&format!("{why} while booting: stopping"));
+            vm = Vm::boot(&cfg, &mut profile) => match vm {
+                Ok(vm) => vm,
+                Err(e) => {
+                    detach(attachment);
+                    return Err(serve_err(e.to_string()));
+                }
+            },
+            signo = stop.next() => {
+                log(&format!("{} while booting: stopping", signal_name(signo)));
+                detach(attachment);
                 drop(lease);
                 let _ = dir.remove();
-                return Ok(());
+                return Ok(match spec.container {
+                    Some(_) => 128u8.saturating_add(signo as u8),
+                    None => 0,
+                });
             }
         };
+        // The VM holds the taps now; ours go with the attachment.
+        drop(cfg);
         let (accel, why) = vm.accel();
         log(&format!(
             "VM booted ({accel:?}: {why}; {}); agent at {}",
@@ -134,13 +220,18 @@ impl Instances {
             vm: &vm,
             spec: &spec,
             networks: &networks,
+            attachment: attachment.as_ref(),
         };
         let outcome = vm_run.run(&mut record, container_stdio, &mut stop).await;
         match &outcome {
-            Ok(Ending::Signal(signal)) => log(&format!("{signal}: stopping the VM")),
+            Ok(Ending::Signal(signo)) => log(&format!("{}: stopping the VM", signal_name(*signo))),
             Ok(Ending::MainExited(status)) => log(&format!(
                 "the main process exited ({}): stopping the VM",
                 describe(status)
+            )),
+            Ok(Ending::ContainerExited(status)) => log(&format!(
+                "the container's process ended ({}): stopping the VM",
+                status.as_ref().map_or("status unknown".to_owned(), describe)
             )),
             Err(e) => log(&format!("{e}: stopping the VM")),
         }
@@ -148,6 +239,7 @@ impl Instances {
         record.status = Status::Stopping;
         let _ = dir.write_record(&record);
         vm.shutdown(POWEROFF_GRACE).await;
+        detach(attachment);
         drop(lease);
         log("VM stopped");
         match &outcome {
@@ -160,10 +252,79 @@ impl Instances {
                 });
                 dir.write_record(&record)?;
             }
+            // How the container's process ended stays, for `state` and
+            // `wait`, until the container is deleted.
+            Ok(Ending::ContainerExited(_)) => {}
             _ => dir.remove()?,
         }
-        outcome.map(|_| ())
+        match outcome? {
+            Ending::ContainerExited(status) => Ok(exit_code(status.as_ref())),
+            Ending::Signal(signo) if spec.container.is_some() => Ok(128u8.saturating_add(signo as u8)),
+            Ending::Signal(_) | Ending::MainExited(_) => Ok(0),
+        }
     }
+}
+
+/// Why the container could not be created, as the instance's error. A
+/// program not found says so in runc's words too (`exec: "PROG":
+/// executable file not found in $PATH`), which podman and docker read to
+/// exit 127, as they do with runc.
+fn create_failure(args: &[String], e: &container::CreateError) -> String {
+    let not_found = match e {
+        container::CreateError::Agent(e) => e
+            .agent_error()
+            .is_some_and(|b| b.exec_failure == Some(agent_proto::ExecFailure::ProgramNotFound)),
+        _ => false,
+    };
+    match (not_found, args.first()) {
+        (true, Some(program)) => {
+            format!("cannot create the container: exec: {program:?}: executable file not found in $PATH ({e})")
+        }
+        _ => format!("cannot create the container: {e}"),
+    }
+}
+
+/// Leaves a container's instance before its VM booted: the reason is left
+/// in its state for the vmshim that started it, which reports it.
+fn give_up(dir: &InstanceDir, record: &mut super::Instance, detail: String) -> Result<u8, InstanceError> {
+    log(&detail);
+    record.error = Some(detail.clone());
+    dir.write_record(record)?;
+    Err(InstanceError::Serve {
+        name: record.name.clone(),
+        detail,
+    })
+}
+
+/// Takes the redirects away from the container's network namespace, once
+/// the VM no longer uses its taps.
+fn detach(attachment: Option<Attachment>) {
+    for failure in attachment.map(Attachment::detach).unwrap_or_default() {
+        log(&format!("cannot undo the network's attachment: {failure}"));
+    }
+}
+
+/// One log line of what the VM's NICs stand for.
+fn describe_attachment(attachment: &Attachment) -> String {
+    if attachment.interfaces().is_empty() {
+        return "the container's network namespace has no interface but loopback: the VM has none either".to_owned();
+    }
+    let each: Vec<String> = attachment
+        .interfaces()
+        .iter()
+        .map(|a| {
+            let config = a.guest_config();
+            format!(
+                "{} ({}, mtu {}, {}) through {}",
+                a.link.name,
+                config.name,
+                a.link.mtu,
+                config.addresses.join(" "),
+                a.tap.name
+            )
+        })
+        .collect();
+    format!("the VM's NICs are the container's network's: {}", each.join("; "))
 }
 
 /// A booted VM and what the daemon knows of it.
@@ -173,6 +334,9 @@ struct VmRun<'a> {
     vm: &'a Vm,
     spec: &'a super::InstanceSpec,
     networks: &'a Networks,
+    /// The container's network namespace's interfaces, when they are the
+    /// VM's NICs.
+    attachment: Option<&'a Attachment>,
 }
 
 impl VmRun<'_> {
@@ -185,15 +349,44 @@ impl VmRun<'_> {
 
     /// From a booted VM to the reason to stop it: the main process started
     /// (or the container created), the instance marked running, then
-    /// served until a signal, or until the main process exits. A
-    /// container's process ending is recorded and the VM kept.
+    /// served until a signal, or until the main process (or the
+    /// container's) exits. A container's signals are passed on to its
+    /// process; how it ended is recorded.
     async fn run(
         &self,
         record: &mut super::Instance,
         container_stdio: Option<ContainerStdio>,
-        stop: &mut StopSignals,
+        stop: &mut Signals,
     ) -> Result<Ending, InstanceError> {
         let client = self.vm.client();
+        if let Some(attachment) = self.attachment.filter(|a| !a.interfaces().is_empty()) {
+            let mut config = agent_proto::NetworkConfig {
+                interfaces: attachment.guest_config(),
+                ..Default::default()
+            };
+            // A name server on the namespace's loopback (docker's embedded
+            // DNS) is answered through the daemon, which runs there.
+            if let Some(main) = &self.spec.container {
+                let servers = crate::netns::dns::loopback_nameservers(&main.spec, &self.spec.shares);
+                if !servers.is_empty() {
+                    let (listener, port) = self
+                        .vm
+                        .guest_listener(crate::netns::dns::RELAY_PORT)
+                        .map_err(|e| self.err(format!("cannot listen for the guest's DNS queries: {e}")))?;
+                    let addresses: Vec<String> = servers.iter().map(ToString::to_string).collect();
+                    log(&format!(
+                        "relaying the guest's DNS queries to {} in the container's network namespace",
+                        addresses.join(", ")
+                    ));
+                    config.dns_relay = Some(agent_proto::DnsRelay { addresses, port });
+                    tokio::spawn(crate::netns::dns::serve(listener, servers));
+                }
+            }
+            client
+                .call::<()>(agent_proto::Op::ConfigureNetwork(config))
+                .await
+                .map_err(|e| self.err(format!("cannot configure the guest's network: {e}")))?;
+        }
         let mut hosts = HostsFile::default();
         if let Some(network) = &self.spec.network {
             hosts
@@ -224,9 +417,13 @@ impl VmRun<'_> {
                     (None, Some(path)) => ContainerIo::Console(path.clone()),
                     (None, None) => return Err(self.err("the container's stdio was not passed".to_owned())),
                 };
-                let attached = container::create(client, main.spec.clone(), io)
+                let mut spec = main.spec.clone();
+                if let ContainerNetwork::Namespace { .. } = main.network {
+                    join_vm_network(&mut spec);
+                }
+                let attached = container::create(client, spec, io)
                     .await
-                    .map_err(|e| self.err(format!("cannot create the container: {e}")))?;
+                    .map_err(|e| self.err(create_failure(&main.spec.process.args, &e)))?;
                 log(&format!(
                     "container {:?} created: {:?}",
                     main.spec.id, main.spec.process.args
@@ -260,49 +457,75 @@ impl VmRun<'_> {
                 None => std::future::pending::<()>().await,
             }
         };
-        tokio::pin!(hosts_current);
-        tokio::select! {
-            status = main_exit => return Ok(Ending::MainExited(
-                status.map_err(|e| self.err(format!("waiting for the main process: {e}")))?,
-            )),
-            why = stop.next() => return Ok(Ending::Signal(why)),
-            status = container_exit => {
-                log(&format!(
-                    "the container's process ended ({}); the VM stays until stopped",
-                    status.as_ref().map_or("status unknown".to_owned(), describe)
-                ));
-                record.exit = status.or(Some(ExitStatus { code: None, signal: None }));
-                self.dir.write_record(record)?;
+        tokio::pin!(hosts_current, main_exit, container_exit);
+        loop {
+            tokio::select! {
+                status = &mut main_exit => return Ok(Ending::MainExited(
+                    status.map_err(|e| self.err(format!("waiting for the main process: {e}")))?,
+                )),
+                signo = stop.next() => match (stop.forwards(), &self.spec.container) {
+                    (true, Some(main)) => {
+                        if let Err(e) = client.kill_container(&main.spec.id, signo, false).await {
+                            log(&format!("cannot pass {} on to the container: {e}", signal_name(signo)));
+                        }
+                    }
+                    _ => return Ok(Ending::Signal(signo)),
+                },
+                status = &mut container_exit => {
+                    record.exit = Some(status.unwrap_or(ExitStatus { code: None, signal: None }));
+                    self.dir.write_record(record)?;
+                    return Ok(Ending::ContainerExited(status));
+                }
+                () = &mut hosts_current => unreachable!("keeping the hosts file current never ends"),
             }
-            () = &mut hosts_current => unreachable!("keeping the hosts file current never ends"),
-        }
-        tokio::select! {
-            why = stop.next() => Ok(Ending::Signal(why)),
-            () = hosts_current => unreachable!("keeping the hosts file current never ends"),
         }
     }
 }
 
-/// SIGTERM and SIGINT, handled from the start so that a stop during the
-/// boot is orderly too.
-struct StopSignals {
-    term: Signal,
-    int: Signal,
+/// The signals the daemon handles from the start, so that a stop during
+/// the boot is orderly too: SIGTERM and SIGINT, which stop the VM; for a
+/// container's daemon, every signal it passes on to the container's
+/// process once there is one ([`super::FORWARDED`]).
+enum Signals {
+    Stop { term: Signal, int: Signal },
+    Forward(Forwarded),
 }
 
-impl StopSignals {
-    fn new() -> std::io::Result<StopSignals> {
-        Ok(StopSignals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
+impl Signals {
+    fn new(container: bool) -> std::io::Result<Signals> {
+        Ok(match container {
+            true => Signals::Forward(Forwarded::new()?),
+            false => Signals::Stop {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            },
         })
     }
 
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+    /// Whether a signal is passed on (else it stops the VM).
+    fn forwards(&self) -> bool {
+        matches!(self, Signals::Forward(_))
+    }
+
+    async fn next(&mut self) -> i32 {
+        match self {
+            Signals::Stop { term, int } => tokio::select! {
+                _ = term.recv() => libc::SIGTERM,
+                _ = int.recv() => libc::SIGINT,
+            },
+            Signals::Forward(forwarded) => forwarded.next().await,
         }
+    }
+}
+
+/// `SIGTERM`, or `signal 40`.
+fn signal_name(signo: i32) -> String {
+    match signo {
+        libc::SIGTERM => "SIGTERM".to_owned(),
+        libc::SIGINT => "SIGINT".to_owned(),
+        libc::SIGHUP => "SIGHUP".to_owned(),
+        libc::SIGKILL => "SIGKILL".to_owned(),
+        other => format!("signal {other}"),
     }
 }
 

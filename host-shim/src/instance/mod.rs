@@ -25,6 +25,7 @@
 
 mod container;
 mod daemon;
+mod pid;
 mod spec;
 
 use std::fs;
@@ -35,7 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::network::process::Owner;
 use crate::network::{check_name, NetworkError, Networks};
 use crate::private::{ensure_private_dir, write_private_atomically, PrivateDir, PrivateError};
-pub use spec::{ContainerMain, InstanceSpec, MainProcess};
+pub use pid::{exit_code, Starting, FORWARDED};
+pub use spec::{ContainerMain, ContainerNetwork, InstanceSpec, MainProcess};
 
 /// How long the daemon may take to take the instance over from the vmshim
 /// that started it.
@@ -260,11 +262,13 @@ impl Instances {
         Ok(live)
     }
 
-    /// Instance `name`, if its owner runs; its state is removed if not.
+    /// Instance `name`, if its owner runs, or if its container's process
+    /// ended (how it ended is kept until the instance is stopped); its
+    /// state is removed if not.
     fn live(&self, name: &str) -> Result<Option<Instance>, InstanceError> {
         let dir = self.dir(name);
         match dir.read_record() {
-            Ok(Some(instance)) if instance.alive() => Ok(Some(instance)),
+            Ok(Some(instance)) if instance.alive() || instance.exit.is_some() => Ok(Some(instance)),
             Ok(None) => Ok(None),
             // Dead, or never whole (a record is written whole): stale.
             Ok(Some(_)) | Err(InstanceError::Corrupt { .. }) => {
@@ -306,7 +310,27 @@ impl Instances {
     /// process's: see [`InstanceSpec::container`]). Returns once the
     /// instance runs (its agent answers, its container is created) or
     /// failed; on failure nothing of it is left. Blocks meanwhile.
+    ///
+    /// The daemon is detached (its parent exits at once); a container's
+    /// runtime wants it as a child instead: [`Instances::start_container`].
     pub fn start(&self, name: &str, spec: &InstanceSpec) -> Result<Instance, InstanceError> {
+        let me = self.prepare(name, spec)?;
+        if let Err(e) = self.spawn_daemon(name, spec.container.as_ref().is_some_and(ContainerMain::passes_stdio)) {
+            let dir = self.dir(name);
+            let log = crate::network::daemon::log_tail(&dir.log(), LOG_LINES);
+            let _ = dir.remove();
+            return Err(InstanceError::StartFailed {
+                name: name.to_owned(),
+                detail: format!("{e}; its log:\n{log}"),
+            });
+        }
+        self.wait_running(name, spec, me)
+    }
+
+    /// Takes name `name` for an instance of `spec`: its directory made
+    /// whole, owned by this process (returned) until its daemon takes it
+    /// over.
+    fn prepare(&self, name: &str, spec: &InstanceSpec) -> Result<Owner, InstanceError> {
         check_name("instance", name).map_err(InstanceError::Name)?;
         ensure_private_dir(&self.state_dir)?.ensure_dir("instances")?;
         if let Some(other) = self.live(name)? {
@@ -337,6 +361,12 @@ impl Instances {
             error: None,
         };
         self.create_dir(name, &record, spec)?;
+        Ok(me)
+    }
+
+    /// Waits until instance `name`'s daemon, spawned by `me`, has taken it
+    /// over and it runs; on failure nothing of it is left.
+    fn wait_running(&self, name: &str, spec: &InstanceSpec, me: Owner) -> Result<Instance, InstanceError> {
         let dir = self.dir(name);
         let fail = |detail: String| {
             let log = crate::network::daemon::log_tail(&dir.log(), LOG_LINES);
@@ -346,9 +376,6 @@ impl Instances {
                 detail: format!("{detail}; its log:\n{log}"),
             }
         };
-        if let Err(e) = self.spawn_daemon(name, spec.container.as_ref().is_some_and(ContainerMain::passes_stdio)) {
-            return Err(fail(e));
-        }
         let handover = Instant::now() + HANDOVER_TIMEOUT;
         let deadline = Instant::now() + spec.boot_timeout() + START_SLACK;
         loop {

@@ -1,7 +1,10 @@
 //! OCI hooks run on the host, as a VM runtime runs them (Kata does too):
-//! `prestart`, `createRuntime` and `createContainer` once the container is
-//! created in its VM, `poststart` after it started, `poststop` once it is
-//! deleted. `startContainer` hooks run inside the container, by the agent.
+//! `prestart` and `createRuntime` once the container's pid exists in its
+//! network namespace, before the VM boots (docker's libnetwork sets the
+//! namespace up in a `prestart` hook, and the VM takes what it set up);
+//! `createContainer` once the container is created in its VM,
+//! `poststart` after it started, `poststop` once it is deleted.
+//! `startContainer` hooks run inside the container, by the agent.
 //!
 //! Each hook runs as runc runs it: `path` with `args` as its argv (`args[0]`
 //! is argv[0]; `[path]` when empty), `env` as its whole environment (this
@@ -25,13 +28,15 @@ const POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostHooks {
-    /// `prestart`: run first at create, before `createRuntime`.
+    /// `prestart`: run first at create, before `createRuntime`, before the
+    /// VM boots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prestart: Vec<Hook>,
-    /// `createRuntime`: once the container is created in its VM.
+    /// `createRuntime`: after `prestart`, before the VM boots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub create_runtime: Vec<Hook>,
-    /// `createContainer`: after `createRuntime`, before `create` returns.
+    /// `createContainer`: once the container is created in its VM, before
+    /// `create` returns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub create_container: Vec<Hook>,
     /// `poststart`: after `start`; a failure is a warning.
@@ -83,14 +88,17 @@ impl HostHooks {
         self == &HostHooks::default()
     }
 
-    /// The hooks that run when the container has been created, in the
-    /// order they run, with their stage's name.
-    pub fn at_create(&self) -> [(&'static str, &[Hook]); 3] {
-        [
-            ("prestart", &self.prestart),
-            ("createRuntime", &self.create_runtime),
-            ("createContainer", &self.create_container),
-        ]
+    /// The hooks that run once the container's pid exists in its network
+    /// namespace, before the VM boots (what they set up there, as
+    /// libnetwork's hook does, is what the VM's NICs take), in the order
+    /// they run, with their stage's name.
+    pub fn before_boot(&self) -> [(&'static str, &[Hook]); 2] {
+        [("prestart", &self.prestart), ("createRuntime", &self.create_runtime)]
+    }
+
+    /// The hooks that run once the container is created in its VM.
+    pub fn after_create(&self) -> [(&'static str, &[Hook]); 1] {
+        [("createContainer", &self.create_container)]
     }
 }
 

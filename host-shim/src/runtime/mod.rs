@@ -48,13 +48,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_proto::{ContainerStatus, Endpoint, ErrorCode, ExitStatus};
+use agent_proto::{ContainerSpec, ContainerStatus, Endpoint, ErrorCode, ExitStatus};
 
 use crate::accel::Accel;
 use crate::assets::{self, AssetError};
 use crate::client::{AgentAddr, Client, ClientError};
 use crate::image::{Bundle, ImageError};
-use crate::instance::{ContainerMain, Instance, InstanceError, InstanceSpec, Instances, Status};
+use crate::instance::{ContainerMain, ContainerNetwork, Instance, InstanceError, InstanceSpec, Instances, Status};
+use crate::netns::{self, Enter, NetnsError, SpecNetwork};
 use crate::private::{ensure_private_dir, PrivateError};
 use crate::vm::VmConfig;
 pub use console::ConsoleError;
@@ -176,6 +177,14 @@ pub enum RuntimeError {
         id: String,
         /// runc's message, with the hook's status, stdout and stderr.
         detail: String,
+    },
+    /// The container's network namespace cannot be the VM's network.
+    #[error("container {id}: {source}")]
+    Network {
+        /// The container.
+        id: String,
+        /// Why.
+        source: NetnsError,
     },
     /// The bundle's hooks could not be read, or the container's VM did not
     /// start.
@@ -371,7 +380,7 @@ impl Runtime {
     /// waiting for [`Runtime::start`]. On failure nothing of it is left.
     pub async fn create(&self, id: &str, options: &CreateOptions) -> Result<State, RuntimeError> {
         check_id(id)?;
-        let Bundle { spec, rootfs } = Bundle::read(&options.bundle, id)?;
+        let Bundle { spec, rootfs, shares } = Bundle::read(&options.bundle, id)?;
         check_terminal(
             id,
             spec.process.terminal,
@@ -404,43 +413,65 @@ impl Runtime {
         };
         let made = async {
             state::write_record(&dir, &record)?;
-            let no_network = spec.namespaces.iter().any(|n| n.kind == "network" && n.path.is_none());
+            let (network, enter) = container_network(id, &spec)?;
             let main = ContainerMain {
                 spec,
                 stdin: options.stdin,
                 console_socket,
+                network,
             };
             let (this, id) = (self.clone(), id.to_owned());
             // Blocking: the image is packed on a first use, and the daemon
-            // is waited for until the container is created.
+            // is waited for until it has taken the instance over.
             tokio::task::spawn_blocking(move || {
                 let mut instance = this.instance_spec(&rootfs)?;
-                instance.no_network = no_network;
+                instance.shares = shares;
                 instance.container = Some(main);
                 this.instances(&id)
-                    .start(&instance_name(&id), &instance)
-                    .map_err(|e| match e {
-                        InstanceError::StartFailed { detail, .. } => RuntimeError::CreateFailed { id, detail },
-                        e => e.into(),
-                    })
+                    .start_container(&instance_name(&id), &instance, enter)
+                    .map_err(|e| start_err(&id, e))
             })
             .await
             .expect("creating a container does not panic")
         }
         .await;
-        let instance = match made {
-            Ok(instance) => instance,
+        let starting = match made {
+            Ok(starting) => starting,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
             }
         };
-        let pid = qemu_pid(&instance);
-        // The container exists in its VM: the host's hooks of its creation.
+        // The container's pid: its instance's daemon, in the container's
+        // network namespace, waiting. The hooks that set that namespace up
+        // (libnetwork's) run now, before the VM takes its interfaces.
+        let pid = starting.pid();
         let creating = State::new(&record, ContainerStatus::Creating, pid);
-        for (stage, hooks) in record.hooks.at_create() {
+        for (stage, hooks) in record.hooks.before_boot() {
             if let Err(detail) = self.run_hooks(stage, hooks, &creating).await {
-                self.destroy(id, &record).await?;
+                tokio::task::spawn_blocking(move || starting.abort())
+                    .await
+                    .expect("aborting a start does not panic");
+                self.destroy(id, &record, None).await?;
+                return Err(RuntimeError::Hook {
+                    id: id.to_owned(),
+                    detail,
+                });
+            }
+        }
+        let id_owned = id.to_owned();
+        let proceeded = tokio::task::spawn_blocking(move || starting.proceed().map_err(|e| start_err(&id_owned, e)))
+            .await
+            .expect("creating a container does not panic");
+        if let Err(e) = proceeded {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        // The container exists in its VM.
+        for (stage, hooks) in record.hooks.after_create() {
+            if let Err(detail) = self.run_hooks(stage, hooks, &creating).await {
+                let endpoint = self.live(id).await.ok().and_then(|live| live.endpoint);
+                self.destroy(id, &record, endpoint.as_ref()).await?;
                 return Err(RuntimeError::Hook {
                     id: id.to_owned(),
                     detail,
@@ -531,7 +562,7 @@ impl Runtime {
         };
         let pid = match status {
             ContainerStatus::Stopped => 0,
-            _ => qemu_pid(&instance),
+            _ => instance.pid,
         };
         Ok(Live {
             record,
@@ -665,12 +696,21 @@ impl Runtime {
                 })
             }
         }
-        self.destroy(id, &live.record).await
+        let endpoint = live.endpoint.filter(|_| live.status != ContainerStatus::Stopped);
+        self.destroy(id, &live.record, endpoint.as_ref()).await
     }
 
     /// Shuts container `id`'s VM down, runs its `poststop` hooks and
-    /// removes its state.
-    async fn destroy(&self, id: &str, record: &Record) -> Result<(), RuntimeError> {
+    /// removes its state. A container whose process has not ended
+    /// (`endpoint`: its agent) is killed first, as runc kills it: its
+    /// daemon then stops the VM in order and exits.
+    async fn destroy(&self, id: &str, record: &Record, endpoint: Option<&AgentAddr>) -> Result<(), RuntimeError> {
+        if let Some(endpoint) = endpoint {
+            if let Ok(client) = Client::connect(endpoint).await {
+                let _ = client.kill_container(id, libc::SIGKILL, true).await;
+                client.close().await;
+            }
+        }
         let (instances, name) = (self.instances(id), instance_name(id));
         let stopped = tokio::task::spawn_blocking(move || instances.stop(&name, STOP_TIMEOUT))
             .await
@@ -713,6 +753,8 @@ impl Runtime {
         if state::read_record(&self.dir(id))?.is_none() {
             return Err(RuntimeError::NotExist { id: id.to_owned() });
         }
+        // The container's pid, which `run` has as its child.
+        let mut pid = None;
         loop {
             let (instances, name) = (self.instances(id), instance_name(id));
             let instance = tokio::task::spawn_blocking(move || instances.get(&name))
@@ -720,8 +762,17 @@ impl Runtime {
                 .expect("reading an instance does not panic");
             match instance {
                 Ok(Instance { exit: Some(status), .. }) => return Ok(status),
-                Ok(_) => tokio::time::sleep(WAIT_POLL).await,
-                Err(InstanceError::Unknown { .. }) => return Err(RuntimeError::NoExit { id: id.to_owned() }),
+                Ok(instance) => {
+                    pid = Some(instance.pid);
+                    tokio::time::sleep(WAIT_POLL).await
+                }
+                // Gone without a word (killed): as our child, its status
+                // says how.
+                Err(InstanceError::Unknown { .. }) => {
+                    return pid
+                        .and_then(reap_child)
+                        .ok_or_else(|| RuntimeError::NoExit { id: id.to_owned() })
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -772,12 +823,69 @@ fn instance_name(id: &str) -> String {
     }
 }
 
-fn qemu_pid(instance: &Instance) -> u32 {
-    instance
-        .vm_pids
-        .iter()
-        .find(|(role, _)| role == "qemu")
-        .map_or(0, |&(_, pid)| pid)
+/// The network the VM of container `id` (whose spec is `spec`) gets, and
+/// the namespace its pid is to be started in: the spec's network
+/// namespace, made (a new one, as runc makes it; only root may) or
+/// joined by path, or none (NAT).
+fn container_network(id: &str, spec: &ContainerSpec) -> Result<(ContainerNetwork, Option<Enter>), RuntimeError> {
+    let network_err = |source| RuntimeError::Network {
+        id: id.to_owned(),
+        source,
+    };
+    let host = || {
+        netns::own_namespace().map_err(|source| {
+            network_err(netns::NetnsError::Open {
+                path: "/proc/thread-self/ns/net".into(),
+                source,
+            })
+        })
+    };
+    Ok(match SpecNetwork::of(spec) {
+        SpecNetwork::Host => (ContainerNetwork::Nat, None),
+        // SAFETY: geteuid has no preconditions.
+        SpecNetwork::New if unsafe { libc::geteuid() } != 0 => (ContainerNetwork::Loopback, None),
+        SpecNetwork::New => (ContainerNetwork::Namespace { host: host()? }, Some(Enter::New)),
+        SpecNetwork::Path(path) => {
+            let fd = netns::open_namespace(&path).map_err(network_err)?;
+            (ContainerNetwork::Namespace { host: host()? }, Some(Enter::Join(fd)))
+        }
+    })
+}
+
+/// An instance's failure to start, as the runtime words it.
+fn start_err(id: &str, e: InstanceError) -> RuntimeError {
+    match e {
+        InstanceError::StartFailed { detail, .. } => RuntimeError::CreateFailed {
+            id: id.to_owned(),
+            detail,
+        },
+        e => e.into(),
+    }
+}
+
+/// How child `pid` ended, if it is a child of this process that has ended
+/// (it is reaped); its exit code is the container's status.
+fn reap_child(pid: u32) -> Option<ExitStatus> {
+    let mut status = 0;
+    // SAFETY: waitpid writes one int, which lives across the call; WNOHANG
+    // keeps it from blocking, and a pid that is not our child is ECHILD.
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    if reaped != pid as libc::pid_t {
+        return None;
+    }
+    if libc::WIFEXITED(status) {
+        Some(ExitStatus {
+            code: Some(libc::WEXITSTATUS(status)),
+            signal: None,
+        })
+    } else if libc::WIFSIGNALED(status) {
+        Some(ExitStatus {
+            code: None,
+            signal: Some(libc::WTERMSIG(status)),
+        })
+    } else {
+        None
+    }
 }
 
 /// The container's status as its agent reports it; `None` when the agent

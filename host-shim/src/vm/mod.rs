@@ -6,6 +6,7 @@ pub(crate) mod console;
 pub mod net;
 pub mod qemu;
 pub(crate) mod runtime_dir;
+pub mod virtiofs;
 pub mod vsock;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use crate::profile::Profile;
 use child::Supervised;
 use qemu::QemuConfig;
 use runtime_dir::RuntimeDir;
+use virtiofs::{ShareError, SharedPath, Virtiofsd};
 use vsock::VsockBackend;
 
 /// How many console lines an error quotes.
@@ -79,6 +81,9 @@ pub enum VmError {
     /// No random bytes for the agent key.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The host files to share could not be shared.
+    #[error(transparent)]
+    Share(#[from] ShareError),
 }
 
 /// What to boot.
@@ -105,6 +110,9 @@ pub struct VmConfig {
     pub cmdline_extra: Vec<String>,
     /// NAT, published ports, a vmshim network.
     pub network: net::GuestNetwork,
+    /// Host files and directories the guest reaches through virtio-fs
+    /// (none: no device, no daemon).
+    pub shares: Vec<SharedPath>,
 }
 
 impl VmConfig {
@@ -121,6 +129,7 @@ impl VmConfig {
             boot_timeout: Duration::from_secs(30),
             cmdline_extra: Vec::new(),
             network: net::GuestNetwork::default(),
+            shares: Vec::new(),
         }
     }
 
@@ -149,7 +158,8 @@ impl VmConfig {
             words.push("vminitd.rootfs=/dev/vda");
         }
         let mut s = words.join(" ");
-        for w in self.network.cmdline().iter().chain(&self.cmdline_extra) {
+        let shares = virtiofs::cmdline(&self.shares);
+        for w in self.network.cmdline().iter().chain(&shares).chain(&self.cmdline_extra) {
             s.push(' ');
             s.push_str(w);
         }
@@ -165,6 +175,8 @@ pub struct Vm {
     key: AgentKey,
     qemu: Supervised,
     vsock: VsockBackend,
+    /// The share's daemon, where the VM has shares.
+    virtiofs: Option<Virtiofsd>,
     console_log: PathBuf,
     accel: Accel,
     accel_reason: String,
@@ -180,6 +192,14 @@ impl Vm {
         let (accel, accel_reason) = accel::choose(cfg.accel);
         let vsock = VsockBackend::start(dir.path()).await?;
         profile.mark("vsock backend ready");
+        let virtiofs = match cfg.shares.is_empty() {
+            true => None,
+            false => {
+                let daemon = Virtiofsd::start(dir.path(), &cfg.shares).await?;
+                profile.mark("virtiofsd ready");
+                Some(daemon)
+            }
+        };
         let (notify, notify_url) = vsock.notify_listener()?;
         // QEMU sends the console to a socket of ours; we write the log.
         let (console_log, serial) = dir.capture_console()?;
@@ -195,6 +215,7 @@ impl Vm {
             disks: cfg.rootfs.iter().cloned().collect(),
             vsock_args: vsock.qemu_args(),
             net_args: cfg.network.qemu_args(),
+            share_args: virtiofs.as_ref().map(Virtiofsd::qemu_args).unwrap_or_default(),
         };
         let qemu_log = dir.path().join("qemu.log");
         let log = dir.create_file("qemu.log")?;
@@ -203,6 +224,7 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        cfg.network.pass_taps(&mut cmd);
         let qemu = Supervised::spawn("qemu", cmd).map_err(|source| VmError::Spawn {
             program: cfg.qemu.clone(),
             source,
@@ -213,6 +235,7 @@ impl Vm {
             key,
             qemu,
             vsock,
+            virtiofs,
             console_log,
             accel,
             accel_reason,
@@ -302,13 +325,22 @@ impl Vm {
         AgentAddr::new(self.agent_endpoint(), Some(self.key.clone()))
     }
 
-    /// The host processes that make up the VM: QEMU, and the vsock backend
-    /// where it is a process of its own.
+    /// A listener for connections the guest opens to a host port of this
+    /// VM's, and the port it is to dial ([`vsock::VsockBackend::guest_listener`]);
+    /// `user_port` where each VM has ports of its own.
+    pub fn guest_listener(&self, user_port: u32) -> Result<(vsock::GuestListener, u32), VmError> {
+        self.vsock.guest_listener(user_port)
+    }
+
+    /// The host processes that make up the VM: QEMU, the vsock backend
+    /// where it is a process of its own, and the share's daemon where the
+    /// VM has shares.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         let mut pids = vec![(self.qemu.name(), self.qemu.pid())];
         if let VsockBackend::User { daemon, .. } = &self.vsock {
             pids.push((daemon.name(), daemon.pid()));
         }
+        pids.extend(self.virtiofs.as_ref().map(Virtiofsd::process));
         pids
     }
 
@@ -350,6 +382,9 @@ impl Drop for Vm {
         self.qemu.kill();
         if let VsockBackend::User { daemon, .. } = &mut self.vsock {
             daemon.kill();
+        }
+        if let Some(virtiofs) = &mut self.virtiofs {
+            virtiofs.kill();
         }
     }
 }

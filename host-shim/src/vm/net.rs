@@ -7,10 +7,19 @@
 //!
 //! Interfaces are named to the guest by MAC address, set on the kernel
 //! command line, so they are up before the agent listens.
+//!
+//! A container's VM whose network is the container's network namespace
+//! ([`crate::netns`]) has neither: its NICs are taps in that namespace
+//! ([`GuestNetwork::taps`]), handed to QEMU as descriptors, and the guest
+//! learns their settings from the host after boot (`configure_network`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::network::Lease;
 pub use crate::network::PortBackend;
@@ -197,6 +206,16 @@ impl SwitchPort {
     }
 }
 
+/// A NIC on a tap device of the host that QEMU gets as a descriptor (a
+/// tap in a container's network namespace, [`crate::netns`]).
+#[derive(Debug, Clone)]
+pub struct TapNic {
+    /// The tap's descriptor; QEMU inherits it at the same number.
+    pub fd: Arc<OwnedFd>,
+    /// The guest NIC's MAC.
+    pub mac: [u8; 6],
+}
+
 /// The network of one VM.
 #[derive(Debug, Clone, Default)]
 pub struct GuestNetwork {
@@ -208,6 +227,9 @@ pub struct GuestNetwork {
     pub switch: Option<SwitchPort>,
     /// The guest's host name.
     pub hostname: Option<String>,
+    /// NICs on taps of a container's network namespace: when there are
+    /// any, they are the VM's only NICs (no NAT, no switch).
+    pub taps: Vec<TapNic>,
 }
 
 fn mac_string(mac: &[u8; 6]) -> String {
@@ -219,6 +241,17 @@ impl GuestNetwork {
     pub fn qemu_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.none {
+            return args;
+        }
+        if !self.taps.is_empty() {
+            for (i, tap) in self.taps.iter().enumerate() {
+                args.extend([
+                    "-netdev".into(),
+                    format!("tap,id=tap{i},fd={}", tap.fd.as_raw_fd()),
+                    "-device".into(),
+                    format!("virtio-net-device,netdev=tap{i},mac={}", mac_string(&tap.mac)),
+                ]);
+            }
             return args;
         }
         let mut nat = String::from("user,id=nat,net=10.0.2.0/24,ipv6=off");
@@ -248,7 +281,9 @@ impl GuestNetwork {
         if let Some(name) = &self.hostname {
             words.push(format!("vminitd.hostname={name}"));
         }
-        if self.none {
+        // Taps: set up over the agent once it answers (MTU and routes are
+        // more than the command line carries).
+        if self.none || !self.taps.is_empty() {
             return words;
         }
         words.push(format!("vminitd.ip={},{NAT_GUEST}/24,{NAT_HOST}", mac_string(&NAT_MAC)));
@@ -266,6 +301,28 @@ impl GuestNetwork {
             }
         }
         words
+    }
+
+    /// Lets QEMU, spawned by `cmd`, inherit the taps' descriptors (they
+    /// are close-on-exec, so no other child gets them).
+    pub fn pass_taps(&self, cmd: &mut Command) {
+        if self.taps.is_empty() {
+            return;
+        }
+        let fds: Vec<Arc<OwnedFd>> = self.taps.iter().map(|t| t.fd.clone()).collect();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls fcntl, which is async-signal-safe; the descriptors are
+        // held by the closure, so they are open then.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &fds {
+                    if libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
     }
 }
 
@@ -315,6 +372,7 @@ mod tests {
             }),
             hostname: Some("web".into()),
             none: false,
+            taps: Vec::new(),
         };
         let args = net.qemu_args().join(" ");
         assert!(
@@ -373,5 +431,41 @@ mod tests {
         assert!(net
             .qemu_args()
             .contains(&"stream,id=switch,server=off,addr.type=unix,addr.path=/a,,b/switch.sock".to_owned()));
+    }
+
+    #[test]
+    fn taps_are_the_only_nics_and_passed_as_descriptors() {
+        let tap = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::OwnedFd::from(tap);
+        let raw = fd.as_raw_fd();
+        let net = GuestNetwork {
+            publish: vec!["8080:80".parse().unwrap()],
+            hostname: Some("web".into()),
+            taps: vec![TapNic {
+                fd: Arc::new(fd),
+                mac: [0x0a, 0x58, 0x0a, 0x58, 0, 2],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            net.qemu_args(),
+            [
+                "-netdev".to_owned(),
+                format!("tap,id=tap0,fd={raw}"),
+                "-device".to_owned(),
+                "virtio-net-device,netdev=tap0,mac=0a:58:0a:58:00:02".to_owned(),
+            ],
+            "no NAT beside the taps"
+        );
+        assert_eq!(net.cmdline(), ["vminitd.hostname=web"]);
+        // The child gets the descriptor open at its number; the parent's
+        // stays close-on-exec.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("[ -e /proc/self/fd/{raw} ]")]);
+        net.pass_taps(&mut cmd);
+        assert!(cmd.status().unwrap().success());
+        let mut plain = Command::new("sh");
+        plain.args(["-c", &format!("[ -e /proc/self/fd/{raw} ]")]);
+        assert!(!plain.status().unwrap().success());
     }
 }

@@ -167,6 +167,37 @@ impl VsockBackend {
         }
     }
 
+    /// A listener for connections the guest opens to a host port of this
+    /// VM's (a service of the host's for the guest, such as the DNS
+    /// relay), and the port the guest is to dial: `user_port` with the
+    /// vhost-user backend (each VM has its own), a random one with the
+    /// kernel's, where ports are shared by every VM of the host.
+    pub fn guest_listener(&self, user_port: u32) -> Result<(GuestListener, u32), VmError> {
+        match self {
+            VsockBackend::Kernel { cid } => {
+                let port = 1025 + random_u32() % (1 << 30);
+                let listener =
+                    VsockListener::bind(VsockAddr::new(agent_proto::endpoint::CID_ANY, port)).map_err(|source| {
+                        VmError::Io {
+                            what: "listen on vsock port",
+                            path: port.to_string().into(),
+                            source,
+                        }
+                    })?;
+                Ok((GuestListener::Vsock { listener, cid: *cid }, port))
+            }
+            VsockBackend::User { uds, .. } => {
+                let path = PathBuf::from(format!("{}_{user_port}", uds.display()));
+                let listener = agent_proto::transport::bind_private_socket(&path).map_err(|source| VmError::Io {
+                    what: "listen on",
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok((GuestListener::Unix(listener), user_port))
+            }
+        }
+    }
+
     /// A short name for logs and the profile.
     pub fn describe(&self) -> String {
         match self {
@@ -194,6 +225,43 @@ pub enum NotifyListener {
         /// The guest's context id.
         cid: u32,
     },
+}
+
+/// Connections the guest opens to a host port ([`VsockBackend::guest_listener`]).
+pub enum GuestListener {
+    /// vhost-device-vsock's forward of the port: a Unix socket, 0600, in
+    /// the VM's 0700 runtime directory.
+    Unix(UnixListener),
+    /// The kernel's vsock: only connections from our guest's CID count.
+    Vsock {
+        /// The listener.
+        listener: VsockListener,
+        /// The guest's context id.
+        cid: u32,
+    },
+}
+
+/// A connection from the guest.
+pub trait GuestStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> GuestStream for S {}
+
+impl GuestListener {
+    /// The next connection from our guest (one from another CID is
+    /// dropped unread).
+    pub async fn accept(&self) -> std::io::Result<Box<dyn GuestStream>> {
+        loop {
+            match self {
+                GuestListener::Unix(listener) => return Ok(Box::new(listener.accept().await?.0)),
+                GuestListener::Vsock { listener, cid } => {
+                    let (stream, peer) = listener.accept().await?;
+                    if peer.cid() == *cid {
+                        return Ok(Box::new(stream));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How long the agent may take to write its readiness line once connected.

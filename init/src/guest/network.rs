@@ -14,11 +14,12 @@ use agent_proto::{DnsConfig, HostEntry, InterfaceConfig, NetworkConfig, GUEST_RO
 use tokio::sync::watch;
 
 use super::config::Mode;
+use super::dns_relay::RelayError;
 use crate::process::{self, RootfsStatus};
 use crate::sys::cidr::parse_cidr;
 use crate::sys::netlink::files::{hosts_file, resolv_conf};
 use crate::sys::netlink::interface::{self, configure};
-use crate::sys::netlink::{Netlink, NetlinkError};
+use crate::sys::netlink::{Netlink, NetlinkError, Route};
 
 /// Why the network could not be configured as asked.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,14 @@ pub enum NetworkError {
     /// The agent does not own what it was asked to change: why.
     #[error("{0}")]
     NotOwned(&'static str),
+    /// A name server address to relay could not be listened on.
+    #[error("cannot relay DNS on {address}:53: {source}")]
+    Relay {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Brings `lo` up where it is not.
@@ -76,25 +85,42 @@ pub fn loopback_up() -> Result<(), NetworkError> {
     Ok(interface::loopback_up(&mut nl)?)
 }
 
-/// Brings each interface to its settings.
+/// Brings each interface to its settings: MTU and up, addresses, default
+/// routes, then its other routes in order.
 pub fn configure_interfaces(interfaces: &[InterfaceConfig]) -> Result<(), NetworkError> {
     if interfaces.is_empty() {
         return Ok(());
     }
     let mut plans = interfaces.iter().map(plan).collect::<Result<Vec<_>, _>>()?;
     let mut nl = Netlink::open()?;
-    for plan in &mut plans {
+    for Plan { interface, routes } in &mut plans {
         // An interface may be named by its MAC address: the host knows the
         // MACs it gave, not the order the guest kernel probed the devices.
-        if let Some(mac) = parse_mac(&plan.name) {
+        if let Some(mac) = parse_mac(&interface.name) {
             let link = nl.links()?.into_iter().find(|l| l.mac == Some(mac));
-            plan.name = link
-                .map(|l| l.name)
-                .ok_or_else(|| NetworkError::NoSuchMac { mac: plan.name.clone() })?;
+            interface.name = link.map(|l| l.name).ok_or_else(|| NetworkError::NoSuchMac {
+                mac: interface.name.clone(),
+            })?;
         }
-        configure(&mut nl, plan)?;
+        configure(&mut nl, interface)?;
+        let index = nl.link_index(&interface.name)?;
+        for route in routes {
+            route.device = Some(index);
+            match nl.add_route(route) {
+                // Already there: a second call is a no-op, as configure's.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                done => done?,
+            }
+        }
     }
     Ok(())
+}
+
+/// One interface's settings as netlink takes them, and its routes.
+#[derive(Debug)]
+struct Plan {
+    interface: interface::InterfaceConfig,
+    routes: Vec<Route>,
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -112,7 +138,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// The protocol's interface settings, checked, as netlink takes them.
-fn plan(iface: &InterfaceConfig) -> Result<interface::InterfaceConfig, NetworkError> {
+fn plan(iface: &InterfaceConfig) -> Result<Plan, NetworkError> {
     let mut addresses = Vec::new();
     for value in &iface.addresses {
         addresses.push(parse_cidr(value).ok_or_else(|| NetworkError::BadAddress {
@@ -135,12 +161,42 @@ fn plan(iface: &InterfaceConfig) -> Result<interface::InterfaceConfig, NetworkEr
             }
         }
     }
-    Ok(interface::InterfaceConfig {
-        name: iface.name.clone(),
-        mtu: iface.mtu,
-        addresses,
-        gateway4,
-        gateway6,
+    let mut routes = Vec::new();
+    for route in &iface.routes {
+        let what = || format!("a route of {}", iface.name);
+        let destination = parse_cidr(&route.destination).ok_or_else(|| NetworkError::BadAddress {
+            value: route.destination.clone(),
+            what: what(),
+            expected: "ADDRESS/PREFIX (IPv4 prefix up to 32, IPv6 up to 128)",
+        })?;
+        let gateway = match &route.gateway {
+            Some(g) => Some(
+                g.parse::<IpAddr>()
+                    .ok()
+                    .filter(|g| g.is_ipv4() == destination.0.is_ipv4())
+                    .ok_or_else(|| NetworkError::BadAddress {
+                        value: g.clone(),
+                        what: format!("the gateway of {}", what()),
+                        expected: "an address of the destination's family",
+                    })?,
+            ),
+            None => None,
+        };
+        routes.push(Route {
+            destination: Some(destination),
+            gateway,
+            device: None,
+        });
+    }
+    Ok(Plan {
+        interface: interface::InterfaceConfig {
+            name: iface.name.clone(),
+            mtu: iface.mtu,
+            addresses,
+            gateway4,
+            gateway6,
+        },
+        routes,
     })
 }
 
@@ -262,6 +318,16 @@ pub async fn apply(
         ));
     }
     configure_interfaces(&config.interfaces)?;
+    if let Some(relay) = &config.dns_relay {
+        super::dns_relay::start(relay).map_err(|e| match e {
+            RelayError::NotLoopback(value) => NetworkError::BadAddress {
+                value,
+                what: "dns_relay".into(),
+                expected: "an IPv4 or IPv6 loopback address",
+            },
+            RelayError::Bind { address, source } => NetworkError::Relay { address, source },
+        })?;
+    }
     if let Some(name) = &config.hostname {
         set_hostname(name)?;
     }
@@ -317,9 +383,51 @@ mod tests {
             gateways: vec!["10.0.2.2".into(), "fe80::1".into()],
             ..Default::default()
         };
-        let p = plan(&iface).unwrap();
+        let p = plan(&iface).unwrap().interface;
         assert_eq!(p.gateway4, Some("10.0.2.2".parse().unwrap()));
         assert_eq!(p.gateway6, Some("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn routes_are_planned_and_bad_ones_named() {
+        let route = |destination: &str, gateway: Option<&str>| agent_proto::RouteConfig {
+            destination: destination.into(),
+            gateway: gateway.map(Into::into),
+        };
+        let iface = InterfaceConfig {
+            name: "eth0".into(),
+            routes: vec![route("10.0.0.1/32", None), route("172.16.0.0/12", Some("10.0.0.1"))],
+            ..Default::default()
+        };
+        let p = plan(&iface).unwrap();
+        assert_eq!(
+            p.routes,
+            [
+                Route {
+                    destination: Some(("10.0.0.1".parse().unwrap(), 32)),
+                    gateway: None,
+                    device: None
+                },
+                Route {
+                    destination: Some(("172.16.0.0".parse().unwrap(), 12)),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                    device: None
+                },
+            ]
+        );
+        for (bad, value) in [
+            (route("10.0.0.0/33", None), "10.0.0.0/33"),
+            (route("10.0.0.0/8", Some("fd00::1")), "fd00::1"),
+            (route("10.0.0.0/8", Some("gw")), "gw"),
+        ] {
+            let iface = InterfaceConfig {
+                name: "eth0".into(),
+                routes: vec![bad],
+                ..Default::default()
+            };
+            let e = plan(&iface).err().unwrap().to_string();
+            assert!(e.contains(value) && e.contains("a route of eth0"), "{e}");
+        }
     }
 
     #[test]

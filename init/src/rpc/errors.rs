@@ -99,9 +99,10 @@ impl WireError for NetworkError {
                 ErrorCode::InvalidRequest
             }
             NetworkError::NotOwned(_) => ErrorCode::InvalidState,
-            NetworkError::Netlink(_) | NetworkError::SetHostname { .. } | NetworkError::WriteFile { .. } => {
-                ErrorCode::Internal
-            }
+            NetworkError::Netlink(_)
+            | NetworkError::SetHostname { .. }
+            | NetworkError::WriteFile { .. }
+            | NetworkError::Relay { .. } => ErrorCode::Internal,
         }
     }
 }
