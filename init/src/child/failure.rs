@@ -75,6 +75,8 @@ pub enum Step {
     Setup = 29,
     /// Giving back the descriptor limit the agent raised for itself.
     FdLimit = 30,
+    /// Bringing up the loopback interface of a new network namespace.
+    Loopback = 31,
     /// Not a failure: the container is set up and waits for its start.
     Ready = 100,
     /// Not a failure: the container's mounts are made, before
@@ -128,6 +130,7 @@ impl Step {
             28 => Step::Unshare,
             29 => Step::Setup,
             30 => Step::FdLimit,
+            31 => Step::Loopback,
             100 => Step::Ready,
             101 => Step::Mounted,
             _ => return None,
@@ -214,6 +217,9 @@ impl ChildFailure {
             Some(Step::Seccomp) => format!("cannot install the seccomp filter: {err}"),
             Some(Step::VsockFilter) => format!("cannot install the filter that keeps it off vsock: {err}"),
             Some(Step::FdLimit) => format!("cannot set its descriptor limit back to the agent's default: {err}"),
+            Some(Step::Loopback) => {
+                format!("cannot bring up the loopback interface of its new network namespace: {err}")
+            }
             Some(Step::Sync) => format!("lost the agent while waiting for it: {err}"),
             Some(Step::UserRoot) => format!("cannot become root in the new user namespace (is 0 mapped?): {err}"),
             Some(Step::JoinNamespace) => format!("cannot enter a namespace: {err}"),
@@ -298,7 +304,7 @@ mod tests {
         assert!(f
             .describe(&command, program)
             .starts_with("cannot exec \"/bin/x\": Permission denied"));
-        for code in (1..=23).chain(25..=29) {
+        for code in 1..=31 {
             assert_eq!(Step::from_code(code).map(|s| s as u32), Some(code));
         }
         assert_eq!(Step::from_code(0), None);

@@ -22,6 +22,46 @@ use std::os::unix::fs::MetadataExt;
 
 use agent_proto::{IdMapping, Namespace};
 
+/// Brings `lo` up in the calling thread's network namespace, as runc's
+/// init brings up the loopback of a new one (its `loopback` network):
+/// `SIOCGIFFLAGS`, then `SIOCSIFFLAGS` with `IFF_UP`, on a datagram socket.
+/// Async-signal-safe (three system calls and a close, no allocation), for
+/// the forked child; `Err` leaves the errno set.
+pub(super) fn loopback_up() -> Result<(), ()> {
+    // SAFETY: socket takes integers only.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(());
+    }
+    // SAFETY: an all-zero ifreq is a valid value (an empty name, zero
+    // flags).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in req.ifr_name.iter_mut().zip(b"lo") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `req`,
+    // which lives across the call.
+    let mut done = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) } == 0;
+    if done {
+        // SAFETY: the kernel has just written the flags member.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: SIOCSIFFLAGS reads the name and flags of `req`.
+        done = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) } == 0;
+    }
+    // SAFETY: errno is thread-local; the close below must not clobber the
+    // failure's.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: `fd` is the socket opened above, closed once.
+    unsafe { libc::close(fd) };
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+    if done {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
 /// The namespace kinds of the OCI spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -315,6 +355,12 @@ impl NsPlan {
         self.id_maps.is_some()
     }
 
+    /// Whether the process gets a new network namespace (not one joined
+    /// by path), whose loopback it brings up ([`loopback_up`]).
+    pub fn new_network(&self) -> bool {
+        (self.clone_flags | self.unshare_after_user) & libc::CLONE_NEWNET != 0
+    }
+
     /// Runs `fork` with the agent's thread in the namespaces joined around
     /// it, then puts the thread back in its own. An error entering one
     /// leaves the thread in its own and is returned before `fork` runs.
@@ -481,6 +527,67 @@ mod tests {
         assert_eq!(plan.around_fork[0].kind, Kind::Network);
         // Entering the agent's own namespace around a closure is harmless.
         assert_eq!(plan.around_fork(|| 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn only_a_new_network_namespace_gets_its_loopback_up() {
+        let new = NsPlan::for_create(&[ns("mount"), ns("network")], &[], &[]).unwrap();
+        assert!(new.new_network());
+        let joined = Namespace {
+            kind: "network".into(),
+            path: Some("/proc/self/ns/net".into()),
+        };
+        let joined = NsPlan::for_create(&[ns("mount"), joined], &[], &[]).unwrap();
+        assert!(!joined.new_network());
+        let none = NsPlan::for_create(&[ns("mount")], &[], &[]).unwrap();
+        assert!(!none.new_network());
+    }
+
+    /// `lo`'s flags in the calling thread's network namespace.
+    fn loopback_flags() -> libc::c_short {
+        // SAFETY: socket takes integers only.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        // SAFETY: an all-zero ifreq is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        // SAFETY: SIOCGIFFLAGS writes into `req`, which outlives the call.
+        let r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) };
+        let err = io::Error::last_os_error();
+        // SAFETY: `fd` is ours.
+        unsafe { libc::close(fd) };
+        assert_eq!(r, 0, "SIOCGIFFLAGS: {err}");
+        // SAFETY: the kernel wrote the flags member.
+        unsafe { req.ifr_ifru.ifru_flags }
+    }
+
+    /// A new network namespace's `lo` is down until the child brings it
+    /// up; then a datagram a process there sends to 127.0.0.1 comes back.
+    #[test]
+    fn loopback_up_brings_up_a_new_namespaces_lo() {
+        // A thread of its own: the network namespace is the thread's.
+        std::thread::spawn(|| {
+            // SAFETY: unshare takes flags only; it changes this thread only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                eprintln!(
+                    "skipped: cannot make a network namespace: {}",
+                    io::Error::last_os_error()
+                );
+                return;
+            }
+            let up = libc::IFF_UP as libc::c_short;
+            assert_eq!(loopback_flags() & up, 0, "a new namespace's lo starts down");
+            assert_eq!(loopback_up(), Ok(()), "{}", io::Error::last_os_error());
+            assert_eq!(loopback_flags() & up, up);
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp.send_to(b"hi", udp.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 2];
+            assert_eq!(udp.recv(&mut buf).unwrap(), 2);
+            assert_eq!(&buf, b"hi");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

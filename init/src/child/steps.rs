@@ -8,7 +8,7 @@ use std::ffi::{c_char, CStr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::failure::Step;
-use super::namespaces::{Kind, NsPlan};
+use super::namespaces::{self, Kind, NsPlan};
 use super::root::{self, RootPlan};
 use super::seccomp::{self, Filter};
 use super::security::{self, CapSets, Limit};
@@ -331,6 +331,12 @@ unsafe fn enter_container(c: &ContainerChild<'_>, status_fd: RawFd) {
     if c.ns.new_cgroup && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
         // SAFETY: in the forked child.
         unsafe { fail(status_fd, Step::Unshare) }
+    }
+    // e'. A new network namespace's loopback up, as runc's init brings
+    //     it up, before the mounts.
+    if c.ns.new_network() && namespaces::loopback_up().is_err() {
+        // SAFETY: in the forked child.
+        unsafe { fail(status_fd, Step::Loopback) }
     }
     // f. The filesystem up to pivot_root; with creation hooks, a pause
     //    there while the agent runs them (the mounts made, the root
