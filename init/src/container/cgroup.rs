@@ -11,7 +11,11 @@
 //! 2. checks that it offers every controller the resources need;
 //! 3. creates the directory and its missing parents (in a VM below the
 //!    workloads' cgroup, `guest::protect`);
-//! 4. enables those controllers in each ancestor's `cgroup.subtree_control`;
+//! 4. enables every controller the root offers in each ancestor's
+//!    `cgroup.subtree_control`, as runc's cgroup v2 driver does, so that
+//!    the container's cgroup has every interface file (`pids.max`,
+//!    `memory.max`, ...) whether its spec limits it or not: best effort,
+//!    as there, but for the controllers the limits need;
 //! 5. writes the limits (`limits.rs`);
 //! 6. attaches the device filter (`devices.rs`).
 //!
@@ -174,6 +178,7 @@ impl Cgroup {
         controllers: &[(&'static str, String)],
         settings: &[Setting],
     ) -> Result<(), CgroupError> {
+        enable_offered(root, &self.path);
         enable_controllers(root, &self.path, controllers)?;
         for setting in settings {
             self.apply(setting)?;
@@ -396,18 +401,55 @@ fn make_directories(root: &Path, components: &[&str]) -> Result<Cgroup, CgroupEr
     })
 }
 
+/// The root and each directory between it and `leaf`, top down: those
+/// whose `cgroup.subtree_control` gives `leaf` its controllers.
+fn ancestors<'a>(root: &Path, leaf: &'a Path) -> Vec<&'a Path> {
+    let Some(parent) = leaf.parent() else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<&Path> = parent.ancestors().take_while(|d| d.starts_with(root)).collect();
+    dirs.reverse();
+    dirs
+}
+
+/// Enables every controller the cgroup2 `root` offers in the
+/// `cgroup.subtree_control` of the root and of each directory between it
+/// and `leaf`, as runc's cgroup v2 driver does (`CreateCgroupPath`): all
+/// those missing in one write, and where that fails, each in a write of
+/// its own, failures left out (a realtime thread keeps `cpu` out of a
+/// cgroup, a threaded one the domain controllers). The controllers the
+/// spec's limits need are enabled after, their failures named
+/// ([`enable_controllers`]).
+fn enable_offered(root: &Path, leaf: &Path) {
+    let Ok(offered) = std::fs::read_to_string(root.join("cgroup.controllers")) else {
+        return;
+    };
+    for dir in ancestors(root, leaf) {
+        let file = dir.join("cgroup.subtree_control");
+        let Ok(enabled) = std::fs::read_to_string(&file) else {
+            return;
+        };
+        let missing: Vec<String> = offered
+            .split_whitespace()
+            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if missing.is_empty() || write_file(&file, &missing.join(" ")).is_ok() {
+            continue;
+        }
+        for one in &missing {
+            let _ = write_file(&file, one);
+        }
+    }
+}
+
 /// Enables the controllers in the `cgroup.subtree_control` of the root and
 /// of each directory between it and `leaf`, where they are not yet.
 fn enable_controllers(root: &Path, leaf: &Path, needed: &[(&'static str, String)]) -> Result<(), CgroupError> {
     if needed.is_empty() {
         return Ok(());
     }
-    let Some(parent) = leaf.parent() else {
-        return Ok(());
-    };
-    let mut dirs: Vec<&Path> = parent.ancestors().take_while(|d| d.starts_with(root)).collect();
-    dirs.reverse();
-    for dir in dirs {
+    for dir in ancestors(root, leaf) {
         let file = dir.join("cgroup.subtree_control");
         let enabled = std::fs::read_to_string(&file).map_err(|source| CgroupError::Read {
             file: file.clone(),
@@ -785,6 +827,37 @@ mod tests {
             )
         );
         assert!(!root.join(&parent).exists());
+    }
+
+    /// runc's way down to a container's cgroup: each ancestor's
+    /// `cgroup.subtree_control` is written every controller the root
+    /// offers that it lacks, in one write (here over plain files, which
+    /// keep the last write).
+    #[test]
+    fn every_offered_controller_is_enabled_on_the_way_down() {
+        let dir = std::env::temp_dir().join(unique("offered"));
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("workloads/pod")).unwrap();
+        std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        std::fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
+        std::fs::write(root.join("workloads/cgroup.subtree_control"), "").unwrap();
+        std::fs::write(
+            root.join("workloads/pod/cgroup.subtree_control"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        enable_offered(&root, &root.join("workloads/pod/box"));
+        let written = |d: &str| std::fs::read_to_string(root.join(d).join("cgroup.subtree_control")).unwrap();
+        assert_eq!(written(""), "+cpuset +cpu +io +pids");
+        assert_eq!(written("workloads"), "+cpuset +cpu +io +memory +pids");
+        // Nothing missing: nothing written.
+        assert_eq!(written("workloads/pod"), "cpuset cpu io memory pids\n");
+        // A root that offers nothing (a hybrid host's) is left alone.
+        std::fs::write(root.join("cgroup.controllers"), "\n").unwrap();
+        std::fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        enable_offered(&root, &root.join("workloads/pod/box"));
+        assert_eq!(written(""), "");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Undoes the test's `+hugetlb` in the root's `cgroup.subtree_control`.
