@@ -8,6 +8,9 @@
 //! run`), where what the guest's kernel decides rather than the runtime is
 //! normalised away (see [`kernel_neutral`]).
 //!
+//! Besides `runc spec`'s bundle, the default specs podman and docker write
+//! (`tests/fixtures/`) are compared the same ways: see `engines`.
+//!
 //! Needs root and runc (scripts/setup.sh installs runc); without either the
 //! tests fail, saying which is missing.
 
@@ -21,6 +24,9 @@ use host_shim::Client;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use vminitd_tests::{NamespacedAgent, TempDir};
+
+#[path = "differential/engines.rs"]
+mod engines;
 
 /// What the container's process sees, one fact a line, in sections. Where
 /// the output could name this host (mount sources, superblock options,
@@ -74,6 +80,45 @@ echo "== read-only"
 echo "== seccomp"
 (mkdir /tmp/probe-dir && rmdir /tmp/probe-dir) 2>&1; echo "mkdir: $?"
 (ln -s a /tmp/probe-link && rm /tmp/probe-link) 2>&1; echo "symlink: $?"
+# System calls busybox has no applet for, each made by a program of its
+# own (see syscall_program): the errno it returned, 0 for success.
+# Unfiltered, perf_event_open(NULL, ...) is EFAULT, futex_waitv(NULL, 0,
+# ...) EINVAL and vmsplice(-1, ...) EBADF. Docker's profile denies the
+# first by its default action (EPERM) and allows the others; podman's
+# denies all three, the first and last by a rule (EPERM), futex_waitv by
+# its default action (ENOSYS). Docker's also denies unshare.
+for call in perf_event_open futex_waitv vmsplice; do /syscall/$call; echo "$call: errno $?"; done
+# personality(PER_LINUX32): allowed by the engines' profiles by its argument.
+echo "linux32: $(linux32 uname -m 2>&1)"
+(unshare -U true) 2>&1; echo "unshare -U: $?"
+echo "== network"
+# Each interface's name, state, MTU, MAC and flags; IPv4 addresses (a
+# link-local IPv6 one comes when the kernel's DAD is done); routes. The
+# state of an interface that is up follows its carrier through the
+# kernel's link watch, up to a second late: a VM's NIC was set up moments
+# before the container started.
+for i in $(seq 20); do
+  settled=yes
+  for d in /sys/class/net/*; do
+    [ $(($(cat $d/flags) & 1)) = 1 ] && [ "$(cat $d/operstate)" = down ] && settled=no
+  done
+  [ $settled = yes ] && break
+  sleep 0.1
+done
+for d in /sys/class/net/*; do
+  echo "${d##*/} $(cat $d/operstate) mtu $(cat $d/mtu) $(cat $d/address) flags $(cat $d/flags)"
+done
+ip -o -4 addr show | awk '{ print $2, $4 }'
+ip -4 route show
+echo "== kernel settings"
+for k in net/ipv4/ip_unprivileged_port_start net/ipv4/ping_group_range; do echo "$k $(cat /proc/sys/$k)"; done
+echo "oom_score_adj $(cat /proc/self/oom_score_adj)"
+# The pids limit: under cgroup v2 and no cgroup namespace, /sys/fs/cgroup
+# is the whole hierarchy and the process's cgroup is in it; under v1, the
+# pids hierarchy is the container's own cgroup.
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)
+else cg=/sys/fs/cgroup/pids; fi
+echo "pids.max $(cat $cg/pids.max 2>&1)"
 "#;
 
 /// Whether this machine can run the comparison: root and runc. A machine
@@ -88,21 +133,111 @@ fn can_compare() -> bool {
     true
 }
 
+/// The system calls the probe makes by programs of their own
+/// (`/syscall/NAME`): name, number on x86_64, first argument.
+const SYSCALLS: [(&str, u32, i32); 3] = [
+    ("perf_event_open", 298, 0),
+    ("futex_waitv", 449, 0),
+    ("vmsplice", 278, -1),
+];
+
+/// A static x86_64 program that makes system call `nr` with `arg0` as its
+/// first argument and zeros as the others, and exits with the errno it
+/// returned (0 where it succeeded): one ELF header, one loadable segment,
+/// the code.
+fn syscall_program(nr: u32, arg0: i32) -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let mut code = vec![0xb8]; // mov eax, nr
+    code.extend_from_slice(&nr.to_le_bytes());
+    code.extend_from_slice(&[0x48, 0xc7, 0xc7]); // mov rdi, arg0 (sign-extended)
+    code.extend_from_slice(&arg0.to_le_bytes());
+    code.extend_from_slice(&[
+        0x31, 0xf6, // xor esi, esi
+        0x31, 0xd2, // xor edx, edx
+        0x45, 0x31, 0xd2, // xor r10d, r10d
+        0x45, 0x31, 0xc0, // xor r8d, r8d
+        0x45, 0x31, 0xc9, // xor r9d, r9d
+        0x0f, 0x05, // syscall
+        0x31, 0xff, // xor edi, edi
+        0x48, 0x85, 0xc0, // test rax, rax
+        0x79, 0x06, // jns exit
+        0x48, 0x89, 0xc7, // mov rdi, rax
+        0x48, 0xf7, 0xdf, // neg rdi
+        0xb8, 0x3c, 0x00, 0x00, 0x00, // exit: mov eax, 60 (exit)
+        0x0f, 0x05, // syscall
+    ]);
+    let size = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    // ELF header: 64-bit, little-endian, version 1, System V; an
+    // executable for x86-64 starting right after the headers.
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    // The one program header: the whole file, read and execute, at BASE.
+    elf.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R + X
+    for word in [0, BASE, BASE, size, size, 0x1000] {
+        // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(&code);
+    elf
+}
+
+/// Writes an executable file.
+fn write_executable(path: &Path, contents: &[u8]) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// A busybox root at `DIR/rootfs` holding the probe at `/probe` and its
+/// system call programs in `/syscall`.
+fn probe_root(dir: &Path) {
+    let rootfs = dir.join("rootfs");
+    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &rootfs).expect("busybox root");
+    write_executable(&rootfs.join("probe"), PROBE.as_bytes());
+    std::fs::create_dir_all(rootfs.join("syscall")).unwrap();
+    for (name, nr, arg0) in SYSCALLS {
+        write_executable(&rootfs.join("syscall").join(name), &syscall_program(nr, arg0));
+    }
+}
+
 /// A bundle made by `runc spec` over a busybox root holding the probe at
 /// `/probe`, with `terminal` false and the probe as the process; `edit`
 /// changes the config further.
 struct Bundle {
     dir: TempDir,
+    /// Mount points of the host side (an engine's shm, a network
+    /// namespace), unmounted when the bundle is dropped.
+    mounts: Vec<PathBuf>,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        for point in self.mounts.iter().rev() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(point)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl Bundle {
     fn new(tag: &str, edit: impl FnOnce(&mut Value)) -> Bundle {
         let dir = TempDir::new(&format!("diff-{tag}"));
-        let rootfs = dir.path().join("rootfs");
-        host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &rootfs).expect("busybox root");
-        let probe = rootfs.join("probe");
-        std::fs::write(&probe, PROBE).unwrap();
-        std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        probe_root(dir.path());
         let out = Command::new("runc")
             .args(["spec", "--bundle"])
             .arg(dir.path())
@@ -124,11 +259,22 @@ impl Bundle {
         spec["annotations"][agent_proto::VSOCK_ANNOTATION] = json!("allow");
         edit(&mut spec);
         std::fs::write(&config, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-        Bundle { dir }
+        Bundle {
+            dir,
+            mounts: Vec::new(),
+        }
     }
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Changes the bundle's config.json.
+    fn edit(&self, edit: impl FnOnce(&mut Value)) {
+        let config = self.path().join("config.json");
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        edit(&mut spec);
+        std::fs::write(&config, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     }
 }
 
@@ -237,12 +383,43 @@ async fn compare(bundle: Bundle) {
         "the probe failed under vminitd: {}\n{}",
         ours.stderr, ours.stdout
     );
+    let (a, b) = (cgroup_neutral(&runc.stdout), cgroup_neutral(&ours.stdout));
     assert!(
-        runc.stdout == ours.stdout && runc.stderr == ours.stderr,
+        a == b && runc.stderr == ours.stderr,
         "the process saw something else under vminitd (- runc, + vminitd):\n{}\nstderr:\n{}",
-        diff(&runc.stdout, &ours.stdout),
+        diff(&a, &b),
         diff(&runc.stderr, &ours.stderr)
     );
+}
+
+/// Whether this host's cgroup2 hierarchy (the first cgroup2 mount) offers
+/// `controller`: on a cgroup v1 or hybrid host it is v1's, which runc
+/// drives and vminitd's engine (cgroup v2 only, as in its guests) does not.
+fn host_cgroup2_offers(controller: &str) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = mountinfo
+        .lines()
+        .find(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, rest)| rest.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split(' ').nth(4));
+    root.and_then(|r| std::fs::read_to_string(Path::new(r).join("cgroup.controllers")).ok())
+        .is_some_and(|offered| offered.split_whitespace().any(|c| c == controller))
+}
+
+/// The probe's output without its `pids.max` line where this host's
+/// cgroup2 has no pids controller (see [`host_cgroup2_offers`]): runc
+/// shows v1's, and the agent on this host has none to show.
+fn cgroup_neutral(probe: &str) -> String {
+    if host_cgroup2_offers("pids") {
+        return probe.to_owned();
+    }
+    probe
+        .lines()
+        .filter(|l| !l.starts_with("pids.max "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// `vmshim runtime run` of the bundle: the container in a micro-VM.
@@ -279,12 +456,17 @@ const MASKED: [&str; 10] = [
 /// rather than the runtime: the limits the spec does not set (inherited
 /// from the runtime's parent: this test, or the guest's init), the root's
 /// filesystem type (the bundle's directory here, an overlay over the
-/// image in a VM), and whether a masked path exists at all (a masked path
-/// and a missing one both show nothing; only the first has a mount).
-fn kernel_neutral(probe: &str, spec_limits: &[&str]) -> String {
+/// image in a VM), the filesystem type of each bind mount of a host path
+/// among `host_binds` (the host's own filesystem under runc; in a VM,
+/// virtio-fs, which carries the host's file into the guest: its per-mount
+/// options are still compared), and whether a masked path exists at all
+/// (a masked path and a missing one both show nothing; only the first has
+/// a mount).
+fn kernel_neutral(probe: &str, spec_limits: &[&str], host_binds: &[String]) -> String {
     let mut section = "";
     let mut out = String::new();
     for line in probe.lines() {
+        let point = line.split_whitespace().next().unwrap_or_default();
         if let Some(name) = line.strip_prefix("== ") {
             section = name;
         } else if section == "limits" && !line.starts_with("Limit ") && !spec_limits.iter().any(|l| line.starts_with(l))
@@ -296,6 +478,10 @@ fn kernel_neutral(probe: &str, spec_limits: &[&str]) -> String {
         } else if section == "mounts" && line.starts_with("/ ") {
             let options = line.split_whitespace().nth(2).unwrap_or_default();
             out += &format!("/ (root) {options}\n");
+            continue;
+        } else if section == "mounts" && host_binds.iter().any(|b| b == point) {
+            let options = line.split_whitespace().nth(2).unwrap_or_default();
+            out += &format!("{point} (a host path) {options}\n");
             continue;
         } else if section == "masked"
             && (line.ends_with(" absent") || line.ends_with(" 0 entries") || line.ends_with(" reads 0 bytes"))
@@ -309,6 +495,29 @@ fn kernel_neutral(probe: &str, spec_limits: &[&str]) -> String {
     out
 }
 
+/// The destinations of the bundle's bind mounts of host paths (not of
+/// the kernel's own `/proc`, `/sys` or `/dev`).
+fn host_binds(bundle: &Bundle) -> Vec<String> {
+    let config = std::fs::read(bundle.path().join("config.json")).unwrap();
+    let spec: Value = serde_json::from_slice(&config).unwrap();
+    let kernel = |source: &str| {
+        ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|k| Path::new(source).starts_with(k))
+    };
+    spec["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            let options = m["options"].as_array().into_iter().flatten();
+            m["type"] == "bind" || options.into_iter().any(|o| o == "bind" || o == "rbind")
+        })
+        .filter(|m| !kernel(m["source"].as_str().unwrap_or_default()))
+        .filter_map(|m| m["destination"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Runs the bundle with runc on this host and in a micro-VM, and asserts
 /// that the process saw the same, [`kernel_neutral`]ly.
 fn compare_in_vm(bundle: Bundle, spec_limits: &[&str]) {
@@ -317,9 +526,10 @@ fn compare_in_vm(bundle: Bundle, spec_limits: &[&str]) {
     assert_eq!(runc.code, 0, "runc failed: {}\n{}", runc.stderr, runc.stdout);
     let vm = run_in_vm(&bundle, &id);
     assert_eq!(vm.code, 0, "the probe failed in the VM: {}\n{}", vm.stderr, vm.stdout);
+    let binds = host_binds(&bundle);
     let (a, b) = (
-        kernel_neutral(&runc.stdout, spec_limits),
-        kernel_neutral(&vm.stdout, spec_limits),
+        kernel_neutral(&runc.stdout, spec_limits, &binds),
+        kernel_neutral(&vm.stdout, spec_limits, &binds),
     );
     assert!(
         a == b,
@@ -373,11 +583,13 @@ fn a_user_seccomp_and_fewer_capabilities_in_a_vm() {
 #[test]
 fn kernel_neutral_keeps_what_the_runtime_decides() {
     let probe = "== limits\nLimit  Soft\nMax cpu time  unlimited\nMax open files  1024\n\
-                 == mounts\n/ ext4 rw,relatime\n/proc proc rw\n== masked\n/proc/keys absent\n\
+                 == mounts\n/ ext4 rw,relatime\n/etc/hosts virtiofs rw,relatime\n/etc/hostname tmpfs ro\n\
+                 /proc proc rw\n== masked\n/proc/keys absent\n\
                  /proc/kcore file, reads 0 bytes\n/proc/version file, reads 16 bytes\n";
     assert_eq!(
-        kernel_neutral(probe, &["Max open files"]),
-        "== limits\nLimit  Soft\nMax open files  1024\n== mounts\n/ (root) rw,relatime\n/proc proc rw\n\
+        kernel_neutral(probe, &["Max open files"], &["/etc/hosts".into()]),
+        "== limits\nLimit  Soft\nMax open files  1024\n== mounts\n/ (root) rw,relatime\n\
+         /etc/hosts (a host path) rw,relatime\n/etc/hostname tmpfs ro\n/proc proc rw\n\
          == masked\n/proc/keys shows nothing\n/proc/kcore shows nothing\n/proc/version file, reads 16 bytes\n"
     );
 }
