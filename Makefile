@@ -62,12 +62,15 @@ fuzz: setup
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --locked --workspace --tests --no-fail-fast prop_
 
 # Boot time against a busybox-init baseline, TCP throughput against the
-# host's loopback, and OCI container launch against crun and runc, each
-# baseline measured in the same run.
+# host's loopback, OCI container launch against crun and runc, host
+# files through virtio-fs against the guest's own root, and `podman run`
+# with vminitd-runtime against runc, each baseline measured in the same run.
 bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 	cargo run --release --locked -p vminitd-tests --bin bench -- net
 	cargo run --release --locked -p vminitd-tests --bin bench -- oci
+	cargo run --release --locked -p vminitd-tests --bin bench -- fs
+	cargo run --release --locked -p vminitd-tests --bin bench -- podman
 
 # vmshim, its OCI runtime entry point `vminitd-runtime` (a link to vmshim,
 # which is `vmshim runtime` under that name: runc's command line, for

@@ -11,6 +11,16 @@
 //!                          delete of `/bin/true`) by vminitd's engine on
 //!                          this host, against crun and runc on the same
 //!                          bundle.
+//!   bench fs [-n RUNS]     through a virtio-fs share (`vmshim run -v`):
+//!                          sequential write and read of a 256 MiB file and
+//!                          `ls -lR` of a 10,000-file tree, against the same
+//!                          on the guest's own root, in the same VM.
+//!   bench podman [-n RUNS] `podman run --rm IMAGE true` with vminitd-runtime
+//!                          against runc (and crun where it runs here), in
+//!                          the same run.
+
+#[path = "bench/podman.rs"]
+mod podman;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,7 +42,9 @@ fn main() {
         Some("boot") => boot(runs),
         Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 32 }),
         Some("oci") => oci(if args.iter().any(|a| a == "-n") { runs } else { 50 }),
-        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB] | bench oci [-n RUNS]"),
+        Some("podman") => podman::podman(runs),
+        Some("fs") => fs(if args.iter().any(|a| a == "-n") { runs } else { 3 }),
+        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB] | bench oci [-n RUNS] | bench fs [-n RUNS] | bench podman [-n RUNS]"),
     }
 }
 
@@ -142,6 +154,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         disks: Vec::new(),
         vsock_args: Vec::new(),
         net_args: Vec::new(),
+        share_args: Vec::new(),
     };
     let started = Instant::now();
     let status = Command::new(&cfg.qemu)
@@ -497,5 +510,137 @@ fn leave_cgroup2_mount() {
         if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
             fail(&format!("unmounting /sys/fs/cgroup/unified: {e}"));
         }
+    }
+}
+
+/// The fs benchmark's file: 256 MiB.
+const FS_BIG_MIB: usize = 256;
+/// Its tree: 100 directories of 100 files.
+const FS_TREE: (usize, usize) = (100, 100);
+
+/// One VM whose root filesystem holds the tree and the big file under
+/// `/bench`, and whose share (`-v`) holds the same at `/share`; in the
+/// guest, `runs` rounds of: `ls -lR` of the tree, a sequential read of the
+/// file (caches dropped before each), a sequential write of a new file of
+/// the same size (flushed with fsync), on each side in turn; and the file
+/// read again without dropping the caches: the root's from the guest's
+/// page cache (the guest's own ceiling), the share's from the host again
+/// (`--cache auto` revalidates data at each open). Times are the guest's
+/// own (`/proc/uptime`, 10 ms).
+fn fs(runs: usize) {
+    let dir = TempDir::new("bench-fs");
+    let share = dir.path().join("share");
+    let root = dir.path().join("root");
+    host_shim::rootfs::busybox_tree(Path::new("/bin/busybox"), &root).unwrap_or_else(|e| fail(&e.to_string()));
+    for base in [share.clone(), root.join("bench")] {
+        fs_tree(&base);
+    }
+    let script = format!(
+        r#"set -e
+t() {{ cut -d' ' -f1 /proc/uptime; }}
+drop() {{ sync; echo 3 > /proc/sys/vm/drop_caches; }}
+for i in $(seq {runs}); do
+  for where in /share /bench; do
+    drop; s=$(t); ls -lR $where/tree > /dev/null; echo "ls $where $s $(t)"
+    drop; s=$(t); cat $where/big.bin > /dev/null; echo "read $where $s $(t)"
+    s=$(t); cat $where/big.bin > /dev/null; echo "reread $where $s $(t)"
+    s=$(t); dd if=/dev/zero of=$where/new.bin bs=1M count={FS_BIG_MIB} conv=fsync 2>/dev/null; echo "write $where $s $(t)"
+    rm $where/new.bin
+  done
+done"#
+    );
+    let version = Command::new(host_shim_virtiofsd())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "virtiofsd (version unknown)".into());
+    let (accel, _) = accel::choose(None);
+    let volume = format!("{}:/share", share.display());
+    let rootfs = root.display().to_string();
+    let out = Command::new(vmshim_bin())
+        .args([
+            "run", "--memory", "1024", "--rootfs", &rootfs, "-v", &volume, "--", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmshim");
+    if !out.status.success() {
+        fail(&format!(
+            "the fs benchmark's VM failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut times: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [op, at, start, end] = words.as_slice() {
+            let (start, end): (f64, f64) = (start.parse().unwrap_or(0.0), end.parse().unwrap_or(0.0));
+            times
+                .entry((op.to_string(), at.to_string()))
+                .or_default()
+                .push(end - start);
+        }
+    }
+    let secs = |op: &str, at: &str| {
+        times
+            .get(&(op.to_owned(), at.to_owned()))
+            .filter(|v| v.len() == runs)
+            .map(|v| median(v.clone()))
+            .unwrap_or_else(|| {
+                fail(&format!(
+                    "no {op} times for {at} in: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ))
+            })
+    };
+    let rate = |op: &str, at: &str| FS_BIG_MIB as f64 / secs(op, at).max(0.01);
+    let files = FS_TREE.0 * FS_TREE.1;
+    println!("fs benchmark: one VM ({accel}, 1 vCPU, 1 GiB), median of {runs} rounds, guest clock (10 ms)");
+    println!("  share: {version}, --cache auto, a host directory (-v) at /share");
+    println!(
+        "  guest root: /bench in the root filesystem (a read-only ext4 image on virtio-blk under a tmpfs overlay)"
+    );
+    println!("                                          share     guest root   ratio share/root");
+    let (sw, rw) = (rate("write", "/share"), rate("write", "/bench"));
+    println!("  write {FS_BIG_MIB} MiB (dd bs=1M, fsync)       {sw:8.1} MiB/s {rw:8.1} MiB/s   {:.3}   (root: the tmpfs upper)", sw / rw);
+    let (sr, rr) = (rate("read", "/share"), rate("read", "/bench"));
+    println!("  read {FS_BIG_MIB} MiB (cat, caches dropped)    {sr:8.1} MiB/s {rr:8.1} MiB/s   {:.3}   (root: the ext4 image)", sr / rr);
+    let (sc, rc) = (rate("reread", "/share"), rate("reread", "/bench"));
+    println!("  read it again (no drop)                {sc:8.1} MiB/s {rc:8.1} MiB/s   {:.3}   (share: from the host again at each open; root: the page cache)", sc / rc);
+    let (sl, rl) = (secs("ls", "/share") * 1e3, secs("ls", "/bench") * 1e3);
+    println!(
+        "  ls -lR of {files} files (caches dropped) {sl:8.0} ms    {rl:8.0} ms      {:.3}   (root: the ext4 image)",
+        sl / rl
+    );
+}
+
+/// `base/tree` (FS_TREE directories of files) and `base/big.bin`.
+fn fs_tree(base: &Path) {
+    let (dirs, per_dir) = FS_TREE;
+    for d in 0..dirs {
+        let dir = base.join("tree").join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..per_dir {
+            std::fs::write(dir.join(format!("f{f:03}")), format!("file {d}/{f}\n")).unwrap();
+        }
+    }
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut big = std::fs::File::create(base.join("big.bin")).unwrap();
+    for _ in 0..FS_BIG_MIB {
+        std::io::Write::write_all(&mut big, &chunk).unwrap();
+    }
+}
+
+/// The virtiofsd that vmshim runs, for its version.
+fn host_shim_virtiofsd() -> PathBuf {
+    if let Some(p) = std::env::var_os("VMSHIM_VIRTIOFSD") {
+        return p.into();
+    }
+    let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/virtiofsd"));
+    match cargo_bin {
+        Some(p) if p.is_file() => p,
+        _ => "virtiofsd".into(),
     }
 }
