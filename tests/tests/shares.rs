@@ -278,3 +278,59 @@ fn a_detached_vm_keeps_its_share_while_it_runs() {
     );
     assert_eq!(mounts_naming(t.path()), Vec::<String>::new());
 }
+
+/// Root in the guest, as an attacker: it mounts the share's tag itself
+/// (no guest bind's `ro` in the way), writes to every file and directory
+/// it finds there, remounts the read-only bind read-write and writes
+/// again, and plants links in the read-write share. On the host, nothing
+/// but the read-write directory changes, nothing beside the shares is ever
+/// seen, and the links are links in that directory, not a way out.
+#[test]
+fn root_in_the_guest_reaches_only_the_shared_paths_and_writes_no_read_only_one() {
+    let t = TempDir::new("shares-hostile");
+    let (rw, ro) = (t.path().join("rw"), t.path().join("ro"));
+    fs::create_dir_all(&rw).unwrap();
+    fs::create_dir_all(ro.join("sub")).unwrap();
+    fs::write(ro.join("r.txt"), "read only\n").unwrap();
+    fs::write(ro.join("sub/s.txt"), "read only too\n").unwrap();
+    fs::write(t.path().join("secret.txt"), "beside the shares\n").unwrap();
+    let script = r#"
+        mkdir -p /mnt/share && mount -t virtiofs vmshim /mnt/share && echo "mounted the tag"
+        grep -rqs "beside the shares" /mnt/share /data /ro && echo "SECRET SEEN"
+        find /mnt/share /ro -type d | while read d; do touch "$d/planted" 2>/dev/null && echo "wrote in $d"; done
+        find /mnt/share /ro -type f | while read f; do echo x >> "$f" 2>/dev/null && echo "appended to $f"; done
+        mount -o remount,rw /ro 2>/dev/null
+        echo x > /ro/new.txt 2>/dev/null && echo "remounted: WROTE"
+        echo x >> /ro/r.txt 2>/dev/null && echo "remounted: APPENDED"
+        ln -s ../secret.txt /data/up.txt; cat /data/up.txt 2>/dev/null
+        ln -s /proc/1/root /data/root
+        echo done
+    "#;
+    let rw_v = format!("{}:/data", rw.display());
+    let ro_v = format!("{}:/ro:ro", ro.display());
+    let out = vmshim(&["run", "-v", &rw_v, "-v", &ro_v, "--", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "mounted the tag\ndone\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    // The read-only directory, byte for byte; nothing new beside the shares.
+    let mut names: Vec<String> = fs::read_dir(&ro)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["r.txt", "sub"]);
+    assert_eq!(fs::read_dir(ro.join("sub")).unwrap().count(), 1);
+    assert_eq!(fs::read_to_string(ro.join("r.txt")).unwrap(), "read only\n");
+    assert_eq!(fs::read_to_string(ro.join("sub/s.txt")).unwrap(), "read only too\n");
+    assert_eq!(
+        fs::read_to_string(t.path().join("secret.txt")).unwrap(),
+        "beside the shares\n"
+    );
+    // The links are the guest's, planted as links in the host directory.
+    assert_eq!(fs::read_link(rw.join("up.txt")).unwrap(), Path::new("../secret.txt"));
+    assert_eq!(fs::read_link(rw.join("root")).unwrap(), Path::new("/proc/1/root"));
+}
