@@ -79,6 +79,12 @@ impl Podman {
         let dir = self.path().to_path_buf();
         let entry = runtime_entry(&dir);
         let ulimits: Vec<String> = ULIMITS.iter().map(|u| format!("{u:?}")).collect();
+        std::fs::create_dir_all(dir.join("networks")).unwrap();
+        // As podman's own default network: no DNS. Named after its subnet,
+        // as every network here: netavark names its port-forwarding chain
+        // after the network's name, and two podmans side by side (a test's
+        // runc and vminitd runs) must not share one.
+        let (default_network, _) = self.network("vmtest", false);
         let conf = format!(
             r#"[containers]
 # podman's default ulimits exceed this host's caps: see ULIMITS.
@@ -86,7 +92,7 @@ default_ulimits = [{ulimits}]
 
 [network]
 network_config_dir = "{dir}/networks"
-default_network = "vmtest"
+default_network = "{default_network}"
 
 [engine]
 runtime = "{runtime}"
@@ -112,25 +118,20 @@ volume_path = "{dir}/volumes"
             dir = dir.display()
         );
         std::fs::write(dir.join("storage.conf"), storage).unwrap();
-        std::fs::create_dir_all(dir.join("networks")).unwrap();
-        // As podman's own default network: no DNS.
-        self.network("vmtest", false);
     }
 
     /// A bridge network on a subnet and bridge of its own (its containers'
     /// names resolving in it when `dns`), written as `podman network create
     /// --subnet` writes it, with the bridge named: podman 4.3 has no flag
     /// that names the bridge (it takes the next free `podmanN`), and two
-    /// podmans side by side would both take `podman1`. With DNS, the
-    /// network is named `BASE-N` after its subnet: aardvark-dns keeps one
-    /// record file per network name for every podman of the host. Returns
-    /// its name and its subnet's address prefix (`10.123.N.`).
+    /// podmans side by side would both take `podman1`. The network is
+    /// named `BASE-N` after its subnet: aardvark-dns keeps one record file
+    /// per network name, and netavark one port-forwarding chain, for every
+    /// podman of the host. Returns its name and its subnet's address prefix
+    /// (`10.123.N.`).
     pub fn network(&mut self, base: &str, dns: bool) -> (String, String) {
         let subnet = Subnet::take();
-        let name = match dns {
-            true => format!("{base}-{}", subnet.n()),
-            false => base.to_owned(),
-        };
+        let name = format!("{base}-{}", subnet.n());
         self.network_file(&name, subnet, dns)
     }
 
