@@ -17,4 +17,5 @@ smoke::with_each_runtime!(vminitd_tests::engines::Podman:
     volumes_and_binds,
     a_published_port,
     two_containers_by_name_on_a_network,
+    no_network_but_loopback,
 );

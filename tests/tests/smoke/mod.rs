@@ -298,3 +298,27 @@ pub fn two_containers_by_name_on_a_network<E: Engine>(runtime: Runtime) {
     engine.ok(&["rm", "-f", "server"]);
     engine.finish();
 }
+
+/// `--network none`: the container sees loopback alone, up, and reaches
+/// nothing beyond it (here the host's loopback, where a server listens).
+pub fn no_network_but_loopback<E: Engine>(runtime: Runtime) {
+    let engine = E::start(runtime);
+    // A server on the host's loopback, which a VM with NAT would reach
+    // at 10.0.2.2: it answers every connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = std::io::Write::write_all(&mut stream, b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nreached\n");
+        }
+    });
+    let script = format!(
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate; ip -4 route | wc -l; \
+         wget -q -T 2 -O- http://10.0.2.2:{port}/ 2>/dev/null || echo unreachable"
+    );
+    let out = engine.run(&["run", "--rm", "--network", "none", IMAGE, "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "lo\nunknown\n0\nunreachable\n", "{}", describe(&out));
+    engine.finish();
+}
