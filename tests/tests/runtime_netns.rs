@@ -401,3 +401,70 @@ fn namespace_paths_that_cannot_be_the_vms_network_are_refused() {
         assert!(!root.join("x1").exists(), "nothing left of {path}");
     }
 }
+
+/// A name server on 127.0.0.11:53 of the namespace, as docker's embedded
+/// DNS listens there: it answers every A query with 10.9.8.7, and answers
+/// a name that starts with `slow` after 3 s.
+const LOOPBACK_DNS: &str = r#"
+import socketserver, struct, time
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        i = 12
+        while data[i] != 0:
+            i += data[i] + 1
+        question = data[12:i + 5]
+        if data[13:13 + data[12]].startswith(b"slow"):
+            time.sleep(3)
+        qtype = struct.unpack("!H", data[i + 1:i + 3])[0]
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([10, 9, 8, 7]) if qtype == 1 else b""
+        header = data[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, 1 if answer else 0, 0, 0)
+        sock.sendto(header + question + answer, self.client_address)
+socketserver.ThreadingUDPServer.daemon_threads = True
+socketserver.ThreadingUDPServer(("127.0.0.11", 53), Handler).serve_forever()
+"#;
+
+/// Docker's embedded DNS lives on the namespace's loopback, out of the
+/// guest's reach: the container's `/etc/resolv.conf` (a bind mount of a
+/// host file, as docker's) names 127.0.0.11, and the guest relays its
+/// queries to the name server there. A flood of 150 lookups that the
+/// server holds for 3 s each leaves the relay answering afterwards and the
+/// agent serving.
+#[test]
+fn a_name_server_on_the_namespaces_loopback_answers_through_the_relay() {
+    root_with_ip();
+    let t = TempDir::new("netns-dns");
+    let root = t.path().join("root");
+    let ns = Netns::wired("d", subnet(3));
+    ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", LOOPBACK_DNS])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run python3 (podman-compose, which scripts/setup.sh installs, brings it)");
+    let resolv = t.path().join("resolv.conf");
+    fs::write(&resolv, "nameserver 127.0.0.11\noptions ndots:0\n").unwrap();
+    let script = "nslookup web.example 2>&1 | grep '^Address: 10'; \
+        for i in $(seq 150); do nslookup slow$i.example >/dev/null 2>&1 & done; wait; \
+        nslookup after.example 2>&1 | grep '^Address: 10'; echo ---; exec sleep 600";
+    let b = bundle(t.path(), "b", script, |spec| {
+        network_path(spec, &ns.path());
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/etc/resolv.conf", "type": "bind", "source": resolv, "options": ["rbind", "ro"]
+        }));
+    });
+    let out = t.path().join("out");
+    run(&root, &b, "dns1", &out);
+    let seen = report(&out);
+    let exec = runtime(&root, &["exec", "dns1", "echo", "alive"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    finish(&root, "dns1");
+    assert_eq!(seen, "Address: 10.9.8.7\nAddress: 10.9.8.7\n---\n");
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout),
+        "alive\n",
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+}
