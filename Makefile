@@ -5,6 +5,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BUILD       := build
 VMINITD     := target/$(MUSL_TARGET)/release/vminitd
 VMSHIM      := target/release/vmshim
+SHIM        := target/release/containerd-shim-vminitd-v2
 MKINITRAMFS := target/release/mkinitramfs
 KERNEL      := $(BUILD)/vmlinux
 INITRAMFS   := $(BUILD)/initramfs.cpio
@@ -26,7 +27,7 @@ vminitd: setup
 	cargo build --release --locked --target $(MUSL_TARGET) -p vminitd -p vsock-probe
 
 host-tools: setup
-	cargo build --release --locked -p host-shim -p initramfs
+	cargo build --release --locked -p host-shim -p initramfs -p vminitd-shim
 
 build: vminitd host-tools
 
@@ -84,11 +85,12 @@ install: build vm-assets
 	install -d $(BINDIR) $(ASSETDIR)
 	install -m 0755 $(VMSHIM) $(BINDIR)/vmshim
 	ln -sf vmshim $(BINDIR)/vminitd-runtime
+	install -m 0755 $(SHIM) $(BINDIR)/containerd-shim-vminitd-v2
 	install -m 0644 $(KERNEL) $(ASSETDIR)/vmlinux
 	install -m 0644 $(INITRAMFS) $(ASSETDIR)/initramfs.cpio
 
 uninstall:
-	rm -f $(BINDIR)/vmshim $(BINDIR)/vminitd-runtime $(ASSETDIR)/vmlinux $(ASSETDIR)/initramfs.cpio
+	rm -f $(BINDIR)/vmshim $(BINDIR)/vminitd-runtime $(BINDIR)/containerd-shim-vminitd-v2 $(ASSETDIR)/vmlinux $(ASSETDIR)/initramfs.cpio
 	-rmdir $(ASSETDIR)
 
 clean:

@@ -1,0 +1,899 @@
+//! The task service: containerd's shim v2 calls on one container, each
+//! answered by `vmshim runtime`'s library ([`host_shim::runtime`]).
+//!
+//! `Create` mounts the rootfs containerd hands over on the bundle's
+//! `rootfs`, opens the stdio FIFOs and runs `vmshim runtime create` with
+//! them as its stdio (its instance daemon, the container's pid, keeps
+//! them, as runc's container keeps the stdio runc is given). `Start`,
+//! `Kill`, `State`, `Pause`, `Resume`, `ResizePty` and `Delete` are the
+//! runtime's; `Exec` and its `Start` run the process through the agent
+//! with the exec's FIFOs relayed. Every container and exec has a waiter
+//! that records how it ended, publishes `TaskExit` and wakes `Wait`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use containerd_shim::api::Empty;
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest,
+    ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, Status, WaitRequest,
+    WaitResponse,
+};
+use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::event::Event;
+use containerd_shim::monitor::{Subject, Topic};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{self, r#async::TtrpcContext};
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::Context;
+use host_shim::runtime::{Exec, ExecProcess, ExecStdio, Runtime, RuntimeError};
+use tokio::sync::{watch, Mutex};
+
+use agent_proto::{ContainerStatus, ExitStatus};
+
+/// The runtime's root directory, inside the bundle.
+const ROOT: &str = "vmshim";
+
+/// How a process ended and when.
+#[derive(Debug, Clone, Copy)]
+struct Exited {
+    status: u32,
+    at: SystemTime,
+}
+
+/// A process's end, once known.
+type ExitWatch = watch::Receiver<Option<Exited>>;
+
+/// The container's main process.
+struct Container {
+    bundle: PathBuf,
+    pid: u32,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    /// Our write end of the stdin FIFO, which keeps the process's stdin
+    /// open until `CloseIO` (containerd's client opens its own later).
+    stdin_hold: Option<File>,
+    /// Whether the rootfs was mounted on the bundle's `rootfs` by us.
+    mounted: bool,
+    exit: ExitWatch,
+    exit_tx: Option<watch::Sender<Option<Exited>>>,
+    execs: HashMap<String, ExecEntry>,
+}
+
+/// An exec'd process: its spec until started, then the process.
+struct ExecEntry {
+    spec_file: PathBuf,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    stdin_hold: Option<File>,
+    process: Option<Arc<Exec>>,
+    pid: u32,
+    exit: ExitWatch,
+    exit_tx: Option<watch::Sender<Option<Exited>>>,
+}
+
+/// The task service of one shim.
+pub struct Service {
+    id: String,
+    namespace: String,
+    publisher: Arc<RemotePublisher>,
+    exit: Arc<ExitSignal>,
+    container: Arc<Mutex<Option<Container>>>,
+}
+
+impl Service {
+    /// The service of shim `id` in `namespace`, publishing to
+    /// `publisher`; `exit` ends the shim.
+    pub fn new(id: &str, namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Service {
+        Service {
+            id: id.to_owned(),
+            namespace: namespace.to_owned(),
+            publisher: Arc::new(publisher),
+            exit,
+            container: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn Event>) {
+        publish(&self.publisher, &self.namespace, topic, event).await;
+    }
+}
+
+async fn publish(publisher: &RemotePublisher, namespace: &str, topic: &str, event: Box<dyn Event>) {
+    if let Err(e) = publisher.publish(Context::default(), topic, namespace, event).await {
+        log::error!("publishing {topic}: {e}");
+    }
+}
+
+/// The runtime whose root is in `bundle`.
+fn runtime(bundle: &Path) -> Runtime {
+    Runtime::new(bundle.join(ROOT)).with_program(crate::vmshim_program())
+}
+
+/// The timestamp of `at`.
+fn timestamp(at: SystemTime) -> Timestamp {
+    let d = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+/// Now, as a protobuf timestamp.
+pub fn now_timestamp() -> Timestamp {
+    timestamp(SystemTime::now())
+}
+
+fn status_code(code: ttrpc::Code, message: String) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
+}
+
+fn unimplemented(what: &str) -> ttrpc::Error {
+    status_code(
+        ttrpc::Code::UNIMPLEMENTED,
+        format!("{what} is not implemented by the vminitd shim yet"),
+    )
+}
+
+fn not_found(message: String) -> ttrpc::Error {
+    status_code(ttrpc::Code::NOT_FOUND, message)
+}
+
+fn runtime_err(e: RuntimeError) -> ttrpc::Error {
+    let code = match e {
+        RuntimeError::NotExist { .. } => ttrpc::Code::NOT_FOUND,
+        RuntimeError::NotRunning { .. } => ttrpc::Code::NOT_FOUND,
+        RuntimeError::Exists { .. } => ttrpc::Code::ALREADY_EXISTS,
+        RuntimeError::BadId { .. } | RuntimeError::BadProcess { .. } | RuntimeError::Terminal { .. } => {
+            ttrpc::Code::INVALID_ARGUMENT
+        }
+        RuntimeError::StartStopped { .. }
+        | RuntimeError::StartRunning { .. }
+        | RuntimeError::StartOther { .. }
+        | RuntimeError::NotPaused { .. }
+        | RuntimeError::ExecStopped { .. }
+        | RuntimeError::ExecOther { .. }
+        | RuntimeError::NotStopped { .. } => ttrpc::Code::FAILED_PRECONDITION,
+        _ => ttrpc::Code::INTERNAL,
+    };
+    status_code(code, e.to_string())
+}
+
+fn internal(message: String) -> ttrpc::Error {
+    status_code(ttrpc::Code::INTERNAL, message)
+}
+
+/// The read end of the stdin FIFO at `path` for the process, and our own
+/// write end that holds it open; `/dev/null` when there is none.
+fn open_stdin(path: &str) -> Result<(File, Option<File>), ttrpc::Error> {
+    if path.is_empty() {
+        let null = File::open("/dev/null").map_err(|e| internal(format!("open /dev/null: {e}")))?;
+        return Ok((null, None));
+    }
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| internal(format!("open the stdin FIFO {path}: {e}")))?;
+    let hold = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| internal(format!("open the stdin FIFO {path}: {e}")))?;
+    set_blocking(&read).map_err(|e| internal(format!("the stdin FIFO {path}: {e}")))?;
+    Ok((read, Some(hold)))
+}
+
+/// The output FIFO at `path` (read and write, so that opening does not
+/// wait for containerd's reader); `/dev/null` when there is none.
+fn open_output(path: &str) -> Result<File, ttrpc::Error> {
+    if path.is_empty() {
+        return OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| internal(format!("open /dev/null: {e}")));
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| internal(format!("open the output FIFO {path}: {e}")))
+}
+
+fn set_blocking(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this File owns, with no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above; only O_NONBLOCK is cleared.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The exit status containerd takes: the code, or 128 + the signal.
+fn exit_code(status: &ExitStatus) -> u32 {
+    status.shell_code() as u32
+}
+
+/// Runs `vmshim runtime create` for container `id` of `bundle` with the
+/// given stdio; waits for it through the shim's reaper, which reaps every
+/// child.
+async fn run_create(bundle: &Path, id: &str, stdin: File, stdout: File, stderr: File) -> Result<(), ttrpc::Error> {
+    let log = bundle.join("vmshim-create.log");
+    let _ = std::fs::remove_file(&log);
+    let mut sub = monitor_subscribe(Topic::Pid)
+        .await
+        .map_err(|e| internal(format!("watch for the create's end: {e}")))?;
+    let spawned = Command::new(crate::vmshim_program())
+        .arg("runtime")
+        .arg("--root")
+        .arg(bundle.join(ROOT))
+        .arg("--log")
+        .arg(&log)
+        .arg("create")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .current_dir(bundle)
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = monitor_unsubscribe(sub.id).await;
+            return Err(internal(format!("run {}: {e}", crate::vmshim_program().display())));
+        }
+    };
+    let pid = child.id() as i32;
+    // The reaper has the child's status; the handle only leaks its pid.
+    drop(child);
+    let mut code = None;
+    while let Some(event) = sub.rx.recv().await {
+        if matches!(event.subject, Subject::Pid(p) if p == pid) {
+            code = Some(event.exit_code);
+            break;
+        }
+    }
+    let _ = monitor_unsubscribe(sub.id).await;
+    match code {
+        Some(0) => Ok(()),
+        Some(code) => {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let said = said.lines().last().unwrap_or("").trim().to_owned();
+            Err(internal(format!(
+                "vmshim runtime create exited with status {code}: {said}"
+            )))
+        }
+        None => Err(internal("vmshim runtime create: its end was not seen".into())),
+    }
+}
+
+/// Removes whatever is left of container `id` in `bundle`: its VM, its
+/// state, the rootfs mount.
+pub async fn clean_up(bundle: &Path, id: &str) {
+    match runtime(bundle).delete(id, true).await {
+        Ok(()) | Err(RuntimeError::NotExist { .. }) => {}
+        Err(e) => log::warn!("deleting container {id}: {e}"),
+    }
+    unmount_rootfs(bundle);
+    let _ = std::fs::remove_dir_all(bundle.join(ROOT));
+}
+
+fn unmount_rootfs(bundle: &Path) {
+    let rootfs = bundle.join("rootfs");
+    if let Some(path) = rootfs.to_str() {
+        if let Err(e) = containerd_shim::mount::umount_recursive(Some(path), 0) {
+            log::warn!("unmounting {path}: {e}");
+        }
+    }
+}
+
+impl Service {
+    /// Waits for container `id`'s process to end, then records it,
+    /// publishes `TaskExit` and wakes `Wait`.
+    fn watch_container(&self, bundle: PathBuf, id: String, pid: u32, tx: watch::Sender<Option<Exited>>) {
+        let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
+        tokio::spawn(async move {
+            let status = match runtime(&bundle).wait(&id).await {
+                Ok(status) => exit_code(&status),
+                Err(e) => {
+                    log::error!("waiting for container {id}: {e}");
+                    255
+                }
+            };
+            let exited = Exited {
+                status,
+                at: SystemTime::now(),
+            };
+            let _ = tx.send(Some(exited));
+            let event = TaskExit {
+                container_id: id.clone(),
+                id: id.clone(),
+                pid,
+                exit_status: status,
+                exited_at: Some(timestamp(exited.at)).into(),
+                ..Default::default()
+            };
+            publish(&publisher, &namespace, topics::TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
+        });
+    }
+
+    /// Waits for exec `exec_id`'s process to end, then the same.
+    fn watch_exec(&self, id: String, exec_id: String, pid: u32, exec: Arc<Exec>, tx: watch::Sender<Option<Exited>>) {
+        let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
+        let container = self.container.clone();
+        tokio::spawn(async move {
+            let status = match exec.wait().await {
+                Ok(status) => exit_code(&status),
+                Err(e) => {
+                    log::error!("waiting for exec {exec_id} of {id}: {e}");
+                    255
+                }
+            };
+            // The last output written out before the exit is told; the
+            // process's handle is ours alone once Kill is not using it.
+            if let Some(c) = container.lock().await.as_mut() {
+                if let Some(e) = c.execs.get_mut(&exec_id) {
+                    e.process = None;
+                }
+            }
+            let mut exec = exec;
+            for _ in 0..100 {
+                match Arc::try_unwrap(exec) {
+                    Ok(owned) => {
+                        owned.finish().await;
+                        break;
+                    }
+                    Err(shared) => {
+                        exec = shared;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            let exited = Exited {
+                status,
+                at: SystemTime::now(),
+            };
+            let _ = tx.send(Some(exited));
+            let event = TaskExit {
+                container_id: id.clone(),
+                id: exec_id,
+                pid,
+                exit_status: status,
+                exited_at: Some(timestamp(exited.at)).into(),
+                ..Default::default()
+            };
+            publish(&publisher, &namespace, topics::TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
+        });
+    }
+
+    fn check_id(&self, id: &str) -> Result<(), ttrpc::Error> {
+        if id != self.id {
+            return Err(not_found(format!("container {id}: this shim holds {}", self.id)));
+        }
+        Ok(())
+    }
+
+    /// Container `id`'s bundle.
+    async fn bundle(&self, id: &str) -> Result<PathBuf, ttrpc::Error> {
+        self.check_id(id)?;
+        match self.container.lock().await.as_ref() {
+            Some(c) => Ok(c.bundle.clone()),
+            None => Err(not_found(format!("container {id} does not exist"))),
+        }
+    }
+}
+
+/// Clears the `Option` of an exit channel so that its waiter owns the
+/// sender.
+fn take_sender(tx: &mut Option<watch::Sender<Option<Exited>>>) -> watch::Sender<Option<Exited>> {
+    tx.take().unwrap_or_else(|| watch::channel(None).0)
+}
+
+async fn wait_exit(mut rx: ExitWatch) -> Result<Exited, ttrpc::Error> {
+    loop {
+        if let Some(exited) = *rx.borrow_and_update() {
+            return Ok(exited);
+        }
+        if rx.changed().await.is_err() {
+            return match *rx.borrow() {
+                Some(exited) => Ok(exited),
+                None => Err(internal("the process's end was not seen".into())),
+            };
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Task for Service {
+    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+        self.check_id(&req.id)?;
+        if req.terminal {
+            return Err(unimplemented("a terminal (ctr run -t)"));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(unimplemented("restoring a checkpoint"));
+        }
+        let mut slot = self.container.lock().await;
+        if slot.is_some() {
+            return Err(status_code(
+                ttrpc::Code::ALREADY_EXISTS,
+                format!("container {} exists", req.id),
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let mut mounted = false;
+        if !req.rootfs.is_empty() {
+            let rootfs = bundle.join("rootfs");
+            std::fs::create_dir_all(&rootfs).map_err(|e| internal(format!("make {}: {e}", rootfs.display())))?;
+            for m in &req.rootfs {
+                containerd_shim::asynchronous::util::mount_rootfs(m, &rootfs)
+                    .await
+                    .map_err(|e| internal(format!("mount the rootfs ({}) on {}: {e}", m.type_, rootfs.display())))?;
+                mounted = true;
+            }
+        }
+        let made = async {
+            let (stdin, stdin_hold) = open_stdin(&req.stdin)?;
+            let stdout = open_output(&req.stdout)?;
+            let stderr = open_output(&req.stderr)?;
+            run_create(&bundle, &req.id, stdin, stdout, stderr).await?;
+            let state = runtime(&bundle).state(&req.id).await.map_err(runtime_err)?;
+            Ok::<_, ttrpc::Error>((state.pid, stdin_hold))
+        }
+        .await;
+        let (pid, stdin_hold) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                if mounted {
+                    unmount_rootfs(&bundle);
+                }
+                return Err(e);
+            }
+        };
+        let (tx, rx) = watch::channel(None);
+        *slot = Some(Container {
+            bundle: bundle.clone(),
+            pid,
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            stdin_hold,
+            mounted,
+            exit: rx,
+            exit_tx: Some(tx),
+            execs: HashMap::new(),
+        });
+        drop(slot);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: Some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            pid,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event)).await;
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        let bundle = self.bundle(&req.id).await?;
+        if !req.exec_id.is_empty() {
+            return self.start_exec(&bundle, &req.id, &req.exec_id).await;
+        }
+        runtime(&bundle).start(&req.id).await.map_err(runtime_err)?;
+        let (pid, tx) = {
+            let mut slot = self.container.lock().await;
+            let c = slot.as_mut().expect("a container whose bundle was found");
+            (c.pid, take_sender(&mut c.exit_tx))
+        };
+        self.watch_container(bundle, req.id.clone(), pid, tx);
+        let event = TaskStart {
+            container_id: req.id.clone(),
+            pid,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event)).await;
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        let bundle = self.bundle(&req.id).await?;
+        let slot = self.container.lock().await;
+        let c = slot.as_ref().expect("a container whose bundle was found");
+        let mut resp = StateResponse {
+            id: req.id.clone(),
+            bundle: bundle.display().to_string(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        let (exited, status) = if req.exec_id.is_empty() {
+            resp.pid = c.pid;
+            resp.stdin = c.stdin.clone();
+            resp.stdout = c.stdout.clone();
+            resp.stderr = c.stderr.clone();
+            let exited = *c.exit.borrow();
+            let status = match exited {
+                Some(_) => Status::STOPPED,
+                None => {
+                    let rt = runtime(&bundle);
+                    drop(slot);
+                    match rt.state(&req.id).await.map_err(runtime_err)?.status {
+                        s if s == ContainerStatus::Created.name() => Status::CREATED,
+                        s if s == ContainerStatus::Running.name() => Status::RUNNING,
+                        s if s == ContainerStatus::Paused.name() => Status::PAUSED,
+                        s if s == ContainerStatus::Creating.name() => Status::CREATED,
+                        _ => Status::STOPPED,
+                    }
+                }
+            };
+            (exited, status)
+        } else {
+            let e = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?;
+            resp.pid = e.pid;
+            resp.stdin = e.stdin.clone();
+            resp.stdout = e.stdout.clone();
+            resp.stderr = e.stderr.clone();
+            let exited = *e.exit.borrow();
+            let status = match (exited, e.pid) {
+                (Some(_), _) => Status::STOPPED,
+                (None, 0) => Status::CREATED,
+                (None, _) => Status::RUNNING,
+            };
+            (exited, status)
+        };
+        resp.status = status.into();
+        if let Some(exited) = exited {
+            resp.exit_status = exited.status;
+            resp.exited_at = Some(timestamp(exited.at)).into();
+        }
+        Ok(resp)
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        self.bundle(&req.id).await?;
+        let rx = {
+            let slot = self.container.lock().await;
+            let c = slot.as_ref().expect("a container whose bundle was found");
+            if req.exec_id.is_empty() {
+                c.exit.clone()
+            } else {
+                c.execs
+                    .get(&req.exec_id)
+                    .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?
+                    .exit
+                    .clone()
+            }
+        };
+        let exited = wait_exit(rx).await?;
+        Ok(WaitResponse {
+            exit_status: exited.status,
+            exited_at: Some(timestamp(exited.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        let bundle = self.bundle(&req.id).await?;
+        if req.exec_id.is_empty() {
+            runtime(&bundle)
+                .kill(&req.id, req.signal as i32, req.all)
+                .await
+                .map_err(|e| match e {
+                    RuntimeError::NotRunning { .. } => not_found("process already finished".into()),
+                    e => runtime_err(e),
+                })?;
+            return Ok(Empty::new());
+        }
+        let process = {
+            let slot = self.container.lock().await;
+            let c = slot.as_ref().expect("a container whose bundle was found");
+            let e = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?;
+            e.process.clone()
+        };
+        let Some(process) = process else {
+            return Err(not_found("process already finished".into()));
+        };
+        process
+            .signal(req.signal as i32)
+            .await
+            .map_err(|e| internal(format!("signal exec {}: {e}", req.exec_id)))?;
+        Ok(Empty::new())
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        let bundle = self.bundle(&req.id).await?;
+        if !req.exec_id.is_empty() {
+            let mut slot = self.container.lock().await;
+            let c = slot.as_mut().expect("a container whose bundle was found");
+            let e = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?;
+            let exited = *e.exit.borrow();
+            if e.pid != 0 && exited.is_none() {
+                return Err(status_code(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!("exec {} of {} is still running", req.exec_id, req.id),
+                ));
+            }
+            let e = c.execs.remove(&req.exec_id).expect("the exec just found");
+            let _ = std::fs::remove_file(&e.spec_file);
+            let exited = exited.unwrap_or(Exited {
+                status: 0,
+                at: SystemTime::now(),
+            });
+            return Ok(DeleteResponse {
+                pid: e.pid,
+                exit_status: exited.status,
+                exited_at: Some(timestamp(exited.at)).into(),
+                ..Default::default()
+            });
+        }
+        runtime(&bundle).delete(&req.id, false).await.map_err(runtime_err)?;
+        let mut slot = self.container.lock().await;
+        let c = slot.take().expect("a container whose bundle was found");
+        if c.mounted {
+            unmount_rootfs(&bundle);
+        }
+        let _ = std::fs::remove_dir_all(bundle.join(ROOT));
+        let _ = std::fs::remove_file(bundle.join("vmshim-create.log"));
+        let exited = (*c.exit.borrow()).unwrap_or(Exited {
+            status: 0,
+            at: SystemTime::now(),
+        });
+        drop(slot);
+        let event = TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: c.pid,
+            exit_status: exited.status,
+            exited_at: Some(timestamp(exited.at)).into(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event)).await;
+        Ok(DeleteResponse {
+            pid: c.pid,
+            exit_status: exited.status,
+            exited_at: Some(timestamp(exited.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        self.bundle(&req.id).await?;
+        let slot = self.container.lock().await;
+        let c = slot.as_ref().expect("a container whose bundle was found");
+        // The host pids: the container's (its instance daemon); exec'd
+        // processes live in the VM and have none.
+        let processes = vec![ProcessInfo {
+            pid: c.pid,
+            ..Default::default()
+        }];
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        let bundle = self.bundle(&req.id).await?;
+        runtime(&bundle).set_paused(&req.id, true).await.map_err(runtime_err)?;
+        let event = TaskPaused {
+            container_id: req.id.clone(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event)).await;
+        Ok(Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        let bundle = self.bundle(&req.id).await?;
+        runtime(&bundle).set_paused(&req.id, false).await.map_err(runtime_err)?;
+        let event = TaskResumed {
+            container_id: req.id.clone(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event)).await;
+        Ok(Empty::new())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let bundle = self.bundle(&req.id).await?;
+        if req.terminal {
+            return Err(unimplemented("a terminal for exec (ctr task exec -t)"));
+        }
+        if req.exec_id.is_empty() || req.exec_id.contains('/') || req.exec_id.starts_with('.') {
+            return Err(status_code(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("invalid exec id {:?}", req.exec_id),
+            ));
+        }
+        let spec = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| status_code(ttrpc::Code::INVALID_ARGUMENT, "exec without a process spec".into()))?;
+        let mut slot = self.container.lock().await;
+        let c = slot.as_mut().expect("a container whose bundle was found");
+        if c.execs.contains_key(&req.exec_id) {
+            return Err(status_code(
+                ttrpc::Code::ALREADY_EXISTS,
+                format!("exec {} of {} exists", req.exec_id, req.id),
+            ));
+        }
+        // The process spec (OCI JSON) as `vmshim runtime exec --process`
+        // takes it.
+        let spec_file = bundle.join(format!("exec-{}.json", req.exec_id));
+        std::fs::write(&spec_file, &spec.value).map_err(|e| internal(format!("write {}: {e}", spec_file.display())))?;
+        let (tx, rx) = watch::channel(None);
+        c.execs.insert(
+            req.exec_id.clone(),
+            ExecEntry {
+                spec_file,
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                stdin_hold: None,
+                process: None,
+                pid: 0,
+                exit: rx,
+                exit_tx: Some(tx),
+            },
+        );
+        drop(slot);
+        let event = TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event)).await;
+        Ok(Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        self.bundle(&req.id).await?;
+        // No terminal is made (Create and Exec refuse one), so none has a
+        // size to set.
+        Err(unimplemented("a terminal's resize"))
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        self.bundle(&req.id).await?;
+        let mut slot = self.container.lock().await;
+        let c = slot.as_mut().expect("a container whose bundle was found");
+        if req.exec_id.is_empty() {
+            c.stdin_hold = None;
+        } else {
+            let e = c
+                .execs
+                .get_mut(&req.exec_id)
+                .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?;
+            e.stdin_hold = None;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+        self.check_id(&req.id)?;
+        let task_pid = self.container.lock().await.as_ref().map_or(0, |c| c.pid);
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
+        self.check_id(&req.id)?;
+        if self.container.lock().await.is_some() && !req.now {
+            // containerd asks after every delete; a container still here
+            // keeps the shim.
+            return Ok(Empty::new());
+        }
+        self.exit.signal();
+        Ok(Empty::new())
+    }
+}
+
+impl Service {
+    /// `Start` of exec `exec_id`: its process started in the VM, its
+    /// FIFOs relayed.
+    async fn start_exec(&self, bundle: &Path, id: &str, exec_id: &str) -> ttrpc::Result<StartResponse> {
+        let (spec_file, stdin, stdout, stderr) = {
+            let slot = self.container.lock().await;
+            let c = slot.as_ref().expect("a container whose bundle was found");
+            let e = c
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| not_found(format!("exec {exec_id} of {id} does not exist")))?;
+            if e.pid != 0 {
+                return Err(status_code(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!("exec {exec_id} of {id} has started"),
+                ));
+            }
+            (e.spec_file.clone(), e.stdin.clone(), e.stdout.clone(), e.stderr.clone())
+        };
+        let rt = runtime(bundle);
+        let process = rt
+            .exec_process(id, &ExecProcess::File(spec_file))
+            .map_err(runtime_err)?;
+        let (stdin_file, stdin_hold) = if stdin.is_empty() {
+            (None, None)
+        } else {
+            let (read, hold) = open_stdin(&stdin)?;
+            (Some(read), hold)
+        };
+        let stdio = ExecStdio::Files {
+            stdin: stdin_file,
+            stdout: open_output(&stdout)?,
+            stderr: open_output(&stderr)?,
+        };
+        let exec = Arc::new(rt.exec(id, process, stdio).await.map_err(runtime_err)?);
+        let pid = exec.guest_pid().max(0) as u32;
+        let tx = {
+            let mut slot = self.container.lock().await;
+            let c = slot.as_mut().expect("a container whose bundle was found");
+            let e = c.execs.get_mut(exec_id).expect("the exec just started");
+            e.pid = pid;
+            e.stdin_hold = stdin_hold;
+            e.process = Some(exec.clone());
+            take_sender(&mut e.exit_tx)
+        };
+        self.watch_exec(id.to_owned(), exec_id.to_owned(), pid, exec, tx);
+        let event = TaskExecStarted {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            pid,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+}
