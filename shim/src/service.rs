@@ -18,12 +18,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use containerd_shim::api::Empty;
 use containerd_shim::api::{
-    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest,
-    ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, Status, WaitRequest,
-    WaitResponse,
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
 use containerd_shim::asynchronous::ExitSignal;
@@ -813,6 +812,28 @@ impl Task for Service {
             e.stdin_hold = None;
         }
         Ok(Empty::new())
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let bundle = self.bundle(&req.id).await?;
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| status_code(ttrpc::Code::INVALID_ARGUMENT, "update without resources".into()))?;
+        let resources = host_shim::image::resources_from_json(&any.value, Path::new("the update's resources"))
+            .map_err(|e| status_code(ttrpc::Code::INVALID_ARGUMENT, e.to_string()))?;
+        runtime(&bundle).update(&req.id, resources).await.map_err(runtime_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        self.check_id(&req.id)?;
+        Err(unimplemented("Stats (a container's cgroup metrics, ctr task metrics)"))
+    }
+
+    async fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        self.check_id(&req.id)?;
+        Err(unimplemented("Checkpoint"))
     }
 
     async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
