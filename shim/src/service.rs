@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -63,9 +64,8 @@ struct Container {
     stdin: String,
     stdout: String,
     stderr: String,
-    /// Our write end of the stdin FIFO, which keeps the process's stdin
-    /// open until `CloseIO` (containerd's client opens its own later).
-    stdin_hold: Option<File>,
+    /// The relay of its stdin, closed by `CloseIO`.
+    stdin_hold: Option<StdinRelay>,
     /// Whether the rootfs was mounted on the bundle's `rootfs` by us.
     mounted: bool,
     exit: ExitWatch,
@@ -79,7 +79,7 @@ struct ExecEntry {
     stdin: String,
     stdout: String,
     stderr: String,
-    stdin_hold: Option<File>,
+    stdin_hold: Option<StdinRelay>,
     process: Option<Arc<Exec>>,
     pid: u32,
     exit: ExitWatch,
@@ -178,24 +178,66 @@ fn internal(message: String) -> ttrpc::Error {
     status_code(ttrpc::Code::INTERNAL, message)
 }
 
-/// The read end of the stdin FIFO at `path` for the process, and our own
-/// write end that holds it open; `/dev/null` when there is none.
-fn open_stdin(path: &str) -> Result<(File, Option<File>), ttrpc::Error> {
+/// The relay of a process's stdin from its FIFO: a thread opens the FIFO
+/// (waiting for containerd's client to open its end, as runc's shim does)
+/// and copies what comes into a pipe whose read end is the process's
+/// stdin, until the client closes its end or `CloseIO` (or the process's
+/// end) closes the pipe.
+struct StdinRelay(Arc<std::sync::Mutex<Option<Arc<File>>>>);
+
+impl StdinRelay {
+    /// Closes the process's stdin (once the relay is not writing).
+    fn close(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+impl Drop for StdinRelay {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The process's stdin from the FIFO at `path` and its relay; `/dev/null`
+/// when there is none.
+fn open_stdin(path: &str) -> Result<(File, Option<StdinRelay>), ttrpc::Error> {
     if path.is_empty() {
         let null = File::open("/dev/null").map_err(|e| internal(format!("open /dev/null: {e}")))?;
         return Ok((null, None));
     }
-    let read = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| internal(format!("open the stdin FIFO {path}: {e}")))?;
-    let hold = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| internal(format!("open the stdin FIFO {path}: {e}")))?;
-    set_blocking(&read).map_err(|e| internal(format!("the stdin FIFO {path}: {e}")))?;
-    Ok((read, Some(hold)))
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(internal(format!(
+            "a pipe for stdin: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (read, write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let writer = Arc::new(std::sync::Mutex::new(Some(Arc::new(write))));
+    let relay = StdinRelay(writer.clone());
+    let fifo = PathBuf::from(path);
+    std::thread::spawn(move || {
+        let Ok(mut input) = File::open(&fifo) else {
+            writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return;
+        };
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let out = writer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some(out) = out else { break };
+            if (&*out).write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    });
+    Ok((read, Some(relay)))
 }
 
 /// The output FIFO at `path` (read and write, so that opening does not
@@ -212,21 +254,6 @@ fn open_output(path: &str) -> Result<File, ttrpc::Error> {
         .write(true)
         .open(path)
         .map_err(|e| internal(format!("open the output FIFO {path}: {e}")))
-}
-
-fn set_blocking(file: &File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this File owns, with no pointers.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above; only O_NONBLOCK is cleared.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The exit status containerd takes: the code, or 128 + the signal.

@@ -19,6 +19,17 @@ const RUNC: &str = "io.containerd.runc.v2";
 /// The namespace the test's containers live in.
 const NAMESPACE: &str = "vminitd-test";
 
+/// How long one ctr command may take (a hung one fails the test rather
+/// than holding it).
+const CTR_TIMEOUT: &str = "60";
+
+/// `ctr`, killed after [`CTR_TIMEOUT`] seconds.
+fn ctr() -> Command {
+    let mut ctr = Command::new("timeout");
+    ctr.args(["-s", "KILL", CTR_TIMEOUT, "ctr"]);
+    ctr
+}
+
 /// A containerd of the test's own; stopped, and everything it made
 /// removed, when dropped.
 struct Containerd {
@@ -88,7 +99,7 @@ impl Containerd {
 
     /// `ctr ARGS` against this containerd, in the test's namespace.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
+        ctr()
             .arg("--address")
             .arg(self.path().join("c.sock"))
             .args(["--namespace", NAMESPACE])
@@ -96,6 +107,31 @@ impl Containerd {
             .stdin(Stdio::null())
             .output()
             .expect("run ctr")
+    }
+
+    /// `ctr ARGS` with `input` on its stdin, written once `ready` (asked
+    /// every 50 ms, for up to 20 s).
+    fn run_with_input(&self, args: &[&str], input: &[u8], ready: impl FnMut() -> bool) -> Output {
+        use std::io::Write;
+        let mut child = ctr()
+            .arg("--address")
+            .arg(self.path().join("c.sock"))
+            .args(["--namespace", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ctr");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        eventually(Duration::from_secs(20), ready);
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("wait for ctr");
+        let _ = writer.join();
+        out
     }
 
     /// `ctr ARGS`, which must succeed; its stdout.
@@ -286,6 +322,28 @@ fn ctr_runs_containers_in_vms_as_runc_runs_them() {
         assert_eq!(text(&out.stdout), "out\n", "{runtime}");
         assert_eq!(text(&out.stderr), "err\n", "{runtime}");
     }
+
+    // stdin: what ctr reads is the process's input, to its end. Written
+    // once the task runs, its end reaches the shim as CloseIO.
+    for (runtime, id) in [(VMINITD, "stdin-vm"), (RUNC, "stdin-runc")] {
+        let input = b"first line\nsecond line\n";
+        let out = containerd.run_with_input(&["run", "--rm", "--runtime", runtime, IMAGE, id, "cat"], input, || {
+            containerd.task_status(id).as_deref() == Some("RUNNING")
+        });
+        assert!(out.status.success(), "{runtime}: {}", describe(&out));
+        assert_eq!(out.stdout, input, "{runtime}: {}", describe(&out));
+    }
+    // Input that ends before ctr has its task (and so never sends
+    // CloseIO; runc's shim, which holds the FIFO open until CloseIO, leaves
+    // cat waiting): the end of the FIFO is the end of the process's stdin.
+    let input = b"early input\n";
+    let out = containerd.run_with_input(
+        &["run", "--rm", "--runtime", VMINITD, IMAGE, "stdin-early", "cat"],
+        input,
+        || true,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(out.stdout, input, "{}", describe(&out));
 
     // Detached: exec into it, list it, kill it, see it stop, delete it.
     for (runtime, id) in [(VMINITD, "detached-vm"), (RUNC, "detached-runc")] {
