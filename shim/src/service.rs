@@ -2,18 +2,24 @@
 //! answered by `vmshim runtime`'s library ([`host_shim::runtime`]).
 //!
 //! `Create` mounts the rootfs containerd hands over on the bundle's
-//! `rootfs`, opens the stdio FIFOs and runs `vmshim runtime create` with
-//! them as its stdio (its instance daemon, the container's pid, keeps
-//! them, as runc's container keeps the stdio runc is given). `Start`,
-//! `Kill`, `State`, `Pause`, `Resume`, `ResizePty` and `Delete` are the
-//! runtime's; `Exec` and its `Start` run the process through the agent
-//! with the exec's FIFOs relayed. Every container and exec has a waiter
-//! that records how it ended, publishes `TaskExit` and wakes `Wait`.
+//! `rootfs` and runs `vmshim runtime create` with the task's stdio as its
+//! stdio (its instance daemon, the container's pid, keeps them, as runc's
+//! container keeps the stdio runc is given): stdout and stderr the FIFOs,
+//! stdin a pipe a thread feeds from the stdin FIFO. A terminal's master
+//! comes to a console socket in the bundle, as runc's shim gets it, and is
+//! relayed to and from the FIFOs; `ResizePty` sets its size, which the
+//! runtime follows into the guest. `Start`, `Kill`, `State`, `Pause`,
+//! `Resume`, `Update` and `Delete` are the runtime's; `Exec` and its
+//! `Start` run the process through the agent with the exec's FIFOs (or
+//! terminal) relayed. Every container and exec has a waiter that records
+//! how it ended, publishes `TaskExit` and wakes `Wait`.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -66,6 +72,10 @@ struct Container {
     stderr: String,
     /// The relay of its stdin, closed by `CloseIO`.
     stdin_hold: Option<StdinRelay>,
+    /// Its terminal, if it has one.
+    console: Option<Console>,
+    /// Told when the terminal's output has all been relayed.
+    output: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Whether the rootfs was mounted on the bundle's `rootfs` by us.
     mounted: bool,
     exit: ExitWatch,
@@ -80,6 +90,8 @@ struct ExecEntry {
     stdout: String,
     stderr: String,
     stdin_hold: Option<StdinRelay>,
+    terminal: bool,
+    console: Option<Console>,
     process: Option<Arc<Exec>>,
     pid: u32,
     exit: ExitWatch,
@@ -178,23 +190,27 @@ fn internal(message: String) -> ttrpc::Error {
     status_code(ttrpc::Code::INTERNAL, message)
 }
 
-/// The relay of a process's stdin from its FIFO: a thread opens the FIFO
-/// (waiting for containerd's client to open its end, as runc's shim does)
-/// and copies what comes into a pipe whose read end is the process's
-/// stdin, until the client closes its end or `CloseIO` (or the process's
-/// end) closes the pipe.
-struct StdinRelay(Arc<std::sync::Mutex<Option<Arc<File>>>>);
+/// The relay of a process's stdin from its FIFO: a thread copies what
+/// the FIFO brings into a pipe whose read end is the process's stdin (or
+/// into a terminal's master), until containerd's client closes its end of
+/// the FIFO, or `CloseIO` has been asked and what the FIFO holds is
+/// relayed. Dropped, it stops at once.
+struct StdinRelay {
+    writer: Arc<std::sync::Mutex<Option<Arc<File>>>>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl StdinRelay {
-    /// Closes the process's stdin (once the relay is not writing).
+    /// `CloseIO`: the process's stdin ends once the FIFO is drained.
     fn close(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl Drop for StdinRelay {
     fn drop(&mut self) {
         self.close();
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
@@ -215,29 +231,165 @@ fn open_stdin(path: &str) -> Result<(File, Option<StdinRelay>), ttrpc::Error> {
     }
     // SAFETY: both descriptors are new and owned by nothing else.
     let (read, write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
-    let writer = Arc::new(std::sync::Mutex::new(Some(Arc::new(write))));
-    let relay = StdinRelay(writer.clone());
+    Ok((read, Some(relay_fifo(path, write))))
+}
+
+/// Relays the FIFO at `path` into `to` (a pipe, or a terminal's master)
+/// from a thread of its own.
+fn relay_fifo(path: &str, to: File) -> StdinRelay {
+    let writer = Arc::new(std::sync::Mutex::new(Some(Arc::new(to))));
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = StdinRelay {
+        writer: writer.clone(),
+        closing: closing.clone(),
+    };
     let fifo = PathBuf::from(path);
     std::thread::spawn(move || {
-        let Ok(mut input) = File::open(&fifo) else {
-            writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-            return;
-        };
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let out = writer.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let Some(out) = out else { break };
-            if (&*out).write_all(&buf[..n]).is_err() {
-                break;
+        // Non-blocking: the open does not wait for the client, and a FIFO
+        // whose writer has not come yet polls as neither readable nor hung
+        // up (Linux reports the hang-up only of a writer that came and
+        // went).
+        let opened = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+        if let Ok(mut input) = opened {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let mut pfd = libc::pollfd {
+                    fd: input.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll reads and writes the one pollfd it is given.
+                let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+                if ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if ready == 0 {
+                    // Nothing more in the FIFO: CloseIO ends the relay now.
+                    if closing.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    continue;
+                }
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break,
+                };
+                let out = writer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Some(out) = out else { break };
+                if (&*out).write_all(&buf[..n]).is_err() {
+                    break;
+                }
             }
         }
         writer.lock().unwrap_or_else(|e| e.into_inner()).take();
     });
-    Ok((read, Some(relay)))
+    relay
+}
+
+/// Copies `from` (a terminal's master) to `to` (the stdout FIFO) from a
+/// thread of its own until the terminal hangs up; `done` is told then.
+fn relay_output(mut from: File, mut to: File) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        // EIO once the last holder of the slave is gone.
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = done.send(());
+    });
+    rx
+}
+
+/// A terminal's master, sent by the runtime to the console socket that
+/// `listener` listens on (the runtime has sent it before it returns).
+fn receive_master(listener: &UnixListener, what: &str) -> Result<File, ttrpc::Error> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| internal(format!("{what}'s console socket: {e}")))?;
+    let (conn, _) = listener
+        .accept()
+        .map_err(|e| internal(format!("no terminal came to {what}'s console socket: {e}")))?;
+    let mut name = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: name.as_mut_ptr().cast(),
+        iov_len: name.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: a msghdr is plain data; zeroed is its empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    conn.set_nonblocking(false)
+        .map_err(|e| internal(format!("{what}'s console socket: {e}")))?;
+    // SAFETY: recvmsg fills the buffers msg describes, which outlive the
+    // call.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(internal(format!("receive {what}'s terminal: {e}")));
+    }
+    // SAFETY: CMSG_FIRSTHDR reads the msghdr recvmsg filled; the header it
+    // returns, if any, lies in `control`.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: a non-null header from CMSG_FIRSTHDR is within `control`.
+    if cmsg.is_null() || unsafe { (*cmsg).cmsg_type } != libc::SCM_RIGHTS {
+        return Err(internal(format!("{what}'s console socket got no terminal")));
+    }
+    // SAFETY: an SCM_RIGHTS message carries at least one descriptor, which
+    // is ours now.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
+    // SAFETY: the descriptor was just received and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// A process's terminal on the host: its master, for `ResizePty`.
+struct Console {
+    master: File,
+    /// The relay of the FIFO into the master.
+    input: Option<StdinRelay>,
+}
+
+/// The master's stdio relayed to and from the FIFOs.
+fn relay_console(
+    master: File,
+    stdin: &str,
+    stdout: &str,
+) -> Result<(Console, tokio::sync::oneshot::Receiver<()>), ttrpc::Error> {
+    let dup = |m: &File| {
+        m.try_clone()
+            .map_err(|e| internal(format!("dup a terminal's master: {e}")))
+    };
+    let output = relay_output(dup(&master)?, open_output(stdout)?);
+    let input = match stdin {
+        "" => None,
+        path => Some(relay_fifo(path, dup(&master)?)),
+    };
+    Ok((Console { master, input }, output))
+}
+
+/// Sets the window size of the terminal whose master is `master`.
+fn resize(master: &File, width: u32, height: u32) -> Result<(), ttrpc::Error> {
+    let size = libc::winsize {
+        ws_row: height.min(u16::MAX as u32) as u16,
+        ws_col: width.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize, which outlives the call.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(internal(format!(
+            "set the terminal's size: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// The output FIFO at `path` (read and write, so that opening does not
@@ -264,13 +416,21 @@ fn exit_code(status: &ExitStatus) -> u32 {
 /// Runs `vmshim runtime create` for container `id` of `bundle` with the
 /// given stdio; waits for it through the shim's reaper, which reaps every
 /// child.
-async fn run_create(bundle: &Path, id: &str, stdin: File, stdout: File, stderr: File) -> Result<(), ttrpc::Error> {
+async fn run_create(
+    bundle: &Path,
+    id: &str,
+    console_socket: Option<&Path>,
+    stdin: File,
+    stdout: File,
+    stderr: File,
+) -> Result<(), ttrpc::Error> {
     let log = bundle.join("vmshim-create.log");
     let _ = std::fs::remove_file(&log);
     let mut sub = monitor_subscribe(Topic::Pid)
         .await
         .map_err(|e| internal(format!("watch for the create's end: {e}")))?;
-    let spawned = Command::new(crate::vmshim_program())
+    let mut command = Command::new(crate::vmshim_program());
+    command
         .arg("runtime")
         .arg("--root")
         .arg(bundle.join(ROOT))
@@ -278,7 +438,11 @@ async fn run_create(bundle: &Path, id: &str, stdin: File, stdout: File, stderr: 
         .arg(&log)
         .arg("create")
         .arg("--bundle")
-        .arg(bundle)
+        .arg(bundle);
+    if let Some(path) = console_socket {
+        command.arg("--console-socket").arg(path);
+    }
+    let spawned = command
         .arg(id)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
@@ -339,7 +503,14 @@ fn unmount_rootfs(bundle: &Path) {
 impl Service {
     /// Waits for container `id`'s process to end, then records it,
     /// publishes `TaskExit` and wakes `Wait`.
-    fn watch_container(&self, bundle: PathBuf, id: String, pid: u32, tx: watch::Sender<Option<Exited>>) {
+    fn watch_container(
+        &self,
+        bundle: PathBuf,
+        id: String,
+        pid: u32,
+        tx: watch::Sender<Option<Exited>>,
+        output: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) {
         let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
         tokio::spawn(async move {
             let status = match runtime(&bundle).wait(&id).await {
@@ -349,6 +520,7 @@ impl Service {
                     255
                 }
             };
+            drained(output).await;
             let exited = Exited {
                 status,
                 at: SystemTime::now(),
@@ -367,7 +539,15 @@ impl Service {
     }
 
     /// Waits for exec `exec_id`'s process to end, then the same.
-    fn watch_exec(&self, id: String, exec_id: String, pid: u32, exec: Arc<Exec>, tx: watch::Sender<Option<Exited>>) {
+    fn watch_exec(
+        &self,
+        id: String,
+        exec_id: String,
+        pid: u32,
+        exec: Arc<Exec>,
+        tx: watch::Sender<Option<Exited>>,
+        output: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) {
         let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
         let container = self.container.clone();
         tokio::spawn(async move {
@@ -378,6 +558,7 @@ impl Service {
                     255
                 }
             };
+            drained(output).await;
             // The last output written out before the exit is told; the
             // process's handle is ours alone once Kill is not using it.
             if let Some(c) = container.lock().await.as_mut() {
@@ -432,6 +613,13 @@ impl Service {
     }
 }
 
+/// Waits (a while at most) for a terminal's output to be relayed.
+async fn drained(output: Option<tokio::sync::oneshot::Receiver<()>>) {
+    if let Some(output) = output {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), output).await;
+    }
+}
+
 /// Clears the `Option` of an exit channel so that its waiter owns the
 /// sender.
 fn take_sender(tx: &mut Option<watch::Sender<Option<Exited>>>) -> watch::Sender<Option<Exited>> {
@@ -456,9 +644,6 @@ async fn wait_exit(mut rx: ExitWatch) -> Result<Exited, ttrpc::Error> {
 impl Task for Service {
     async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         self.check_id(&req.id)?;
-        if req.terminal {
-            return Err(unimplemented("a terminal (ctr run -t)"));
-        }
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring a checkpoint"));
         }
@@ -482,15 +667,36 @@ impl Task for Service {
             }
         }
         let made = async {
+            if req.terminal {
+                // The terminal's master comes to a console socket, as
+                // runc's shim gets it; its stdio is relayed to the FIFOs.
+                let socket = bundle.join("console.sock");
+                let _ = std::fs::remove_file(&socket);
+                let listener = UnixListener::bind(&socket)
+                    .map_err(|e| internal(format!("listen on {}: {e}", socket.display())))?;
+                let null = |write: bool| {
+                    OpenOptions::new()
+                        .read(!write)
+                        .write(write)
+                        .open("/dev/null")
+                        .map_err(|e| internal(format!("open /dev/null: {e}")))
+                };
+                let created = run_create(&bundle, &req.id, Some(&socket), null(false)?, null(true)?, null(true)?).await;
+                let master = created.and_then(|()| receive_master(&listener, &req.id));
+                let _ = std::fs::remove_file(&socket);
+                let (console, output) = relay_console(master?, &req.stdin, &req.stdout)?;
+                let state = runtime(&bundle).state(&req.id).await.map_err(runtime_err)?;
+                return Ok::<_, ttrpc::Error>((state.pid, None, Some(console), Some(output)));
+            }
             let (stdin, stdin_hold) = open_stdin(&req.stdin)?;
             let stdout = open_output(&req.stdout)?;
             let stderr = open_output(&req.stderr)?;
-            run_create(&bundle, &req.id, stdin, stdout, stderr).await?;
+            run_create(&bundle, &req.id, None, stdin, stdout, stderr).await?;
             let state = runtime(&bundle).state(&req.id).await.map_err(runtime_err)?;
-            Ok::<_, ttrpc::Error>((state.pid, stdin_hold))
+            Ok::<_, ttrpc::Error>((state.pid, stdin_hold, None, None))
         }
         .await;
-        let (pid, stdin_hold) = match made {
+        let (pid, stdin_hold, console, output) = match made {
             Ok(made) => made,
             Err(e) => {
                 if mounted {
@@ -507,6 +713,8 @@ impl Task for Service {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             stdin_hold,
+            console,
+            output,
             mounted,
             exit: rx,
             exit_tx: Some(tx),
@@ -541,12 +749,12 @@ impl Task for Service {
             return self.start_exec(&bundle, &req.id, &req.exec_id).await;
         }
         runtime(&bundle).start(&req.id).await.map_err(runtime_err)?;
-        let (pid, tx) = {
+        let (pid, tx, output) = {
             let mut slot = self.container.lock().await;
             let c = slot.as_mut().expect("a container whose bundle was found");
-            (c.pid, take_sender(&mut c.exit_tx))
+            (c.pid, take_sender(&mut c.exit_tx), c.output.take())
         };
-        self.watch_container(bundle, req.id.clone(), pid, tx);
+        self.watch_container(bundle, req.id.clone(), pid, tx, output);
         let event = TaskStart {
             container_id: req.id.clone(),
             pid,
@@ -768,9 +976,6 @@ impl Task for Service {
 
     async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let bundle = self.bundle(&req.id).await?;
-        if req.terminal {
-            return Err(unimplemented("a terminal for exec (ctr task exec -t)"));
-        }
         if req.exec_id.is_empty() || req.exec_id.contains('/') || req.exec_id.starts_with('.') {
             return Err(status_code(
                 ttrpc::Code::INVALID_ARGUMENT,
@@ -802,6 +1007,8 @@ impl Task for Service {
                 stdout: req.stdout.clone(),
                 stderr: req.stderr.clone(),
                 stdin_hold: None,
+                terminal: req.terminal,
+                console: None,
                 process: None,
                 pid: 0,
                 exit: rx,
@@ -820,23 +1027,43 @@ impl Task for Service {
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         self.bundle(&req.id).await?;
-        // No terminal is made (Create and Exec refuse one), so none has a
-        // size to set.
-        Err(unimplemented("a terminal's resize"))
+        let slot = self.container.lock().await;
+        let c = slot.as_ref().expect("a container whose bundle was found");
+        let console = if req.exec_id.is_empty() {
+            c.console.as_ref()
+        } else {
+            c.execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?
+                .console
+                .as_ref()
+        };
+        let Some(console) = console else {
+            return Err(status_code(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!("process {:?} of {} has no terminal", req.exec_id, req.id),
+            ));
+        };
+        // The runtime follows the host terminal's size into the guest.
+        resize(&console.master, req.width, req.height)?;
+        Ok(Empty::new())
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
         self.bundle(&req.id).await?;
         let mut slot = self.container.lock().await;
         let c = slot.as_mut().expect("a container whose bundle was found");
-        if req.exec_id.is_empty() {
-            c.stdin_hold = None;
+        let (relay, console) = if req.exec_id.is_empty() {
+            (c.stdin_hold.as_ref(), c.console.as_ref())
         } else {
             let e = c
                 .execs
-                .get_mut(&req.exec_id)
+                .get(&req.exec_id)
                 .ok_or_else(|| not_found(format!("exec {} of {} does not exist", req.exec_id, req.id)))?;
-            e.stdin_hold = None;
+            (e.stdin_hold.as_ref(), e.console.as_ref())
+        };
+        for relay in relay.into_iter().chain(console.and_then(|c| c.input.as_ref())) {
+            relay.close();
         }
         Ok(Empty::new())
     }
@@ -889,7 +1116,7 @@ impl Service {
     /// `Start` of exec `exec_id`: its process started in the VM, its
     /// FIFOs relayed.
     async fn start_exec(&self, bundle: &Path, id: &str, exec_id: &str) -> ttrpc::Result<StartResponse> {
-        let (spec_file, stdin, stdout, stderr) = {
+        let (spec_file, stdin, stdout, stderr, terminal) = {
             let slot = self.container.lock().await;
             let c = slot.as_ref().expect("a container whose bundle was found");
             let e = c
@@ -902,12 +1129,35 @@ impl Service {
                     format!("exec {exec_id} of {id} has started"),
                 ));
             }
-            (e.spec_file.clone(), e.stdin.clone(), e.stdout.clone(), e.stderr.clone())
+            (
+                e.spec_file.clone(),
+                e.stdin.clone(),
+                e.stdout.clone(),
+                e.stderr.clone(),
+                e.terminal,
+            )
         };
         let rt = runtime(bundle);
         let process = rt
             .exec_process(id, &ExecProcess::File(spec_file))
             .map_err(runtime_err)?;
+        if terminal {
+            let socket = bundle.join(format!("exec-{exec_id}.sock"));
+            let _ = std::fs::remove_file(&socket);
+            let listener =
+                UnixListener::bind(&socket).map_err(|e| internal(format!("listen on {}: {e}", socket.display())))?;
+            let started = rt.exec(id, process, ExecStdio::ConsoleSocket(socket.clone())).await;
+            let master = match started {
+                Ok(exec) => receive_master(&listener, exec_id).map(|m| (exec, m)),
+                Err(e) => Err(runtime_err(e)),
+            };
+            let _ = std::fs::remove_file(&socket);
+            let (exec, master) = master?;
+            let (console, output) = relay_console(master, &stdin, &stdout)?;
+            return self
+                .started_exec(id, exec_id, exec, None, Some(console), Some(output))
+                .await;
+        }
         let (stdin_file, stdin_hold) = if stdin.is_empty() {
             (None, None)
         } else {
@@ -919,7 +1169,21 @@ impl Service {
             stdout: open_output(&stdout)?,
             stderr: open_output(&stderr)?,
         };
-        let exec = Arc::new(rt.exec(id, process, stdio).await.map_err(runtime_err)?);
+        let exec = rt.exec(id, process, stdio).await.map_err(runtime_err)?;
+        self.started_exec(id, exec_id, exec, stdin_hold, None, None).await
+    }
+
+    /// Records started exec `exec_id` and watches for its end.
+    async fn started_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        exec: Exec,
+        stdin_hold: Option<StdinRelay>,
+        console: Option<Console>,
+        output: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> ttrpc::Result<StartResponse> {
+        let exec = Arc::new(exec);
         let pid = exec.guest_pid().max(0) as u32;
         let tx = {
             let mut slot = self.container.lock().await;
@@ -927,10 +1191,11 @@ impl Service {
             let e = c.execs.get_mut(exec_id).expect("the exec just started");
             e.pid = pid;
             e.stdin_hold = stdin_hold;
+            e.console = console;
             e.process = Some(exec.clone());
             take_sender(&mut e.exit_tx)
         };
-        self.watch_exec(id.to_owned(), exec_id.to_owned(), pid, exec, tx);
+        self.watch_exec(id.to_owned(), exec_id.to_owned(), pid, exec, tx, output);
         let event = TaskExecStarted {
             container_id: id.to_owned(),
             exec_id: exec_id.to_owned(),

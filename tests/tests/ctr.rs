@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use vminitd_tests::engines::{describe, text, write_image_archive, Leftovers, IMAGE};
+use vminitd_tests::engines::{describe, on_terminal, text, write_image_archive, Leftovers, TerminalRun, IMAGE};
 use vminitd_tests::{binary, eventually, TempDir};
 
 /// The runtime types the test compares.
@@ -132,6 +132,17 @@ impl Containerd {
         let out = child.wait_with_output().expect("wait for ctr");
         let _ = writer.join();
         out
+    }
+
+    /// `ctr ARGS` on a terminal of `rows`x`cols` of its own (not under
+    /// `timeout`, whose process group would not be the terminal's).
+    fn on_terminal(&self, args: &[&str], rows: u16, cols: u16) -> TerminalRun {
+        let mut ctr = Command::new("ctr");
+        ctr.arg("--address")
+            .arg(self.path().join("c.sock"))
+            .args(["--namespace", NAMESPACE])
+            .args(args);
+        on_terminal(ctr, rows, cols, "", b"", Duration::from_secs(60))
     }
 
     /// `ctr ARGS`, which must succeed; its stdout.
@@ -345,6 +356,20 @@ fn ctr_runs_containers_in_vms_as_runc_runs_them() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(out.stdout, input, "{}", describe(&out));
 
+    // A terminal: ctr's own, its size followed into the container.
+    for (runtime, id) in [(VMINITD, "tty-vm"), (RUNC, "tty-runc")] {
+        let script = "sleep 1; stty size; tty; exit 4";
+        let run = containerd.on_terminal(
+            &["run", "-t", "--rm", "--runtime", runtime, IMAGE, id, "sh", "-c", script],
+            30,
+            100,
+        );
+        assert_eq!(run.status.code(), Some(4), "{runtime}: {:?}", run.screen);
+        assert!(run.screen.contains("30 100"), "{runtime}: {:?}", run.screen);
+        // (runc's names its pts, vminitd's /dev/console.)
+        assert!(!run.screen.contains("not a tty"), "{runtime}: {:?}", run.screen);
+    }
+
     // Detached: exec into it, list it, kill it, see it stop, delete it.
     for (runtime, id) in [(VMINITD, "detached-vm"), (RUNC, "detached-runc")] {
         containerd.ok(&[
@@ -363,6 +388,20 @@ fn ctr_runs_containers_in_vms_as_runc_runs_them() {
         assert_eq!(out, "from-exec\n", "{runtime}");
         let out = containerd.run(&["task", "exec", "--exec-id", "e2", id, "sh", "-c", "exit 5"]);
         assert_eq!(out.status.code(), Some(5), "{runtime}: {}", describe(&out));
+        let exec = [
+            "task",
+            "exec",
+            "-t",
+            "--exec-id",
+            "t1",
+            id,
+            "sh",
+            "-c",
+            "sleep 1; stty size; exit 6",
+        ];
+        let run = containerd.on_terminal(&exec, 20, 70);
+        assert_eq!(run.status.code(), Some(6), "{runtime}: {:?}", run.screen);
+        assert!(run.screen.contains("20 70"), "{runtime}: {:?}", run.screen);
         // Its pid, as ls and ps give it.
         let pid = containerd.task_pid(id);
         let ps = containerd.ok(&["task", "ps", id]);
