@@ -2,7 +2,8 @@
 # Installs what building and testing vminitd needs, and only what is missing:
 # the musl target, the system packages (QEMU, busybox, kernel source and its
 # build tools, e2fsprogs, runc/crun/umoci for the OCI tests, podman and
-# docker with their network stacks and compose for the end-to-end tests)
+# docker with their network stacks and compose, and containerd with ctr, for
+# the end-to-end tests)
 # and the pinned vhost-device-vsock backend and virtiofsd daemon. Safe to run
 # again; a second run does nothing.
 set -euo pipefail
@@ -16,6 +17,7 @@ PACKAGES=(
   util-linux procps build-essential umoci runc crun
   libseccomp-dev libcap-ng-dev
   podman netavark aardvark-dns conmon docker.io podman-compose docker-compose
+  containerd
   iproute2 iptables
 )
 
@@ -52,9 +54,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ -n "$placed_policy" ]; then sudo_if_needed rm -f "$policy"; fi
   # Nor does one start at the next boot: the units the package enabled are
   # disabled (a machine that wants a system dockerd enables it by hand).
-  if [[ " ${missing[*]} " == *" docker.io "* ]] && [ -d /run/systemd/system ]; then
-    log "disabling docker.socket and docker.service (the tests start their own daemons)"
-    sudo_if_needed systemctl disable --now docker.socket docker.service >/dev/null 2>&1 || true
+  if [[ " ${missing[*]} " == *" docker.io "* || " ${missing[*]} " == *" containerd "* ]] &&
+     [ -d /run/systemd/system ]; then
+    log "disabling docker.socket, docker.service and containerd.service (the tests start their own daemons)"
+    sudo_if_needed systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
   fi
 fi
 
