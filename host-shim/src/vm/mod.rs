@@ -24,6 +24,26 @@ use runtime_dir::RuntimeDir;
 use virtiofs::{ShareError, SharedPath, Virtiofsd};
 use vsock::VsockBackend;
 
+/// A helper program of the VM's (`name`: `vhost-device-vsock`,
+/// `virtiofsd`): the path in environment variable `env` if set, else
+/// `name` in PATH or in cargo's bin directory (where `scripts/setup.sh`
+/// installs it).
+pub fn find_helper_program(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    {
+        dirs.push(home.join("bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
 /// How many console lines an error quotes.
 const CONSOLE_LINES: usize = 15;
 

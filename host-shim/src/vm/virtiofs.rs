@@ -358,22 +358,7 @@ impl Virtiofsd {
 /// directory (where `scripts/setup.sh` installs it). QEMU 7.2's own C
 /// daemon (`/usr/lib/qemu/virtiofsd`) takes other options, and is not used.
 fn find_virtiofsd() -> Result<PathBuf, ShareError> {
-    if let Some(path) = std::env::var_os("VMSHIM_VIRTIOFSD") {
-        return Ok(PathBuf::from(path));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-    {
-        dirs.push(home.join("bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("virtiofsd"))
-        .find(|p| p.is_file())
-        .ok_or(ShareError::NoDaemon)
+    super::find_helper_program("VMSHIM_VIRTIOFSD", "virtiofsd").ok_or(ShareError::NoDaemon)
 }
 
 #[cfg(test)]

@@ -139,32 +139,12 @@ impl VsockBackend {
     /// Listens for the agent's readiness announcement; returns the listener
     /// and the `vminitd.notify=` value that makes the guest use it.
     pub fn notify_listener(&self) -> Result<(NotifyListener, String), VmError> {
-        match self {
-            VsockBackend::Kernel { cid } => {
-                let port = 1025 + random_u32() % (1 << 30);
-                let listener =
-                    VsockListener::bind(VsockAddr::new(agent_proto::endpoint::CID_ANY, port)).map_err(|source| {
-                        VmError::Io {
-                            what: "listen on vsock port",
-                            path: port.to_string().into(),
-                            source,
-                        }
-                    })?;
-                Ok((NotifyListener::Vsock { listener, cid: *cid }, format!("vsock:2:{port}")))
-            }
-            VsockBackend::User { uds, .. } => {
-                // vhost-device-vsock forwards a guest's connection to host
-                // port P to the Unix socket "<uds-path>_P".
-                let port = NOTIFY_PORT;
-                let path = PathBuf::from(format!("{}_{port}", uds.display()));
-                let listener = agent_proto::transport::bind_private_socket(&path).map_err(|source| VmError::Io {
-                    what: "listen on",
-                    path: path.clone(),
-                    source,
-                })?;
-                Ok((NotifyListener::Unix { listener, path }, format!("vsock:2:{port}")))
-            }
-        }
+        let (listener, port) = self.guest_listener(NOTIFY_PORT)?;
+        let listener = match listener {
+            GuestListener::Unix { listener, path } => NotifyListener::Unix { listener, path },
+            GuestListener::Vsock { listener, cid } => NotifyListener::Vsock { listener, cid },
+        };
+        Ok((listener, format!("vsock:2:{port}")))
     }
 
     /// A listener for connections the guest opens to a host port of this
@@ -187,13 +167,15 @@ impl VsockBackend {
                 Ok((GuestListener::Vsock { listener, cid: *cid }, port))
             }
             VsockBackend::User { uds, .. } => {
+                // vhost-device-vsock forwards a guest's connection to host
+                // port P to the Unix socket "<uds-path>_P".
                 let path = PathBuf::from(format!("{}_{user_port}", uds.display()));
                 let listener = agent_proto::transport::bind_private_socket(&path).map_err(|source| VmError::Io {
                     what: "listen on",
                     path: path.clone(),
                     source,
                 })?;
-                Ok((GuestListener::Unix(listener), user_port))
+                Ok((GuestListener::Unix { listener, path }, user_port))
             }
         }
     }
@@ -231,7 +213,12 @@ pub enum NotifyListener {
 pub enum GuestListener {
     /// vhost-device-vsock's forward of the port: a Unix socket, 0600, in
     /// the VM's 0700 runtime directory.
-    Unix(UnixListener),
+    Unix {
+        /// The listener.
+        listener: UnixListener,
+        /// Its socket file.
+        path: PathBuf,
+    },
     /// The kernel's vsock: only connections from our guest's CID count.
     Vsock {
         /// The listener.
@@ -252,7 +239,7 @@ impl GuestListener {
     pub async fn accept(&self) -> std::io::Result<Box<dyn GuestStream>> {
         loop {
             match self {
-                GuestListener::Unix(listener) => return Ok(Box::new(listener.accept().await?.0)),
+                GuestListener::Unix { listener, .. } => return Ok(Box::new(listener.accept().await?.0)),
                 GuestListener::Vsock { listener, cid } => {
                     let (stream, peer) = listener.accept().await?;
                     if peer.cid() == *cid {
@@ -315,25 +302,9 @@ async fn hand_key<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, key: &AgentK
 /// `$VMSHIM_VHOST_DEVICE_VSOCK`, else `vhost-device-vsock` in PATH or in
 /// cargo's bin directory (where `scripts/setup.sh` installs it).
 fn find_vhost_device_vsock() -> Result<PathBuf, VmError> {
-    if let Some(path) = std::env::var_os("VMSHIM_VHOST_DEVICE_VSOCK") {
-        return Ok(PathBuf::from(path));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-    {
-        dirs.push(home.join("bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("vhost-device-vsock"))
-        .find(|p| p.is_file())
-        .ok_or(VmError::BackendFailed {
-            detail: "vhost-device-vsock is not installed and /dev/vhost-vsock is not usable: run scripts/setup.sh"
-                .into(),
-        })
+    super::find_helper_program("VMSHIM_VHOST_DEVICE_VSOCK", "vhost-device-vsock").ok_or(VmError::BackendFailed {
+        detail: "vhost-device-vsock is not installed and /dev/vhost-vsock is not usable: run scripts/setup.sh".into(),
+    })
 }
 
 /// A random number from the kernel.

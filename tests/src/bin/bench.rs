@@ -635,12 +635,5 @@ fn fs_tree(base: &Path) {
 
 /// The virtiofsd that vmshim runs, for its version.
 fn host_shim_virtiofsd() -> PathBuf {
-    if let Some(p) = std::env::var_os("VMSHIM_VIRTIOFSD") {
-        return p.into();
-    }
-    let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/virtiofsd"));
-    match cargo_bin {
-        Some(p) if p.is_file() => p,
-        _ => "virtiofsd".into(),
-    }
+    host_shim::vm::find_helper_program("VMSHIM_VIRTIOFSD", "virtiofsd").unwrap_or_else(|| "virtiofsd".into())
 }
