@@ -2,8 +2,8 @@
 # Installs what building and testing vminitd needs, and only what is missing:
 # the musl target, the system packages (QEMU, busybox, kernel source and its
 # build tools, e2fsprogs, runc/crun/umoci for the OCI tests, podman and
-# docker with their network stacks and compose, and containerd with ctr, for
-# the end-to-end tests)
+# docker with their network stacks and compose, and containerd with ctr and
+# the CNI plugins its CRI service wires pods with, for the end-to-end tests)
 # and the pinned vhost-device-vsock backend and virtiofsd daemon. Safe to run
 # again; a second run does nothing.
 set -euo pipefail
@@ -17,7 +17,7 @@ PACKAGES=(
   util-linux procps build-essential umoci runc crun
   libseccomp-dev libcap-ng-dev
   podman netavark aardvark-dns conmon docker.io podman-compose docker-compose
-  containerd
+  containerd containernetworking-plugins
   iproute2 iptables
 )
 
