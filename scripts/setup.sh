@@ -3,7 +3,8 @@
 # the musl target, the system packages (QEMU, busybox, kernel source and its
 # build tools, e2fsprogs, runc/crun/umoci for the OCI tests, podman and
 # docker with their network stacks and compose, and containerd with ctr and
-# the CNI plugins its CRI service wires pods with, for the end-to-end tests)
+# the CNI plugins its CRI service wires pods with, for the end-to-end tests;
+# protoc, which builds the tests' CRI client from Kubernetes' .proto files)
 # and the pinned vhost-device-vsock backend and virtiofsd daemon. Safe to run
 # again; a second run does nothing.
 set -euo pipefail
@@ -17,7 +18,7 @@ PACKAGES=(
   util-linux procps build-essential umoci runc crun
   libseccomp-dev libcap-ng-dev
   podman netavark aardvark-dns conmon docker.io podman-compose docker-compose
-  containerd containernetworking-plugins
+  containerd containernetworking-plugins protobuf-compiler
   iproute2 iptables
 )
 
