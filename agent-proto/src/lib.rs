@@ -53,6 +53,7 @@
 //! agent's own user (`SO_PEERCRED`), and the socket is 0600.
 
 pub mod container;
+pub mod container_stats;
 pub mod endpoint;
 pub mod frame;
 pub mod key;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::container::*;
+pub use crate::container_stats::*;
 use crate::key::AgentKey;
 
 /// The agent's handle for a process it manages. Assigned by the agent in the
@@ -263,6 +264,17 @@ pub enum Op {
         /// The limits to set; the parts left out keep their values.
         resources: Resources,
     },
+    /// The resource figures of a container's cgroup: CPU time, memory
+    /// (use, limit, `memory.stat`), memory events (OOM kills among them),
+    /// tasks, I/O per device. Answer: [`ContainerStats`], each part absent
+    /// where the cgroup has no file for it. A stopped container that has
+    /// not been deleted still has its cgroup and its figures. Errors:
+    /// [`ErrorCode::NotFound`]; [`ErrorCode::InvalidState`] for a
+    /// container without a cgroup.
+    ContainerStats {
+        /// The container's id.
+        container: String,
+    },
 }
 
 impl Op {
@@ -290,6 +302,7 @@ impl Op {
         "pause_container",
         "resume_container",
         "update_container",
+        "container_stats",
     ];
 
     /// The op's wire name, the `"op"` of its [`Request`] (one of
@@ -315,6 +328,7 @@ impl Op {
             Op::PauseContainer { .. } => "pause_container",
             Op::ResumeContainer { .. } => "resume_container",
             Op::UpdateContainer { .. } => "update_container",
+            Op::ContainerStats { .. } => "container_stats",
         }
     }
 }
@@ -992,6 +1006,9 @@ mod tests {
             Op::UpdateContainer {
                 container: String::new(),
                 resources: Resources::default(),
+            },
+            Op::ContainerStats {
+                container: String::new(),
             },
         ];
         let mut named = Vec::new();

@@ -657,6 +657,7 @@ fn op() -> impl Strategy<Value = Op> {
         text().prop_map(|container| Op::PauseContainer { container }),
         text().prop_map(|container| Op::ResumeContainer { container }),
         (text(), resources()).prop_map(|(container, resources)| Op::UpdateContainer { container, resources }),
+        text().prop_map(|container| Op::ContainerStats { container }),
     ]
 }
 

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use agent_proto::key::KEY_LINE_LEN;
 use agent_proto::{
-    parse_request, AttachReply, ContainerCreated, ContainerInfo, Created, ErrorCode, ExitStatus, HelloReply, Op, Open,
-    Outcome, Response, Started, Stats, AGENT_PORT, MAX_FRAME_LEN, MAX_OPEN_FRAME_LEN, PROTOCOL_VERSION, READY_LINE,
+    parse_request, AttachReply, ContainerCreated, ContainerInfo, ContainerStats, Created, ErrorCode, ExitStatus,
+    HelloReply, Op, Open, Outcome, Response, Started, Stats, AGENT_PORT, MAX_FRAME_LEN, MAX_OPEN_FRAME_LEN,
+    PROTOCOL_VERSION, READY_LINE,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -210,6 +211,7 @@ fn check_answer(op: &str, ok: &Value) -> Result<(), String> {
         "create_container" => decodes_whole::<ContainerCreated>(ok).map(drop),
         "container_state" => decodes_whole::<ContainerInfo>(ok).map(drop),
         "list_containers" => decodes_whole::<Vec<ContainerInfo>>(ok).map(drop),
+        "container_stats" => decodes_whole::<ContainerStats>(ok).map(drop),
         "signal" | "resize" | "configure_network" | "shutdown" | "kill_container" | "delete_container"
         | "pause_container" | "resume_container" | "update_container" => match ok {
             Value::Null => Ok(()),

@@ -20,19 +20,21 @@
 //! 6. attaches the device filter (`devices.rs`).
 //!
 //! A container's processes are born in it (`clone3` with
-//! `CLONE_INTO_CGROUP` on [`Cgroup::open_dir`]); [`Cgroup::remove`] kills
-//! what is left and removes the directory.
+//! `CLONE_INTO_CGROUP` on [`Cgroup::open_dir`]); [`Cgroup::stats`] reads
+//! its figures (`stats.rs`); [`Cgroup::remove`] kills what is left and
+//! removes the directory.
 
 mod devices;
 mod error;
 mod limits;
+mod stats;
 
 use std::io::{ErrorKind, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_proto::{DeviceRule, Resources};
+use agent_proto::{ContainerStats, DeviceRule, Resources};
 
 pub use self::error::CgroupError;
 use self::limits::{IfMissing, Setting};
@@ -125,6 +127,12 @@ impl Cgroup {
             value: pid.to_string(),
             source,
         })
+    }
+
+    /// The cgroup's figures: CPU, memory, memory events, tasks and I/O,
+    /// each absent where the cgroup has no file for it.
+    pub fn stats(&self) -> Result<ContainerStats, CgroupError> {
+        stats::read(&self.path)
     }
 
     /// The processes in the cgroup (not in its sub-cgroups).

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_proto::{
-    ContainerCreated, ContainerInfo, ContainerSpec, ContainerStatus, Created, ProcessSpec, Resources, Started,
+    ContainerCreated, ContainerInfo, ContainerSpec, ContainerStats, ContainerStatus, Created, ProcessSpec, Resources,
+    Started,
 };
 
 use super::cgroup::{Cgroup, CgroupError};
@@ -246,6 +247,23 @@ impl Engine {
                 id: id.to_owned(),
                 source,
             },
+        })
+    }
+
+    /// The figures of the container's cgroup, whatever its status: a
+    /// stopped container keeps its cgroup until `delete`.
+    pub fn stats(&self, id: &str) -> Result<ContainerStats, ContainerError> {
+        let container = self.containers.get(id)?;
+        let Some(cgroup) = &container.cgroup else {
+            return Err(ContainerError::InvalidState {
+                id: id.to_owned(),
+                status: container.status().name(),
+                why: "it has no cgroup",
+            });
+        };
+        cgroup.stats().map_err(|source| ContainerError::Cgroup {
+            id: id.to_owned(),
+            source,
         })
     }
 

@@ -250,6 +250,7 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             containers.update(&id, &resources).map_err(|e| e.to_body())?;
             Ok(Value::Null)
         }
+        Op::ContainerStats { container: id } => json(containers.stats(&id).map_err(|e| e.to_body())?),
     }
 }
 
