@@ -49,6 +49,14 @@ impl Bundle {
         let (spec, rootfs, shares) = container::translate(dir, id, RootPlacement::Guest)?;
         Ok(Bundle { rootfs, spec, shares })
     }
+
+    /// [`Bundle::read`] for a container of a pod, created in its sandbox's
+    /// VM: namespaces joined by path are carried as they are (the pod's
+    /// code maps those of the sandbox into the guest and refuses others).
+    pub fn read_pod_member(dir: &Path, id: &str) -> Result<Bundle, ImageError> {
+        let (spec, rootfs, shares) = container::translate_with(dir, id, RootPlacement::Guest, true)?;
+        Ok(Bundle { rootfs, spec, shares })
+    }
 }
 
 /// `dir/config.json`'s path and its JSON.

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_proto::{ContainerStatus, ExitStatus, ProcessId, ProcessSpec, StreamKind};
+use agent_proto::{ContainerStatus, ExitStatus, ProcessId, ProcessSpec, StreamKind, WindowSize};
 use tokio::task::JoinHandle;
 
 use super::relay::{relay_input, relay_output};
@@ -18,7 +18,7 @@ use crate::image::{self, RootPlacement};
 /// How long the output relays may take to deliver their last bytes once
 /// the agent has said the process ended (a terminal whose master nobody
 /// reads can hold them).
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Where `exec` takes its process from.
 #[derive(Debug, Clone)]
@@ -95,68 +95,119 @@ impl Runtime {
             _ => return Err(RuntimeError::ExecStopped { id: id.to_owned() }),
         };
         let client = connect(&endpoint, id).await?;
-        let terminal = process.terminal;
-        let size = process.size;
-        let created = client.exec_container(id, process).await.map_err(|e| agent_err(id, e))?;
-        let (stdin, stdout, stderr, console_socket) = match stdio {
-            ExecStdio::Files { stdin, stdout, stderr } => (stdin, Some(stdout), Some(stderr), None),
-            ExecStdio::ConsoleSocket(path) => (None, None, None, Some(path)),
-        };
-        let attach = |wanted: bool, kind| {
-            let client = &client;
-            async move {
-                match wanted {
-                    true => client.attach(created, kind).await.map(Some),
-                    false => Ok(None),
-                }
-            }
-        };
-        let (stdin_conn, stdout_conn, stderr_conn) = tokio::try_join!(
-            attach(stdin.is_some() || console_socket.is_some(), StreamKind::Stdin),
-            attach(true, StreamKind::Stdout),
-            attach(!terminal, StreamKind::Stderr),
-        )
-        .map_err(|e| agent_err(id, e))?;
-        let stdout_conn = stdout_conn.expect("stdout is attached");
-        let mut exec = Exec {
-            client,
-            process: created,
-            pid: 0,
-            stdin: None,
-            outputs: Vec::new(),
-            console: None,
-        };
-        match console_socket {
-            Some(path) => {
-                let slave = console::hand_over(&path, size)?;
-                let (input, output) =
-                    console::relay(&slave, stdin_conn, stdout_conn).map_err(|source| RuntimeError::Io {
-                        what: "relay the terminal of",
-                        path: path.clone(),
-                        source,
-                    })?;
-                exec.stdin = input;
-                exec.outputs.push(output);
-                exec.console = Some(slave);
-            }
-            None => {
-                if let (Some(file), Some(conn)) = (stdin, stdin_conn) {
-                    exec.stdin = Some(tokio::spawn(relay_input(file, conn)));
-                }
-                if let Some(file) = stdout {
-                    exec.outputs.push(tokio::spawn(relay_output(stdout_conn, file)));
-                }
-                if let (Some(file), Some(conn)) = (stderr, stderr_conn) {
-                    exec.outputs.push(tokio::spawn(relay_output(conn, file)));
-                }
-            }
-        }
-        exec.pid = exec.client.start(created).await.map_err(|e| agent_err(id, e))?;
-        Ok(exec)
+        exec_with(client, id, process, stdio).await
     }
 }
 
+/// Starts `process` in container `id` of the agent `client` talks to, its
+/// stdio relayed to `stdio`.
+pub(super) async fn exec_with(
+    client: Client,
+    id: &str,
+    process: ProcessSpec,
+    stdio: ExecStdio,
+) -> Result<Exec, RuntimeError> {
+    if matches!(stdio, ExecStdio::ConsoleSocket(_)) && !process.terminal {
+        return Err(RuntimeError::BadProcess {
+            detail: "cannot use console socket if runc will not detach or allocate tty".into(),
+        });
+    }
+    let terminal = process.terminal;
+    let size = process.size;
+    let created = client.exec_container(id, process).await.map_err(|e| agent_err(id, e))?;
+    let mut exec = attach(client, id, created, terminal, size, stdio).await?;
+    exec.pid = exec.client.start(created).await.map_err(|e| agent_err(id, e))?;
+    Ok(exec)
+}
+
+/// The streams of `process` (of container `id`, created, not started)
+/// attached and relayed to `stdio`.
+pub(super) async fn attach(
+    client: Client,
+    id: &str,
+    created: ProcessId,
+    terminal: bool,
+    size: Option<WindowSize>,
+    stdio: ExecStdio,
+) -> Result<Exec, RuntimeError> {
+    let (stdin, stdout, stderr, console_socket) = match stdio {
+        ExecStdio::Files { stdin, stdout, stderr } => (stdin, Some(stdout), Some(stderr), None),
+        ExecStdio::ConsoleSocket(path) => (None, None, None, Some(path)),
+    };
+    let attach = |wanted: bool, kind| {
+        let client = &client;
+        async move {
+            match wanted {
+                true => client.attach(created, kind).await.map(Some),
+                false => Ok(None),
+            }
+        }
+    };
+    let (stdin_conn, stdout_conn, stderr_conn) = tokio::try_join!(
+        attach(stdin.is_some() || console_socket.is_some(), StreamKind::Stdin),
+        attach(true, StreamKind::Stdout),
+        attach(!terminal, StreamKind::Stderr),
+    )
+    .map_err(|e| agent_err(id, e))?;
+    let stdout_conn = stdout_conn.expect("stdout is attached");
+    let mut exec = Exec {
+        client,
+        process: created,
+        pid: 0,
+        stdin: None,
+        outputs: Vec::new(),
+        console: None,
+    };
+    match console_socket {
+        Some(path) => {
+            let slave = console::hand_over(&path, size)?;
+            let (input, output) =
+                console::relay(&slave, stdin_conn, stdout_conn).map_err(|source| RuntimeError::Io {
+                    what: "relay the terminal of",
+                    path: path.clone(),
+                    source,
+                })?;
+            exec.stdin = input;
+            exec.outputs.push(output);
+            exec.console = Some(slave);
+        }
+        None => {
+            if let (Some(file), Some(conn)) = (stdin, stdin_conn) {
+                exec.stdin = Some(tokio::spawn(relay_input(file, conn)));
+            }
+            if let Some(file) = stdout {
+                exec.outputs.push(tokio::spawn(relay_output(stdout_conn, file)));
+            }
+            if let (Some(file), Some(conn)) = (stderr, stderr_conn) {
+                exec.outputs.push(tokio::spawn(relay_output(conn, file)));
+            }
+        }
+    }
+    Ok(exec)
+}
+
+/// What an [`Exec`] is made of, for a pod's container, whose process is
+/// the container's (see [`super::pod`]).
+pub(super) struct ExecParts {
+    pub(super) client: Client,
+    pub(super) process: ProcessId,
+    pub(super) stdin: Option<JoinHandle<()>>,
+    pub(super) outputs: Vec<JoinHandle<()>>,
+    pub(super) console: Option<OwnedFd>,
+}
+
 impl Exec {
+    /// Its parts.
+    pub(super) fn into_parts(self) -> ExecParts {
+        ExecParts {
+            client: self.client,
+            process: self.process,
+            stdin: self.stdin,
+            outputs: self.outputs,
+            console: self.console,
+        }
+    }
+
     /// The process's pid in the VM.
     pub fn guest_pid(&self) -> i32 {
         self.pid

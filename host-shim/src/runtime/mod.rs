@@ -37,6 +37,7 @@
 pub(crate) mod console;
 mod exec;
 pub(crate) mod hooks;
+pub mod pod;
 mod process;
 pub(crate) mod relay;
 mod signal;
@@ -60,6 +61,7 @@ use crate::private::{ensure_private_dir, PrivateError};
 use crate::vm::VmConfig;
 pub use console::ConsoleError;
 pub use exec::{Exec, ExecProcess, ExecStdio};
+pub use pod::{Pod, PodDir, PodMember};
 use hooks::HostHooks;
 pub use process::ExecFlags;
 pub use signal::parse_signal;
@@ -291,6 +293,9 @@ pub struct CreateOptions {
     /// this process's stdin and stdout. Else (`create`, `run --detach`) a
     /// terminal needs a console socket, as with runc.
     pub foreground: bool,
+    /// Host directories the VM shares too, after those of the spec's bind
+    /// mounts (a pod's directory, [`PodDir::share`]).
+    pub shares: Vec<crate::vm::virtiofs::SharedPath>,
 }
 
 /// The containers of one root directory.
@@ -421,11 +426,13 @@ impl Runtime {
                 network,
             };
             let (this, id) = (self.clone(), id.to_owned());
+            let extra_shares = options.shares.clone();
             // Blocking: the image is packed on a first use, and the daemon
             // is waited for until it has taken the instance over.
             tokio::task::spawn_blocking(move || {
                 let mut instance = this.instance_spec(&rootfs)?;
                 instance.shares = shares;
+                instance.shares.extend(extra_shares);
                 instance.container = Some(main);
                 this.instances(&id)
                     .start_container(&instance_name(&id), &instance, enter)
@@ -1054,6 +1061,7 @@ mod tests {
             console_socket: None,
             stdin: false,
             foreground: false,
+            shares: Vec::new(),
         };
         let err = runtime.create("c1", &options).await.unwrap_err().to_string();
         assert_eq!(

@@ -13,7 +13,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use host_shim::accel::Accel;
 use host_shim::image::{container_spec, RootPlacement};
 use host_shim::runtime::{
-    parse_signal, rfc3339_nanos, write_pid_file, CreateOptions, Runtime, RuntimeError, State, VmSettings, DEFAULT_ROOT,
+    parse_signal, rfc3339_nanos, write_pid_file, CreateOptions, PodDir, Runtime, RuntimeError, State, VmSettings,
+    DEFAULT_ROOT,
 };
 use host_shim::terminal::{is_terminal, window_size, RawMode};
 
@@ -152,6 +153,12 @@ struct CreateArgs {
     /// Accepted, as runc accepts it.
     #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
+    /// Also share host directory DIR with the container's VM, with what is
+    /// mounted below it, then and later (after the spec's bind mounts: the
+    /// guest sees it at /run/vminitd/shares/N, N their count). A pod's
+    /// sandbox shares the pod's directory so.
+    #[arg(long = "share", value_name = "DIR")]
+    share: Vec<PathBuf>,
     id: String,
 }
 
@@ -250,6 +257,7 @@ async fn create(runtime: &Runtime, args: &CreateArgs, foreground: bool) -> Resul
         console_socket: args.console_socket.clone(),
         stdin: !is_terminal(libc::STDIN_FILENO),
         foreground,
+        shares: args.share.iter().map(|dir| PodDir::at(dir).share()).collect(),
     };
     let state = runtime.create(&args.id, &options).await?;
     if let Some(path) = &args.pid_file {

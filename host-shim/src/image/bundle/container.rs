@@ -124,13 +124,25 @@ pub(super) fn translate(
     id: &str,
     placement: RootPlacement,
 ) -> Result<(ContainerSpec, PathBuf, Vec<SharedPath>), ImageError> {
+    translate_with(dir, id, placement, false)
+}
+
+/// [`translate`]; with `namespace_paths`, namespaces joined by path are
+/// carried as they are, for the caller to map into the guest (a pod's
+/// containers join their sandbox's, see [`crate::runtime::pod`]).
+pub(super) fn translate_with(
+    dir: &Path,
+    id: &str,
+    placement: RootPlacement,
+    namespace_paths: bool,
+) -> Result<(ContainerSpec, PathBuf, Vec<SharedPath>), ImageError> {
     let (path, value) = read_config(dir)?;
     let bundle = std::path::absolute(dir).map_err(|e| bad(&path, format!("cannot resolve the bundle: {e}")))?;
     let mut unsupported = unsupported_fields(&value);
     if placement == RootPlacement::Host {
         unsupported.extend(lsm_labels(&value));
     }
-    if placement == RootPlacement::Guest {
+    if placement == RootPlacement::Guest && !namespace_paths {
         unsupported.extend(host_references(&value));
     }
     if !unsupported.is_empty() {
