@@ -1,6 +1,7 @@
 //! `containerd-shim-vminitd-v2`: containerd's shim v2 (runtime type
 //! `io.containerd.vminitd.v2`) whose containers are vminitd micro-VMs,
-//! one VM per container, as `vmshim runtime` makes them.
+//! as `vmshim runtime` makes them: one VM per container, or per pod (one
+//! shim and one VM for all the containers of a pod, [`pod`]).
 //!
 //! containerd starts the shim with `start`, talks to it over ttrpc (the
 //! task service, [`service`]), and runs it with `delete` to clean up after
@@ -8,6 +9,7 @@
 //! `vmshim/` (the runtime's root directory): containerd removes the bundle
 //! after the task's delete.
 
+mod pod;
 mod service;
 
 use std::path::Path;
@@ -42,8 +44,11 @@ impl Shim for VminitdShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        // One shim per container: its own id is the grouping.
-        let grouping = opts.id.clone();
+        // One shim per pod (the containers of a pod are made in its
+        // sandbox's VM), else one per container. containerd runs `start`
+        // in the container's bundle.
+        let bundle = std::env::current_dir().map_err(|e| Error::Other(format!("the bundle: {e}")))?;
+        let grouping = pod::grouping(&bundle, &opts.id);
         let address = spawn(opts, &grouping, Vec::new()).await?;
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
         Ok(address)

@@ -45,13 +45,28 @@ use containerd_shim::protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Context;
-use host_shim::runtime::{Exec, ExecProcess, ExecStdio, Runtime, RuntimeError};
+use host_shim::image::Bundle;
+use host_shim::runtime::{Exec, ExecProcess, ExecStdio, Pod, PodDir, PodMember, Runtime, RuntimeError};
 use tokio::sync::{watch, Mutex};
 
 use agent_proto::{ContainerStatus, ExitStatus};
 
+use crate::pod::{self, PodState};
+
 /// The runtime's root directory, inside the bundle.
 const ROOT: &str = "vmshim";
+
+/// Container `id` of `slot`.
+fn held<'a>(slot: &'a HashMap<String, Container>, id: &str) -> Result<&'a Container, ttrpc::Error> {
+    slot.get(id)
+        .ok_or_else(|| not_found(format!("container {id} does not exist")))
+}
+
+/// Container `id` of `slot`, to change.
+fn held_mut<'a>(slot: &'a mut HashMap<String, Container>, id: &str) -> Result<&'a mut Container, ttrpc::Error> {
+    slot.get_mut(id)
+        .ok_or_else(|| not_found(format!("container {id} does not exist")))
+}
 
 /// How a process ended and when.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +93,9 @@ struct Container {
     output: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Whether the rootfs was mounted on the bundle's `rootfs` by us.
     mounted: bool,
+    /// A container of a pod made in its sandbox's VM; `None`: a container
+    /// with a VM of its own.
+    member: Option<Arc<PodMember>>,
     exit: ExitWatch,
     exit_tx: Option<watch::Sender<Option<Exited>>>,
     execs: HashMap<String, ExecEntry>,
@@ -104,7 +122,10 @@ pub struct Service {
     namespace: String,
     publisher: Arc<RemotePublisher>,
     exit: Arc<ExitSignal>,
-    container: Arc<Mutex<Option<Container>>>,
+    /// The containers it holds: one, or a pod's.
+    containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// The pod, once its sandbox is created.
+    pod: Arc<Mutex<Option<PodState>>>,
 }
 
 impl Service {
@@ -116,7 +137,8 @@ impl Service {
             namespace: namespace.to_owned(),
             publisher: Arc::new(publisher),
             exit,
-            container: Arc::new(Mutex::new(None)),
+            containers: Arc::new(Mutex::new(HashMap::new())),
+            pod: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -413,6 +435,23 @@ fn exit_code(status: &ExitStatus) -> u32 {
     status.shell_code() as u32
 }
 
+/// What `vmshim runtime create` is given beyond the bundle: the VM's size
+/// and, for a pod's sandbox, the pod's directory to share.
+struct CreateExtra {
+    cpus: u32,
+    memory_mib: u32,
+    share: Option<PathBuf>,
+}
+
+/// A created container's process, as `Create` keeps it.
+struct Made {
+    pid: u32,
+    stdin_hold: Option<StdinRelay>,
+    console: Option<Console>,
+    output: Option<tokio::sync::oneshot::Receiver<()>>,
+    member: Option<Arc<PodMember>>,
+}
+
 /// Runs `vmshim runtime create` for container `id` of `bundle` with the
 /// given stdio; waits for it through the shim's reaper, which reaps every
 /// child.
@@ -420,6 +459,7 @@ async fn run_create(
     bundle: &Path,
     id: &str,
     console_socket: Option<&Path>,
+    extra: &CreateExtra,
     stdin: File,
     stdout: File,
     stderr: File,
@@ -436,11 +476,18 @@ async fn run_create(
         .arg(bundle.join(ROOT))
         .arg("--log")
         .arg(&log)
+        .arg("--cpus")
+        .arg(extra.cpus.to_string())
+        .arg("--vm-memory")
+        .arg(extra.memory_mib.to_string())
         .arg("create")
         .arg("--bundle")
         .arg(bundle);
     if let Some(path) = console_socket {
         command.arg("--console-socket").arg(path);
+    }
+    if let Some(dir) = &extra.share {
+        command.arg("--share").arg(dir);
     }
     let spawned = command
         .arg(id)
@@ -489,6 +536,13 @@ pub async fn clean_up(bundle: &Path, id: &str) {
     }
     unmount_rootfs(bundle);
     let _ = std::fs::remove_dir_all(bundle.join(ROOT));
+    // A sandbox's pod directory, with whatever of its pod is mounted there.
+    let pod_dir = bundle.join(pod::POD_DIR);
+    if pod_dir.exists() {
+        if let Err(left) = PodDir::at(&pod_dir).remove() {
+            log::warn!("{left}");
+        }
+    }
 }
 
 fn unmount_rootfs(bundle: &Path) {
@@ -508,12 +562,17 @@ impl Service {
         bundle: PathBuf,
         id: String,
         pid: u32,
+        member: Option<Arc<PodMember>>,
         tx: watch::Sender<Option<Exited>>,
         output: Option<tokio::sync::oneshot::Receiver<()>>,
     ) {
         let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
         tokio::spawn(async move {
-            let status = match runtime(&bundle).wait(&id).await {
+            let waited = match &member {
+                Some(m) => m.wait().await,
+                None => runtime(&bundle).wait(&id).await,
+            };
+            let status = match waited {
                 Ok(status) => exit_code(&status),
                 Err(e) => {
                     log::error!("waiting for container {id}: {e}");
@@ -549,7 +608,7 @@ impl Service {
         output: Option<tokio::sync::oneshot::Receiver<()>>,
     ) {
         let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
-        let container = self.container.clone();
+        let containers = self.containers.clone();
         tokio::spawn(async move {
             let status = match exec.wait().await {
                 Ok(status) => exit_code(&status),
@@ -561,7 +620,7 @@ impl Service {
             drained(output).await;
             // The last output written out before the exit is told; the
             // process's handle is ours alone once Kill is not using it.
-            if let Some(c) = container.lock().await.as_mut() {
+            if let Some(c) = containers.lock().await.get_mut(&id) {
                 if let Some(e) = c.execs.get_mut(&exec_id) {
                     e.process = None;
                 }
@@ -596,8 +655,9 @@ impl Service {
         });
     }
 
-    fn check_id(&self, id: &str) -> Result<(), ttrpc::Error> {
-        if id != self.id {
+    /// Checks that `id` is the shim's or one of its containers.
+    async fn check_id(&self, id: &str) -> Result<(), ttrpc::Error> {
+        if id != self.id && !self.containers.lock().await.contains_key(id) {
             return Err(not_found(format!("container {id}: this shim holds {}", self.id)));
         }
         Ok(())
@@ -605,11 +665,17 @@ impl Service {
 
     /// Container `id`'s bundle.
     async fn bundle(&self, id: &str) -> Result<PathBuf, ttrpc::Error> {
-        self.check_id(id)?;
-        match self.container.lock().await.as_ref() {
-            Some(c) => Ok(c.bundle.clone()),
-            None => Err(not_found(format!("container {id} does not exist"))),
+        Ok(held(&*self.containers.lock().await, id)?.bundle.clone())
+    }
+
+    /// Freezes or thaws container `id`.
+    async fn set_paused(&self, bundle: &Path, id: &str, paused: bool) -> Result<(), ttrpc::Error> {
+        let member = held(&*self.containers.lock().await, id)?.member.clone();
+        match member {
+            Some(m) => m.set_paused(paused).await,
+            None => runtime(bundle).set_paused(id, paused).await,
         }
+        .map_err(runtime_err)
     }
 }
 
@@ -643,18 +709,27 @@ async fn wait_exit(mut rx: ExitWatch) -> Result<Exited, ttrpc::Error> {
 #[async_trait::async_trait]
 impl Task for Service {
     async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
-        self.check_id(&req.id)?;
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring a checkpoint"));
         }
-        let mut slot = self.container.lock().await;
-        if slot.is_some() {
+        let mut slot = self.containers.lock().await;
+        if slot.contains_key(&req.id) {
             return Err(status_code(
                 ttrpc::Code::ALREADY_EXISTS,
                 format!("container {} exists", req.id),
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
+        let role = pod::Role::of_bundle(&bundle).map_err(|e| status_code(ttrpc::Code::INVALID_ARGUMENT, e))?;
+        if !matches!(role, pod::Role::Member { .. }) && !slot.is_empty() {
+            return Err(status_code(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!(
+                    "container {}: this shim holds {}, and only the containers of its pod join it",
+                    req.id, self.id
+                ),
+            ));
+        }
         let mut mounted = false;
         if !req.rootfs.is_empty() {
             let rootfs = bundle.join("rootfs");
@@ -666,37 +741,11 @@ impl Task for Service {
                 mounted = true;
             }
         }
-        let made = async {
-            if req.terminal {
-                // The terminal's master comes to a console socket, as
-                // runc's shim gets it; its stdio is relayed to the FIFOs.
-                let socket = bundle.join("console.sock");
-                let _ = std::fs::remove_file(&socket);
-                let listener = UnixListener::bind(&socket)
-                    .map_err(|e| internal(format!("listen on {}: {e}", socket.display())))?;
-                let null = |write: bool| {
-                    OpenOptions::new()
-                        .read(!write)
-                        .write(write)
-                        .open("/dev/null")
-                        .map_err(|e| internal(format!("open /dev/null: {e}")))
-                };
-                let created = run_create(&bundle, &req.id, Some(&socket), null(false)?, null(true)?, null(true)?).await;
-                let master = created.and_then(|()| receive_master(&listener, &req.id));
-                let _ = std::fs::remove_file(&socket);
-                let (console, output) = relay_console(master?, &req.stdin, &req.stdout)?;
-                let state = runtime(&bundle).state(&req.id).await.map_err(runtime_err)?;
-                return Ok::<_, ttrpc::Error>((state.pid, None, Some(console), Some(output)));
-            }
-            let (stdin, stdin_hold) = open_stdin(&req.stdin)?;
-            let stdout = open_output(&req.stdout)?;
-            let stderr = open_output(&req.stderr)?;
-            run_create(&bundle, &req.id, None, stdin, stdout, stderr).await?;
-            let state = runtime(&bundle).state(&req.id).await.map_err(runtime_err)?;
-            Ok::<_, ttrpc::Error>((state.pid, stdin_hold, None, None))
-        }
-        .await;
-        let (pid, stdin_hold, console, output) = match made {
+        let made = match &role {
+            pod::Role::Member { sandbox } => self.create_member(&req, &bundle, sandbox).await,
+            _ => self.create_own(&req, &bundle, role == pod::Role::Sandbox).await,
+        };
+        let made = match made {
             Ok(made) => made,
             Err(e) => {
                 if mounted {
@@ -705,21 +754,26 @@ impl Task for Service {
                 return Err(e);
             }
         };
+        let pid = made.pid;
         let (tx, rx) = watch::channel(None);
-        *slot = Some(Container {
-            bundle: bundle.clone(),
-            pid,
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            stdin_hold,
-            console,
-            output,
-            mounted,
-            exit: rx,
-            exit_tx: Some(tx),
-            execs: HashMap::new(),
-        });
+        slot.insert(
+            req.id.clone(),
+            Container {
+                bundle: bundle.clone(),
+                pid,
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                stdin_hold: made.stdin_hold,
+                console: made.console,
+                output: made.output,
+                mounted,
+                member: made.member,
+                exit: rx,
+                exit_tx: Some(tx),
+                execs: HashMap::new(),
+            },
+        );
         drop(slot);
         let event = TaskCreate {
             container_id: req.id.clone(),
@@ -748,13 +802,19 @@ impl Task for Service {
         if !req.exec_id.is_empty() {
             return self.start_exec(&bundle, &req.id, &req.exec_id).await;
         }
-        runtime(&bundle).start(&req.id).await.map_err(runtime_err)?;
+        let member = held(&*self.containers.lock().await, &req.id)?.member.clone();
+        match &member {
+            Some(m) => {
+                m.start().await.map_err(runtime_err)?;
+            }
+            None => runtime(&bundle).start(&req.id).await.map_err(runtime_err)?,
+        }
         let (pid, tx, output) = {
-            let mut slot = self.container.lock().await;
-            let c = slot.as_mut().expect("a container whose bundle was found");
+            let mut slot = self.containers.lock().await;
+            let c = held_mut(&mut slot, &req.id)?;
             (c.pid, take_sender(&mut c.exit_tx), c.output.take())
         };
-        self.watch_container(bundle, req.id.clone(), pid, tx, output);
+        self.watch_container(bundle, req.id.clone(), pid, member, tx, output);
         let event = TaskStart {
             container_id: req.id.clone(),
             pid,
@@ -769,8 +829,8 @@ impl Task for Service {
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
         let bundle = self.bundle(&req.id).await?;
-        let slot = self.container.lock().await;
-        let c = slot.as_ref().expect("a container whose bundle was found");
+        let slot = self.containers.lock().await;
+        let c = held(&slot, &req.id)?;
         let mut resp = StateResponse {
             id: req.id.clone(),
             bundle: bundle.display().to_string(),
@@ -786,9 +846,13 @@ impl Task for Service {
             let status = match exited {
                 Some(_) => Status::STOPPED,
                 None => {
-                    let rt = runtime(&bundle);
+                    let member = c.member.clone();
                     drop(slot);
-                    match rt.state(&req.id).await.map_err(runtime_err)?.status {
+                    let status = match member {
+                        Some(m) => m.status().await.map_err(runtime_err)?.name().to_owned(),
+                        None => runtime(&bundle).state(&req.id).await.map_err(runtime_err)?.status,
+                    };
+                    match status {
                         s if s == ContainerStatus::Created.name() => Status::CREATED,
                         s if s == ContainerStatus::Running.name() => Status::RUNNING,
                         s if s == ContainerStatus::Paused.name() => Status::PAUSED,
@@ -826,8 +890,8 @@ impl Task for Service {
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
         self.bundle(&req.id).await?;
         let rx = {
-            let slot = self.container.lock().await;
-            let c = slot.as_ref().expect("a container whose bundle was found");
+            let slot = self.containers.lock().await;
+            let c = held(&slot, &req.id)?;
             if req.exec_id.is_empty() {
                 c.exit.clone()
             } else {
@@ -849,18 +913,20 @@ impl Task for Service {
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
         let bundle = self.bundle(&req.id).await?;
         if req.exec_id.is_empty() {
-            runtime(&bundle)
-                .kill(&req.id, req.signal as i32, req.all)
-                .await
-                .map_err(|e| match e {
-                    RuntimeError::NotRunning { .. } => not_found("process already finished".into()),
-                    e => runtime_err(e),
-                })?;
+            let member = held(&*self.containers.lock().await, &req.id)?.member.clone();
+            let killed = match member {
+                Some(m) => m.kill(req.signal as i32, req.all).await,
+                None => runtime(&bundle).kill(&req.id, req.signal as i32, req.all).await,
+            };
+            killed.map_err(|e| match e {
+                RuntimeError::NotRunning { .. } => not_found("process already finished".into()),
+                e => runtime_err(e),
+            })?;
             return Ok(Empty::new());
         }
         let process = {
-            let slot = self.container.lock().await;
-            let c = slot.as_ref().expect("a container whose bundle was found");
+            let slot = self.containers.lock().await;
+            let c = held(&slot, &req.id)?;
             let e = c
                 .execs
                 .get(&req.exec_id)
@@ -880,8 +946,8 @@ impl Task for Service {
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let bundle = self.bundle(&req.id).await?;
         if !req.exec_id.is_empty() {
-            let mut slot = self.container.lock().await;
-            let c = slot.as_mut().expect("a container whose bundle was found");
+            let mut slot = self.containers.lock().await;
+            let c = held_mut(&mut slot, &req.id)?;
             let e = c
                 .execs
                 .get(&req.exec_id)
@@ -906,14 +972,53 @@ impl Task for Service {
                 ..Default::default()
             });
         }
-        runtime(&bundle).delete(&req.id, false).await.map_err(runtime_err)?;
-        let mut slot = self.container.lock().await;
-        let c = slot.take().expect("a container whose bundle was found");
+        let (member, ended) = {
+            let slot = self.containers.lock().await;
+            let c = held(&slot, &req.id)?;
+            let ended = c.exit.borrow().is_some();
+            (c.member.clone(), ended)
+        };
+        match &member {
+            Some(m) => {
+                let running = !ended
+                    && matches!(
+                        m.status().await,
+                        Ok(ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused)
+                    );
+                if running {
+                    return Err(status_code(
+                        ttrpc::Code::FAILED_PRECONDITION,
+                        format!("container {} is still running", req.id),
+                    ));
+                }
+                if let Err(e) = m.delete().await {
+                    // With its VM gone, nothing of it is left there.
+                    log::warn!("deleting container {} from its pod's VM: {e}", req.id);
+                }
+            }
+            None => runtime(&bundle).delete(&req.id, false).await.map_err(runtime_err)?,
+        }
+        let mut slot = self.containers.lock().await;
+        let c = slot
+            .remove(&req.id)
+            .ok_or_else(|| not_found(format!("container {} does not exist", req.id)))?;
         if c.mounted {
             unmount_rootfs(&bundle);
         }
-        let _ = std::fs::remove_dir_all(bundle.join(ROOT));
-        let _ = std::fs::remove_file(bundle.join("vmshim-create.log"));
+        if member.is_none() {
+            let _ = std::fs::remove_dir_all(bundle.join(ROOT));
+            let _ = std::fs::remove_file(bundle.join("vmshim-create.log"));
+            let mut pod = self.pod.lock().await;
+            if let Some(state) = pod.as_ref().filter(|p| p.sandbox == req.id) {
+                // The VM is gone with the sandbox: so is the pod's
+                // directory, with whatever of its containers is mounted
+                // there.
+                if let Err(left) = state.dir.remove() {
+                    log::warn!("{left}");
+                }
+                *pod = None;
+            }
+        }
         let exited = (*c.exit.borrow()).unwrap_or(Exited {
             status: 0,
             at: SystemTime::now(),
@@ -938,8 +1043,8 @@ impl Task for Service {
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
         self.bundle(&req.id).await?;
-        let slot = self.container.lock().await;
-        let c = slot.as_ref().expect("a container whose bundle was found");
+        let slot = self.containers.lock().await;
+        let c = held(&slot, &req.id)?;
         // The host pids: the container's (its instance daemon); exec'd
         // processes live in the VM and have none.
         let processes = vec![ProcessInfo {
@@ -954,7 +1059,7 @@ impl Task for Service {
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
         let bundle = self.bundle(&req.id).await?;
-        runtime(&bundle).set_paused(&req.id, true).await.map_err(runtime_err)?;
+        self.set_paused(&bundle, &req.id, true).await?;
         let event = TaskPaused {
             container_id: req.id.clone(),
             ..Default::default()
@@ -965,7 +1070,7 @@ impl Task for Service {
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
         let bundle = self.bundle(&req.id).await?;
-        runtime(&bundle).set_paused(&req.id, false).await.map_err(runtime_err)?;
+        self.set_paused(&bundle, &req.id, false).await?;
         let event = TaskResumed {
             container_id: req.id.clone(),
             ..Default::default()
@@ -986,8 +1091,8 @@ impl Task for Service {
             .spec
             .as_ref()
             .ok_or_else(|| status_code(ttrpc::Code::INVALID_ARGUMENT, "exec without a process spec".into()))?;
-        let mut slot = self.container.lock().await;
-        let c = slot.as_mut().expect("a container whose bundle was found");
+        let mut slot = self.containers.lock().await;
+        let c = held_mut(&mut slot, &req.id)?;
         if c.execs.contains_key(&req.exec_id) {
             return Err(status_code(
                 ttrpc::Code::ALREADY_EXISTS,
@@ -1027,8 +1132,8 @@ impl Task for Service {
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         self.bundle(&req.id).await?;
-        let slot = self.container.lock().await;
-        let c = slot.as_ref().expect("a container whose bundle was found");
+        let slot = self.containers.lock().await;
+        let c = held(&slot, &req.id)?;
         let console = if req.exec_id.is_empty() {
             c.console.as_ref()
         } else {
@@ -1051,8 +1156,8 @@ impl Task for Service {
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
         self.bundle(&req.id).await?;
-        let mut slot = self.container.lock().await;
-        let c = slot.as_mut().expect("a container whose bundle was found");
+        let mut slot = self.containers.lock().await;
+        let c = held_mut(&mut slot, &req.id)?;
         let (relay, console) = if req.exec_id.is_empty() {
             (c.stdin_hold.as_ref(), c.console.as_ref())
         } else {
@@ -1076,23 +1181,28 @@ impl Task for Service {
             .ok_or_else(|| status_code(ttrpc::Code::INVALID_ARGUMENT, "update without resources".into()))?;
         let resources = host_shim::image::resources_from_json(&any.value, Path::new("the update's resources"))
             .map_err(|e| status_code(ttrpc::Code::INVALID_ARGUMENT, e.to_string()))?;
-        runtime(&bundle).update(&req.id, resources).await.map_err(runtime_err)?;
+        let member = held(&*self.containers.lock().await, &req.id)?.member.clone();
+        match member {
+            Some(m) => m.update(resources).await,
+            None => runtime(&bundle).update(&req.id, resources).await,
+        }
+        .map_err(runtime_err)?;
         Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        self.check_id(&req.id)?;
+        self.check_id(&req.id).await?;
         Err(unimplemented("Stats (a container's cgroup metrics, ctr task metrics)"))
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        self.check_id(&req.id)?;
+        self.check_id(&req.id).await?;
         Err(unimplemented("Checkpoint"))
     }
 
     async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
-        self.check_id(&req.id)?;
-        let task_pid = self.container.lock().await.as_ref().map_or(0, |c| c.pid);
+        self.check_id(&req.id).await?;
+        let task_pid = self.containers.lock().await.get(&req.id).map_or(0, |c| c.pid);
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -1101,8 +1211,8 @@ impl Task for Service {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
-        self.check_id(&req.id)?;
-        if self.container.lock().await.is_some() && !req.now {
+        self.check_id(&req.id).await?;
+        if !self.containers.lock().await.is_empty() && !req.now {
             // containerd asks after every delete; a container still here
             // keeps the shim.
             return Ok(Empty::new());
@@ -1113,12 +1223,176 @@ impl Task for Service {
 }
 
 impl Service {
+    /// `Create` of a container with a VM of its own (a pod's sandbox
+    /// among them, whose VM shares the pod's directory): `vmshim runtime
+    /// create` with the task's stdio.
+    async fn create_own(&self, req: &CreateTaskRequest, bundle: &Path, sandbox: bool) -> Result<Made, ttrpc::Error> {
+        let (cpus, memory_mib) = pod::vm_size(bundle).map_err(|e| status_code(ttrpc::Code::INVALID_ARGUMENT, e))?;
+        let mut extra = CreateExtra {
+            cpus,
+            memory_mib,
+            share: None,
+        };
+        let pod_dir = match sandbox {
+            true => {
+                // The guest sees the pod's directory after the spec's own
+                // shares.
+                let shares = Bundle::read(bundle, &req.id)
+                    .map_err(|e| status_code(ttrpc::Code::INVALID_ARGUMENT, e.to_string()))?
+                    .shares
+                    .len();
+                let dir = PodDir::create(&bundle.join(pod::POD_DIR)).map_err(runtime_err)?;
+                extra.share = Some(dir.path().to_owned());
+                Some((dir, Pod::guest_dir(shares)))
+            }
+            false => None,
+        };
+        let made = self.run_own(req, bundle, &extra).await;
+        match (made, pod_dir) {
+            (Ok(made), Some((dir, guest_dir))) => {
+                *self.pod.lock().await = Some(PodState {
+                    sandbox: req.id.clone(),
+                    bundle: bundle.to_owned(),
+                    pid: made.pid,
+                    dir,
+                    guest_dir,
+                });
+                Ok(made)
+            }
+            (Err(e), Some((dir, _))) => {
+                if let Err(left) = dir.remove() {
+                    log::warn!("{left}");
+                }
+                Err(e)
+            }
+            (made, None) => made,
+        }
+    }
+
+    async fn run_own(&self, req: &CreateTaskRequest, bundle: &Path, extra: &CreateExtra) -> Result<Made, ttrpc::Error> {
+        if req.terminal {
+            // The terminal's master comes to a console socket, as runc's
+            // shim gets it; its stdio is relayed to the FIFOs.
+            let socket = bundle.join("console.sock");
+            let _ = std::fs::remove_file(&socket);
+            let listener =
+                UnixListener::bind(&socket).map_err(|e| internal(format!("listen on {}: {e}", socket.display())))?;
+            let null = |write: bool| {
+                OpenOptions::new()
+                    .read(!write)
+                    .write(write)
+                    .open("/dev/null")
+                    .map_err(|e| internal(format!("open /dev/null: {e}")))
+            };
+            let created = run_create(
+                bundle,
+                &req.id,
+                Some(&socket),
+                extra,
+                null(false)?,
+                null(true)?,
+                null(true)?,
+            )
+            .await;
+            let master = created.and_then(|()| receive_master(&listener, &req.id));
+            let _ = std::fs::remove_file(&socket);
+            let (console, output) = relay_console(master?, &req.stdin, &req.stdout)?;
+            let state = runtime(bundle).state(&req.id).await.map_err(runtime_err)?;
+            return Ok(Made {
+                pid: state.pid,
+                stdin_hold: None,
+                console: Some(console),
+                output: Some(output),
+                member: None,
+            });
+        }
+        let (stdin, stdin_hold) = open_stdin(&req.stdin)?;
+        let stdout = open_output(&req.stdout)?;
+        let stderr = open_output(&req.stderr)?;
+        run_create(bundle, &req.id, None, extra, stdin, stdout, stderr).await?;
+        let state = runtime(bundle).state(&req.id).await.map_err(runtime_err)?;
+        Ok(Made {
+            pid: state.pid,
+            stdin_hold,
+            console: None,
+            output: None,
+            member: None,
+        })
+    }
+
+    /// `Create` of a container of the pod whose sandbox is `sandbox`: made
+    /// by the agent of the pod's VM, its stdio relayed from this shim.
+    async fn create_member(&self, req: &CreateTaskRequest, bundle: &Path, sandbox: &str) -> Result<Made, ttrpc::Error> {
+        let state = self.pod.lock().await.clone();
+        let Some(state) = state.filter(|p| p.sandbox == sandbox) else {
+            return Err(status_code(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!(
+                    "container {}: its sandbox {sandbox} is not a pod this shim holds",
+                    req.id
+                ),
+            ));
+        };
+        let rt = runtime(&state.bundle);
+        let pod = Pod {
+            sandbox: &state.sandbox,
+            sandbox_pid: state.pid,
+            dir: &state.dir,
+            guest_dir: state.guest_dir.clone(),
+        };
+        if req.terminal {
+            let socket = bundle.join("console.sock");
+            let _ = std::fs::remove_file(&socket);
+            let listener =
+                UnixListener::bind(&socket).map_err(|e| internal(format!("listen on {}: {e}", socket.display())))?;
+            let created = rt
+                .create_member(&pod, &req.id, bundle, ExecStdio::ConsoleSocket(socket.clone()))
+                .await;
+            let master = match created {
+                Ok(member) => receive_master(&listener, &req.id).map(|m| (member, m)),
+                Err(e) => Err(runtime_err(e)),
+            };
+            let _ = std::fs::remove_file(&socket);
+            let (member, master) = master?;
+            let (console, output) = relay_console(master, &req.stdin, &req.stdout)?;
+            return Ok(Made {
+                pid: state.pid,
+                stdin_hold: None,
+                console: Some(console),
+                output: Some(output),
+                member: Some(Arc::new(member)),
+            });
+        }
+        let (stdin, stdin_hold) = if req.stdin.is_empty() {
+            (None, None)
+        } else {
+            let (read, hold) = open_stdin(&req.stdin)?;
+            (Some(read), hold)
+        };
+        let stdio = ExecStdio::Files {
+            stdin,
+            stdout: open_output(&req.stdout)?,
+            stderr: open_output(&req.stderr)?,
+        };
+        let member = rt
+            .create_member(&pod, &req.id, bundle, stdio)
+            .await
+            .map_err(runtime_err)?;
+        Ok(Made {
+            pid: state.pid,
+            stdin_hold,
+            console: None,
+            output: None,
+            member: Some(Arc::new(member)),
+        })
+    }
+
     /// `Start` of exec `exec_id`: its process started in the VM, its
     /// FIFOs relayed.
     async fn start_exec(&self, bundle: &Path, id: &str, exec_id: &str) -> ttrpc::Result<StartResponse> {
-        let (spec_file, stdin, stdout, stderr, terminal) = {
-            let slot = self.container.lock().await;
-            let c = slot.as_ref().expect("a container whose bundle was found");
+        let (spec_file, stdin, stdout, stderr, terminal, member) = {
+            let slot = self.containers.lock().await;
+            let c = held(&slot, id)?;
             let e = c
                 .execs
                 .get(exec_id)
@@ -1135,18 +1409,26 @@ impl Service {
                 e.stdout.clone(),
                 e.stderr.clone(),
                 e.terminal,
+                c.member.clone(),
             )
         };
         let rt = runtime(bundle);
-        let process = rt
-            .exec_process(id, &ExecProcess::File(spec_file))
-            .map_err(runtime_err)?;
+        let how = ExecProcess::File(spec_file);
+        let process = match &member {
+            Some(m) => m.exec_process(&how),
+            None => rt.exec_process(id, &how),
+        }
+        .map_err(runtime_err)?;
         if terminal {
             let socket = bundle.join(format!("exec-{exec_id}.sock"));
             let _ = std::fs::remove_file(&socket);
             let listener =
                 UnixListener::bind(&socket).map_err(|e| internal(format!("listen on {}: {e}", socket.display())))?;
-            let started = rt.exec(id, process, ExecStdio::ConsoleSocket(socket.clone())).await;
+            let stdio = ExecStdio::ConsoleSocket(socket.clone());
+            let started = match &member {
+                Some(m) => m.exec(process, stdio).await,
+                None => rt.exec(id, process, stdio).await,
+            };
             let master = match started {
                 Ok(exec) => receive_master(&listener, exec_id).map(|m| (exec, m)),
                 Err(e) => Err(runtime_err(e)),
@@ -1169,7 +1451,11 @@ impl Service {
             stdout: open_output(&stdout)?,
             stderr: open_output(&stderr)?,
         };
-        let exec = rt.exec(id, process, stdio).await.map_err(runtime_err)?;
+        let exec = match &member {
+            Some(m) => m.exec(process, stdio).await,
+            None => rt.exec(id, process, stdio).await,
+        }
+        .map_err(runtime_err)?;
         self.started_exec(id, exec_id, exec, stdin_hold, None, None).await
     }
 
@@ -1186,8 +1472,8 @@ impl Service {
         let exec = Arc::new(exec);
         let pid = exec.guest_pid().max(0) as u32;
         let tx = {
-            let mut slot = self.container.lock().await;
-            let c = slot.as_mut().expect("a container whose bundle was found");
+            let mut slot = self.containers.lock().await;
+            let c = held_mut(&mut slot, id)?;
             let e = c.execs.get_mut(exec_id).expect("the exec just started");
             e.pid = pid;
             e.stdin_hold = stdin_hold;
