@@ -1,6 +1,8 @@
 //! The tests' image: Debian's static busybox with a user, a group, a web
 //! root and a home, one layer, written as a docker-archive tar that both
-//! `podman load` and `docker load` take (no registry is reached).
+//! `podman load` and `docker load` take (no registry is reached); and, for
+//! containerd's CRI service, the same layer as an OCI archive beside a
+//! pause image made of it.
 
 use std::io::Write;
 use std::path::Path;
@@ -118,6 +120,82 @@ fn add_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) {
 fn add_link(tar: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
     let mut h = header(tar::EntryType::Symlink, 0o777, 0);
     tar.append_link(&mut h, path, target).expect("tar entry");
+}
+
+/// The pause image of the CRI tests' pods (containerd's `sandbox_image`):
+/// the busybox layer, its command `sleep inf`, which sleeps until a signal
+/// ends it (containerd stops a sandbox with SIGKILL).
+pub const PAUSE_IMAGE: &str = "localhost/vminitd-pause:latest";
+
+/// Writes an OCI image layout archive at `path` (`oci-layout`,
+/// `index.json`, `blobs/sha256/`) that holds [`IMAGE`] and [`PAUSE_IMAGE`],
+/// which share the one layer; each manifest in the index is named with
+/// containerd's `io.containerd.image.name` annotation, which `ctr image
+/// import` names the image by.
+pub fn write_oci_archive(path: &Path) {
+    let layer = layer();
+    let layer_digest = hex(&Sha256::digest(&layer));
+    let mut archive = tar::Builder::new(Vec::new());
+    add_file(&mut archive, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644);
+    add_dir(&mut archive, "blobs/", 0o755);
+    add_dir(&mut archive, "blobs/sha256/", 0o755);
+    add_file(&mut archive, &format!("blobs/sha256/{layer_digest}"), &layer, 0o644);
+    let mut manifests = Vec::new();
+    for (name, cmd) in [(IMAGE, vec!["sh"]), (PAUSE_IMAGE, vec!["sleep", "inf"])] {
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": cmd,
+                "WorkingDir": "/",
+            },
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "vminitd-tests: busybox-static"}],
+        });
+        let config = serde_json::to_vec(&config).expect("image config");
+        let config_digest = hex(&Sha256::digest(&config));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{config_digest}"),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha256:{layer_digest}"),
+                "size": layer.len(),
+            }],
+        });
+        let manifest = serde_json::to_vec(&manifest).expect("image manifest");
+        let manifest_digest = hex(&Sha256::digest(&manifest));
+        add_file(&mut archive, &format!("blobs/sha256/{config_digest}"), &config, 0o644);
+        add_file(
+            &mut archive,
+            &format!("blobs/sha256/{manifest_digest}"),
+            &manifest,
+            0o644,
+        );
+        let tag = name.rsplit_once(':').map_or("latest", |(_, tag)| tag);
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{manifest_digest}"),
+            "size": manifest.len(),
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    add_file(&mut archive, "index.json", &serde_json::to_vec(&index).unwrap(), 0o644);
+    let bytes = archive.into_inner().expect("image archive");
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(&bytes))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// The sha256 of `bytes`, in hex.

@@ -16,8 +16,8 @@ pub mod docker;
 use std::path::{Path, PathBuf};
 
 pub use docker::Docker;
-pub use host::{free_port, http_get, on_terminal, Leftovers, Subnet, TerminalRun};
-pub use image::{write_image_archive, IMAGE, INDEX_HTML};
+pub use host::{free_port, http_get, on_terminal, processes, sweep, Leftovers, Subnet, TerminalRun};
+pub use image::{write_image_archive, write_oci_archive, IMAGE, INDEX_HTML, PAUSE_IMAGE};
 pub use podman::Podman;
 
 /// Which OCI runtime an engine hands its containers to.
