@@ -10,7 +10,12 @@
 //! the host's mounts below it as they come and go, so a member's root (the
 //! root directory containerd mounted for it) bound at `DIR/ID/rootfs` on
 //! the host is `GUEST/ID/rootfs` in the guest, and its Nth host bind mount
-//! `GUEST/ID/mounts/N`. A member joins the VM's network, and its
+//! `GUEST/ID/mounts/N`. That bind is read-only: the guest can write in a
+//! member's root and read-write binds, never in the directories around
+//! them, so nothing it does can turn a path the host mounts on or removes
+//! into a link to elsewhere. The host makes and removes those directories
+//! through a descriptor of the directory opened before the bind, on the
+//! writable mount below it. A member joins the VM's network, and its
 //! sandbox's namespaces where its spec names the sandbox's (the
 //! `/proc/PID/ns/...` of the sandbox's pid, as the kubelet's runtime
 //! writes them): in the guest, those of the sandbox's process. Any other
@@ -23,11 +28,11 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use agent_proto::{ContainerStatus, ExitStatus, ProcessId, ProcessSpec};
 use tokio::task::JoinHandle;
@@ -46,33 +51,66 @@ const SANDBOX_NAMESPACES: [(&str, &str); 4] = [("ipc", "ipc"), ("uts", "uts"), (
 #[derive(Debug, Clone)]
 pub struct PodDir {
     host: PathBuf,
+    /// The directory below its read-only bind, where the host writes.
+    writer: Option<Arc<OwnedFd>>,
 }
 
 impl PodDir {
     /// Makes the pod's directory at `path` (0700, new) and binds it onto
-    /// itself as a shared mount, so that what is mounted below it later
-    /// reaches the VM's share.
+    /// itself, read-only, as a shared mount, so that what is mounted below
+    /// it later reaches the VM's share.
     pub fn create(path: &Path) -> Result<PodDir, RuntimeError> {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(path)
             .map_err(super::io_err("make the pod directory", path))?;
-        let made = mount(path, path, libc::MS_BIND).and_then(|()| mount_flags(path, libc::MS_SHARED));
-        if let Err(source) = made {
-            let _ = unmount(path);
-            let _ = fs::remove_dir(path);
-            return Err(RuntimeError::Io {
-                what: "make a shared mount of the pod directory",
-                path: path.to_owned(),
-                source,
-            });
+        let writer = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map(OwnedFd::from);
+        let made = writer.and_then(|writer| {
+            mount(path, path, libc::MS_BIND)?;
+            mount_flags(path, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY)?;
+            mount_flags(path, libc::MS_SHARED)?;
+            Ok(writer)
+        });
+        match made {
+            Ok(writer) => Ok(PodDir {
+                host: path.to_owned(),
+                writer: Some(Arc::new(writer)),
+            }),
+            Err(source) => {
+                let _ = unmount(path);
+                let _ = fs::remove_dir(path);
+                Err(RuntimeError::Io {
+                    what: "make a shared mount of the pod directory",
+                    path: path.to_owned(),
+                    source,
+                })
+            }
         }
-        Ok(PodDir { host: path.to_owned() })
     }
 
-    /// The pod's directory at `path`, made by [`PodDir::create`].
+    /// The pod's directory at `path`, made by [`PodDir::create`] (to share
+    /// or remove it).
     pub fn at(path: &Path) -> PodDir {
-        PodDir { host: path.to_owned() }
+        PodDir {
+            host: path.to_owned(),
+            writer: None,
+        }
+    }
+
+    /// Where the host writes `rel` (relative to the pod's directory): on
+    /// the writable mount below the bind.
+    fn writable(&self, rel: &Path) -> io::Result<PathBuf> {
+        let writer = self.writer.as_ref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the pod directory was not made by this process",
+            )
+        })?;
+        Ok(PathBuf::from(format!("/proc/self/fd/{}", writer.as_raw_fd())).join(rel))
     }
 
     /// Its path on the host.
@@ -117,6 +155,8 @@ pub struct PodMember {
     spec_process: ProcessSpec,
     /// `DIR/ID` on the host, where its root and binds are mounted.
     dir: PathBuf,
+    /// The pod's directory.
+    pod: PodDir,
     stdin: Mutex<Option<JoinHandle<()>>>,
     outputs: Mutex<Vec<JoinHandle<()>>>,
     console: Option<OwnedFd>,
@@ -191,25 +231,26 @@ impl Runtime {
         };
         map_namespaces(&mut spec.namespaces, pod.sandbox_pid, sandbox_guest_pid).map_err(create_failed)?;
         let dir = pod.dir.path().join(id);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => RuntimeError::Exists { id: id.to_owned() },
-                _ => RuntimeError::Io {
-                    what: "make the directory in the pod of",
-                    path: dir.clone(),
-                    source: e,
-                },
-            })?;
+        let made_dir = pod
+            .dir
+            .writable(Path::new(id))
+            .and_then(|writable| fs::DirBuilder::new().mode(0o700).create(writable));
+        made_dir.map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => RuntimeError::Exists { id: id.to_owned() },
+            _ => RuntimeError::Io {
+                what: "make the directory in the pod of",
+                path: dir.clone(),
+                source: e,
+            },
+        })?;
         let guest = format!("{}/{id}", pod.guest_dir);
         let made = async {
-            bind_into(&rootfs, &dir.join("rootfs"), true, false)
+            bind_into(pod.dir, &rootfs, &Path::new(id).join("rootfs"), true, false)
                 .map_err(|e| create_failed(format!("bind its root {} into the pod: {e}", rootfs.display())))?;
             spec.root = format!("{guest}/rootfs");
             for (i, share) in shares.iter().enumerate() {
-                let target = dir.join("mounts").join(i.to_string());
-                bind_into(&share.source, &target, share.recursive, share.readonly)
+                let target = Path::new(id).join("mounts").join(i.to_string());
+                bind_into(pod.dir, &share.source, &target, share.recursive, share.readonly)
                     .map_err(|e| create_failed(format!("bind {} into the pod: {e}", share.source.display())))?;
                 let from = SharedPath::guest_path(i);
                 for m in spec.mounts.iter_mut().filter(|m| m.source.as_deref() == Some(&from)) {
@@ -237,7 +278,7 @@ impl Runtime {
         let (exec, spec_process) = match made {
             Ok(made) => made,
             Err(e) => {
-                unbind_member(&dir);
+                unbind_member(pod.dir, id);
                 return Err(e);
             }
         };
@@ -255,6 +296,7 @@ impl Runtime {
             process,
             spec_process,
             dir,
+            pod: pod.dir.clone(),
             stdin: Mutex::new(stdin),
             outputs: Mutex::new(outputs),
             console,
@@ -343,6 +385,15 @@ impl PodMember {
             .map_err(|e| agent_err(&self.id, e))
     }
 
+    /// The figures of its cgroup in the VM (see [`Runtime::stats`]); a
+    /// stopped member keeps them until it is deleted.
+    pub async fn stats(&self) -> Result<agent_proto::ContainerStats, RuntimeError> {
+        self.client
+            .container_stats(&self.id)
+            .await
+            .map_err(|e| agent_err(&self.id, e))
+    }
+
     /// The process `exec` would run in it: `how` over its spec's process.
     pub fn exec_process(&self, how: &ExecProcess) -> Result<ProcessSpec, RuntimeError> {
         let built = match how {
@@ -371,7 +422,7 @@ impl PodMember {
         if let Some(stdin) = self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take() {
             stdin.abort();
         }
-        unbind_member(&self.dir);
+        unbind_member(&self.pod, &self.id);
         deleted
     }
 }
@@ -405,40 +456,51 @@ fn map_namespaces(namespaces: &mut [agent_proto::Namespace], host: u32, guest: i
     Ok(())
 }
 
-/// Binds `source` (a directory or a file) at `target`, made for it, with
-/// what is mounted below it when `recursive`, read-only when `readonly`.
-fn bind_into(source: &Path, target: &Path, recursive: bool, readonly: bool) -> io::Result<()> {
+/// Binds `source` (a directory or a file) at `rel` in the pod's
+/// directory, made for it, with what is mounted below it when
+/// `recursive`, read-only when `readonly`.
+fn bind_into(pod: &PodDir, source: &Path, rel: &Path, recursive: bool, readonly: bool) -> io::Result<()> {
     let meta = fs::metadata(source)?;
-    if let Some(parent) = target.parent() {
+    let made = pod.writable(rel)?;
+    if let Some(parent) = made.parent() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
     }
     if meta.is_dir() {
-        fs::DirBuilder::new().mode(0o700).create(target)?;
+        fs::DirBuilder::new().mode(0o700).create(&made)?;
     } else {
-        fs::OpenOptions::new().write(true).create_new(true).open(target)?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&made)?;
     }
+    // Mounted on the shared bind, so that the share sees it.
+    let target = pod.path().join(rel);
     let rec = if recursive { libc::MS_REC } else { 0 };
-    mount(source, target, libc::MS_BIND | rec)?;
+    mount(source, &target, libc::MS_BIND | rec)?;
     if readonly {
         let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-        if let Err(e) = mount_flags(target, flags) {
-            let _ = unmount(target);
+        if let Err(e) = mount_flags(&target, flags) {
+            let _ = unmount(&target);
             return Err(e);
         }
     }
     Ok(())
 }
 
-/// Unmounts a member's root and binds (`DIR/rootfs`, `DIR/mounts/N`) and
-/// removes their mount points and `DIR`.
-fn unbind_member(dir: &Path) {
+/// Unmounts member `id`'s root and binds (`DIR/ID/rootfs`,
+/// `DIR/ID/mounts/N`) and removes their mount points and `DIR/ID`.
+fn unbind_member(pod: &PodDir, id: &str) {
+    let dir = pod.path().join(id);
     let _ = unmount(&dir.join("rootfs"));
     if let Ok(entries) = fs::read_dir(dir.join("mounts")) {
         for entry in entries.flatten() {
             let _ = unmount(&entry.path());
         }
     }
-    let _ = remove_mount_points(dir);
+    if let Ok(writable) = pod.writable(Path::new(id)) {
+        let _ = remove_mount_points(&writable);
+    }
 }
 
 /// Removes `dir`'s tree where it is only directories and empty files (the
