@@ -449,6 +449,14 @@ impl Client {
         .await
     }
 
+    /// The figures of a container's cgroup; see [`Op::ContainerStats`].
+    pub async fn container_stats(&self, id: &str) -> Result<agent_proto::ContainerStats, ClientError> {
+        self.call(Op::ContainerStats {
+            container: id.to_owned(),
+        })
+        .await
+    }
+
     /// Closes the control session.
     pub async fn close(self) {
         let _ = self.writer.lock().await.shutdown().await;

@@ -10,8 +10,9 @@
 //! [`Instances::start_container`], it waits for the go-ahead, joins the
 //! VM's NICs to its network namespace ([`crate::netns`]), boots the VM and
 //! creates the container; it passes the signals it gets on to the
-//! container's process, and when that process ends it shuts the VM down,
-//! keeps how it ended in the instance's state and exits with its status.
+//! container's process, and when that process ends it keeps how it ended
+//! and the container's last cgroup figures in the instance's state, shuts
+//! the VM down and exits with its status.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -473,6 +474,11 @@ impl VmRun<'_> {
                 },
                 status = &mut container_exit => {
                     record.exit = Some(status.unwrap_or(ExitStatus { code: None, signal: None }));
+                    // Its last figures (an OOM kill that ended it among
+                    // them) while its cgroup is still there.
+                    if let Some(main) = &self.spec.container {
+                        record.exit_stats = client.container_stats(&main.spec.id).await.ok();
+                    }
                     self.dir.write_record(record)?;
                     return Ok(Ending::ContainerExited(status));
                 }

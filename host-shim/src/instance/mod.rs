@@ -173,6 +173,11 @@ pub struct Instance {
     /// once its output has been written out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<agent_proto::ExitStatus>,
+    /// The container's cgroup figures as its process ended, read before
+    /// the VM went down (its OOM kills among them); absent where the agent
+    /// could not give them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_stats: Option<agent_proto::ContainerStats>,
     /// Why the daemon could not start the instance, for the vmshim that
     /// started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,6 +363,7 @@ impl Instances {
             },
             vm_pids: Vec::new(),
             exit: None,
+            exit_stats: None,
             error: None,
         };
         self.create_dir(name, &record, spec)?;

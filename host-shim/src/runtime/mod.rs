@@ -6,9 +6,10 @@
 //! ext4 image (cached by content), and starts an instance daemon
 //! ([`crate::instance`]) that boots the VM, creates the container there
 //! with the caller's stdio attached (as runc hands its stdio to the
-//! container), and holds the VM until `delete`. `start`, `kill`, `exec`
-//! and `state` ask the VM's agent; `delete` stops the daemon, which shuts
-//! the VM down.
+//! container), and holds the VM until `delete`. `start`, `kill`, `exec`,
+//! `state` and `stats` ask the VM's agent (`stats` of a stopped container:
+//! the figures its daemon kept as it ended); `delete` stops the daemon,
+//! which shuts the VM down.
 //!
 //! A terminal (`process.terminal`) is a host pseudo-terminal relayed to
 //! the process's terminal in the VM, its master sent to the caller's
@@ -42,6 +43,7 @@ mod process;
 pub(crate) mod relay;
 mod signal;
 mod state;
+mod stats;
 
 use std::fs;
 use std::io;
@@ -67,6 +69,7 @@ pub use process::ExecFlags;
 pub use signal::parse_signal;
 pub(crate) use state::Record;
 pub use state::{rfc3339_nanos, State, OCI_VERSION};
+pub use stats::{RuncEvent, RuncStats};
 
 /// The default root directory, as `--root`.
 pub const DEFAULT_ROOT: &str = "/run/vmshim-runtime";

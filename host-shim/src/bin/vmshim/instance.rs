@@ -180,6 +180,7 @@ mod tests {
             command: command.iter().map(|s| s.to_string()).collect(),
             vm_pids: vec![],
             exit: None,
+            exit_stats: None,
             error: None,
         };
         let text = table(&[i("a", 995, &[]), i("web-1", 0, &["sh", "-c", "sleep 9"])], 1000);

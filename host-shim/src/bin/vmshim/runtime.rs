@@ -2,6 +2,7 @@
 //! container a micro-VM. Flags and messages are runc's; errors exit 1
 //! (`exec`'s 255) and go where runc's go (see [`Logger`]).
 
+mod events;
 mod exec;
 
 use std::io::Write;
@@ -18,6 +19,7 @@ use host_shim::runtime::{
 };
 use host_shim::terminal::{is_terminal, window_size, RawMode};
 
+use events::{events, EventsArgs};
 use exec::{exec, exec_relay, ExecArgs, Signals, EXEC_FAILED};
 
 #[derive(Args)]
@@ -131,6 +133,10 @@ enum RuntimeCommand {
     /// The relay of a detached exec's stdio (started by `exec --detach`).
     #[command(name = "exec-relay", hide = true)]
     ExecRelay,
+    /// Print a container's resource figures as runc's JSON events: with
+    /// --stats once, else every --interval, with an oom event for each
+    /// OOM kill, until it stops.
+    Events(EventsArgs),
 }
 
 #[derive(Args)]
@@ -242,6 +248,7 @@ async fn dispatch(args: RuntimeArgs, logger: &Logger) -> Result<u8> {
             }
         },
         RuntimeCommand::ExecRelay => exec_relay(&runtime).await,
+        RuntimeCommand::Events(events_args) => events(&runtime, &events_args).await,
     }
 }
 
