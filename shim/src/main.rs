@@ -9,6 +9,7 @@
 //! `vmshim/` (the runtime's root directory): containerd removes the bundle
 //! after the task's delete.
 
+mod metrics;
 mod pod;
 mod service;
 

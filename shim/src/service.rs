@@ -567,6 +567,10 @@ impl Service {
         output: Option<tokio::sync::oneshot::Receiver<()>>,
     ) {
         let (publisher, namespace) = (self.publisher.clone(), self.namespace.clone());
+        let oom = crate::metrics::OomWatch::start(
+            crate::metrics::Source::new(runtime(&bundle), &id, member.clone()),
+            crate::metrics::OomSink::new(&publisher, &namespace),
+        );
         tokio::spawn(async move {
             let waited = match &member {
                 Some(m) => m.wait().await,
@@ -580,6 +584,7 @@ impl Service {
                 }
             };
             drained(output).await;
+            oom.finish().await;
             let exited = Exited {
                 status,
                 at: SystemTime::now(),
@@ -1191,8 +1196,14 @@ impl Task for Service {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        self.check_id(&req.id).await?;
-        Err(unimplemented("Stats (a container's cgroup metrics, ctr task metrics)"))
+        let bundle = self.bundle(&req.id).await?;
+        let member = held(&*self.containers.lock().await, &req.id)?.member.clone();
+        let source = crate::metrics::Source::new(runtime(&bundle), &req.id, member);
+        let stats = source.stats().await.map_err(runtime_err)?;
+        Ok(StatsResponse {
+            stats: Some(crate::metrics::metrics_any(&stats).map_err(internal)?).into(),
+            ..Default::default()
+        })
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
