@@ -64,14 +64,17 @@ fuzz: setup
 
 # Boot time against a busybox-init baseline, TCP throughput against the
 # host's loopback, OCI container launch against crun and runc, host
-# files through virtio-fs against the guest's own root, and `podman run`
-# with vminitd-runtime against runc, each baseline measured in the same run.
+# files through virtio-fs against the guest's own root, `podman run`
+# with vminitd-runtime against runc, and a pod's start through containerd's
+# CRI service with the vminitd handler against runc's (and the shims'
+# memory per pod), each baseline measured in the same run.
 bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 	cargo run --release --locked -p vminitd-tests --bin bench -- net
 	cargo run --release --locked -p vminitd-tests --bin bench -- oci
 	cargo run --release --locked -p vminitd-tests --bin bench -- fs
 	cargo run --release --locked -p vminitd-tests --bin bench -- podman
+	cargo run --release --locked -p vminitd-tests --bin bench -- cri
 
 # vmshim, its OCI runtime entry point `vminitd-runtime` (a link to vmshim,
 # which is `vmshim runtime` under that name: runc's command line, for

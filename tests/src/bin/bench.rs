@@ -18,7 +18,14 @@
 //!   bench podman [-n RUNS] `podman run --rm IMAGE true` with vminitd-runtime
 //!                          against runc (and crun where it runs here), in
 //!                          the same run.
+//!   bench cri [-n RUNS]    pod start through containerd's CRI service
+//!                          (RunPodSandbox, CreateContainer, StartContainer
+//!                          until the container's first output) with the
+//!                          vminitd handler against runc's, and the shims'
+//!                          resident memory per pod, in the same run.
 
+#[path = "bench/cri.rs"]
+mod cri;
 #[path = "bench/podman.rs"]
 mod podman;
 
@@ -43,8 +50,9 @@ fn main() {
         Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 32 }),
         Some("oci") => oci(if args.iter().any(|a| a == "-n") { runs } else { 50 }),
         Some("podman") => podman::podman(runs),
+        Some("cri") => cri::cri(runs),
         Some("fs") => fs(if args.iter().any(|a| a == "-n") { runs } else { 3 }),
-        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB] | bench oci [-n RUNS] | bench fs [-n RUNS] | bench podman [-n RUNS]"),
+        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB] | bench oci [-n RUNS] | bench fs [-n RUNS] | bench podman [-n RUNS] | bench cri [-n RUNS]"),
     }
 }
 
