@@ -4,8 +4,10 @@
 //! `ContainerStats`, `StopPodSandbox` and `RemovePodSandbox`), first under
 //! containerd's `runc` handler, which proves the harness, then under
 //! `vminitd`, where the pod is one micro-VM: both containers see one guest
-//! kernel, and one QEMU runs for the pod. Each pod leaves no process, tap,
-//! mount or network namespace behind.
+//! kernel, one QEMU runs for the pod, and the VM has the memory the pod's
+//! annotation asks for (passed on by the containerd configuration of
+//! `deploy/kubernetes/`). Each pod leaves no process, tap, mount or network
+//! namespace behind.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,6 +42,22 @@ struct Pod {
     qemus: usize,
     /// The taps in the pod's network namespace (vmshim's `vmtapN`).
     taps: Vec<String>,
+    /// `MemTotal` of the client's `/proc/meminfo`, in KiB.
+    mem_total_kib: u64,
+}
+
+/// The VM's memory the pod asks for, in MiB, by the annotation that
+/// `deploy/kubernetes/containerd-vminitd.toml` passes on to the shim.
+const VM_MEMORY_MIB: u64 = 384;
+
+/// `MemTotal` of a `/proc/meminfo`, in KiB.
+fn mem_total_kib(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {meminfo:?}"))
 }
 
 /// A CRI call's answer, or the test fails naming the call and showing
@@ -54,7 +72,10 @@ fn pod_of_two(containerd: &CriContainerd, handler: &str) -> Pod {
     let cri = containerd.client();
     let logs = containerd.path().join("pods").join(handler);
     std::fs::create_dir_all(&logs).unwrap();
-    let sandbox = sandbox_config("web", &logs);
+    let mut sandbox = sandbox_config("web", &logs);
+    sandbox
+        .annotations
+        .insert("io.vminitd.vm.memory-mib".into(), VM_MEMORY_MIB.to_string());
 
     let started = Instant::now();
     let pod = ok(containerd, cri.run_pod(&sandbox, handler));
@@ -154,6 +175,8 @@ fn pod_of_two(containerd: &CriContainerd, handler: &str) -> Pod {
         String::from_utf8_lossy(&exec.stdout).trim().to_owned()
     };
     let boot_ids = (boot_id(&server), boot_id(&client));
+    let exec = ok(containerd, cri.exec_sync(&client, &["cat", "/proc/meminfo"], 30));
+    let mem_total_kib = mem_total_kib(&String::from_utf8_lossy(&exec.stdout));
 
     // ContainerStats: the figures a kubelet reads.
     for id in [&server, &client] {
@@ -209,7 +232,12 @@ fn pod_of_two(containerd: &CriContainerd, handler: &str) -> Pod {
         left.is_empty()
     });
     assert!(gone, "{handler}: the removed pod left behind:\n  {}", left.join("\n  "));
-    Pod { boot_ids, qemus, taps }
+    Pod {
+        boot_ids,
+        qemus,
+        taps,
+        mem_total_kib,
+    }
 }
 
 fn host_boot_id() -> String {
@@ -228,6 +256,8 @@ fn cri_runs_a_pod_of_two_with_runc() {
     assert_eq!(pod.boot_ids, (host_boot_id(), host_boot_id()));
     assert_eq!(pod.qemus, 0);
     assert_eq!(pod.taps, Vec::<String>::new());
+    let host = mem_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap());
+    assert_eq!(pod.mem_total_kib, host, "runc's containers see the host's memory");
     containerd.finish();
     eprintln!("cri runc test: {:.1} s", started.elapsed().as_secs_f64());
 }
@@ -245,6 +275,13 @@ fn cri_runs_a_pod_of_two_in_one_vm_with_vminitd() {
     assert_ne!(*server, host_boot_id(), "the containers run on the host's kernel");
     assert_eq!(pod.qemus, 1, "QEMU processes for the pod");
     assert!(!pod.taps.is_empty(), "no tap in the pod's network namespace");
+    // The VM has the memory the pod's annotation asked for (less what the
+    // guest kernel keeps for itself).
+    let mib = pod.mem_total_kib / 1024;
+    assert!(
+        (VM_MEMORY_MIB - 64..=VM_MEMORY_MIB).contains(&mib),
+        "the guest has {mib} MiB, not the {VM_MEMORY_MIB} MiB the pod asked for"
+    );
     containerd.finish();
     eprintln!("cri vminitd test: {:.1} s", started.elapsed().as_secs_f64());
 }

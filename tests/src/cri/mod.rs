@@ -283,11 +283,13 @@ impl Drop for CriContainerd {
 }
 
 /// containerd's configuration (version 2): everything it keeps in `dir`,
-/// the CRI plugin with the pause image, the two handlers and the CNI
-/// configuration directory. The sandbox's `oom_score_adj` is kept no lower
+/// the CRI plugin with the pause image, the CNI configuration directory,
+/// the `runc` handler and the `vminitd` one as `deploy/kubernetes/`
+/// registers it. The sandbox's `oom_score_adj` is kept no lower
 /// than containerd's own (this host withholds CAP_SYS_RESOURCE from runc).
 fn config(dir: &Path) -> String {
     let d = dir.display();
+    let snippet = deploy_snippet();
     format!(
         r#"version = 2
 root = "{d}/root"
@@ -318,15 +320,26 @@ state = "{d}/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC}]
       runtime_type = "io.containerd.runc.v2"
 
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{VMINITD}]
-      runtime_type = "{VMINITD_RUNTIME_TYPE}"
-
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{d}/cni"
     max_conf_num = 1
-"#
+
+{snippet}"#
     )
+}
+
+/// The containerd configuration that registers the `vminitd` handler, as
+/// `deploy/kubernetes/` gives it to a cluster's nodes.
+pub fn deploy_snippet() -> String {
+    let path = crate::workspace_root().join("deploy/kubernetes/containerd-vminitd.toml");
+    let snippet = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        snippet.contains(&format!("runtimes.{VMINITD}]")) && snippet.contains(VMINITD_RUNTIME_TYPE),
+        "{} does not register the handler {VMINITD} as {VMINITD_RUNTIME_TYPE}",
+        path.display()
+    );
+    snippet
 }
 
 /// The pods' network: the bridge plugin on the subnet's own bridge, its
