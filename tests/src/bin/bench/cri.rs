@@ -32,6 +32,8 @@ struct PodStart {
     /// Theirs and every process's below them (for vminitd: the instance
     /// daemon, QEMU and its helpers; for runc: the containers), in KiB.
     tree_kib: u64,
+    /// The same by program (`/proc/PID/comm`), in KiB.
+    by_program: std::collections::BTreeMap<String, u64>,
 }
 
 /// Starts pod `name` under `handler`, times it, measures its shims, and
@@ -71,7 +73,12 @@ fn pod_start(containerd: &CriContainerd, cri: &Cri, handler: &str, name: &str) -
 
     let shims = containerd.shims();
     let shim_kib = shims.iter().filter_map(|p| rss_kib(*p)).sum();
-    let tree_kib = descendants(&shims).iter().filter_map(|p| rss_kib(*p)).sum();
+    let mut by_program = std::collections::BTreeMap::new();
+    for pid in descendants(&shims) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        *by_program.entry(comm.trim().to_owned()).or_insert(0) += rss_kib(pid).unwrap_or(0);
+    }
+    let tree_kib = by_program.values().sum();
     cri.stop_pod(&pod).unwrap_or_else(|e| fail(e));
     cri.remove_pod(&pod).unwrap_or_else(|e| fail(e));
     PodStart {
@@ -81,6 +88,7 @@ fn pod_start(containerd: &CriContainerd, cri: &Cri, handler: &str, name: &str) -
         shims: shims.len(),
         shim_kib,
         tree_kib,
+        by_program,
     }
 }
 
@@ -160,6 +168,18 @@ pub fn cri(runs: usize) {
             kib(|p| p.tree_kib)
         );
     }
-    println!("  (below vminitd's shim: the VM's instance daemon, QEMU with the guest's memory it touched,");
-    println!("  vhost-device-vsock and virtiofsd; below runc's: the pause and busybox processes)");
+    for (handler, pods) in [(VMINITD, &ours), (RUNC, &theirs)] {
+        let programs: std::collections::BTreeSet<&String> = pods.iter().flat_map(|p| p.by_program.keys()).collect();
+        let each: Vec<String> = programs
+            .into_iter()
+            .map(|name| {
+                let kib: Vec<f64> = pods
+                    .iter()
+                    .map(|p| p.by_program.get(name).copied().unwrap_or(0) as f64)
+                    .collect();
+                format!("{name} {:.1}", super::median(kib) / 1024.0)
+            })
+            .collect();
+        println!("  {handler:<8} by program, MiB: {}", each.join(", "));
+    }
 }
