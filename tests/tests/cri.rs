@@ -1,7 +1,9 @@
 //! Kubernetes through containerd's CRI service: a pod of two containers run
 //! as the kubelet runs one (`RunPodSandbox` with a runtime handler,
 //! `CreateContainer` and `StartContainer` of each, `ExecSync`,
-//! `ContainerStats`, `StopPodSandbox` and `RemovePodSandbox`), first under
+//! `ContainerStats`, one container stopped, removed and replaced with
+//! `StopContainer` and `RemoveContainer`, then `StopPodSandbox` and
+//! `RemovePodSandbox`), first under
 //! containerd's `runc` handler, which proves the harness, then under
 //! `vminitd`, where the pod is one micro-VM: both containers see one guest
 //! kernel, one QEMU runs for the pod, and the VM has the memory the pod's
@@ -199,6 +201,32 @@ fn pod_of_two(containerd: &CriContainerd, handler: &str) -> Pod {
             "{handler}: {stats:?}"
         );
     }
+
+    // One container stopped and removed, as the kubelet restarts one, and
+    // started again: the pod and its other container go on.
+    ok(containerd, cri.stop_container(&client, 1));
+    let status = ok(containerd, cri.container_status(&client));
+    assert_eq!(
+        (status.state, status.exit_code),
+        (ContainerState::ContainerExited as i32, 128 + 9),
+        "{handler}: the client after StopContainer (sleep ignores SIGTERM as its namespace's PID 1): {status:?}"
+    );
+    ok(containerd, cri.remove_container(&client));
+    assert_eq!(ok(containerd, cri.containers()), [server.clone()], "{handler}");
+    let again_config = container_config(
+        "again",
+        &["sh", "-c", "wget -q -O - http://127.0.0.1:8080/; exec sleep inf"],
+    );
+    let again = ok(containerd, cri.create_container(&pod, &again_config, &sandbox));
+    ok(containerd, cri.start_container(&again));
+    let again_log = logs.join("again.log");
+    let fetched = eventually(Duration::from_secs(30), || read_log(&again_log) == INDEX_HTML);
+    assert!(
+        fetched,
+        "{handler}: the restarted container's log: {:?}",
+        read_log(&again_log)
+    );
+    let client = again;
 
     let qemus = containerd.qemus().len();
     let taps: Vec<String> = links_in(&netns)

@@ -14,8 +14,8 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerStats, ContainerStatsRequest, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, ImageStatusRequest, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxConfig, PodSandboxStatusRequest, PodSandboxStatusResponse, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopPodSandboxRequest,
-    VersionRequest, VersionResponse,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
+    StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -254,6 +254,17 @@ impl Cri {
         self.call("PodSandboxStatus", |mut c| async move {
             c.pod_sandbox_status(request).await
         })
+    }
+
+    /// `StopContainer`: SIGTERM (the image's stop signal), SIGKILL after
+    /// `timeout_s` seconds.
+    pub fn stop_container(&self, id: &str, timeout_s: i64) -> Result<(), CriError> {
+        let request = StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout: timeout_s,
+        };
+        self.call("StopContainer", |mut c| async move { c.stop_container(request).await })
+            .map(|_| ())
     }
 
     /// `RemoveContainer`.
