@@ -3,13 +3,12 @@
 //! `CreateContainer` and `StartContainer` of each, `ExecSync`,
 //! `ContainerStats`, one container stopped, removed and replaced with
 //! `StopContainer` and `RemoveContainer`, then `StopPodSandbox` and
-//! `RemovePodSandbox`), first under
-//! containerd's `runc` handler, which proves the harness, then under
-//! `vminitd`, where the pod is one micro-VM: both containers see one guest
-//! kernel, one QEMU runs for the pod, and the VM has the memory the pod's
-//! annotation asks for (passed on by the containerd configuration of
-//! `deploy/kubernetes/`). Each pod leaves no process, tap, mount or network
-//! namespace behind.
+//! `RemovePodSandbox`), first under containerd's `runc` handler, which
+//! proves the harness, then under `vminitd`, where the pod is one
+//! micro-VM: both containers see one guest kernel, one QEMU runs for the
+//! pod, and the VM has the memory the pod's annotation asks for (passed on
+//! by the containerd configuration of `deploy/kubernetes/`). Each pod
+//! leaves no process, tap, mount or network namespace behind.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
