@@ -744,3 +744,116 @@ async fn a_stock_runc_spec_runs_in_the_namespaced_agent() {
     );
     assert_eq!(state, ContainerStatus::Stopped);
 }
+
+/// `events --stats` prints the event runc prints for the same bundle:
+/// the same parts, the spec's limits as the limits, memory in use and a
+/// task (runc's figures are cgroup v1's on a v1 host: `raw` holds other
+/// keys there); a stopped container's is refused in runc's words by both.
+#[test]
+fn events_stats_print_what_runc_prints() {
+    let t = TempDir::new("runtime-events");
+    let (root, runc_root) = (t.path().join("root"), t.path().join("runc-root"));
+    let b = bundle(t.path(), "bundle", &["sleep", "60"]);
+    edit(&b, |spec| {
+        spec["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 50}})
+    });
+    // Unique: runc names the container's cgroups after its id.
+    let id = t.path().file_name().unwrap().to_string_lossy().into_owned();
+    let id = id.as_str();
+    let runc = |args: &[&str]| {
+        Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run runc")
+    };
+    // Created with their stdio on /dev/null: the container keeps it.
+    let bundle_arg = b.to_str().unwrap();
+    for program in [vmshim_bin(), PathBuf::from("runc")] {
+        let mut command = Command::new(&program);
+        if program != Path::new("runc") {
+            command.arg("runtime");
+        }
+        let ours = program != Path::new("runc");
+        let status = command
+            .arg("--root")
+            .arg(if ours { &root } else { &runc_root })
+            .args(["run", "-d", "--bundle", bundle_arg, id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{} run -d", program.display());
+    }
+    // runc's container goes however the test ends.
+    struct ForceDelete<'a>(&'a Path, &'a str);
+    impl Drop for ForceDelete<'_> {
+        fn drop(&mut self) {
+            let root = self.0.to_str().unwrap();
+            let _ = Command::new("runc")
+                .args(["--root", root, "delete", "--force", self.1])
+                .output();
+        }
+    }
+    let _delete = ForceDelete(&runc_root, id);
+
+    let event = |out: Output, who: &str| -> Value {
+        assert_eq!(out.status.code(), Some(0), "{who}: {}", text(&out.stderr));
+        let line = text(&out.stdout);
+        assert_eq!(line.lines().count(), 1, "{who}: one line: {line}");
+        serde_json::from_str(&line).unwrap()
+    };
+    let ours = event(runtime(&root, &["events", "--stats", id]), "vmshim");
+    let theirs = event(runc(&["events", "--stats", id]), "runc");
+    eprintln!("vmshim runtime events --stats:\n{ours}\nrunc events --stats:\n{theirs}");
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    for e in [&ours, &theirs] {
+        assert_eq!((e["type"].as_str(), e["id"].as_str()), (Some("stats"), Some(id)), "{e}");
+        let data = &e["data"];
+        assert_eq!(data["memory"]["usage"]["limit"], 67108864, "{e}");
+        assert!(data["memory"]["usage"]["usage"].as_u64() > Some(0), "{e}");
+        assert!(!keys(&data["memory"]["raw"]).is_empty(), "{e}");
+        assert_eq!(data["pids"]["limit"], 50, "{e}");
+        assert!(data["pids"]["current"].as_u64() >= Some(1), "{e}");
+        assert!(data["cpu"]["usage"]["total"].as_u64() > Some(0), "{e}");
+    }
+    let (ours, theirs) = (&ours["data"], &theirs["data"]);
+    assert_eq!(keys(ours), keys(theirs));
+    // (`cache` is there when not 0.)
+    let without_cache = |v: &Value| -> Vec<String> { keys(v).into_iter().filter(|k| k != "cache").collect() };
+    assert_eq!(without_cache(&ours["memory"]), without_cache(&theirs["memory"]));
+    // What we print of a part, runc prints too (it may print more: the
+    // per-CPU times, the peak of swap).
+    for part in [
+        "/cpu",
+        "/cpu/usage",
+        "/cpuset",
+        "/pids",
+        "/memory/usage",
+        "/memory/swap",
+        "/memory/kernel",
+    ] {
+        let theirs = keys(theirs.pointer(part).unwrap());
+        let extra: Vec<String> = keys(ours.pointer(part).unwrap())
+            .into_iter()
+            .filter(|k| !theirs.contains(k))
+            .collect();
+        assert!(extra.is_empty(), "{part}: runc has no {extra:?}");
+    }
+
+    // Stopped: refused by both, in the same words.
+    assert_eq!(runtime(&root, &["kill", id, "KILL"]).status.code(), Some(0));
+    assert!(runc(&["kill", id, "KILL"]).status.success());
+    let stopped = vminitd_tests::eventually(Duration::from_secs(20), || {
+        state(&root, id)["status"] == "stopped"
+            && serde_json::from_slice::<Value>(&runc(&["state", id]).stdout).unwrap()["status"] == "stopped"
+    });
+    assert!(stopped, "both stop after SIGKILL");
+    let said = format!("container with id {id} is not running");
+    fails_with(&runtime(&root, &["events", "--stats", id]), &said);
+    fails_with(&runc(&["events", "--stats", id]), &said);
+    assert_eq!(runtime(&root, &["delete", id]).status.code(), Some(0));
+}
