@@ -1,7 +1,8 @@
 //! The container engine inside a micro-VM: vminitd as the guest's init
 //! creates a container over the root filesystem the VM booted with, with
 //! cgroup v2 limits (the guest kernel has the controllers), a device
-//! allow-list, a user namespace, and exec into it.
+//! allow-list, a user namespace, and exec into it; a container's cgroup
+//! figures, an OOM kill among them.
 
 use std::process::{Command, Stdio};
 
@@ -168,6 +169,96 @@ async fn containers_with_cgroup_limits_devices_and_user_namespaces_in_a_vm() {
 
     let stop = Command::new(vmshim_bin())
         .args(["stop", "engine"])
+        .env("VMSHIM_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+}
+
+#[tokio::test]
+async fn a_containers_cgroup_figures_and_oom_kills_in_a_vm() {
+    let state = TempDir::new("container-vm-stats");
+    let boot = Command::new(vmshim_bin())
+        .args(["run", "-d", "--name", "figures", "--", "sleep", "600"])
+        .env("VMSHIM_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmshim");
+    assert!(boot.status.success(), "{}", String::from_utf8_lossy(&boot.stderr));
+    let endpoint = Instances::at(state.path()).endpoint("figures").unwrap();
+    let client = Client::connect(&endpoint).await.unwrap();
+
+    // A shell whose child outgrows the memory limit (bounded: 2^28 bytes)
+    // and is OOM-killed, while the shell goes on.
+    let hog = "x=a; i=0; while [ $i -lt 28 ]; do x=$x$x; i=$((i+1)); done";
+    let mut hungry = spec("hungry", &format!("sh -c '{hog}'; echo child $?; exec sleep 60"));
+    hungry.resources = Some(Resources {
+        memory: Some(MemoryResources {
+            limit: Some(32 << 20),
+            ..Default::default()
+        }),
+        pids_limit: Some(16),
+        ..Default::default()
+    });
+    let created = client.create_container(hungry).await.unwrap();
+    let out = output(&client, created.process).await;
+
+    // Created: its process waits in its cgroup, under its limits.
+    let stats = client.container_stats("hungry").await.unwrap();
+    let memory = stats.memory.clone().expect("memory figures");
+    assert_eq!(memory.max, Some(32 << 20), "{stats:?}");
+    assert!(memory.current > 0, "{stats:?}");
+    let pids = stats.pids.expect("pids figures");
+    assert_eq!((pids.current, pids.max), (1, Some(16)), "{stats:?}");
+    assert_eq!(stats.oom_kills(), 0, "{stats:?}");
+
+    client.start_container("hungry").await.unwrap();
+    let mut stats = client.container_stats("hungry").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stats.oom_kills() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stats = client.container_stats("hungry").await.unwrap();
+    }
+    let events = stats.memory_events.expect("memory.events");
+    assert_eq!((events.oom, events.oom_kill), (1, 1), "{stats:?}");
+    assert!(events.max > 0, "{stats:?}");
+    assert_eq!(
+        client.container_state("hungry").await.unwrap().status,
+        ContainerStatus::Running
+    );
+    let memory = stats.memory.clone().unwrap();
+    assert!(
+        memory.peak > Some(16 << 20),
+        "it grew past 16 MiB before the kill: {stats:?}"
+    );
+    assert!(
+        memory.stat.get("anon").is_some() && memory.stat.get("pgfault") > Some(&0),
+        "{stats:?}"
+    );
+    let cpu = stats.cpu.expect("cpu.stat");
+    assert!(cpu.usage_usec > 0 && cpu.usage_usec >= cpu.user_usec, "{cpu:?}");
+    assert!(stats.io.iter().any(|device| device.rbytes > 0), "{stats:?}");
+
+    // Stopped, not deleted: its cgroup and figures stay.
+    client.kill_container("hungry", 9, false).await.unwrap();
+    let status = client.wait(created.process).await.unwrap();
+    assert_eq!(status.signal, Some(9));
+    assert_eq!(out.await.unwrap(), "child 137\n");
+    let stats = client.container_stats("hungry").await.unwrap();
+    assert_eq!(stats.oom_kills(), 1, "{stats:?}");
+    assert_eq!(stats.pids.map(|p| p.current), Some(0), "{stats:?}");
+
+    // Deleted, or never made: not found, by name.
+    client.delete_container("hungry", false).await.unwrap();
+    for id in ["hungry", "nope"] {
+        let e = client.container_stats(id).await.unwrap_err();
+        let body = e.agent_error().expect("the agent's error");
+        assert_eq!(body.code, agent_proto::ErrorCode::NotFound, "{e}");
+        assert!(body.message.contains(&format!("\"{id}\"")), "{e}");
+    }
+
+    let stop = Command::new(vmshim_bin())
+        .args(["stop", "figures"])
         .env("VMSHIM_STATE_DIR", state.path())
         .output()
         .unwrap();
