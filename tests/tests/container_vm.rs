@@ -232,7 +232,7 @@ async fn a_containers_cgroup_figures_and_oom_kills_in_a_vm() {
         "it grew past 16 MiB before the kill: {stats:?}"
     );
     assert!(
-        memory.stat.get("anon").is_some() && memory.stat.get("pgfault") > Some(&0),
+        memory.stat.contains_key("anon") && memory.stat.get("pgfault") > Some(&0),
         "{stats:?}"
     );
     let cpu = stats.cpu.expect("cpu.stat");
