@@ -211,7 +211,7 @@ fn pod_of_two(containerd: &CriContainerd, handler: &str) -> Pod {
         "{handler}: the client after StopContainer (sleep ignores SIGTERM as its namespace's PID 1): {status:?}"
     );
     ok(containerd, cri.remove_container(&client));
-    assert_eq!(ok(containerd, cri.containers()), [server.clone()], "{handler}");
+    assert_eq!(ok(containerd, cri.containers()), vec![server.clone()], "{handler}");
     let again_config = container_config(
         "again",
         &["sh", "-c", "wget -q -O - http://127.0.0.1:8080/; exec sleep inf"],
