@@ -574,6 +574,47 @@ fn ctr_task_metrics_and_oom_kills_as_with_runc() {
         containerd.ok(&["container", "delete", id]);
     }
 
+    // A pod's container, made by its sandbox's VM's agent: its own
+    // cgroup's figures, and its OOM kill told.
+    let sandbox = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=pod-m",
+    ];
+    let member = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=pod-m",
+    ];
+    let run = |annotations: &[&str], id: &str, script: &str| {
+        let mut args = vec!["run", "-d", "--null-io", "--memory-limit", &limit, "--runtime", VMINITD];
+        args.extend_from_slice(annotations);
+        args.extend_from_slice(&[IMAGE, id, "sh", "-c", script]);
+        containerd.ok(&args);
+    };
+    run(&sandbox, "pod-m", "sleep 1000");
+    let grow = "x=a; i=0; while [ $i -lt 28 ]; do x=$x$x; i=$((i+1)); done";
+    run(&member, "pod-m-c1", &format!("sh -c '{grow}'; sleep 1000"));
+    let figures = Figures::of(&metrics_table(&containerd.ok(&["task", "metrics", "pod-m-c1"])));
+    assert_eq!(figures.memory_limit, LIMIT, "{figures:?}");
+    assert!(figures.memory_usage > 0 && figures.pids >= 1, "{figures:?}");
+    let told = eventually(Duration::from_secs(20), || {
+        let seen = std::fs::read_to_string(containerd.path().join("events")).unwrap_or_default();
+        topics(&seen, "pod-m-c1").iter().any(|t| t == "/tasks/oom")
+    });
+    assert!(told, "no /tasks/oom for pod-m-c1");
+    for id in ["pod-m-c1", "pod-m"] {
+        containerd.ok(&["task", "kill", "-s", "SIGKILL", id]);
+        let stopped = eventually(Duration::from_secs(10), || {
+            containerd.task_status(id).as_deref() == Some("STOPPED")
+        });
+        assert!(stopped, "{id} is {:?}", containerd.task_status(id));
+        containerd.ok(&["task", "delete", id]);
+        containerd.ok(&["container", "delete", id]);
+    }
+
     // A shell that outgrows its memory limit: the OOM killer kills it,
     // the task ends with 137, and the shim says so (`/tasks/oom`) before
     // it tells of the exit. Bounded (2^28 bytes), so that a limit not
