@@ -3,8 +3,10 @@
 
 pub(crate) mod child;
 pub(crate) mod console;
+pub mod memory;
 pub mod net;
 pub mod qemu;
+pub mod qmp;
 pub(crate) mod runtime_dir;
 pub mod virtiofs;
 pub mod vsock;
@@ -20,6 +22,7 @@ use crate::client::{AgentAddr, Client, ClientError};
 use crate::profile::Profile;
 use child::Supervised;
 use qemu::QemuConfig;
+use qmp::QmpListener;
 use runtime_dir::RuntimeDir;
 use virtiofs::{ShareError, SharedPath, Virtiofsd};
 use vsock::VsockBackend;
@@ -133,6 +136,10 @@ pub struct VmConfig {
     /// Host files and directories the guest reaches through virtio-fs
     /// (none: no device, no daemon).
     pub shares: Vec<SharedPath>,
+    /// The guest reports the pages it frees and the host discards them
+    /// (the balloon's free page reporting): memory the guest no longer
+    /// uses goes back to the host. On by default.
+    pub free_page_reporting: bool,
 }
 
 impl VmConfig {
@@ -150,6 +157,7 @@ impl VmConfig {
             cmdline_extra: Vec::new(),
             network: net::GuestNetwork::default(),
             shares: Vec::new(),
+            free_page_reporting: true,
         }
     }
 
@@ -198,6 +206,8 @@ pub struct Vm {
     /// The share's daemon, where the VM has shares.
     virtiofs: Option<Virtiofsd>,
     console_log: PathBuf,
+    /// QEMU's control socket ([`qmp`]).
+    qmp: PathBuf,
     accel: Accel,
     accel_reason: String,
     // Dropped last: the sockets and logs live here.
@@ -223,6 +233,11 @@ impl Vm {
         let (notify, notify_url) = vsock.notify_listener()?;
         // QEMU sends the console to a socket of ours; we write the log.
         let (console_log, serial) = dir.capture_console()?;
+        let qmp = QmpListener::bind(dir.path()).map_err(|source| VmError::Io {
+            what: "listen for QEMU's control connection in",
+            path: dir.path().to_owned(),
+            source,
+        })?;
         let qemu_cfg = QemuConfig {
             qemu: cfg.qemu.clone(),
             accel,
@@ -236,6 +251,8 @@ impl Vm {
             vsock_args: vsock.qemu_args(),
             net_args: cfg.network.qemu_args(),
             share_args: virtiofs.as_ref().map(Virtiofsd::qemu_args).unwrap_or_default(),
+            balloon_args: memory::balloon_args(cfg.free_page_reporting),
+            qmp_args: qmp.qemu_args(),
         };
         let qemu_log = dir.path().join("qemu.log");
         let log = dir.create_file("qemu.log")?;
@@ -245,6 +262,7 @@ impl Vm {
             .stdout(Stdio::null())
             .stderr(log);
         cfg.network.pass_taps(&mut cmd);
+        qmp.pass(&mut cmd);
         let qemu = Supervised::spawn("qemu", cmd).map_err(|source| VmError::Spawn {
             program: cfg.qemu.clone(),
             source,
@@ -257,6 +275,7 @@ impl Vm {
             vsock,
             virtiofs,
             console_log,
+            qmp: qmp.path().to_owned(),
             accel,
             accel_reason,
             dir,
@@ -362,6 +381,11 @@ impl Vm {
         }
         pids.extend(self.virtiofs.as_ref().map(Virtiofsd::process));
         pids
+    }
+
+    /// QEMU's control socket ([`qmp`]): the balloon is driven there.
+    pub fn qmp_socket(&self) -> &std::path::Path {
+        &self.qmp
     }
 
     /// The accelerator in use and why it was chosen.

@@ -163,6 +163,8 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         vsock_args: Vec::new(),
         net_args: Vec::new(),
         share_args: Vec::new(),
+        balloon_args: Vec::new(),
+        qmp_args: Vec::new(),
     };
     let started = Instant::now();
     let status = Command::new(&cfg.qemu)
