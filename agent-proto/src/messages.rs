@@ -914,18 +914,48 @@ pub struct Stats {
     pub agent_rss_bytes: u64,
     /// Processes the agent manages that have not been forgotten yet.
     pub processes: usize,
+    /// The memory of every process the agent starts, containers included
+    /// (their cgroup, `workloads`); absent where they have none (the agent
+    /// outside a VM, a kernel without the memory controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<CgroupMemory>,
 }
 
-/// Guest memory, from `/proc/meminfo`.
+/// Guest memory, from `/proc/meminfo`. What the guest uses is
+/// `total_bytes - free_bytes - cache_bytes`, as `free` counts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
-    /// `MemTotal`: the memory the guest kernel manages.
+    /// `MemTotal`: the memory the guest kernel manages. A balloon the host
+    /// inflated takes its pages out of it.
     pub total_bytes: u64,
     /// `MemFree`: memory nothing uses.
     pub free_bytes: u64,
     /// `MemAvailable`: what new work could get without swapping, caches
     /// given back included.
     pub available_bytes: u64,
+    /// `Buffers`, `Cached` and `SReclaimable`: the page cache (files, and
+    /// tmpfs, which cannot be given back), what `free` calls buff/cache.
+    #[serde(default)]
+    pub cache_bytes: u64,
+}
+
+impl MemoryStats {
+    /// What neither is free nor a cache: the kernel's own and processes'
+    /// memory.
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.free_bytes).saturating_sub(self.cache_bytes)
+    }
+}
+
+/// A cgroup's memory: `memory.current` and `memory.max`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupMemory {
+    /// `memory.current`: what its processes use, page cache they brought
+    /// in included.
+    pub current_bytes: u64,
+    /// `memory.max`; absent for `max`, no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 #[cfg(test)]

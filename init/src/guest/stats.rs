@@ -2,7 +2,11 @@
 
 use std::io;
 
-use agent_proto::{MemoryStats, Stats};
+use std::path::Path;
+
+use agent_proto::{CgroupMemory, MemoryStats, Stats};
+
+use crate::child::defaults;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -39,7 +43,27 @@ pub fn collect(processes: usize) -> Result<Stats, StatsError> {
             what: "resident size",
         })? * page_size,
         processes,
+        workloads: defaults::workloads_dir().and_then(cgroup_memory),
     })
+}
+
+/// `memory.current` and `memory.max` of the cgroup at `dir`; `None` where
+/// it has no memory controller.
+fn cgroup_memory(dir: &Path) -> Option<CgroupMemory> {
+    let current = std::fs::read_to_string(dir.join("memory.current")).ok()?;
+    let max = std::fs::read_to_string(dir.join("memory.max")).ok()?;
+    Some(CgroupMemory {
+        current_bytes: current.trim().parse().ok()?,
+        max_bytes: parse_memory_max(&max)?,
+    })
+}
+
+/// `memory.max`: bytes, or `max` (no limit: `Some(None)`).
+pub fn parse_memory_max(text: &str) -> Option<Option<u64>> {
+    match text.trim() {
+        "max" => Some(None),
+        bytes => bytes.parse().ok().map(Some),
+    }
 }
 
 fn read(path: &'static str) -> Result<String, StatsError> {
@@ -57,7 +81,8 @@ pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     Some([fields.next()?.ok()?, fields.next()?.ok()?, fields.next()?.ok()?])
 }
 
-/// MemTotal, MemFree and MemAvailable of `/proc/meminfo`, in bytes.
+/// MemTotal, MemFree and MemAvailable of `/proc/meminfo`, and the caches
+/// (Buffers, Cached, SReclaimable, each 0 where missing), in bytes.
 /// Kernels before 3.14 have no MemAvailable: MemFree stands in.
 pub fn parse_meminfo(text: &str) -> Option<MemoryStats> {
     let field = |name: &str| {
@@ -76,10 +101,15 @@ pub fn parse_meminfo(text: &str) -> Option<MemoryStats> {
     let total_bytes = field("MemTotal")?;
     let free_bytes = field("MemFree")?;
     let available_bytes = field("MemAvailable").unwrap_or(free_bytes);
+    let cache_bytes = ["Buffers", "Cached", "SReclaimable"]
+        .iter()
+        .map(|name| field(name).unwrap_or(0))
+        .sum();
     Some(MemoryStats {
         total_bytes,
         free_bytes,
         available_bytes,
+        cache_bytes,
     })
 }
 
@@ -98,22 +128,29 @@ mod tests {
         assert_eq!(parse_uptime(""), None);
         assert_eq!(parse_loadavg("0.50 0.25 0.10 1/123 456\n"), Some([0.5, 0.25, 0.1]));
         assert_eq!(parse_loadavg("0.50 x 0.10"), None);
-        let meminfo =
-            "MemTotal:        2048000 kB\nMemFree:         1024000 kB\nMemAvailable:    1536000 kB\nBuffers: 1 kB\n";
+        let meminfo = "MemTotal:        2048000 kB\nMemFree:         1024000 kB\nMemAvailable:    1536000 kB\n\
+                       Buffers: 1 kB\nCached:  300 kB\nSwapCached: 7 kB\nSReclaimable: 20 kB\nSUnreclaim: 9 kB\n";
+        let memory = parse_meminfo(meminfo).unwrap();
         assert_eq!(
-            parse_meminfo(meminfo),
-            Some(MemoryStats {
+            memory,
+            MemoryStats {
                 total_bytes: 2048000 * 1024,
                 free_bytes: 1024000 * 1024,
-                available_bytes: 1536000 * 1024
-            })
+                available_bytes: 1536000 * 1024,
+                cache_bytes: 321 * 1024,
+            }
         );
+        assert_eq!(memory.used_bytes(), (2048000 - 1024000 - 321) * 1024);
         let old = "MemTotal: 100 kB\nMemFree: 50 kB\n";
         assert_eq!(parse_meminfo(old).unwrap().available_bytes, 50 * 1024);
+        assert_eq!(parse_meminfo(old).unwrap().cache_bytes, 0);
         assert_eq!(parse_meminfo("MemFree: 1 kB\n"), None);
         // MemTotalX is not MemTotal.
         assert_eq!(parse_meminfo("MemTotalX: 5 kB\nMemFree: 1 kB\n"), None);
         assert_eq!(parse_statm_resident("1000 250 100 1 0 50 0\n"), Some(250));
+        assert_eq!(parse_memory_max("max\n"), Some(None));
+        assert_eq!(parse_memory_max("251658240\n"), Some(Some(251658240)));
+        assert_eq!(parse_memory_max("lots\n"), None);
     }
 
     #[test]
