@@ -2,6 +2,7 @@
 //! host, reached over a Unix socket, exactly as a VM's agent is reached over
 //! vsock.
 
+pub mod containerd;
 pub mod cri;
 pub mod engines;
 

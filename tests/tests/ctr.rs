@@ -12,7 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vminitd_tests::engines::{describe, on_terminal, text, write_image_archive, Leftovers, TerminalRun, IMAGE};
-use vminitd_tests::{binary, eventually, TempDir};
+use vminitd_tests::containerd::Daemon;
+use vminitd_tests::{eventually, TempDir};
 
 /// The runtime types the test compares.
 const VMINITD: &str = "io.containerd.vminitd.v2";
@@ -36,7 +37,7 @@ fn ctr() -> Command {
 /// removed, when dropped.
 struct Containerd {
     dir: TempDir,
-    daemon: Option<Child>,
+    daemon: Daemon,
 }
 
 impl Containerd {
@@ -57,29 +58,12 @@ impl Containerd {
             debug = path.join("debug.sock").display(),
         );
         std::fs::write(path.join("config.toml"), config).unwrap();
-        // containerd finds `containerd-shim-vminitd-v2` on its PATH, as it
-        // finds runc's shim: the built binary's directory first.
-        let shim = binary("containerd-shim-vminitd-v2", "VMINITD_SHIM_BIN");
-        let shim_dir = shim.parent().expect("the shim's directory").to_path_buf();
-        let mut paths = vec![shim_dir];
-        paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-        let log = std::fs::File::create(path.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(path.join("config.toml"))
-            .env("PATH", std::env::join_paths(paths).unwrap())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let mut containerd = Containerd {
-            dir,
-            daemon: Some(daemon),
-        };
+        // The built shim first on containerd's PATH.
+        let daemon = Daemon::start(&path.join("config.toml"), &path.join("containerd.log"));
+        let mut containerd = Containerd { dir, daemon };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !containerd.run(&["version"]).status.success() {
-            let exited = containerd.daemon.as_mut().and_then(|d| d.try_wait().ok().flatten());
+            let exited = containerd.daemon.exited();
             if exited.is_some() || Instant::now() >= deadline {
                 panic!("containerd did not start ({exited:?}); its log:\n{}", containerd.log());
             }
@@ -96,7 +80,7 @@ impl Containerd {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("containerd.log")).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// `ctr ARGS` against this containerd, in the test's namespace.
@@ -161,9 +145,7 @@ impl Containerd {
     }
 
     fn tail_of_log(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.daemon.tail_of_log(30)
     }
 
     /// `ctr run --rm --runtime RUNTIME IMAGE ID ARGS...`.
@@ -214,7 +196,7 @@ impl Containerd {
     /// Stops containerd, then checks that nothing naming its directory is
     /// left: no shim, instance daemon or QEMU, no mount.
     fn finish(mut self) {
-        self.stop();
+        self.daemon.stop();
         let mut left = Leftovers::default();
         let settled = eventually(Duration::from_secs(10), || {
             left = Leftovers::default();
@@ -224,28 +206,11 @@ impl Containerd {
         });
         assert!(settled, "containerd left behind:\n  {}", left.0.join("\n  "));
     }
-
-    fn stop(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while daemon.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if self.daemon.is_none() {
+        if self.daemon.is_stopped() {
             return;
         }
         // A failed test: its containers, shims and VMs go too.
@@ -256,7 +221,7 @@ impl Drop for Containerd {
         for container in text(&self.run(&["container", "ls", "-q"]).stdout).split_whitespace() {
             let _ = self.run(&["container", "delete", container]);
         }
-        self.stop();
+        self.daemon.stop();
         sweep(self.path());
     }
 }

@@ -13,14 +13,15 @@ mod client;
 pub mod pod;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use client::{Cri, CriError, CALL_TIMEOUT};
 pub use pod::{container_config, read_log, sandbox_config};
 
+use crate::containerd::Daemon;
 use crate::engines::{describe, processes, sweep, text, write_oci_archive, Leftovers, Subnet, IMAGE, PAUSE_IMAGE};
-use crate::{binary, eventually, TempDir};
+use crate::{eventually, TempDir};
 
 /// The runtime handler of containerd's runc shim.
 pub const RUNC: &str = "runc";
@@ -38,7 +39,7 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 pub struct CriContainerd {
     dir: TempDir,
     subnet: Subnet,
-    daemon: Option<Child>,
+    daemon: Daemon,
 }
 
 impl CriContainerd {
@@ -53,26 +54,8 @@ impl CriContainerd {
         std::fs::create_dir_all(&cni).unwrap();
         std::fs::write(cni.join("10-vminitd-test.conflist"), cni_conflist(path, &subnet)).unwrap();
         std::fs::write(path.join("config.toml"), config(path)).unwrap();
-        // containerd finds `containerd-shim-vminitd-v2` on its PATH, as it
-        // finds runc's shim: the built binary's directory first.
-        let shim = binary("containerd-shim-vminitd-v2", "VMINITD_SHIM_BIN");
-        let mut paths = vec![shim.parent().expect("the shim's directory").to_path_buf()];
-        paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-        let log = std::fs::File::create(path.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(path.join("config.toml"))
-            .env("PATH", std::env::join_paths(paths).unwrap())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd (scripts/setup.sh installs it)");
-        let mut containerd = CriContainerd {
-            dir,
-            subnet,
-            daemon: Some(daemon),
-        };
+        let daemon = Daemon::start(&path.join("config.toml"), &path.join("containerd.log"));
+        let mut containerd = CriContainerd { dir, subnet, daemon };
         containerd.wait_ready();
         let archive = containerd.path().join("images.tar");
         write_oci_archive(&archive);
@@ -93,7 +76,7 @@ impl CriContainerd {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last = String::new();
         loop {
-            let exited = self.daemon.as_mut().and_then(|d| d.try_wait().ok().flatten());
+            let exited = self.daemon.exited();
             if exited.is_some() || Instant::now() >= deadline {
                 panic!(
                     "containerd's CRI service is not ready ({exited:?}; {last}); its log:\n{}",
@@ -133,19 +116,17 @@ impl CriContainerd {
 
     /// containerd's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(Child::id)
+        self.daemon.pid()
     }
 
     /// Its log, whole.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("containerd.log")).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// The last 40 lines of its log, for a failed assertion's message.
     pub fn tail_of_log(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.daemon.tail_of_log(40)
     }
 
     /// `ctr ARGS` against it, in CRI's namespace, killed after 60 s.
@@ -225,7 +206,7 @@ impl CriContainerd {
     /// left (no shim, instance daemon or QEMU, no mount) and removes its
     /// bridge.
     pub fn finish(mut self) {
-        self.stop();
+        self.daemon.stop();
         let mut left = Leftovers::default();
         let settled = eventually(Duration::from_secs(10), || {
             left = Leftovers::default();
@@ -248,34 +229,17 @@ impl CriContainerd {
                 .status();
         }
     }
-
-    fn stop(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while daemon.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 impl Drop for CriContainerd {
     fn drop(&mut self) {
-        if self.daemon.is_some() {
+        if !self.daemon.is_stopped() {
             // A failed test: its pods' tasks, shims and VMs go too.
             for task in text(&self.ctr(&["task", "ls", "-q"]).stdout).split_whitespace() {
                 let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", task]);
                 let _ = self.ctr(&["task", "delete", "-f", task]);
             }
-            self.stop();
+            self.daemon.stop();
         }
         sweep(self.path());
         self.remove_bridge();
