@@ -27,6 +27,7 @@ use containerd_shim::protos::topics::TASK_OOM_EVENT_TOPIC;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Context;
 use host_shim::runtime::{PodMember, Runtime, RuntimeError};
+use host_shim::Client;
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
 
@@ -165,6 +166,9 @@ pub struct Source {
     runtime: Runtime,
     id: String,
     member: Option<Arc<PodMember>>,
+    /// A session with the agent of the container's own VM, kept between
+    /// looks (the OOM watch asks every second).
+    session: Arc<Mutex<Option<Client>>>,
 }
 
 impl Source {
@@ -174,15 +178,32 @@ impl Source {
             runtime,
             id: id.to_owned(),
             member,
+            session: Arc::new(Mutex::new(None)),
         }
     }
 
     /// The container's figures now (a stopped one's as it ended).
     pub async fn stats(&self) -> Result<ContainerStats, RuntimeError> {
-        match &self.member {
-            Some(member) => member.stats().await,
-            None => self.runtime.stats(&self.id).await,
+        if let Some(member) = &self.member {
+            return member.stats().await;
         }
+        let mut session = self.session.lock().await;
+        if session.is_none() {
+            if let Ok(agent) = self.runtime.agent(&self.id).await {
+                *session = Client::connect(agent).await.ok();
+            }
+        }
+        if let Some(client) = session.as_ref() {
+            if let Ok(stats) = client.container_stats(&self.id).await {
+                return Ok(stats);
+            }
+            // The VM, or the container in it, is gone: the runtime says
+            // what is left (a stopped container's last figures).
+            if let Some(client) = session.take() {
+                client.close().await;
+            }
+        }
+        self.runtime.stats(&self.id).await
     }
 }
 
