@@ -98,3 +98,12 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 /// The largest first frame ([`Open`]) the agent accepts: it is a few dozen
 /// bytes, and a connection that has not yet shown its key gets no more.
 pub const MAX_OPEN_FRAME_LEN: usize = 4096;
+
+/// How much of the guest's memory (`MemTotal`, `total_bytes`) the
+/// workloads' cgroup leaves the agent and the kernel: a sixteenth, at
+/// least 16 MiB and at most 64 MiB. The agent caps its workloads' cgroup
+/// at the rest; the host sizes a container's limit with it when it
+/// resizes a VM's memory.
+pub fn workloads_headroom(total_bytes: u64) -> u64 {
+    (total_bytes / 16).clamp(16 << 20, 64 << 20)
+}

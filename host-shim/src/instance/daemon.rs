@@ -438,6 +438,7 @@ impl VmRun<'_> {
         record.endpoint = Some(agent.endpoint.to_string());
         record.agent_key = agent.key;
         record.vm_pids = self.vm.pids().into_iter().map(|(n, p)| (n.to_owned(), p)).collect();
+        record.qmp = Some(self.vm.qmp_socket().to_owned());
         self.dir.write_record(record)?;
 
         let main_exit = async {

@@ -7,7 +7,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `instance.json` | the [`Instance`]: name, owner pid and start time, status, agent endpoint, created time, command, the VM's host pids |
+//! | `instance.json` | the [`Instance`]: name, owner pid and start time, status, agent endpoint, created time, command, the VM's host pids and QEMU's control socket |
 //! | `spec.json` | the [`InstanceSpec`]: what the daemon boots and runs |
 //! | `log` | the daemon's log, and the main process's stdout and stderr (rotated to `log.1` at `$VMSHIM_LOG_MAX_SIZE`) |
 //!
@@ -25,6 +25,7 @@
 
 mod container;
 mod daemon;
+mod memory;
 mod pid;
 mod spec;
 
@@ -118,6 +119,14 @@ pub enum InstanceError {
     /// is not safe to use.
     #[error(transparent)]
     Private(#[from] PrivateError),
+    /// Its memory could not be read or resized.
+    #[error("instance {name:?}'s memory")]
+    Memory {
+        /// The instance.
+        name: String,
+        /// What failed.
+        source: crate::vm::memory::MemoryError,
+    },
 }
 
 /// Where an instance is in its life.
@@ -169,6 +178,10 @@ pub struct Instance {
     /// running.
     #[serde(default)]
     pub vm_pids: Vec<(String, u32)>,
+    /// QEMU's control socket, where the balloon is driven
+    /// ([`crate::vm::qmp`]), once running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp: Option<PathBuf>,
     /// How the container's process ended ([`InstanceSpec::container`]),
     /// once its output has been written out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,6 +375,7 @@ impl Instances {
                 (None, None) => Vec::new(),
             },
             vm_pids: Vec::new(),
+            qmp: None,
             exit: None,
             exit_stats: None,
             error: None,

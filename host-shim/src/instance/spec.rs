@@ -58,6 +58,13 @@ pub struct InstanceSpec {
     /// outlives its process, until stopped (`vmshim runtime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerMain>,
+    /// The balloon reports the pages the guest frees ([`VmConfig::free_page_reporting`]).
+    #[serde(default = "on")]
+    pub free_page_reporting: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 /// An instance's main process ([`InstanceSpec::process`]): started once the
@@ -153,6 +160,7 @@ impl InstanceSpec {
             shares: cfg.shares.clone(),
             process: None,
             container: None,
+            free_page_reporting: cfg.free_page_reporting,
         }
     }
 
@@ -173,6 +181,7 @@ impl InstanceSpec {
         cfg.boot_timeout = self.boot_timeout();
         cfg.cmdline_extra = self.cmdline_extra.clone();
         cfg.shares = self.shares.clone();
+        cfg.free_page_reporting = self.free_page_reporting;
         let publish = self
             .publish
             .iter()
@@ -197,6 +206,7 @@ mod tests {
     fn round_trips_a_config() {
         let mut cfg = VmConfig::new("/k".into(), "/i".into());
         cfg.accel = Some(Accel::Tcg);
+        cfg.free_page_reporting = false;
         cfg.cpus = 2;
         cfg.rootfs = Some("/r.ext4".into());
         cfg.shares = vec![SharedPath {
@@ -216,6 +226,12 @@ mod tests {
         assert_eq!(again.rootfs, cfg.rootfs);
         assert_eq!(again.shares, cfg.shares);
         assert_eq!(again.boot_timeout, cfg.boot_timeout);
+        assert!(!again.free_page_reporting);
+        // A spec.json of before free page reporting has it on.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("free_page_reporting");
+        let old: InstanceSpec = serde_json::from_value(old).unwrap();
+        assert!(old.free_page_reporting);
         assert_eq!(again.network.publish[0].guest_port, 80);
         assert_eq!(again.network.hostname.as_deref(), Some("a"));
         spec.publish = vec!["nope".to_owned()];

@@ -248,6 +248,15 @@ pub enum RuntimeError {
     /// is not safe to use.
     #[error(transparent)]
     Private(#[from] PrivateError),
+    /// Its VM's memory could not be resized (`update --memory`), or did not
+    /// all come back in time.
+    #[error("container {id}: memory: {detail}")]
+    Memory {
+        /// The container.
+        id: String,
+        /// What failed, or how far the guest came.
+        detail: String,
+    },
 }
 
 /// The VM each container gets.
@@ -331,6 +340,8 @@ struct Live {
     pid: u32,
     /// The agent and its key, while the VM runs.
     endpoint: Option<AgentAddr>,
+    /// QEMU's control socket, while the VM runs.
+    qmp: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -546,6 +557,7 @@ impl Runtime {
             status: ContainerStatus::Stopped,
             pid: 0,
             endpoint: None,
+            qmp: None,
         };
         let instances = self.instances(id);
         let name = instance_name(id);
@@ -579,6 +591,7 @@ impl Runtime {
             status,
             pid,
             endpoint,
+            qmp: instance.qmp,
         })
     }
 
@@ -652,18 +665,72 @@ impl Runtime {
         }
     }
 
-    /// New cgroup limits for container `id` (`update`).
+    /// New cgroup limits for container `id` (`update`). A memory limit
+    /// resizes its VM too: the balloon gives the guest the limit plus the
+    /// agent's headroom (all the VM booted with for no limit, or a limit
+    /// above that), lowered after the container's limit and raised before
+    /// it, and waited for up to [`RESIZE_WAIT`] (a guest that cannot free
+    /// the memory yet keeps giving it back as it is freed: a warning). A
+    /// pod's sandbox keeps its VM's size: the VM is the pod's.
     pub async fn update(&self, id: &str, resources: agent_proto::Resources) -> Result<(), RuntimeError> {
         let live = self.live(id).await?;
         match (live.status, &live.endpoint) {
             (ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused, Some(endpoint)) => {
                 let client = connect(endpoint, id).await?;
-                let updated = client.update_container(id, resources).await;
+                let limit = resources.memory.as_ref().and_then(|m| m.limit);
+                let updated = match (limit, &live.qmp) {
+                    (Some(limit), Some(qmp)) if !is_pod_sandbox(&live.record) => {
+                        self.update_with_memory(&client, id, qmp, limit, resources).await
+                    }
+                    _ => client.update_container(id, resources).await.map_err(|e| agent_err(id, e)),
+                };
                 client.close().await;
-                updated.map_err(|e| agent_err(id, e))
+                updated
             }
             _ => Err(RuntimeError::NotRunning { id: id.to_owned() }),
         }
+    }
+
+    /// [`Runtime::update`] with a memory limit: the container's cgroup and
+    /// its VM's balloon, in the order the direction needs.
+    async fn update_with_memory(
+        &self,
+        client: &Client,
+        id: &str,
+        qmp: &Path,
+        limit: i64,
+        resources: agent_proto::Resources,
+    ) -> Result<(), RuntimeError> {
+        let memory_err = |e: crate::vm::memory::MemoryError| RuntimeError::Memory {
+            id: id.to_owned(),
+            detail: e.describe(),
+        };
+        let plan = crate::vm::memory::plan(client, qmp, crate::vm::memory::Size::Container { limit })
+            .await
+            .map_err(memory_err)?;
+        let mut resources = Some(resources);
+        if plan.shrinks() {
+            if let Some(resources) = resources.take() {
+                client.update_container(id, resources).await.map_err(|e| agent_err(id, e))?;
+            }
+        }
+        let resized = crate::vm::memory::resize(qmp, plan.target_bytes, RESIZE_WAIT)
+            .await
+            .map_err(memory_err)?;
+        if !resized.reached {
+            (self.warn.0)(&RuntimeError::Memory {
+                id: id.to_owned(),
+                detail: format!(
+                    "the guest has come to {} MiB of the {} MiB asked for within {RESIZE_WAIT:?}; it gives the rest back as its memory is freed",
+                    resized.balloon.actual_bytes >> 20,
+                    plan.target_bytes >> 20
+                ),
+            });
+        }
+        if let Some(resources) = resources {
+            client.update_container(id, resources).await.map_err(|e| agent_err(id, e))?;
+        }
+        Ok(())
     }
 
     /// Freezes every process of running container `id` (`pause`), or thaws
@@ -821,6 +888,20 @@ fn check_id(id: &str) -> Result<(), RuntimeError> {
         true => Ok(()),
         false => Err(RuntimeError::BadId { id: id.to_owned() }),
     }
+}
+
+/// How long `update --memory` waits for the guest to give its memory back
+/// or take it.
+pub const RESIZE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the container is a pod's sandbox (CRI's
+/// `io.kubernetes.cri.container-type: sandbox`), whose VM holds the pod's
+/// other containers too.
+fn is_pod_sandbox(record: &Record) -> bool {
+    record
+        .annotations
+        .get("io.kubernetes.cri.container-type")
+        .is_some_and(|t| t == "sandbox")
 }
 
 /// The name of container `id`'s instance: the id (the VM's host name),

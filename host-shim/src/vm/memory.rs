@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::qmp::{Balloon, Qmp, QmpError};
+use crate::client::{Client, ClientError};
 
 /// The least memory a VM may be given, in MiB: the least it boots with
 /// (`vmshim run --memory`), room for its kernel and agent.
@@ -50,6 +51,9 @@ pub enum MemoryError {
     /// QMP failed.
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// The agent did not give its figures.
+    #[error("the guest's figures")]
+    Agent(#[from] ClientError),
     /// A size outside what the VM can be given.
     #[error("{asked} MiB: {why}")]
     OutOfRange {
@@ -59,7 +63,7 @@ pub enum MemoryError {
         why: String,
     },
     /// A host process's figures could not be read.
-    #[error("cannot read the memory of {role} (pid {pid}) in {}: {source}", path.display())]
+    #[error("cannot read the memory of {role} (pid {pid}) in {}: {error}", path.display())]
     Proc {
         /// Its role (`qemu`, `vhost-device-vsock`, `virtiofsd`).
         role: String,
@@ -68,8 +72,22 @@ pub enum MemoryError {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl MemoryError {
+    /// The error and each of its causes, on one line.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
 }
 
 /// The outcome of a [`resize`].
@@ -104,14 +122,96 @@ pub fn check_target(mib: u64, base_bytes: u64) -> Result<u64, MemoryError> {
     Ok(mib << 20)
 }
 
-/// Brings the guest's memory to `mib` MiB through the balloon at QEMU's
-/// control socket `qmp`, and waits up to `wait` for the guest to get
-/// there. A guest that cannot free that much yet keeps inflating as its
-/// memory is freed: the size is set even when not `reached`.
-pub async fn resize(qmp: &Path, mib: u64, wait: Duration) -> Result<Resized, MemoryError> {
+/// What a resize is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// The VM's memory, in MiB, as `vmshim run --memory` gives it at boot
+    /// (`vmshim update NAME --memory`): within [`check_target`]'s bounds.
+    Vm {
+        /// MiB.
+        mib: u64,
+    },
+    /// A container's memory limit, in bytes (`vmshim runtime update
+    /// --memory`; -1 or less: none): the VM gets that much for its
+    /// workloads plus the agent's headroom, as much as it booted with at
+    /// most.
+    Container {
+        /// Bytes, or -1.
+        limit: i64,
+    },
+}
+
+/// A resize worked out against the VM as it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The balloon's target: the VM's memory, in bytes.
+    pub target_bytes: u64,
+    /// The balloon now.
+    pub now: Balloon,
+    /// The guest's `MemTotal` now.
+    pub guest_total_now: u64,
+    /// The guest's `MemTotal` once the balloon holds the VM at the target.
+    pub guest_total_bytes: u64,
+    /// What the workloads may use then: that less the agent's headroom
+    /// ([`agent_proto::workloads_headroom`]), the limit a VM's container
+    /// follows to.
+    pub workloads_bytes: u64,
+}
+
+impl Plan {
+    /// Works `size` out for a VM whose balloon is `now` and whose guest has
+    /// `guest_total_now` (`MemTotal`). The kernel keeps the same memory out
+    /// of `MemTotal` at any size: the guest's total moves by what the
+    /// balloon moves.
+    pub fn new(size: Size, now: Balloon, guest_total_now: u64) -> Result<Plan, MemoryError> {
+        let reserved = now.actual_bytes.saturating_sub(guest_total_now);
+        let target_bytes = match size {
+            Size::Vm { mib } => check_target(mib, now.base_bytes)?,
+            Size::Container { limit } if limit < 0 => now.base_bytes,
+            Size::Container { limit } => {
+                let limit = limit as u64;
+                // The least total whose workloads' share holds the limit
+                // (the headroom grows with the total, by steps).
+                let mut total = limit + agent_proto::workloads_headroom(limit);
+                while total - agent_proto::workloads_headroom(total) < limit {
+                    total = limit + agent_proto::workloads_headroom(total);
+                }
+                let mib = (total + reserved).div_ceil(1 << 20);
+                mib.clamp(MIN_MEMORY_MIB, now.base_bytes >> 20) << 20
+            }
+        };
+        let guest_total_bytes = (guest_total_now + target_bytes).saturating_sub(now.actual_bytes);
+        Ok(Plan {
+            target_bytes,
+            now,
+            guest_total_now,
+            guest_total_bytes,
+            workloads_bytes: guest_total_bytes.saturating_sub(agent_proto::workloads_headroom(guest_total_bytes)),
+        })
+    }
+
+    /// Whether the VM gets smaller: what follows it in the guest (a
+    /// container's limit) goes first, so that the balloon finds the memory
+    /// given back; when it grows, the balloon goes first.
+    pub fn shrinks(&self) -> bool {
+        self.target_bytes < self.now.actual_bytes
+    }
+}
+
+/// Works out `size` for the VM whose agent is `client` and whose QEMU's
+/// control socket is `qmp`.
+pub async fn plan(client: &Client, qmp: &Path, size: Size) -> Result<Plan, MemoryError> {
+    let balloon = balloon(qmp).await?;
+    let stats = client.stats().await?;
+    Plan::new(size, balloon, stats.memory.total_bytes)
+}
+
+/// Sets the balloon's target to `target_bytes` through QEMU's control
+/// socket `qmp`, and waits up to `wait` for the guest to get there. A
+/// guest that cannot free that much yet keeps inflating as its memory is
+/// freed: the size is set even when not `reached`.
+pub async fn resize(qmp: &Path, target_bytes: u64, wait: Duration) -> Result<Resized, MemoryError> {
     let mut session = Qmp::connect(qmp).await?;
-    let before = session.balloon().await?;
-    let target_bytes = check_target(mib, before.base_bytes)?;
     let started = Instant::now();
     session.set_balloon(target_bytes).await?;
     loop {
@@ -132,6 +232,85 @@ pub async fn resize(qmp: &Path, mib: u64, wait: Duration) -> Result<Resized, Mem
 /// The balloon of the VM whose QEMU's control socket is `qmp`.
 pub async fn balloon(qmp: &Path) -> Result<Balloon, MemoryError> {
     Ok(Qmp::connect(qmp).await?.balloon().await?)
+}
+
+/// A VM's memory, seen from the guest, the balloon and the host
+/// (`vmshim stats`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmMemory {
+    /// The guest's own figures, from its agent.
+    pub guest: GuestMemory,
+    /// The balloon, from QEMU.
+    pub balloon: BalloonMemory,
+    /// The host's view: its processes and the guest's RAM.
+    pub host: HostMemory,
+}
+
+/// The guest's memory ([`agent_proto::MemoryStats`]), `used` worked out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GuestMemory {
+    /// `MemTotal`: less what the balloon holds.
+    pub total_bytes: u64,
+    /// Neither free nor a cache.
+    pub used_bytes: u64,
+    /// The page cache (Buffers, Cached, SReclaimable).
+    pub cache_bytes: u64,
+    /// `MemFree`.
+    pub free_bytes: u64,
+    /// `MemAvailable`.
+    pub available_bytes: u64,
+    /// The workloads' cgroup: what every process the agent started uses,
+    /// and its limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<agent_proto::CgroupMemory>,
+}
+
+impl GuestMemory {
+    /// The figures of the agent's [`agent_proto::Stats`].
+    pub fn from_stats(stats: &agent_proto::Stats) -> GuestMemory {
+        let m = &stats.memory;
+        GuestMemory {
+            total_bytes: m.total_bytes,
+            used_bytes: m.used_bytes(),
+            cache_bytes: m.cache_bytes,
+            free_bytes: m.free_bytes,
+            available_bytes: m.available_bytes,
+            workloads: stats.workloads.clone(),
+        }
+    }
+}
+
+/// The balloon ([`Balloon`]), for the figures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BalloonMemory {
+    /// The memory the VM booted with.
+    pub vm_bytes: u64,
+    /// What it has now: that less what the guest handed back.
+    pub actual_bytes: u64,
+    /// What the guest handed back through the balloon.
+    pub inflated_bytes: u64,
+}
+
+impl From<Balloon> for BalloonMemory {
+    fn from(b: Balloon) -> BalloonMemory {
+        BalloonMemory {
+            vm_bytes: b.base_bytes,
+            actual_bytes: b.actual_bytes,
+            inflated_bytes: b.inflated_bytes(),
+        }
+    }
+}
+
+/// The memory figures of a running VM: its agent `client`, QEMU's control
+/// socket `qmp`, its host processes `pids` (role, pid).
+pub async fn vm_memory(client: &Client, qmp: &Path, pids: &[(String, u32)]) -> Result<VmMemory, MemoryError> {
+    let stats = client.stats().await?;
+    let balloon = balloon(qmp).await?;
+    Ok(VmMemory {
+        guest: GuestMemory::from_stats(&stats),
+        balloon: balloon.into(),
+        host: host_memory(pids)?,
+    })
 }
 
 /// One host process of a VM.
@@ -173,17 +352,17 @@ pub fn host_memory(pids: &[(String, u32)]) -> Result<HostMemory, MemoryError> {
     let mut guest_ram_bytes = None;
     for (role, pid) in pids {
         let path = PathBuf::from(format!("/proc/{pid}/smaps_rollup"));
-        let text = std::fs::read_to_string(&path).map_err(|source| MemoryError::Proc {
+        let text = std::fs::read_to_string(&path).map_err(|error| MemoryError::Proc {
             role: role.clone(),
             pid: *pid,
             path: path.clone(),
-            source,
+            error,
         })?;
         let (rss_bytes, pss_bytes) = parse_smaps_rollup(&text).ok_or_else(|| MemoryError::Proc {
             role: role.clone(),
             pid: *pid,
             path,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no Rss and Pss lines"),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "no Rss and Pss lines"),
         })?;
         processes.push(ProcessMemory {
             role: role.clone(),
@@ -264,6 +443,54 @@ mod tests {
         );
     }
 
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_plan_moves_the_guests_total_by_what_the_balloon_moves() {
+        // A 512 MiB VM whose kernel keeps 16 MiB out of MemTotal.
+        let full = Balloon {
+            actual_bytes: 512 * MIB,
+            base_bytes: 512 * MIB,
+        };
+        let plan = Plan::new(Size::Vm { mib: 128 }, full, 496 * MIB).unwrap();
+        assert_eq!(plan.target_bytes, 128 * MIB);
+        assert_eq!(plan.guest_total_bytes, 112 * MIB);
+        assert_eq!(plan.workloads_bytes, 96 * MIB);
+        assert!(plan.shrinks());
+        let small = Balloon {
+            actual_bytes: 128 * MIB,
+            ..full
+        };
+        let back = Plan::new(Size::Vm { mib: 512 }, small, 112 * MIB).unwrap();
+        assert_eq!((back.guest_total_bytes, back.shrinks()), (496 * MIB, false));
+        assert!(Plan::new(Size::Vm { mib: 600 }, full, 496 * MIB).is_err());
+    }
+
+    #[test]
+    fn a_containers_limit_gets_the_agents_headroom_on_top() {
+        let full = Balloon {
+            actual_bytes: 1024 * MIB,
+            base_bytes: 1024 * MIB,
+        };
+        // 128 MiB for the container, 16 MiB of headroom, 16 MiB the kernel
+        // keeps: a 160 MiB VM.
+        let plan = Plan::new(Size::Container { limit: 128 << 20 }, full, 1008 * MIB).unwrap();
+        assert_eq!(plan.target_bytes, 160 * MIB);
+        assert_eq!(plan.workloads_bytes, 128 * MIB);
+        // 600 MiB: a sixteenth of the total is the headroom (38 MiB).
+        let plan = Plan::new(Size::Container { limit: 600 << 20 }, full, 1008 * MIB).unwrap();
+        assert!(plan.workloads_bytes >= 600 * MIB, "{plan:?}");
+        assert!(plan.workloads_bytes < 601 * MIB + MIB, "{plan:?}");
+        // No limit, or more than the VM has: all of it.
+        let none = Plan::new(Size::Container { limit: -1 }, full, 1008 * MIB).unwrap();
+        assert_eq!((none.target_bytes, none.shrinks()), (1024 * MIB, false));
+        let big = Plan::new(Size::Container { limit: 4 << 30 }, full, 1008 * MIB).unwrap();
+        assert_eq!(big.target_bytes, 1024 * MIB);
+        // A few MiB: the least a VM may have.
+        let tiny = Plan::new(Size::Container { limit: 4 << 20 }, full, 1008 * MIB).unwrap();
+        assert_eq!(tiny.target_bytes, MIN_MEMORY_MIB * MIB);
+    }
+
     #[test]
     fn smaps_rollup_figures() {
         let text = "55d0c0000000-7ffd00000000 ---p 00000000 00:00 0    [rollup]\n\
@@ -280,7 +507,10 @@ mod tests {
         assert_eq!(memory.processes.len(), 1);
         assert!(memory.rss_bytes > 0 && memory.pss_bytes > 0 && memory.pss_bytes <= memory.rss_bytes);
         let gone = host_memory(&[("qemu".to_owned(), u32::MAX)]).unwrap_err().to_string();
-        assert!(gone.starts_with("cannot read the memory of qemu (pid 4294967295)"), "{gone}");
+        assert!(
+            gone.starts_with("cannot read the memory of qemu (pid 4294967295)"),
+            "{gone}"
+        );
     }
 
     #[test]

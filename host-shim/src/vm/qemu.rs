@@ -161,7 +161,10 @@ mod tests {
         };
         let args: Vec<String> = cfg.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
-        assert!(joined.contains("-accel tcg,tb-size=16 -cpu max -smp 2 -m 256M"), "{joined}");
+        assert!(
+            joined.contains("-accel tcg,tb-size=16 -cpu max -smp 2 -m 256M"),
+            "{joined}"
+        );
         assert!(joined.contains("memory-backend-memfd,id=mem,size=256M,share=on"));
         assert!(joined.contains("-serial file:/run/x/console.log"));
         assert!(joined.contains("file=/img/a,,b.ext4"), "commas escaped: {joined}");

@@ -37,12 +37,12 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     /// The socket could not be reached, or the connection broke.
-    #[error("QEMU's control socket {}: {source}", path.display())]
+    #[error("QEMU's control socket {}: {error}", path.display())]
     Io {
         /// The socket.
         path: PathBuf,
         /// What the system said.
-        source: io::Error,
+        error: io::Error,
     },
     /// QEMU did not answer in time.
     #[error("QEMU's control socket {}: no answer to {command} within {TIMEOUT:?}", path.display())]
@@ -156,9 +156,9 @@ pub struct Qmp {
 impl Qmp {
     /// Connects to the socket at `path` and negotiates the session.
     pub async fn connect(path: &Path) -> Result<Qmp, QmpError> {
-        let io_err = |source| QmpError::Io {
+        let io_err = |error| QmpError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let stream = tokio::time::timeout(TIMEOUT, UnixStream::connect(path))
             .await
@@ -197,14 +197,14 @@ impl Qmp {
                 path: self.path.clone(),
                 command: waiting_for.to_owned(),
             })?
-            .map_err(|source| QmpError::Io {
+            .map_err(|error| QmpError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         if read == 0 {
             return Err(QmpError::Io {
                 path: self.path.clone(),
-                source: io::Error::new(io::ErrorKind::UnexpectedEof, "QEMU closed the connection"),
+                error: io::Error::new(io::ErrorKind::UnexpectedEof, "QEMU closed the connection"),
             });
         }
         serde_json::from_str(line.trim_end()).map_err(|e| self.protocol(format!("{e} in {:?}", line.trim_end())))
@@ -223,9 +223,9 @@ impl Qmp {
         self.writer
             .write_all(line.as_bytes())
             .await
-            .map_err(|source| QmpError::Io {
+            .map_err(|error| QmpError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         loop {
             let message = self.read_message(command).await?;
@@ -332,7 +332,10 @@ mod tests {
         let t = TestDir::new("qmp-errors");
         let path = t.path().join("qmp.sock");
         let missing = Qmp::connect(&path).await.unwrap_err().to_string();
-        assert!(missing.contains("qmp.sock") && missing.contains("No such file"), "{missing}");
+        assert!(
+            missing.contains("qmp.sock") && missing.contains("No such file"),
+            "{missing}"
+        );
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();

@@ -79,9 +79,10 @@ pub fn shield_from_oom_killer() {
 }
 
 /// How much of the guest's memory the workloads may not take: a sixteenth,
-/// at least 16 MiB and at most 64 MiB.
+/// at least 16 MiB and at most 64 MiB ([`agent_proto::workloads_headroom`],
+/// which the host sizes containers with when it resizes the VM).
 pub fn headroom(total: u64) -> u64 {
-    (total / 16).clamp(16 << 20, 64 << 20)
+    agent_proto::workloads_headroom(total)
 }
 
 /// Why the workloads' cgroup could not be made.

@@ -179,6 +179,7 @@ mod tests {
             created,
             command: command.iter().map(|s| s.to_string()).collect(),
             vm_pids: vec![],
+            qmp: None,
             exit: None,
             exit_stats: None,
             error: None,
