@@ -6,6 +6,7 @@
 //! and docker's `--add-runtime` need as a program of its own.
 
 mod instance;
+mod memory;
 mod network;
 mod process;
 mod run;
@@ -60,8 +61,12 @@ enum Command {
     Instance(instance::InstanceArgs),
     /// Print the agent's version and boot timeline.
     Ping(ConnectArgs),
-    /// Print the guest's and the agent's resource figures as JSON.
-    Stats(ConnectArgs),
+    /// Show running VMs' memory: the guest's (used, cache, free), the
+    /// balloon, and what each costs the host (RSS, PSS, guest RAM held);
+    /// with --connect, an agent's own figures as JSON.
+    Stats(memory::StatsArgs),
+    /// Resize a running instance's memory through its balloon.
+    Update(memory::UpdateArgs),
     /// Ask the agent to stop every process and power off (or exit).
     Shutdown(ConnectArgs),
     /// Create, list and remove the networks VMs join with `run --network`.
@@ -196,11 +201,8 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
         Command::Run(args) => run::run(*args, started).await,
         Command::Exec(args) => exec(args).await,
         Command::Ping(args) => ping(args).await,
-        Command::Stats(args) => {
-            let client = Client::connect(args.addr()?).await?;
-            println!("{}", serde_json::to_string_pretty(&client.stats().await?)?);
-            Ok(0)
-        }
+        Command::Stats(args) => memory::stats(args).await,
+        Command::Update(args) => memory::update(args).await,
         Command::Shutdown(args) => {
             Client::connect(args.addr()?).await?.shutdown().await?;
             Ok(0)

@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Accelerator: kvm or tcg [default: kvm where it really runs a guest].
     #[arg(long, value_parser = clap::builder::ValueParser::new(str::parse::<Accel>))]
     accel: Option<Accel>,
+    /// Keep the memory the guest frees: no free page reporting (by default
+    /// the guest reports the pages it frees and the host discards them).
+    #[arg(long)]
+    no_free_page_reporting: bool,
     /// Seconds the agent may take to answer after QEMU starts.
     #[arg(long, default_value_t = 30)]
     boot_timeout: u64,
@@ -114,6 +118,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.cpus = args.cpus;
     cfg.memory_mib = args.memory;
     cfg.accel = args.accel;
+    cfg.free_page_reporting = !args.no_free_page_reporting;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
     let volumes = args
         .volumes
