@@ -332,6 +332,23 @@ fn a_container_in_a_vm_lives_as_a_runc_container_does() {
         "{}",
         text(&out.stderr)
     );
+    // Its VM follows: the balloon leaves the guest the limit and the
+    // agent's headroom (256 MiB at boot, about 80 now).
+    let mem_total = |root: &Path| {
+        let out = runtime(root, &["exec", "c1", "head", "-1", "/proc/meminfo"]);
+        let line = text(&out.stdout);
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"));
+        kib << 10
+    };
+    let shrunk = mem_total(&root);
+    assert!((64 << 20..100 << 20).contains(&shrunk), "MemTotal {shrunk}");
+    let out = runtime(&root, &["update", "--memory", "-1", "c1"]);
+    assert_eq!(out.status.code(), Some(0), "update: {}", text(&out.stderr));
+    assert!(mem_total(&root) > 200 << 20, "all of the VM's memory back");
     let out = runtime(&root, &["update", "--memory", "lots", "c1"]);
     assert_eq!(out.status.code(), Some(1));
     // (The message is a logrus line: its quotes escaped.)
