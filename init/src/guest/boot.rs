@@ -6,7 +6,6 @@
 //! PID 1 of a PID and mount namespace on a host with `--listen unix:PATH`
 //! (namespace mode, for tests), or as a plain process (a child subreaper).
 
-use agent_proto::NetworkConfig;
 use tokio::sync::watch;
 
 use super::config::{self, CmdlineSettings, Config, Flags, Invocation, Mode};
@@ -58,9 +57,14 @@ pub fn boot(mut timeline: Timeline, args: Vec<String>) -> Booted {
     if let Err(e) = files.update(&config.network) {
         warn!("kernel command line: {e}");
     }
-    let rootfs = mount_root_and_shares(&config, &files);
-    bring_up_network(mode, &config.network);
-    timeline.mark("network_up");
+    // With a root filesystem to mount, the network comes up on the same
+    // thread, first: the agent listens meanwhile, and a process waits for
+    // both (they are the root filesystem's readiness).
+    let rootfs = mount_root_and_shares(mode, &config, &files);
+    if config.rootfs.is_none() {
+        network::bring_up(mode, &config.network);
+        timeline.mark("network_up");
+    }
     Booted {
         config,
         timeline,
@@ -72,13 +76,13 @@ pub fn boot(mut timeline: Timeline, args: Vec<String>) -> Booted {
 
 /// The processes' root filesystem and the host's share, on a thread (see
 /// `rootfs.rs`); without a root, the share alone, here.
-fn mount_root_and_shares(config: &Config, files: &NetworkFiles) -> watch::Receiver<RootfsStatus> {
+fn mount_root_and_shares(mode: Mode, config: &Config, files: &NetworkFiles) -> watch::Receiver<RootfsStatus> {
     let shares = rootfs::BootShares {
         tag: config.share.clone(),
         volumes: config.volumes.clone(),
     };
     match config.rootfs.clone() {
-        Some(device) => rootfs::mount_in_background(device, shares, files.clone()),
+        Some(device) => rootfs::mount_in_background(device, shares, files.clone(), (mode, config.network.clone())),
         None => {
             if let Some(tag) = &shares.tag {
                 if let Err(e) = super::shares::mount_share(tag) {
@@ -183,29 +187,4 @@ fn reopen_console(mode: Mode) {
     console::ensure_std_fds(true);
     // SAFETY: reboot with the CAD_OFF command only changes a kernel flag.
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
-}
-
-/// `lo`, then in a machine the interfaces and host name of the kernel
-/// command line. A namespace that shares the host's network gets nothing
-/// changed (`lo` is already up there).
-fn bring_up_network(mode: Mode, settings: &NetworkConfig) {
-    if !mode.is_pid1() {
-        return;
-    }
-    match network::loopback_up() {
-        Ok(()) => debug!("lo is up"),
-        Err(e) if mode == Mode::Machine => warn!("{e}"),
-        Err(e) => debug!("{e} (no network namespace of our own)"),
-    }
-    if mode != Mode::Machine {
-        return;
-    }
-    if let Err(e) = network::configure_interfaces(&settings.interfaces) {
-        warn!("{e}");
-    }
-    if let Some(name) = &settings.hostname {
-        if let Err(e) = network::set_hostname(name) {
-            warn!("{e}");
-        }
-    }
 }

@@ -79,6 +79,43 @@ pub enum NetworkError {
     },
 }
 
+/// `lo`, then in a machine the interfaces and host name of the kernel
+/// command line. A namespace that shares the host's network gets nothing
+/// changed (`lo` is already up there).
+pub fn bring_up(mode: Mode, settings: &NetworkConfig) {
+    if !mode.is_pid1() {
+        return;
+    }
+    match loopback_up() {
+        Ok(()) => debug!("lo is up"),
+        Err(e) if mode == Mode::Machine => warn!("{e}"),
+        Err(e) => debug!("{e} (no network namespace of our own)"),
+    }
+    if mode != Mode::Machine {
+        return;
+    }
+    if let Err(e) = configure_interfaces(&settings.interfaces) {
+        warn!("{e}");
+    }
+    if let Some(name) = &settings.hostname {
+        if let Err(e) = set_hostname(name) {
+            warn!("{e}");
+        }
+    }
+    NETWORK_UP_NS.store(
+        crate::sys::timeline::boottime_ns(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// When [`bring_up`] ended (`CLOCK_BOOTTIME` ns), once it has.
+static NETWORK_UP_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// When the boot's network came up, if it has.
+pub fn network_up_ns() -> Option<u64> {
+    Some(NETWORK_UP_NS.load(std::sync::atomic::Ordering::Relaxed)).filter(|&ns| ns != 0)
+}
+
 /// Brings `lo` up where it is not.
 pub fn loopback_up() -> Result<(), NetworkError> {
     let mut nl = Netlink::open()?;
@@ -316,6 +353,11 @@ pub async fn apply(
         return Err(NetworkError::NotOwned(
             "only the init of a VM configures the network (this agent runs in a namespace or as a process)",
         ));
+    }
+    // The boot's own settings come first: they are brought up on the root
+    // filesystem's thread, before its status settles.
+    if *rootfs.borrow() != RootfsStatus::Unused {
+        let _ = process::wait_ready(rootfs).await;
     }
     configure_interfaces(&config.interfaces)?;
     if let Some(relay) = &config.dns_relay {

@@ -21,10 +21,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_proto::GUEST_ROOTFS;
+use agent_proto::{NetworkConfig, GUEST_ROOTFS};
 use tokio::sync::watch;
 
-use super::config::VolumeBind;
+use super::config::{Mode, VolumeBind};
 use super::network::NetworkFiles;
 use super::shares;
 use crate::process::RootfsStatus;
@@ -62,32 +62,43 @@ pub struct BootShares {
 
 /// Mounts `device` on a thread of its own, so that the agent listens while
 /// the block device is read; a process that needs the root waits for it
-/// ([`wait_ready`]). The host's share is mounted first on the same thread,
-/// and its volumes bound into the root last.
-pub fn mount_in_background(device: PathBuf, shares: BootShares, files: NetworkFiles) -> watch::Receiver<RootfsStatus> {
+/// ([`wait_ready`]). The boot's network is brought up first on the same
+/// thread (so a process that waits for the root finds it up too), then the
+/// host's share is mounted, and its volumes bound into the root last.
+pub fn mount_in_background(
+    device: PathBuf,
+    shares: BootShares,
+    files: NetworkFiles,
+    network: (Mode, NetworkConfig),
+) -> watch::Receiver<RootfsStatus> {
     let (tx, rx) = watch::channel(RootfsStatus::Mounting);
-    let work = move || match shares
-        .tag
-        .as_deref()
-        .map_or(Ok(()), shares::mount_share)
-        .map_err(|e| e.to_string())
-        .and_then(|()| mount(&device).map_err(|e| e.to_string()))
-        .and_then(|()| {
-            // The network files of the boot's settings, before any process runs.
-            let boot_settings = files.hostname.is_some() || files.dns.is_some() || !files.hosts.is_empty();
-            match boot_settings {
-                true => files.write(Path::new(GUEST_ROOTFS)).map_err(|e| e.to_string()),
-                false => Ok(()),
+    let mount_all = move || {
+        shares
+            .tag
+            .as_deref()
+            .map_or(Ok(()), shares::mount_share)
+            .map_err(|e| e.to_string())
+            .and_then(|()| mount(&device).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                // The network files of the boot's settings, before any process runs.
+                let boot_settings = files.hostname.is_some() || files.dns.is_some() || !files.hosts.is_empty();
+                match boot_settings {
+                    true => files.write(Path::new(GUEST_ROOTFS)).map_err(|e| e.to_string()),
+                    false => Ok(()),
+                }
+            })
+            .and_then(|()| shares::bind_volumes(&shares.volumes).map_err(|e| e.to_string()))
+    };
+    let work = move || {
+        super::network::bring_up(network.0, &network.1);
+        match mount_all() {
+            Ok(()) => RootfsStatus::Ready {
+                at_ns: timeline::boottime_ns(),
+            },
+            Err(e) => {
+                warn!("{e}");
+                RootfsStatus::Failed(e)
             }
-        })
-        .and_then(|()| shares::bind_volumes(&shares.volumes).map_err(|e| e.to_string()))
-    {
-        Ok(()) => RootfsStatus::Ready {
-            at_ns: timeline::boottime_ns(),
-        },
-        Err(e) => {
-            warn!("{e}");
-            RootfsStatus::Failed(e)
         }
     };
     let spawned = std::thread::Builder::new().name("rootfs".into()).spawn({

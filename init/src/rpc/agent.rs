@@ -65,6 +65,13 @@ impl Agent {
                 boottime_ns: at_ns,
             });
         }
+        let network_up = boot.phases.iter().any(|p| p.name == "network_up");
+        if let (false, Some(at_ns)) = (network_up, crate::guest::network::network_up_ns()) {
+            boot.phases.push(agent_proto::BootPhase {
+                name: "network_up".into(),
+                boottime_ns: at_ns,
+            });
+        }
         if let Some(at_ns) = self.access.key_received_ns() {
             boot.phases.push(agent_proto::BootPhase {
                 name: "key_received".into(),
