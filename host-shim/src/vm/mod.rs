@@ -71,6 +71,10 @@ pub enum VmError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// `icount` asked of a VM that KVM runs: only TCG counts
+    /// instructions.
+    #[error("--icount needs TCG (QEMU's -icount), and this VM would run under KVM: add --accel tcg")]
+    IcountWithKvm,
     /// No vsock backend: neither `/dev/vhost-vsock` nor a working
     /// `vhost-device-vsock`.
     #[error("vsock backend: {detail}")]
@@ -140,6 +144,10 @@ pub struct VmConfig {
     /// (the balloon's free page reporting): memory the guest no longer
     /// uses goes back to the host. On by default.
     pub free_page_reporting: bool,
+    /// Under TCG, count instructions as the guest's clock (`-icount`):
+    /// the guest's phases read the same on every run (for regression
+    /// figures), about ten times slower. Refused with KVM.
+    pub icount: bool,
 }
 
 impl VmConfig {
@@ -158,6 +166,7 @@ impl VmConfig {
             network: net::GuestNetwork::default(),
             shares: Vec::new(),
             free_page_reporting: true,
+            icount: false,
         }
     }
 
@@ -220,6 +229,9 @@ impl Vm {
         let dir = RuntimeDir::create()?;
         let key = AgentKey::generate()?;
         let (accel, accel_reason) = accel::choose(cfg.accel);
+        if cfg.icount && accel == Accel::Kvm {
+            return Err(VmError::IcountWithKvm);
+        }
         let vsock = VsockBackend::start(dir.path()).await?;
         profile.mark("vsock backend ready");
         let virtiofs = match cfg.shares.is_empty() {
@@ -253,6 +265,7 @@ impl Vm {
             share_args: virtiofs.as_ref().map(Virtiofsd::qemu_args).unwrap_or_default(),
             balloon_args: memory::balloon_args(cfg.free_page_reporting),
             qmp_args: qmp.qemu_args(),
+            icount: cfg.icount,
         };
         let qemu_log = dir.path().join("qemu.log");
         let log = dir.create_file("qemu.log")?;

@@ -45,6 +45,10 @@ pub struct QemuConfig {
     pub balloon_args: Vec<String>,
     /// The QMP socket's arguments ([`super::qmp::QmpListener::qemu_args`]).
     pub qmp_args: Vec<String>,
+    /// Under TCG, the guest's clock counts instructions
+    /// (`-icount shift=0,sleep=off`): one boot reads the same every time,
+    /// about ten times slower.
+    pub icount: bool,
 }
 
 impl QemuConfig {
@@ -62,6 +66,10 @@ impl QemuConfig {
             Accel::Kvm => self.accel.qemu_arg().to_owned(),
             Accel::Tcg => format!("tcg,tb-size={TCG_TB_SIZE_MIB}"),
         });
+        if self.icount && self.accel == Accel::Tcg {
+            push("-icount");
+            push("shift=0,sleep=off");
+        }
         push("-cpu");
         push(match self.accel {
             Accel::Kvm => "host",
@@ -158,6 +166,7 @@ mod tests {
             share_args: Vec::new(),
             balloon_args: vec!["-device".into(), "virtio-balloon-device".into()],
             qmp_args: vec!["-mon".into(), "chardev=qmp,mode=control".into()],
+            icount: false,
         };
         let args: Vec<String> = cfg.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
@@ -172,6 +181,33 @@ mod tests {
             "-device vhost-vsock-device,guest-cid=9 -device virtio-balloon-device -mon chardev=qmp,mode=control"
         ));
         assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(!joined.contains("-icount"));
+        let counted = QemuConfig {
+            icount: true,
+            ..cfg.clone()
+        };
+        let joined = counted
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("-accel tcg,tb-size=16 -icount shift=0,sleep=off -cpu max"),
+            "{joined}"
+        );
+        let kvm = QemuConfig {
+            icount: true,
+            accel: Accel::Kvm,
+            ..cfg
+        };
+        let joined = kvm
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(!joined.contains("-icount"), "KVM counts no instructions: {joined}");
     }
 
     #[test]
@@ -194,6 +230,7 @@ mod tests {
             share_args: Vec::new(),
             balloon_args: Vec::new(),
             qmp_args: Vec::new(),
+            icount: false,
         };
         let joined = cfg
             .args()

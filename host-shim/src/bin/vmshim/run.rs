@@ -99,6 +99,12 @@ pub struct RunArgs {
     /// trace JSON (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     profile: Option<String>,
+    /// Under TCG, make the guest's clock count instructions (QEMU's
+    /// `-icount shift=0,sleep=off`): each guest phase of --profile then
+    /// reads the same on every run, the boot about ten times slower (raise
+    /// --boot-timeout).
+    #[arg(long)]
+    icount: bool,
     /// Leave the VM running, held by a daemon, and print its name (see
     /// `vmshim ps`, `exec NAME`, `stop NAME`); the command, if any, is its
     /// main process: the VM stops when it exits.
@@ -119,6 +125,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.memory_mib = args.memory;
     cfg.accel = args.accel;
     cfg.free_page_reporting = !args.no_free_page_reporting;
+    cfg.icount = args.icount;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
     let volumes = args
         .volumes
