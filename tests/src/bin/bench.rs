@@ -165,6 +165,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         share_args: Vec::new(),
         balloon_args: Vec::new(),
         qmp_args: Vec::new(),
+        icount: false,
     };
     let started = Instant::now();
     let status = Command::new(&cfg.qemu)
