@@ -215,7 +215,13 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         anyhow::Ok(ended)
     }
     .await;
-    vm.shutdown(POWEROFF_GRACE).await;
+    // The process has ended and its output is out. A guest with nothing
+    // to write out (no read-write share) is not asked to power off: it is
+    // gone at once.
+    match cfg.shares.iter().all(|share| share.readonly) {
+        true => vm.discard(),
+        false => vm.shutdown(POWEROFF_GRACE).await,
+    }
     // Blocking: on a bridge network it runs `ip` to delete the VM's tap.
     tokio::task::block_in_place(|| drop(lease));
     profile.mark("VM gone");
