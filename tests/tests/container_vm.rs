@@ -239,6 +239,25 @@ async fn a_containers_cgroup_figures_and_oom_kills_in_a_vm() {
     assert!(cpu.usage_usec > 0 && cpu.usage_usec >= cpu.user_usec, "{cpu:?}");
     assert!(stats.io.iter().any(|device| device.rbytes > 0), "{stats:?}");
 
+    // The shell has said how its child ended once it has become `sleep`
+    // (on a loaded host that can come well after the kill is counted).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let comm = ProcessSpec {
+            args: vec!["cat".into(), "/proc/1/comm".into()],
+            ..Default::default()
+        };
+        let exec = client.exec_container("hungry", comm).await.unwrap();
+        let reader = output(&client, exec).await;
+        client.start(exec).await.unwrap();
+        client.wait(exec).await.unwrap();
+        let comm = reader.await.unwrap();
+        if comm == "sleep\n" || std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // Stopped, not deleted: its cgroup and figures stay.
     client.kill_container("hungry", 9, false).await.unwrap();
     let status = client.wait(created.process).await.unwrap();
