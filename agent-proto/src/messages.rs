@@ -275,6 +275,23 @@ pub enum Op {
         /// The container's id.
         container: String,
     },
+    /// Size the workloads' cgroup (every process the agent starts,
+    /// containers included) for a guest whose memory (`MemTotal`) is, or is
+    /// about to be, `guest_total_bytes`. The host resizes a VM through its
+    /// balloon and sends this before it takes memory away (lowering the
+    /// limit makes the workloads give their page cache back at once, so the
+    /// balloon finds the memory free) and after it gives memory back. The
+    /// workloads' `memory.max` becomes `guest_total_bytes` less the agent's
+    /// headroom ([`crate::workloads_headroom`]), as at boot. Answer:
+    /// [`CgroupMemory`], the workloads' figures after the change. Errors:
+    /// [`ErrorCode::InvalidState`] where the agent has no workloads' cgroup
+    /// (not the init of a VM); [`ErrorCode::InvalidRequest`] for a size
+    /// that leaves the workloads nothing; [`ErrorCode::Internal`] naming the
+    /// file the kernel refused.
+    ResizeWorkloads {
+        /// The guest's memory, in bytes, as `MemTotal` counts it.
+        guest_total_bytes: u64,
+    },
 }
 
 impl Op {
@@ -303,6 +320,7 @@ impl Op {
         "resume_container",
         "update_container",
         "container_stats",
+        "resize_workloads",
     ];
 
     /// The op's wire name, the `"op"` of its [`Request`] (one of
@@ -329,6 +347,7 @@ impl Op {
             Op::ResumeContainer { .. } => "resume_container",
             Op::UpdateContainer { .. } => "update_container",
             Op::ContainerStats { .. } => "container_stats",
+            Op::ResizeWorkloads { .. } => "resize_workloads",
         }
     }
 }
@@ -1040,6 +1059,7 @@ mod tests {
             Op::ContainerStats {
                 container: String::new(),
             },
+            Op::ResizeWorkloads { guest_total_bytes: 0 },
         ];
         let mut named = Vec::new();
         for op in ops {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use agent_proto::key::KEY_LINE_LEN;
 use agent_proto::{
-    parse_request, AttachReply, ContainerCreated, ContainerInfo, ContainerStats, Created, ErrorCode, ExitStatus,
+    parse_request, AttachReply, CgroupMemory, ContainerCreated, ContainerInfo, ContainerStats, Created, ErrorCode, ExitStatus,
     HelloReply, Op, Open, Outcome, Response, Started, Stats, AGENT_PORT, MAX_FRAME_LEN, MAX_OPEN_FRAME_LEN,
     PROTOCOL_VERSION, READY_LINE,
 };
@@ -212,6 +212,7 @@ fn check_answer(op: &str, ok: &Value) -> Result<(), String> {
         "container_state" => decodes_whole::<ContainerInfo>(ok).map(drop),
         "list_containers" => decodes_whole::<Vec<ContainerInfo>>(ok).map(drop),
         "container_stats" => decodes_whole::<ContainerStats>(ok).map(drop),
+        "resize_workloads" => decodes_whole::<CgroupMemory>(ok).map(drop),
         "signal" | "resize" | "configure_network" | "shutdown" | "kill_container" | "delete_container"
         | "pause_container" | "resume_container" | "update_container" => match ok {
             Value::Null => Ok(()),

@@ -360,6 +360,12 @@ impl Client {
         self.call(Op::Stats).await
     }
 
+    /// Sizes the workloads' cgroup for a guest of `guest_total_bytes`; see
+    /// [`Op::ResizeWorkloads`].
+    pub async fn resize_workloads(&self, guest_total_bytes: u64) -> Result<agent_proto::CgroupMemory, ClientError> {
+        self.call(Op::ResizeWorkloads { guest_total_bytes }).await
+    }
+
     /// Asks the agent to stop everything and power off (or exit).
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         self.call(Op::Shutdown).await

@@ -166,6 +166,10 @@ fn the_balloon_resizes_a_running_vm() {
         "{balloon}"
     );
     assert_eq!(bytes(&balloon["inflated_bytes"]), 384 * MIB);
+    // The workloads' cgroup was sized for the smaller guest, the agent's
+    // headroom (16 MiB) left out.
+    let workloads = bytes(&vm.stats()["guest"]["workloads"]["max_bytes"]);
+    assert_eq!(workloads, booted - 384 * MIB - 16 * MIB);
     // The guest lives with it: 64 MiB more of its memory in a file is fine.
     vm.sh("dd if=/dev/zero of=/tmp/f bs=1M count=64 2>/dev/null && rm /tmp/f");
 
@@ -173,6 +177,9 @@ fn the_balloon_resizes_a_running_vm() {
     let out = vm.vmshim(&["update", "balloon", "--memory", "512"]);
     assert_eq!(out.status.code(), Some(0), "update: {}", text(&out.stderr));
     assert_eq!(vm.mem_total(), booted);
+    let workloads = bytes(&vm.stats()["guest"]["workloads"]["max_bytes"]);
+    // (A sixteenth for the agent; the kernel keeps limits in pages.)
+    assert_eq!(workloads, (booted - booted / 16) & !4095);
 
     // Past what it booted with, or below what a VM needs: refused, the VM
     // as it was.
@@ -294,5 +301,18 @@ fn vmshim_stats_shows_the_guest_the_balloon_and_the_host() {
         text(&out.stderr).contains("no instance \"nosuch\""),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_agent_outside_a_vm_has_no_workloads_to_resize() {
+    let agent = vminitd_tests::NamespacedAgent::start().await;
+    let client = agent.client().await;
+    let err = client.resize_workloads(256 * MIB).await.unwrap_err();
+    let body = err.agent_error().expect("the agent's answer");
+    assert_eq!(body.code, agent_proto::ErrorCode::InvalidState, "{body:?}");
+    assert_eq!(
+        body.message,
+        "the agent has no workloads' cgroup (it is not the init of a VM)"
     );
 }

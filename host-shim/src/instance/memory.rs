@@ -81,8 +81,7 @@ impl Instances {
 
 /// Resizes the VM of agent `client` and QEMU control socket `qmp` to
 /// `size`; container `container`'s memory limit follows (the workloads'
-/// share of the new size), before the balloon when the VM shrinks and
-/// after it when it grows.
+/// share of the new size), the order [`memory::apply`]'s.
 async fn resize_following(
     client: &Client,
     qmp: &std::path::Path,
@@ -90,8 +89,8 @@ async fn resize_following(
     container: Option<&str>,
     wait: Duration,
 ) -> Result<Resized, MemoryError> {
-    let plan = memory::plan(client, qmp, size).await?;
-    let follow = |plan: Plan| async move {
+    let plan: Plan = memory::plan(client, qmp, size).await?;
+    let follow = async {
         match container {
             Some(id) => {
                 let limit = Resources {
@@ -106,12 +105,5 @@ async fn resize_following(
             None => Ok(()),
         }
     };
-    if plan.shrinks() {
-        follow(plan).await?;
-        memory::resize(qmp, plan.target_bytes, wait).await
-    } else {
-        let resized = memory::resize(qmp, plan.target_bytes, wait).await?;
-        follow(plan).await?;
-        Ok(resized)
-    }
+    memory::apply(client, qmp, &plan, wait, follow, |e| e).await
 }

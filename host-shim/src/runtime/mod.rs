@@ -691,8 +691,9 @@ impl Runtime {
         }
     }
 
-    /// [`Runtime::update`] with a memory limit: the container's cgroup and
-    /// its VM's balloon, in the order the direction needs.
+    /// [`Runtime::update`] with a memory limit: the container's cgroup, the
+    /// workloads' and its VM's balloon, in the order the direction needs
+    /// ([`crate::vm::memory::apply`]).
     async fn update_with_memory(
         &self,
         client: &Client,
@@ -708,15 +709,8 @@ impl Runtime {
         let plan = crate::vm::memory::plan(client, qmp, crate::vm::memory::Size::Container { limit })
             .await
             .map_err(memory_err)?;
-        let mut resources = Some(resources);
-        if plan.shrinks() {
-            if let Some(resources) = resources.take() {
-                client.update_container(id, resources).await.map_err(|e| agent_err(id, e))?;
-            }
-        }
-        let resized = crate::vm::memory::resize(qmp, plan.target_bytes, RESIZE_WAIT)
-            .await
-            .map_err(memory_err)?;
+        let follow = async { client.update_container(id, resources).await.map_err(|e| agent_err(id, e)) };
+        let resized = crate::vm::memory::apply(client, qmp, &plan, RESIZE_WAIT, follow, memory_err).await?;
         if !resized.reached {
             (self.warn.0)(&RuntimeError::Memory {
                 id: id.to_owned(),
@@ -726,9 +720,6 @@ impl Runtime {
                     plan.target_bytes >> 20
                 ),
             });
-        }
-        if let Some(resources) = resources {
-            client.update_container(id, resources).await.map_err(|e| agent_err(id, e))?;
         }
         Ok(())
     }

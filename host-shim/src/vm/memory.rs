@@ -15,9 +15,13 @@
 //!   deflates it, up to the memory it booted with. Without
 //!   `deflate-on-oom` the new size holds: a guest that needs more meets
 //!   its OOM killer, as a container meets its limit, instead of quietly
-//!   taking its memory back. Inflating never causes an OOM kill by itself:
+//!   taking its memory back (with it, Linux would also keep the balloon's
+//!   pages in `MemTotal`). Inflating never causes an OOM kill by itself:
 //!   the guest takes for the balloon only what it can free without one,
-//!   and goes on as memory is freed.
+//!   and goes on as memory is freed. [`Plan`] works a size out against the
+//!   VM as it is, [`apply`] resizes in order: the workloads' cgroup and a
+//!   container's limit go down before the balloon takes the memory (their
+//!   page cache is given back at once) and up after it gives it back.
 //! * **The host's figures.** [`host_memory`]: each host process's resident
 //!   and proportional set (QEMU, the vsock backend, virtiofsd) and the
 //!   bytes the guest's memfd holds.
@@ -54,6 +58,9 @@ pub enum MemoryError {
     /// The agent did not give its figures.
     #[error("the guest's figures")]
     Agent(#[from] ClientError),
+    /// The agent did not resize its workloads' cgroup.
+    #[error("the workloads' cgroup")]
+    Workloads(#[source] ClientError),
     /// A size outside what the VM can be given.
     #[error("{asked} MiB: {why}")]
     OutOfRange {
@@ -204,6 +211,40 @@ pub async fn plan(client: &Client, qmp: &Path, size: Size) -> Result<Plan, Memor
     let balloon = balloon(qmp).await?;
     let stats = client.stats().await?;
     Plan::new(size, balloon, stats.memory.total_bytes)
+}
+
+/// Resizes the VM of agent `client` and QEMU control socket `qmp` as
+/// `plan` has it, and waits up to `wait` for the balloon. What follows the
+/// VM's size in the guest goes first when it shrinks, so that the balloon
+/// finds the memory given back, and after the balloon when it grows:
+/// `follow` (a container's limit: the caller's), then the workloads'
+/// cgroup ([`Client::resize_workloads`]). `err` makes this module's errors
+/// the caller's.
+pub async fn apply<E>(
+    client: &Client,
+    qmp: &Path,
+    plan: &Plan,
+    wait: Duration,
+    follow: impl std::future::Future<Output = Result<(), E>>,
+    err: impl Fn(MemoryError) -> E,
+) -> Result<Resized, E> {
+    let workloads = || async {
+        client
+            .resize_workloads(plan.guest_total_bytes)
+            .await
+            .map(drop)
+            .map_err(|e| err(MemoryError::Workloads(e)))
+    };
+    if plan.shrinks() {
+        follow.await?;
+        workloads().await?;
+        resize(qmp, plan.target_bytes, wait).await.map_err(&err)
+    } else {
+        let resized = resize(qmp, plan.target_bytes, wait).await.map_err(&err)?;
+        workloads().await?;
+        follow.await?;
+        Ok(resized)
+    }
 }
 
 /// Sets the balloon's target to `target_bytes` through QEMU's control

@@ -85,11 +85,15 @@ pub fn headroom(total: u64) -> u64 {
     agent_proto::workloads_headroom(total)
 }
 
-/// Why the workloads' cgroup could not be made.
+/// Why the workloads' cgroup could not be made or resized.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadsError {
     #[error("no cgroup2 filesystem at {}", .0.display())]
     NoCgroup2(PathBuf),
+    #[error("the agent has no workloads' cgroup (it is not the init of a VM)")]
+    NoWorkloads,
+    #[error("a guest of {total} bytes leaves its workloads nothing beside the agent's headroom of {headroom}")]
+    TooSmall { total: u64, headroom: u64 },
     #[error("cannot read the guest's memory size: {0}")]
     MemTotal(String),
     #[error("{what} {}: {source}", .path.display())]
@@ -164,6 +168,43 @@ fn make_workloads(root: &Path) -> Result<Workloads, WorkloadsError> {
         dir,
         processes: OwnedFd::from(processes),
         memory_max,
+    })
+}
+
+/// Sizes the workloads' cgroup for a guest whose memory is (or is about to
+/// be) `total` bytes, the host resizing the VM: its `memory.max` becomes
+/// `total` less the [`headroom`]. Lowering it makes the kernel reclaim
+/// the workloads' page cache before the write returns (or OOM-kill in the
+/// cgroup what cannot be reclaimed), which can take a while: call it off
+/// the agent's event loop. Returns the workloads' figures after.
+pub fn resize_workloads(total: u64) -> Result<agent_proto::CgroupMemory, WorkloadsError> {
+    let dir = defaults::workloads_dir().ok_or(WorkloadsError::NoWorkloads)?;
+    let headroom = headroom(total);
+    if total <= headroom {
+        return Err(WorkloadsError::TooSmall { total, headroom });
+    }
+    let max_file = dir.join("memory.max");
+    let memory_max = total - headroom;
+    std::fs::write(&max_file, memory_max.to_string()).map_err(|source| WorkloadsError::Io {
+        what: "write",
+        path: max_file,
+        source,
+    })?;
+    let current_file = dir.join("memory.current");
+    let current = std::fs::read_to_string(&current_file).map_err(|source| WorkloadsError::Io {
+        what: "read",
+        path: current_file.clone(),
+        source,
+    })?;
+    let current_bytes = current.trim().parse().map_err(|_| WorkloadsError::Io {
+        what: "parse",
+        path: current_file,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{:?}", current.trim())),
+    })?;
+    debug!("workloads' memory.max {memory_max} bytes for a guest of {total}");
+    Ok(agent_proto::CgroupMemory {
+        current_bytes,
+        max_bytes: Some(memory_max),
     })
 }
 

@@ -6,6 +6,7 @@ use agent_proto::{ErrorBody, ErrorCode, ExecFailure};
 
 use crate::container::ContainerError;
 use crate::guest::network::NetworkError;
+use crate::guest::protect::WorkloadsError;
 use crate::guest::stats::StatsError;
 use crate::process::ProcessError;
 
@@ -110,6 +111,16 @@ impl WireError for NetworkError {
 impl WireError for StatsError {
     fn code(&self) -> ErrorCode {
         ErrorCode::Internal
+    }
+}
+
+impl WireError for WorkloadsError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            WorkloadsError::NoWorkloads | WorkloadsError::NoCgroup2(_) => ErrorCode::InvalidState,
+            WorkloadsError::TooSmall { .. } => ErrorCode::InvalidRequest,
+            WorkloadsError::MemTotal(_) | WorkloadsError::Io { .. } => ErrorCode::Internal,
+        }
     }
 }
 

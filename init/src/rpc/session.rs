@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 
 use super::agent::Agent;
 use super::errors::{shutting_down, WireError};
-use crate::guest::{network, stats};
+use crate::guest::{network, protect, stats};
 use crate::process::SessionId;
 use crate::sys::timeline;
 
@@ -251,6 +251,13 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             Ok(Value::Null)
         }
         Op::ContainerStats { container: id } => json(containers.stats(&id).map_err(|e| e.to_body())?),
+        Op::ResizeWorkloads { guest_total_bytes } => {
+            // The write waits for the kernel to reclaim: off the event loop.
+            let resized = tokio::task::spawn_blocking(move || protect::resize_workloads(guest_total_bytes))
+                .await
+                .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("resizing the workloads: {e}")))?;
+            json(resized.map_err(|e| e.to_body())?)
+        }
     }
 }
 
