@@ -4,13 +4,23 @@
 //! the guest kernel; the agent's hello answer carries its clock (`now_ns`),
 //! taken about half a round trip after the host sent the hello, which anchors
 //! the guest's clock on the host's axis. Guest boottime 0 is then the moment
-//! the guest kernel started.
+//! the guest kernel started. The kernel's initcalls, read from the guest's
+//! console ([`initcall`]), are placed on the same axis.
+//!
+//! [`Profile::chrome_trace`] writes it all as a Chrome trace, and
+//! [`Profile::from_chrome_trace`] reads such a trace back, for
+//! [`compare`] to set two runs side by side.
+
+pub mod compare;
+pub mod initcall;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use agent_proto::BootTimeline;
 use serde_json::json;
+
+use initcall::CallKind;
 
 /// Which clock a phase was read on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +44,55 @@ pub struct Phase {
     pub clock: Clock,
 }
 
+/// One kernel initcall or driver probe on the host axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelSpan {
+    /// The initcall's function, or `probe of DEVICE`.
+    pub name: String,
+    /// An initcall or a probe.
+    pub kind: CallKind,
+    /// When it was called, in milliseconds since vmshim started.
+    pub start_ms: f64,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: f64,
+    /// What it returned.
+    pub returned: i64,
+}
+
 /// Collects the phases of one run.
 #[derive(Debug, Clone)]
 pub struct Profile {
     start: Instant,
     phases: Vec<Phase>,
+    /// Where the guest's clock sits on the host axis: the host time (ms)
+    /// at which the guest's clock read the given nanoseconds.
+    guest_anchor: Option<(f64, u64)>,
+    kernel: Vec<KernelSpan>,
+}
+
+/// The initcalls [`Profile::table`] lists: those that took at least this
+/// long (every one is in the trace).
+pub const TABLE_MIN_INITCALL_MS: f64 = 1.0;
+
+/// A trace that [`Profile::from_chrome_trace`] cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Not a trace object with a `traceEvents` list.
+    #[error("not a Chrome trace: no traceEvents list")]
+    NotATrace,
+    /// An event without the fields a phase or an initcall has.
+    #[error("trace event {index} ({name:?}) lacks {field}")]
+    BadEvent {
+        /// Its position in `traceEvents`.
+        index: usize,
+        /// Its name, where it has one.
+        name: String,
+        /// The field that is missing or not a number.
+        field: &'static str,
+    },
+    /// A trace without a single phase of vmshim's.
+    #[error("no boot phases in the trace (not written by vmshim run --profile=FILE?)")]
+    NoPhases,
 }
 
 /// The guest phase names of the agent's timeline, as the profile shows them.
@@ -57,6 +111,8 @@ impl Profile {
         Profile {
             start,
             phases: Vec::new(),
+            guest_anchor: None,
+            kernel: Vec::new(),
         }
     }
 
@@ -82,7 +138,8 @@ impl Profile {
             .saturating_duration_since(self.start)
             .as_secs_f64()
             * 1e3;
-        let to_host = |ns: u64| anchor_ms - (guest_now_ns as f64 - ns as f64) / 1e6;
+        self.guest_anchor = Some((anchor_ms, guest_now_ns));
+        let to_host = |ns: u64| guest_to_host((anchor_ms, guest_now_ns), ns);
         self.phases.push(Phase {
             name: "kernel start".into(),
             at_ms: to_host(0),
@@ -100,6 +157,34 @@ impl Profile {
                 clock: Clock::Guest,
             });
         }
+    }
+
+    /// Places the kernel's initcalls and probes reported in the guest's
+    /// console log (booted with [`initcall::KERNEL_CMDLINE`]) on the host
+    /// axis, as the guest's phases are ([`Profile::add_guest`] first;
+    /// without it the guest clock has no place and nothing is added).
+    /// Returns how many were added.
+    pub fn add_kernel_log(&mut self, console: &str) -> usize {
+        let Some(anchor) = self.guest_anchor else {
+            return 0;
+        };
+        let calls = initcall::parse(console);
+        let added = calls.len();
+        self.kernel.extend(calls.into_iter().map(|call| KernelSpan {
+            start_ms: guest_to_host(anchor, call.start_ns),
+            duration_ms: call.duration_ns() as f64 / 1e6,
+            name: call.name,
+            kind: call.kind,
+            returned: call.returned,
+        }));
+        added
+    }
+
+    /// The kernel's initcalls and probes, in the order they were called.
+    pub fn kernel_calls(&self) -> Vec<KernelSpan> {
+        let mut v = self.kernel.clone();
+        v.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+        v
     }
 
     /// The phases in time order.
@@ -133,6 +218,27 @@ impl Profile {
             );
             prev = p.at_ms;
         }
+        let slow: Vec<KernelSpan> = self
+            .kernel_calls()
+            .into_iter()
+            .filter(|c| c.kind == CallKind::Initcall && c.duration_ms >= TABLE_MIN_INITCALL_MS)
+            .collect();
+        if !slow.is_empty() {
+            let total: f64 = self
+                .kernel
+                .iter()
+                .filter(|c| c.kind == CallKind::Initcall)
+                .map(|c| c.duration_ms)
+                .sum();
+            let _ = writeln!(
+                out,
+                "kernel initcalls: {} in {total:.1} ms; those of {TABLE_MIN_INITCALL_MS} ms or more:",
+                self.kernel.iter().filter(|c| c.kind == CallKind::Initcall).count(),
+            );
+            for c in slow {
+                let _ = writeln!(out, "  {:<32} {:>10.1} {:>10.1}", c.name, c.start_ms, c.duration_ms);
+            }
+        }
         out
     }
 
@@ -144,20 +250,104 @@ impl Profile {
             json!({"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "vmshim boot"}}),
             json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "host"}}),
             json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "guest"}}),
+            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": KERNEL_TID, "args": {"name": "kernel initcalls"}}),
         ];
         let mut prev = 0.0f64;
         for p in self.phases() {
-            let tid = if p.clock == Clock::Host { 1 } else { 2 };
+            let (tid, clock) = match p.clock {
+                Clock::Host => (1, "host"),
+                Clock::Guest => (2, "guest"),
+            };
             let start = prev.min(p.at_ms);
             events.push(json!({
-                "ph": "X", "name": p.name, "pid": 1, "tid": tid,
-                "ts": start * 1e3, "dur": (p.at_ms - start) * 1e3,
+                "ph": "X", "cat": PHASE_CAT, "name": p.name, "pid": 1, "tid": tid,
+                "ts": start * 1e3, "dur": (p.at_ms - start) * 1e3, "args": {"clock": clock},
             }));
             events.push(json!({"ph": "i", "s": "t", "name": p.name, "pid": 1, "tid": tid, "ts": p.at_ms * 1e3}));
             prev = p.at_ms;
         }
+        // Probes run inside the initcall that registered their driver:
+        // Perfetto nests them under it on the same track.
+        for c in self.kernel_calls() {
+            let cat = match c.kind {
+                CallKind::Initcall => INITCALL_CAT,
+                CallKind::Probe => PROBE_CAT,
+            };
+            events.push(json!({
+                "ph": "X", "cat": cat, "name": c.name, "pid": 1, "tid": KERNEL_TID,
+                "ts": c.start_ms * 1e3, "dur": c.duration_ms * 1e3, "args": {"returned": c.returned},
+            }));
+        }
         json!({"traceEvents": events, "displayTimeUnit": "ms"})
     }
+
+    /// Reads back a trace that [`Profile::chrome_trace`] wrote: its phases
+    /// (where they ended) and its kernel calls.
+    pub fn from_chrome_trace(trace: &serde_json::Value) -> Result<Profile, TraceError> {
+        let events = trace["traceEvents"].as_array().ok_or(TraceError::NotATrace)?;
+        let mut profile = Profile::new(Instant::now());
+        for (index, e) in events.iter().enumerate() {
+            if e["ph"] != "X" {
+                continue;
+            }
+            let name = e["name"].as_str().unwrap_or_default();
+            let number = |field: &'static str| {
+                e[field].as_f64().ok_or_else(|| TraceError::BadEvent {
+                    index,
+                    name: name.to_owned(),
+                    field,
+                })
+            };
+            let (ts_ms, dur_ms) = (number("ts")? / 1e3, number("dur")? / 1e3);
+            let cat = e["cat"].as_str().unwrap_or_default();
+            let kind = match cat {
+                INITCALL_CAT => Some(CallKind::Initcall),
+                PROBE_CAT => Some(CallKind::Probe),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                profile.kernel.push(KernelSpan {
+                    name: name.to_owned(),
+                    kind,
+                    start_ms: ts_ms,
+                    duration_ms: dur_ms,
+                    returned: e["args"]["returned"].as_i64().unwrap_or_default(),
+                });
+                continue;
+            }
+            // Traces written before phases had a category: the host and
+            // guest tracks.
+            let clock = match (cat, e["args"]["clock"].as_str(), e["tid"].as_u64()) {
+                (PHASE_CAT, Some("guest"), _) | ("", _, Some(2)) => Clock::Guest,
+                (PHASE_CAT, _, _) | ("", _, Some(1)) => Clock::Host,
+                _ => continue,
+            };
+            profile.phases.push(Phase {
+                name: name.to_owned(),
+                at_ms: ts_ms + dur_ms,
+                clock,
+            });
+        }
+        if profile.phases.is_empty() {
+            return Err(TraceError::NoPhases);
+        }
+        Ok(profile)
+    }
+}
+
+/// The trace category of the boot phases.
+const PHASE_CAT: &str = "phase";
+/// The trace category of the kernel's initcalls.
+const INITCALL_CAT: &str = "initcall";
+/// The trace category of the kernel's driver probes.
+const PROBE_CAT: &str = "probe";
+/// The trace track of the kernel's initcalls.
+const KERNEL_TID: u64 = 3;
+
+/// A guest clock reading on the host axis, given the anchor: the host time
+/// (ms) at which the guest's clock read the anchor's nanoseconds.
+fn guest_to_host((anchor_ms, guest_ns): (f64, u64), ns: u64) -> f64 {
+    anchor_ms - (guest_ns as f64 - ns as f64) / 1e6
 }
 
 #[cfg(test)]
@@ -205,5 +395,78 @@ mod tests {
         assert!(events
             .iter()
             .any(|e| e["ph"] == "X" && e["name"] == "kernel start" && e["tid"] == 2));
+    }
+
+    #[test]
+    fn initcalls_land_on_the_guest_clock_and_slow_ones_in_the_table() {
+        let start = Instant::now();
+        let mut p = Profile::new(start);
+        let log = "[    0.736014] initcall virtio_blk_init+0x0/0x72 returned 0 after 68004 usecs\n";
+        assert_eq!(p.add_kernel_log(log), 0, "no guest clock yet: nothing placed");
+        let boot = BootTimeline {
+            phases: vec![BootPhase {
+                name: "entered".into(),
+                boottime_ns: 900_000_000,
+            }],
+        };
+        // The guest clock read 950 ms at 1001 ms of host time: the kernel
+        // started at 51 ms.
+        p.add_guest(
+            &boot,
+            950_000_000,
+            start + Duration::from_millis(1000),
+            Duration::from_millis(2),
+        );
+        let log = "\
+[    0.034179] initcall hpet_late_init+0x0/0xbb returned -19 after 0 usecs\r
+[    0.700000] probe of virtio0 returned 0 after 36000 usecs\r
+[    0.736014] initcall virtio_blk_init+0x0/0x72 returned 0 after 68004 usecs\r
+vminitd: listening\r
+";
+        assert_eq!(p.add_kernel_log(log), 3);
+        let calls = p.kernel_calls();
+        let blk = calls.iter().find(|c| c.name == "virtio_blk_init").unwrap();
+        // Called at 736.014 - 68.004 ms of guest time, 51 ms on.
+        assert!((blk.start_ms - (51.0 + 668.010)).abs() < 1e-6, "{}", blk.start_ms);
+        assert!((blk.duration_ms - 68.004).abs() < 1e-9);
+        let table = p.table();
+        assert!(table.contains("kernel initcalls: 2 in 68.0 ms"), "{table}");
+        assert!(table.contains("virtio_blk_init"), "{table}");
+        assert!(
+            !table.contains("hpet_late_init"),
+            "under 1 ms: only in the trace\n{table}"
+        );
+        let trace = p.chrome_trace();
+        let events = trace["traceEvents"].as_array().unwrap();
+        let kernel: Vec<&str> = events
+            .iter()
+            .filter(|e| e["tid"] == KERNEL_TID && e["ph"] == "X")
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(kernel, ["hpet_late_init", "probe of virtio0", "virtio_blk_init"]);
+        let back = Profile::from_chrome_trace(&trace).unwrap();
+        assert_eq!(back.kernel_calls().len(), 3);
+        assert_eq!(back.phases().len(), p.phases().len());
+        let hpet = &back.kernel_calls()[0];
+        assert_eq!((hpet.kind, hpet.returned), (CallKind::Initcall, -19));
+    }
+
+    #[test]
+    fn what_is_not_a_trace_of_ours_is_refused_by_what_is_missing() {
+        let err = |v: serde_json::Value| Profile::from_chrome_trace(&v).unwrap_err().to_string();
+        assert_eq!(err(json!({"events": []})), "not a Chrome trace: no traceEvents list");
+        assert!(err(json!({"traceEvents": []})).starts_with("no boot phases"));
+        assert_eq!(
+            err(json!({"traceEvents": [{"ph": "X", "name": "VM gone", "cat": "phase", "ts": 1.0}]})),
+            "trace event 0 (\"VM gone\") lacks dur"
+        );
+        // A trace from before phases had a category reads by its tracks.
+        let old = json!({"traceEvents": [
+            {"ph": "X", "name": "VMM spawned", "pid": 1, "tid": 1, "ts": 0.0, "dur": 5000.0},
+            {"ph": "X", "name": "kernel start", "pid": 1, "tid": 2, "ts": 5000.0, "dur": 50000.0},
+        ]});
+        let p = Profile::from_chrome_trace(&old).unwrap();
+        assert_eq!(p.get("kernel start"), Some(55.0));
+        assert_eq!(p.phases()[1].clock, Clock::Guest);
     }
 }
