@@ -248,7 +248,49 @@ fn boot_profile() {
         assert!(table.contains(phase), "{phase} missing from:\n{table}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
-    assert!(json["traceEvents"].as_array().unwrap().len() > 10);
+    let events = json["traceEvents"].as_array().unwrap();
+    assert!(events.len() > 10);
+    // The kernel's initcalls, on the guest's clock: after the kernel
+    // started, before /init was entered.
+    let at = |name: &str| {
+        let e = events.iter().find(|e| e["name"] == name && e["ph"] == "X").unwrap();
+        e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap()
+    };
+    let initcalls: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "initcall").collect();
+    assert!(initcalls.len() > 100, "{} initcalls", initcalls.len());
+    let blk = initcalls
+        .iter()
+        .find(|e| e["name"] == "virtio_blk_init")
+        .expect("virtio_blk_init");
+    let ts = blk["ts"].as_f64().unwrap();
+    assert!(at("kernel start") < ts && ts < at("/init entered"), "{blk}");
+
+    // vmshim profile reads it back: the phases, and against itself
+    // nothing grew.
+    let profile = Command::new(vmshim_bin()).arg("profile").arg(&trace).output().unwrap();
+    assert!(profile.status.success(), "{}", text(&profile.stderr));
+    let table = text(&profile.stdout);
+    assert!(
+        table.contains("/init entered") && table.contains("kernel initcalls:"),
+        "{table}"
+    );
+    let same = Command::new(vmshim_bin())
+        .arg("profile")
+        .args([&trace, &trace])
+        .output()
+        .unwrap();
+    assert!(same.status.success(), "{}", text(&same.stderr));
+    assert!(text(&same.stdout).contains("no phase grew"), "{}", text(&same.stdout));
+    let missing = Command::new(vmshim_bin())
+        .args(["profile", "/nonexistent/trace.json"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        text(&missing.stderr).contains("cannot read /nonexistent/trace.json"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
 
 #[test]

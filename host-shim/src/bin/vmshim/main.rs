@@ -9,6 +9,7 @@ mod instance;
 mod memory;
 mod network;
 mod process;
+mod profile;
 mod run;
 mod runtime;
 
@@ -69,6 +70,10 @@ enum Command {
     Update(memory::UpdateArgs),
     /// Ask the agent to stop every process and power off (or exit).
     Shutdown(ConnectArgs),
+    /// Print a boot profile that `run --profile=FILE` wrote: the phase
+    /// table and the kernel's slow initcalls; with a second trace, each
+    /// phase's time in both and which phase grew.
+    Profile(profile::ProfileArgs),
     /// Create, list and remove the networks VMs join with `run --network`.
     Network(network::NetworkArgs),
     /// An OCI runtime with runc's command line: each container in a
@@ -208,6 +213,7 @@ async fn dispatch(cli: Cli, started: Instant) -> Result<u8> {
             Ok(0)
         }
         Command::Network(args) => network::run(args).await,
+        Command::Profile(args) => profile::run(args),
         Command::Ps(args) => instance::ps(args),
         Command::Stop(args) => instance::stop(args),
         Command::Instance(args) => instance::serve(args).await,

@@ -12,7 +12,7 @@ use host_shim::exec::{spawn, spawn_container};
 use host_shim::image::{self, under_flags, Bundle, ImageRef};
 use host_shim::instance::MainProcess;
 use host_shim::network::{HostsFile, Networks};
-use host_shim::profile::Profile;
+use host_shim::profile::{initcall, Profile};
 use host_shim::vm::net::{GuestNetwork, PortMapping, SwitchPort};
 use host_shim::vm::virtiofs::{SharedPath, Volume};
 use host_shim::vm::{Vm, VmConfig};
@@ -96,7 +96,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDRESS", requires = "network")]
     ip: Option<std::net::Ipv4Addr>,
     /// Print the boot profile on stderr; with =FILE, also write it as Chrome
-    /// trace JSON (Perfetto, chrome://tracing).
+    /// trace JSON (Perfetto, chrome://tracing; `vmshim profile FILE`
+    /// reads it back). The kernel reports its initcalls on the console
+    /// (`initcall_debug`), which the profile places on the guest's clock.
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     profile: Option<String>,
     /// Under TCG, make the guest's clock count instructions (QEMU's
@@ -127,6 +129,9 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.free_page_reporting = !args.no_free_page_reporting;
     cfg.icount = args.icount;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
+    if args.profile.is_some() {
+        cfg.cmdline_extra.extend(initcall::KERNEL_CMDLINE.iter().map(|w| w.to_string()));
+    }
     let volumes = args
         .volumes
         .iter()
@@ -215,6 +220,13 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         anyhow::Ok(ended)
     }
     .await;
+    if args.profile.is_some() {
+        // The kernel's reports were all written long before: the console
+        // is read as it is, a phase of its own so that it does not count
+        // in the teardown's.
+        profile.add_kernel_log(&vm.console_tail(usize::MAX));
+        profile.mark("kernel log read");
+    }
     // The process has ended and its output is out. A guest with nothing
     // to write out (no read-write share) is not asked to power off: it is
     // gone at once.
