@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::config::{self, CmdlineSettings, Config, Flags, Invocation, Mode};
 use super::mounts::Mounts;
 use super::network::{self, NetworkFiles};
-use super::{console, fatal, protect, rootfs};
+use super::{console, fatal, memory, protect, rootfs};
 use crate::process::RootfsStatus;
 use crate::sys::log;
 use crate::sys::timeline::Timeline;
@@ -52,6 +52,7 @@ pub fn boot(mut timeline: Timeline, args: Vec<String>) -> Booted {
     mounts.mount_rest();
     reopen_console(mode);
     protect_the_agent(mode);
+    report_freed_memory(mode);
     timeline.mark("mounts_done");
     let mut files = NetworkFiles::default();
     if let Err(e) = files.update(&config.network) {
@@ -146,6 +147,14 @@ fn become_subreaper(mode: Mode) {
 fn protect_the_agent(mode: Mode) {
     protect::raise_fd_limit(mode);
     protect::shield_from_oom_killer();
+}
+
+/// In a VM, the memory the guest frees goes back to the host in blocks of
+/// 128 KiB and up, not only 4 MiB ones (`memory.rs`).
+fn report_freed_memory(mode: Mode) {
+    if mode == Mode::Machine {
+        memory::report_small_free_blocks();
+    }
 }
 
 /// `/proc` first: the kernel command line and the mount table come from it.

@@ -1,7 +1,8 @@
 //! PID 1's own work: the boot of the guest and its end. The settings
 //! (`config.rs`), stdio and arguments (`console.rs`), dying and powering
 //! off (`fatal.rs`), the kernel's filesystems (`mounts.rs`), the agent's
-//! protection from its workloads (`protect.rs`), the processes' root
+//! protection from its workloads (`protect.rs`), the memory it frees
+//! reported to the host in small blocks (`memory.rs`), the processes' root
 //! filesystem (`rootfs.rs`), the host's share of files (`shares.rs`),
 //! the network (`network.rs`) and the name servers it relays to the host
 //! (`dns_relay.rs`), the guest's figures (`stats.rs`) and the
@@ -17,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod console;
 pub(crate) mod dns_relay;
 pub(crate) mod fatal;
+pub(crate) mod memory;
 pub(crate) mod mounts;
 pub(crate) mod network;
 pub(crate) mod protect;
