@@ -67,7 +67,9 @@ fuzz: setup
 # files through virtio-fs against the guest's own root, `podman run`
 # with vminitd-runtime against runc, and a pod's start through containerd's
 # CRI service with the vminitd handler against runc's (and the shims'
-# memory per pod), each baseline measured in the same run.
+# memory per pod), and a VM's memory (freed memory back on the host, an
+# idle VM's footprint, a balloon resize), each baseline measured in the
+# same run.
 bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 	cargo run --release --locked -p vminitd-tests --bin bench -- net
@@ -75,6 +77,7 @@ bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- fs
 	cargo run --release --locked -p vminitd-tests --bin bench -- podman
 	cargo run --release --locked -p vminitd-tests --bin bench -- cri
+	cargo run --release --locked -p vminitd-tests --bin bench -- memory
 
 # vmshim, its OCI runtime entry point `vminitd-runtime` (a link to vmshim,
 # which is `vmshim runtime` under that name: runc's command line, for
