@@ -25,9 +25,26 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vminitd_tests::{vmshim_bin, workspace_root, TempDir};
 
-use super::{fail, median};
+use super::median;
 
 const MIB: f64 = (1 << 20) as f64;
+
+/// The instances running (state directory, name): a failure stops them
+/// before the bench exits.
+static LIVE: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Stops every instance still running, then fails the bench.
+fn fail(msg: &str) -> ! {
+    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+    for (state, name) in live {
+        let _ = Command::new(vmshim_bin())
+            .args(["stop", &name])
+            .env("VMSHIM_STATE_DIR", state)
+            .stdin(Stdio::null())
+            .output();
+    }
+    super::fail(msg)
+}
 
 /// A detached VM of a state directory of its own, stopped when dropped.
 struct Instance {
@@ -41,6 +58,9 @@ impl Instance {
             state: TempDir::new(&format!("bench-memory-{name}")),
             name: name.to_owned(),
         };
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((instance.state.path().to_owned(), name.to_owned()));
         let out = instance.vmshim(&[&["run", "-d", "--name", name], flags].concat());
         if !out.status.success() {
             fail(&format!("run -d {name}: {}", String::from_utf8_lossy(&out.stderr)));
@@ -94,6 +114,9 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.vmshim(&["stop", &self.name]);
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(state, _)| state != self.state.path());
     }
 }
 
