@@ -47,6 +47,22 @@ pub(crate) enum VsockBackend {
     },
 }
 
+/// A vsock backend started as a VM's is, outside any VM (the boot bench's
+/// baseline with vmshim's devices); its daemon is killed when dropped.
+pub struct Backend(VsockBackend);
+
+impl Backend {
+    /// Starts one whose runtime files live in `dir` (a private directory).
+    pub async fn start(dir: &Path) -> Result<Backend, VmError> {
+        Ok(Backend(VsockBackend::start(dir).await?))
+    }
+
+    /// The QEMU arguments that give a guest its device.
+    pub fn qemu_args(&self) -> Vec<String> {
+        self.0.qemu_args()
+    }
+}
+
 impl VsockBackend {
     /// Whether the kernel's vhost-vsock can be used by this process.
     pub fn kernel_usable() -> bool {

@@ -2,7 +2,9 @@
 //!
 //!   bench boot [-n RUNS]   `vmshim run -- true` against QEMU booting the same
 //!                          kernel with a busybox shell init that runs `true`
-//!                          and reboots; and the guest's time from /init
+//!                          and reboots, bare and with vmshim's devices (the
+//!                          root disk, the NIC, vsock with its backend, the
+//!                          balloon); and the guest's time from /init
 //!                          entered to agent listening.
 //!   bench net [-n MIB]     TCP throughput VM→host (NAT) and VM→VM (a vmshim
 //!                          network), against the same transfer over the
@@ -37,6 +39,7 @@ mod memory;
 #[path = "bench/podman.rs"]
 mod podman;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,24 +94,36 @@ fn boot(runs: usize) {
     let (accel, why) = accel::choose(None);
     println!("boot benchmark: {runs} runs each, accelerator {accel} ({why})");
 
-    // Warm the caches (rootfs image, page cache) once for both.
+    // Warm the caches (rootfs image, page cache) once for all.
     vmshim_true(dir.path());
+    let rootfs = host_shim::assets::rootfs_image(None).unwrap_or_else(|e| fail(&format!("the root image: {e}")));
     baseline_true(&kernel, &baseline_initrd, accel, dir.path());
+    baseline_devices_true(&kernel, &baseline_initrd, accel, dir.path(), &rootfs);
 
     let mut ours = Vec::new();
     let mut init_to_listen = Vec::new();
     let mut base = Vec::new();
+    let mut devices = Vec::new();
     for _ in 0..runs {
-        // Interleaved, so that drifts in machine load hit both alike.
+        // Interleaved, so that drifts in machine load hit all alike.
         let (wall, guest) = vmshim_true(dir.path());
         ours.push(wall);
         init_to_listen.push(guest);
         base.push(baseline_true(&kernel, &baseline_initrd, accel, dir.path()));
+        devices.push(baseline_devices_true(
+            &kernel,
+            &baseline_initrd,
+            accel,
+            dir.path(),
+            &rootfs,
+        ));
     }
-    let (ours_m, base_m) = (median(ours), median(base));
+    let (ours_m, base_m, devices_m) = (median(ours), median(base), median(devices));
     println!("  vmshim run -- true               median {ours_m:8.1} ms");
     println!("  baseline: QEMU + busybox init    median {base_m:8.1} ms");
+    println!("  baseline with vmshim's devices   median {devices_m:8.1} ms");
     println!("  ratio (vmshim / baseline)               {:8.3}", ours_m / base_m);
+    println!("  ratio (vmshim / with devices)           {:8.3}", ours_m / devices_m);
     println!(
         "  guest /init entered -> listening median {:8.3} ms",
         median(init_to_listen)
@@ -186,6 +201,56 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
     let wall = started.elapsed();
     if !status.success() || wall > Duration::from_secs(60) {
         fail(&format!("baseline boot failed ({status})"));
+    }
+    wall.as_secs_f64() * 1e3
+}
+
+/// One boot of the baseline with the devices `vmshim run` gives a VM (the
+/// root disk, the NIC, vsock with its vhost-user backend started first, the
+/// balloon with free page reporting), from the backend's start to QEMU's
+/// exit, in ms: what the devices cost, apart from what vminitd does.
+fn baseline_devices_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path, rootfs: &Path) -> f64 {
+    let runtime_dir = dir.join("devices");
+    let _ = std::fs::remove_dir_all(&runtime_dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&runtime_dir)
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", runtime_dir.display())));
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let started = Instant::now();
+    let vsock = tokio
+        .block_on(host_shim::vm::vsock::Backend::start(&runtime_dir))
+        .unwrap_or_else(|e| fail(&format!("the vsock backend: {e}")));
+    let cfg = QemuConfig {
+        qemu: "qemu-system-x86_64".into(),
+        accel,
+        cpus: 1,
+        memory_mib: 256,
+        kernel: kernel.to_path_buf(),
+        initramfs: initrd.to_path_buf(),
+        cmdline: host_shim::vm::VmConfig::new(kernel.into(), initrd.into()).cmdline(accel),
+        console_log: dir.join("baseline-devices-console.log"),
+        disks: vec![rootfs.to_path_buf()],
+        vsock_args: vsock.qemu_args(),
+        net_args: host_shim::vm::net::GuestNetwork::default().qemu_args(),
+        share_args: Vec::new(),
+        balloon_args: host_shim::vm::memory::balloon_args(true),
+        qmp_args: Vec::new(),
+        icount: false,
+    };
+    let status = Command::new(&cfg.qemu)
+        .args(cfg.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run qemu");
+    let wall = started.elapsed();
+    drop(vsock);
+    if !status.success() || wall > Duration::from_secs(60) {
+        fail(&format!("baseline boot with devices failed ({status})"));
     }
     wall.as_secs_f64() * 1e3
 }
