@@ -70,6 +70,10 @@ fuzz: setup
 # memory per pod), and a VM's memory (freed memory back on the host, an
 # idle VM's footprint, a balloon resize), each baseline measured in the
 # same run.
+# The benches run the release binaries that `build` made, whatever a test
+# run built since.
+bench: export VMSHIM_BIN = $(CURDIR)/target/release/vmshim
+bench: export VMINITD_SHIM_BIN = $(CURDIR)/target/release/containerd-shim-vminitd-v2
 bench: build vm-assets
 	cargo run --release --locked -p vminitd-tests --bin bench -- boot
 	cargo run --release --locked -p vminitd-tests --bin bench -- net
