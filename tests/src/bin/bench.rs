@@ -215,6 +215,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
     if !status.success() || wall > Duration::from_secs(60) {
         fail(&format!("baseline boot failed ({status})"));
     }
+    check_rebooted(&cfg.console_log);
     wall.as_secs_f64() * 1e3
 }
 
@@ -265,7 +266,21 @@ fn baseline_devices_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path,
     if !status.success() || wall > Duration::from_secs(60) {
         fail(&format!("baseline boot with devices failed ({status})"));
     }
+    check_rebooted(&cfg.console_log);
     wall.as_secs_f64() * 1e3
+}
+
+/// A baseline boot counts only if its init ran `true` and rebooted: QEMU
+/// exits just the same when the kernel panics (`panic=-1`, `-no-reboot`).
+fn check_rebooted(console_log: &Path) {
+    let console = std::fs::read_to_string(console_log).unwrap_or_default();
+    if console.contains("Kernel panic") || !console.contains("reboot: Restarting system") {
+        let tail: Vec<&str> = console.lines().rev().take(15).collect();
+        fail(&format!(
+            "a baseline boot did not end in its init's reboot; its console ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
 }
 
 /// Receives one TCP connection on `listener` to its end, answers the byte
