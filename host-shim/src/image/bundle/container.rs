@@ -652,8 +652,17 @@ fn host_references(spec: &Value) -> Vec<String> {
 fn share_host_binds(mounts: &mut [Mount]) -> Result<Vec<SharedPath>, String> {
     let mut shares = Vec::new();
     for (i, m) in mounts.iter_mut().enumerate() {
-        let Some(source) = m.source.as_deref() else { continue };
-        if m.kind.as_deref() != Some("bind") || is_guest_kernel_path(source) {
+        // A bind mount by its type or by its options (`"type": "none"`
+        // with `rbind`, as runc's rootless spec writes `/sys`).
+        let bind = m.kind.as_deref() == Some("bind") || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        if !bind {
+            continue;
+        }
+        let source = match m.source.as_deref() {
+            Some(source) if !source.is_empty() => source,
+            _ => return Err(format!("mounts[{i}] (a bind mount): it has no source")),
+        };
+        if is_guest_kernel_path(source) {
             continue;
         }
         match std::fs::metadata(source) {
@@ -1197,6 +1206,24 @@ mod tests {
             err.contains("mounts[2]") && err.contains("only a directory or a regular file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_bind_by_its_options_is_shared_and_one_without_a_source_refused() {
+        let (_t, mut spec) = runc_spec(&[]);
+        let host = TestDir::new("bind-by-options");
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "none", "source": host.path(), "options": ["rbind", "ro"]
+        }));
+        let c = translate(&spec, RootPlacement::Guest).unwrap();
+        let data = c.mounts.iter().find(|m| m.destination == "/data").unwrap();
+        assert_eq!(data.source.as_deref(), Some(SharedPath::guest_path(0).as_str()));
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/x", "options": ["bind"]}));
+        let err = translate(&spec, RootPlacement::Guest).unwrap_err().to_string();
+        assert!(err.contains("a bind mount): it has no source"), "{err}");
     }
 
     #[test]
