@@ -173,6 +173,11 @@ pub enum Op {
     ConfigureNetwork(NetworkConfig),
     /// Resource figures of the guest and the agent. Answer: [`Stats`].
     Stats,
+    /// The agent's timeline so far: the boot phases [`Op::Hello`] reports,
+    /// and the spans of the agent's own work since it started (the boot's
+    /// steps, the first requests, the first processes' forks), for a boot
+    /// profile. Answer: [`BootTimeline`] with its `spans`.
+    Timeline,
     /// Stop every process (TERM, a grace period, KILL), sync, unmount and
     /// power off the machine (or exit, when the agent runs in a namespace).
     /// Answer: `null`, sent before the shutdown begins.
@@ -308,6 +313,7 @@ impl Op {
         "resize",
         "configure_network",
         "stats",
+        "timeline",
         "shutdown",
         "create_container",
         "start_container",
@@ -335,6 +341,7 @@ impl Op {
             Op::Resize { .. } => "resize",
             Op::ConfigureNetwork(_) => "configure_network",
             Op::Stats => "stats",
+            Op::Timeline => "timeline",
             Op::Shutdown => "shutdown",
             Op::CreateContainer { .. } => "create_container",
             Op::StartContainer { .. } => "start_container",
@@ -863,6 +870,26 @@ pub struct HelloReply {
 pub struct BootTimeline {
     /// The phases, earliest first.
     pub phases: Vec<BootPhase>,
+    /// Spans of the agent's work, in the order they began: only in the
+    /// answer to [`Op::Timeline`]. At most [`MAX_SPANS`] are kept (the
+    /// first ones: a boot profile wants the start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<Span>,
+}
+
+/// How many [`Span`]s an agent keeps.
+pub const MAX_SPANS: usize = 256;
+
+/// One span of the agent's work, on the guest's `CLOCK_BOOTTIME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// What ran: `mount root filesystem`, `network`, `request start`,
+    /// `fork+exec true`, ...
+    pub name: String,
+    /// When it began.
+    pub start_ns: u64,
+    /// When it ended.
+    pub end_ns: u64,
 }
 
 /// One phase of [`BootTimeline`].
@@ -962,7 +989,9 @@ impl MemoryStats {
     /// What neither is free nor a cache: the kernel's own and processes'
     /// memory.
     pub fn used_bytes(&self) -> u64 {
-        self.total_bytes.saturating_sub(self.free_bytes).saturating_sub(self.cache_bytes)
+        self.total_bytes
+            .saturating_sub(self.free_bytes)
+            .saturating_sub(self.cache_bytes)
     }
 }
 

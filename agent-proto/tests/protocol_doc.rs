@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use agent_proto::key::KEY_LINE_LEN;
 use agent_proto::{
-    parse_request, AttachReply, CgroupMemory, ContainerCreated, ContainerInfo, ContainerStats, Created, ErrorCode, ExitStatus,
-    HelloReply, Op, Open, Outcome, Response, Started, Stats, AGENT_PORT, MAX_FRAME_LEN, MAX_OPEN_FRAME_LEN,
-    PROTOCOL_VERSION, READY_LINE,
+    parse_request, AttachReply, BootTimeline, CgroupMemory, ContainerCreated, ContainerInfo, ContainerStats, Created,
+    ErrorCode, ExitStatus, HelloReply, Op, Open, Outcome, Response, Started, Stats, AGENT_PORT, MAX_FRAME_LEN,
+    MAX_OPEN_FRAME_LEN, MAX_SPANS, PROTOCOL_VERSION, READY_LINE,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -163,6 +163,7 @@ fn the_limits_are_stated_with_the_values_of_the_code() {
     let doc = doc();
     let constants = [
         ("MAX_FRAME_LEN", MAX_FRAME_LEN as u64),
+        ("MAX_SPANS", MAX_SPANS as u64),
         ("MAX_OPEN_FRAME_LEN", MAX_OPEN_FRAME_LEN as u64),
         ("AGENT_PORT", u64::from(AGENT_PORT)),
         ("PROTOCOL_VERSION", u64::from(PROTOCOL_VERSION)),
@@ -208,6 +209,7 @@ fn check_answer(op: &str, ok: &Value) -> Result<(), String> {
         "start" | "start_container" => decodes_whole::<Started>(ok).map(drop),
         "wait" => decodes_whole::<ExitStatus>(ok).map(drop),
         "stats" => decodes_whole::<Stats>(ok).map(drop),
+        "timeline" => decodes_whole::<BootTimeline>(ok).map(drop),
         "create_container" => decodes_whole::<ContainerCreated>(ok).map(drop),
         "container_state" => decodes_whole::<ContainerInfo>(ok).map(drop),
         "list_containers" => decodes_whole::<Vec<ContainerInfo>>(ok).map(drop),

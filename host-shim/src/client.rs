@@ -14,10 +14,11 @@ use agent_proto::{
     encode_frame, read_frame, write_frame, AgentKey, AttachReply, Conn, ContainerCreated, ContainerInfo, ContainerSpec,
     Created, Endpoint, ErrorBody, ExitStatus, FrameError, HelloReply, Op, Open, Outcome, ProcessId, ProcessSpec,
     Request, Response, Started, Stats, StreamKind, Transport, TransportError, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    READY_LINE,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::oneshot;
 
 /// Why a request to the agent failed.
@@ -73,6 +74,17 @@ type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Outcome<Value>>>>>>
 
 /// The id of a session's first request, the handshake.
 const HELLO_ID: u64 = 1;
+
+/// The session's first request, the handshake, encoded.
+fn hello_frame() -> Result<Vec<u8>, FrameError> {
+    encode_frame(&Request {
+        id: HELLO_ID,
+        op: Op::Hello {
+            version: PROTOCOL_VERSION,
+            client: format!("vmshim {}", env!("CARGO_PKG_VERSION")),
+        },
+    })
+}
 
 /// How long a client whose first write failed waits for the agent's reason.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -139,27 +151,70 @@ impl Client {
     /// Connects, opens a control session and shakes hands.
     pub async fn connect(addr: impl Into<AgentAddr>) -> Result<Client, ClientError> {
         let addr = addr.into();
-        let endpoint = &addr.endpoint;
-        let mut conn = endpoint.connect().await?;
+        let conn = addr.endpoint.connect().await?;
         let frame_err = |source| ClientError::Frame {
-            endpoint: endpoint.to_string(),
+            endpoint: addr.endpoint.to_string(),
             source,
         };
         // The opening and the handshake go in one write, and the first
         // answer is read here: an agent that refuses the connection answers
         // and closes without reading the rest, and its reason must still be
         // what the caller sees (not the broken pipe of a later write).
-        let hello = Request {
-            id: HELLO_ID,
-            op: Op::Hello {
-                version: PROTOCOL_VERSION,
-                client: format!("vmshim {}", env!("CARGO_PKG_VERSION")),
-            },
-        };
         let mut first = encode_frame(&Open::Control { key: addr.key.clone() }).map_err(frame_err)?;
-        first.extend(encode_frame(&hello).map_err(frame_err)?);
+        first.extend(hello_frame().map_err(frame_err)?);
+        Client::handshake(addr, conn, first, None).await
+    }
+
+    /// Opens a control session on the connection the agent itself opened
+    /// to announce that it listens (see [`agent_proto::key`]): the key line
+    /// and the handshake go in one write, as soon as the connection is
+    /// there, and the agent's readiness line is read before the answer.
+    /// No connection is dialled: the session is there the moment the agent
+    /// has its key. `addr` must carry the key.
+    pub async fn over_readiness(addr: AgentAddr, conn: Conn) -> Result<Client, ClientError> {
+        let frame_err = |source| ClientError::Frame {
+            endpoint: addr.endpoint.to_string(),
+            source,
+        };
+        let Some(key) = &addr.key else {
+            let missing = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no agent key to hand over");
+            return Err(frame_err(FrameError::Io(missing)));
+        };
+        let mut first = key.line();
+        first.extend(hello_frame().map_err(frame_err)?);
+        Client::handshake(addr, conn, first, Some(READY_LINE)).await
+    }
+
+    /// Writes `first` (ending with the hello), reads the line `expect`
+    /// where there is one, then the hello's answer, and starts the reader.
+    async fn handshake(
+        addr: AgentAddr,
+        mut conn: Conn,
+        first: Vec<u8>,
+        expect: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
+        let endpoint = &addr.endpoint;
+        let frame_err = |source| ClientError::Frame {
+            endpoint: endpoint.to_string(),
+            source,
+        };
         let sent = Instant::now();
         let written = conn.write_all(&first).await;
+        if let (Ok(()), Some(expect)) = (&written, expect) {
+            let mut line = vec![0u8; expect.len()];
+            conn.read_exact(&mut line)
+                .await
+                .map_err(|e| frame_err(FrameError::Io(e)))?;
+            if line != expect {
+                let what = format!(
+                    "the agent's readiness line is {:?}, not {:?}",
+                    String::from_utf8_lossy(&line),
+                    String::from_utf8_lossy(expect)
+                );
+                let bad = std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+                return Err(frame_err(FrameError::Io(bad)));
+            }
+        }
         let answer = match &written {
             Ok(()) => read_frame::<_, Response>(&mut conn, MAX_FRAME_LEN).await,
             // What the agent said before it closed, if anything.
@@ -305,6 +360,12 @@ impl Client {
             Some(error) => ClientError::Agent { op, error },
             None => ClientError::Closed { op },
         }
+    }
+
+    /// The agent's timeline with the spans of its work so far; see
+    /// [`Op::Timeline`].
+    pub async fn timeline(&self) -> Result<agent_proto::BootTimeline, ClientError> {
+        self.call(Op::Timeline).await
     }
 
     /// Prepares a process; see [`Op::Create`].

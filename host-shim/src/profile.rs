@@ -5,7 +5,9 @@
 //! taken about half a round trip after the host sent the hello, which anchors
 //! the guest's clock on the host's axis. Guest boottime 0 is then the moment
 //! the guest kernel started. The kernel's initcalls, read from the guest's
-//! console ([`initcall`]), are placed on the same axis.
+//! console ([`initcall`]), are placed on the same axis, and so are the
+//! spans of vminitd's own work (`Op::Timeline`: the boot's steps, the
+//! requests, the forks).
 //!
 //! [`Profile::chrome_trace`] writes it all as a Chrome trace, and
 //! [`Profile::from_chrome_trace`] reads such a trace back, for
@@ -59,6 +61,17 @@ pub struct KernelSpan {
     pub returned: i64,
 }
 
+/// One span of vminitd's own work (`Op::Timeline`) on the host axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSpan {
+    /// What ran (`mount root filesystem`, `request start`, ...).
+    pub name: String,
+    /// When it began, in milliseconds since vmshim started.
+    pub start_ms: f64,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: f64,
+}
+
 /// Collects the phases of one run.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -68,6 +81,7 @@ pub struct Profile {
     /// at which the guest's clock read the given nanoseconds.
     guest_anchor: Option<(f64, u64)>,
     kernel: Vec<KernelSpan>,
+    agent: Vec<AgentSpan>,
 }
 
 /// The initcalls [`Profile::table`] lists: those that took at least this
@@ -113,6 +127,7 @@ impl Profile {
             phases: Vec::new(),
             guest_anchor: None,
             kernel: Vec::new(),
+            agent: Vec::new(),
         }
     }
 
@@ -180,6 +195,28 @@ impl Profile {
         added
     }
 
+    /// Places the spans of vminitd's work (`Op::Timeline`) on the host
+    /// axis, as the guest's phases are ([`Profile::add_guest`] first;
+    /// without it nothing is added). Returns how many were added.
+    pub fn add_agent_spans(&mut self, spans: &[agent_proto::Span]) -> usize {
+        let Some(anchor) = self.guest_anchor else {
+            return 0;
+        };
+        self.agent.extend(spans.iter().map(|s| AgentSpan {
+            name: s.name.clone(),
+            start_ms: guest_to_host(anchor, s.start_ns),
+            duration_ms: s.end_ns.saturating_sub(s.start_ns) as f64 / 1e6,
+        }));
+        spans.len()
+    }
+
+    /// The spans of vminitd's work, in the order they began.
+    pub fn agent_spans(&self) -> Vec<AgentSpan> {
+        let mut v = self.agent.clone();
+        v.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+        v
+    }
+
     /// The kernel's initcalls and probes, in the order they were called.
     pub fn kernel_calls(&self) -> Vec<KernelSpan> {
         let mut v = self.kernel.clone();
@@ -218,6 +255,13 @@ impl Profile {
             );
             prev = p.at_ms;
         }
+        let agent = self.agent_spans();
+        if !agent.is_empty() {
+            let _ = writeln!(out, "vminitd spans: {} (start ms, duration ms):", agent.len());
+            for s in agent {
+                let _ = writeln!(out, "  {:<44} {:>10.1} {:>10.1}", s.name, s.start_ms, s.duration_ms);
+            }
+        }
         let slow: Vec<KernelSpan> = self
             .kernel_calls()
             .into_iter()
@@ -251,6 +295,7 @@ impl Profile {
             json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "host"}}),
             json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "guest"}}),
             json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": KERNEL_TID, "args": {"name": "kernel initcalls"}}),
+            json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": AGENT_TID, "args": {"name": "vminitd"}}),
         ];
         let mut prev = 0.0f64;
         for p in self.phases() {
@@ -276,6 +321,15 @@ impl Profile {
             events.push(json!({
                 "ph": "X", "cat": cat, "name": c.name, "pid": 1, "tid": KERNEL_TID,
                 "ts": c.start_ms * 1e3, "dur": c.duration_ms * 1e3, "args": {"returned": c.returned},
+            }));
+        }
+        // Spans overlap (requests run concurrently, the boot's threads
+        // beside the agent): Perfetto stacks what nests and the rest reads
+        // by its start.
+        for s in self.agent_spans() {
+            events.push(json!({
+                "ph": "X", "cat": AGENT_CAT, "name": s.name, "pid": 1, "tid": AGENT_TID,
+                "ts": s.start_ms * 1e3, "dur": s.duration_ms * 1e3,
             }));
         }
         json!({"traceEvents": events, "displayTimeUnit": "ms"})
@@ -305,6 +359,14 @@ impl Profile {
                 PROBE_CAT => Some(CallKind::Probe),
                 _ => None,
             };
+            if cat == AGENT_CAT {
+                profile.agent.push(AgentSpan {
+                    name: name.to_owned(),
+                    start_ms: ts_ms,
+                    duration_ms: dur_ms,
+                });
+                continue;
+            }
             if let Some(kind) = kind {
                 profile.kernel.push(KernelSpan {
                     name: name.to_owned(),
@@ -343,6 +405,10 @@ const INITCALL_CAT: &str = "initcall";
 const PROBE_CAT: &str = "probe";
 /// The trace track of the kernel's initcalls.
 const KERNEL_TID: u64 = 3;
+/// The trace category of vminitd's spans.
+const AGENT_CAT: &str = "vminitd";
+/// The trace track of vminitd's spans.
+const AGENT_TID: u64 = 4;
 
 /// A guest clock reading on the host axis, given the anchor: the host time
 /// (ms) at which the guest's clock read the anchor's nanoseconds.
@@ -371,6 +437,7 @@ mod tests {
                     boottime_ns: 902_000_000,
                 },
             ],
+            spans: Vec::new(),
         };
         // Hello sent at 1000 ms with a 2 ms round trip; the guest said 950 ms.
         p.add_guest(
@@ -408,6 +475,7 @@ mod tests {
                 name: "entered".into(),
                 boottime_ns: 900_000_000,
             }],
+            spans: Vec::new(),
         };
         // The guest clock read 950 ms at 1001 ms of host time: the kernel
         // started at 51 ms.
@@ -468,5 +536,51 @@ vminitd: listening\r
         let p = Profile::from_chrome_trace(&old).unwrap();
         assert_eq!(p.get("kernel start"), Some(55.0));
         assert_eq!(p.phases()[1].clock, Clock::Guest);
+    }
+
+    #[test]
+    fn vminitd_spans_land_on_the_guest_clock_in_the_table_and_the_trace() {
+        let start = Instant::now();
+        let mut p = Profile::new(start);
+        let span = |name: &str, start_ms: u64, end_ms: u64| agent_proto::Span {
+            name: name.into(),
+            start_ns: start_ms * 1_000_000,
+            end_ns: end_ms * 1_000_000,
+        };
+        let spans = [span("request start", 960, 990), span("mount root filesystem", 920, 950)];
+        // No anchor yet: nothing to place them with.
+        assert_eq!(p.add_agent_spans(&spans), 0);
+        let boot = BootTimeline {
+            phases: vec![BootPhase {
+                name: "entered".into(),
+                boottime_ns: 900_000_000,
+            }],
+            spans: Vec::new(),
+        };
+        // The guest clock read 950 ms at 1001 ms of host time.
+        p.add_guest(
+            &boot,
+            950_000_000,
+            start + Duration::from_millis(1000),
+            Duration::from_millis(2),
+        );
+        assert_eq!(p.add_agent_spans(&spans), 2);
+        let placed = p.agent_spans();
+        assert_eq!(placed[0].name, "mount root filesystem");
+        assert!((placed[0].start_ms - 971.0).abs() < 1e-6, "{placed:?}");
+        assert!((placed[1].duration_ms - 30.0).abs() < 1e-6, "{placed:?}");
+        let table = p.table();
+        assert!(table.contains("vminitd spans: 2"), "{table}");
+        assert!(table.contains("request start"), "{table}");
+        let trace = p.chrome_trace();
+        let back = Profile::from_chrome_trace(&trace).unwrap();
+        assert_eq!(back.agent_spans(), placed);
+        // Compared with itself, no span changed; with a slower start, it did.
+        assert!(compare::compare(&p, &back).contains("no vminitd span changed"));
+        let mut slower = back.clone();
+        slower.agent[1].duration_ms += 12.0;
+        let text = compare::compare(&p, &slower);
+        assert!(text.contains("vminitd spans that changed"), "{text}");
+        assert!(text.contains("+12.0"), "{text}");
     }
 }

@@ -18,7 +18,8 @@ use tokio::net::UnixListener;
 use vminitd_tests::{run, sh, vmshim_bin, NamespacedAgent, TempDir};
 
 /// An agent that was handed `key` over `--notify`, as a VM's agent is at
-/// boot, by the host's own code (`NotifyListener`).
+/// boot, by the host's own code (`NotifyListener`, then the control
+/// session on the readiness connection, which is checked to serve).
 async fn agent_with_key(dir: &TempDir, key: &AgentKey) -> NamespacedAgent {
     let path = dir.path().join("notify.sock");
     let listener = UnixListener::bind(&path).unwrap();
@@ -28,12 +29,22 @@ async fn agent_with_key(dir: &TempDir, key: &AgentKey) -> NamespacedAgent {
     };
     let url = format!("unix:{}", path.display());
     let flags = ["--notify", url.as_str()];
-    let (agent, handed) = tokio::join!(
-        NamespacedAgent::start_with_key(&flags, key.clone()),
-        notify.ready(key)
+    let (agent, conn) = tokio::join!(NamespacedAgent::start_with_key(&flags, key.clone()), notify.accept());
+    let conn = conn.expect("the agent announced itself");
+    let addr = AgentAddr::new(agent.endpoint.clone(), Some(key.clone()));
+    let session = Client::over_readiness(addr, conn)
+        .await
+        .expect("the agent took the key");
+    notify.close();
+    assert!(
+        !path.exists(),
+        "the readiness socket is removed once the key is handed over"
     );
-    handed.expect("the agent took the key");
-    assert!(!path.exists(), "the readiness socket is removed once the key is handed over");
+    // The readiness connection is a control session of its own.
+    let out = run(&session, sh("echo over the readiness connection"), None)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "over the readiness connection\n");
     agent
 }
 
@@ -56,7 +67,11 @@ async fn an_agent_given_a_key_serves_only_connections_that_show_it() {
     assert!(body.message.contains("none was presented"), "{err}");
     let other = AgentAddr::new(agent.endpoint.clone(), Some(AgentKey::generate().unwrap()));
     let err = Client::connect(&other).await.err().expect("another key: refused");
-    assert_eq!(err.agent_error().map(|e| e.code), Some(ErrorCode::Unauthorized), "{err}");
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::Unauthorized),
+        "{err}"
+    );
     assert!(err.to_string().contains("not this VM's"), "{err}");
 
     // An attach with another key does not take the process's stream.
@@ -73,7 +88,10 @@ async fn an_agent_given_a_key_serves_only_connections_that_show_it() {
         matches!(reply, Outcome::Err(ref e) if e.code == ErrorCode::Unauthorized),
         "{reply:?}"
     );
-    client.attach(process, StreamKind::Stdout).await.expect("the owner's attach still works");
+    client
+        .attach(process, StreamKind::Stdout)
+        .await
+        .expect("the owner's attach still works");
 
     // A raw control session without the key gets no answer to its op.
     let mut conn = agent.endpoint.connect().await.unwrap();

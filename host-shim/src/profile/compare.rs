@@ -127,6 +127,7 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
             let _ = writeln!(out, "no phase grew");
         }
     }
+    agent_spans(a, b, &mut out);
     let (ia, ib) = (initcalls(a), initcalls(b));
     if ia.is_empty() || ib.is_empty() {
         if !(ia.is_empty() && ib.is_empty()) {
@@ -170,6 +171,46 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
     out
 }
 
+/// The spans of vminitd's work whose time changed by
+/// [`MIN_INITCALL_DELTA_MS`] or more, matched by name (a name that comes
+/// back adds up), biggest change first.
+fn agent_spans(a: &Profile, b: &Profile, out: &mut String) {
+    let sums = |p: &Profile| {
+        let mut m = BTreeMap::new();
+        for s in &p.agent {
+            *m.entry(s.name.clone()).or_insert(0.0) += s.duration_ms;
+        }
+        m
+    };
+    let (sa, sb): (BTreeMap<String, f64>, BTreeMap<String, f64>) = (sums(a), sums(b));
+    if sa.is_empty() || sb.is_empty() {
+        return;
+    }
+    let mut changed: Vec<(&String, f64, f64)> = sa
+        .keys()
+        .chain(sb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                sa.get(name).copied().unwrap_or(0.0),
+                sb.get(name).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, x, y)| (y - x).abs() >= MIN_INITCALL_DELTA_MS)
+        .collect();
+    changed.sort_by(|x, y| (y.2 - y.1).abs().total_cmp(&(x.2 - x.1).abs()));
+    if changed.is_empty() {
+        let _ = writeln!(out, "no vminitd span changed by {MIN_INITCALL_DELTA_MS} ms or more");
+        return;
+    }
+    let _ = writeln!(out, "vminitd spans that changed by {MIN_INITCALL_DELTA_MS} ms or more:");
+    for (name, x, y) in changed {
+        let _ = writeln!(out, "  {:<44} {:>8.1} {:>8.1} {:>+8.1}", name, x, y, y - x);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +228,7 @@ mod tests {
                 name: "entered".into(),
                 boottime_ns: init_ms * 1_000_000,
             }],
+            spans: Vec::new(),
         };
         // The kernel started 50 ms after QEMU was spawned; the hello is
         // answered 10 ms after /init, with no round trip.

@@ -50,6 +50,14 @@ pub fn find_helper_program(env: &str, name: &str) -> Option<PathBuf> {
 /// How many console lines an error quotes.
 const CONSOLE_LINES: usize = 15;
 
+/// How long the agent may take, once it has connected to announce that it
+/// listens, to write its readiness line and answer the handshake.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Why a VM could not be booted or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -301,8 +309,11 @@ impl Vm {
         Ok(vm)
     }
 
-    /// Waits for the agent's readiness announcement, then dials it; fails
-    /// when QEMU dies or the deadline passes first.
+    /// Waits for the agent's readiness announcement and opens the control
+    /// session on it ([`Client::over_readiness`]): nothing is dialled, and
+    /// the handshake crosses the readiness line. Fails when QEMU dies or
+    /// the deadline passes first. A connection that does not turn out to
+    /// be the agent's announcement is dropped and the wait goes on.
     async fn connect(
         &mut self,
         notify: &vsock::NotifyListener,
@@ -310,12 +321,30 @@ impl Vm {
         qemu_log: &std::path::Path,
     ) -> Result<Client, VmError> {
         let addr = self.agent_addr();
-        let endpoint = &addr.endpoint;
         let deadline = Instant::now() + timeout;
-        let ready = notify.ready(&self.key);
-        tokio::pin!(ready);
-        let mut last_error = String::from("the agent never announced that it listens");
-        let mut announced = false;
+        let last_error = std::sync::Mutex::new(String::from("the agent never announced that it listens"));
+        let session = async {
+            loop {
+                let conn = match notify.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        *lock(&last_error) = format!("readiness announcement: {e}");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                };
+                match tokio::time::timeout(READINESS_TIMEOUT, Client::over_readiness(addr.clone(), conn)).await {
+                    Ok(Ok(client)) => return client,
+                    Ok(Err(e)) => *lock(&last_error) = format!("readiness announcement: {e}"),
+                    Err(_) => {
+                        *lock(&last_error) = format!(
+                            "readiness announcement: no readiness line and handshake within {READINESS_TIMEOUT:?}"
+                        )
+                    }
+                }
+            }
+        };
+        tokio::pin!(session);
         loop {
             if let Some(status) = self.qemu.try_status() {
                 let mut console = console::tail(&self.console_log, CONSOLE_LINES);
@@ -329,35 +358,18 @@ impl Vm {
                     console,
                 });
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Err(VmError::AgentTimeout {
                     timeout,
-                    last_error,
+                    last_error: lock(&last_error).clone(),
                     console: console::tail(&self.console_log, CONSOLE_LINES),
                 });
             }
-            if !announced {
-                // Check on QEMU every few milliseconds while waiting.
-                match tokio::time::timeout(Duration::from_millis(5), &mut ready).await {
-                    Ok(Ok(())) => announced = true,
-                    Ok(Err(e)) => {
-                        last_error = format!("readiness announcement: {e}");
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err(_) => continue,
-                }
-                if !announced {
-                    continue;
-                }
+            // Check on QEMU every few milliseconds while waiting.
+            if let Ok(client) = tokio::time::timeout(Duration::from_millis(5), &mut session).await {
+                notify.close();
+                return Ok(client);
             }
-            let attempt = (deadline - now).min(Duration::from_secs(2));
-            match tokio::time::timeout(attempt, Client::connect(&addr)).await {
-                Ok(Ok(client)) => return Ok(client),
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => last_error = format!("connect to {endpoint} timed out"),
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_proto::{AgentKey, Endpoint, READY_LINE};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use agent_proto::{Conn, Endpoint};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 use tokio_vsock::{VsockAddr, VsockListener};
 
@@ -267,52 +267,32 @@ impl GuestListener {
     }
 }
 
-/// How long the agent may take to write its readiness line once connected.
-const READY_LINE_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl NotifyListener {
-    /// Waits for the agent to announce that it listens, and hands it the
-    /// VM's agent key on the same connection (see [`agent_proto::key`]).
-    /// A connection that does not come from our guest, or does not say
-    /// [`READY_LINE`], is dropped and the wait goes on.
-    pub async fn ready(&self, key: &AgentKey) -> std::io::Result<()> {
+    /// The next connection from our guest (one from another CID is dropped
+    /// unread): the agent announcing that it listens. The host answers it
+    /// with the agent key and keeps it as its first control session
+    /// ([`crate::client::Client::over_readiness`]).
+    pub async fn accept(&self) -> std::io::Result<Conn> {
         loop {
-            let handed = match self {
-                NotifyListener::Unix { listener, .. } => {
-                    let (s, _) = listener.accept().await?;
-                    hand_key(s, key).await
-                }
+            match self {
+                NotifyListener::Unix { listener, .. } => return Ok(Conn::Unix(listener.accept().await?.0)),
                 NotifyListener::Vsock { listener, cid } => {
-                    let (s, peer) = listener.accept().await?;
-                    if peer.cid() != *cid {
-                        continue;
+                    let (stream, peer) = listener.accept().await?;
+                    if peer.cid() == *cid {
+                        return Ok(Conn::Vsock(stream));
                     }
-                    hand_key(s, key).await
                 }
-            };
-            if handed {
-                if let NotifyListener::Unix { path, .. } = self {
-                    let _ = std::fs::remove_file(path);
-                }
-                return Ok(());
             }
         }
     }
-}
 
-/// Hands the key to the agent at the other end of `stream` and reads its
-/// readiness line; whether both happened. The key goes first, as soon as
-/// the connection is there (the peer is already known to be our guest, by
-/// its CID or the private socket it came through), so that it crosses the
-/// readiness line on the way instead of waiting for it.
-async fn hand_key<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, key: &AgentKey) -> bool {
-    let exchange = async {
-        stream.write_all(&key.line()).await?;
-        let mut line = [0u8; READY_LINE.len()];
-        stream.read_exact(&mut line).await?;
-        Ok::<bool, std::io::Error>(line == READY_LINE)
-    };
-    matches!(tokio::time::timeout(READY_LINE_TIMEOUT, exchange).await, Ok(Ok(true)))
+    /// The agent has its key: the Unix socket of the port is removed, so
+    /// that nothing in the guest can use the port afterwards.
+    pub fn close(&self) {
+        if let NotifyListener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// `$VMSHIM_VHOST_DEVICE_VSOCK`, else `vhost-device-vsock` in PATH or in

@@ -110,7 +110,10 @@ pub enum WorkloadsError {
 pub fn make_workloads_in_background(root: PathBuf) {
     defaults::making_workloads();
     let made = std::thread::Builder::new().name("workloads".into()).spawn(move || {
-        let workloads = match make_workloads(&root) {
+        let span = crate::sys::timeline::begin(|| "workloads cgroup".into());
+        let made = make_workloads(&root);
+        drop(span);
+        let workloads = match made {
             Ok(w) => {
                 debug!("workloads in {} (memory.max {} bytes)", w.dir.display(), w.memory_max);
                 Some(w)

@@ -90,8 +90,15 @@ pub fn mount_in_background(
             .and_then(|()| shares::bind_volumes(&shares.volumes).map_err(|e| e.to_string()))
     };
     let work = move || {
-        super::network::bring_up(network.0, &network.1);
-        match mount_all() {
+        {
+            let _span = timeline::begin(|| "network".into());
+            super::network::bring_up(network.0, &network.1);
+        }
+        let mounted = {
+            let _span = timeline::begin(|| "mount root filesystem".into());
+            mount_all()
+        };
+        match mounted {
             Ok(()) => RootfsStatus::Ready {
                 at_ns: timeline::boottime_ns(),
             },
@@ -116,7 +123,9 @@ pub fn mount_in_background(
 
 /// Mounts `device` read-only under a tmpfs-backed overlay at [`GUEST_ROOTFS`].
 pub fn mount(device: &Path) -> Result<(), RootfsError> {
+    let span = timeline::begin(|| format!("wait for {}", device.display()));
     wait_for_device(device)?;
+    drop(span);
     for dir in [LOWER, OVERLAY, GUEST_ROOTFS] {
         std::fs::create_dir_all(dir).map_err(|source| RootfsError::Mkdir {
             path: dir.into(),
@@ -124,6 +133,7 @@ pub fn mount(device: &Path) -> Result<(), RootfsError> {
         })?;
     }
     let device_str = device.to_string_lossy().into_owned();
+    let span = timeline::begin(|| format!("mount {device_str} (ext4, read-only)"));
     sys_mount(&device_str, LOWER, "ext4", libc::MS_RDONLY | libc::MS_NODEV, "").map_err(|source| {
         RootfsError::Mount {
             what: format!("{device_str} (ext4, read-only)"),
@@ -131,6 +141,8 @@ pub fn mount(device: &Path) -> Result<(), RootfsError> {
             source,
         }
     })?;
+    drop(span);
+    let span = timeline::begin(|| "mount the overlay and the kernel filesystems".into());
     sys_mount("overlay-rw", OVERLAY, "tmpfs", libc::MS_NODEV, "mode=0755").map_err(|source| RootfsError::Mount {
         what: "tmpfs".into(),
         target: OVERLAY,
@@ -171,6 +183,7 @@ pub fn mount(device: &Path) -> Result<(), RootfsError> {
             source: e,
         })?;
     }
+    drop(span);
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use super::table::{Pending, Phase, Process, ProcessTable, State};
 use crate::child::namespaces::NsPlan;
 use crate::child::spawn;
 use crate::child::ContainerChild;
+use crate::sys::timeline;
 
 /// The status a process gets when it could not be started at all, as if
 /// its exec had failed (the shell's "not found").
@@ -38,6 +39,7 @@ pub async fn start(
     let process = table.get(id)?;
     let mut state = process.state.lock().await;
     if matches!(&*state, State::Created(p) if p.command.root.is_some()) {
+        let _span = timeline::begin(|| format!("process {id}: wait for the root filesystem"));
         if let Err(source) = rootfs_status::wait_ready(rootfs).await {
             return Err(ProcessError::NoRootfs { source });
         }
@@ -52,6 +54,7 @@ pub async fn start(
             });
         }
     };
+    let span = timeline::begin(|| format!("process {id}: fork and exec {}", pending.command.program));
     let Launched {
         pid,
         program,
@@ -69,7 +72,9 @@ pub async fn start(
     };
     *state = State::Running { pid, master };
     drop(state);
-    match spawn::exec_outcome(pid, &status_pipe).await {
+    let outcome = spawn::exec_outcome(pid, &status_pipe).await;
+    drop(span);
+    match outcome {
         Ok(None) => {
             debug!("process {id}: started pid {pid}");
             Ok(Started { pid })

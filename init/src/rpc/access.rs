@@ -9,7 +9,9 @@
 //!    itself is 0600).
 //! 2. **The key** ([`Access::authorize`]), in the first frame: where the
 //!    host hands the agent a key at boot ([`receive_key`]), every
-//!    connection must present it. Connections are accepted and their first
+//!    other connection must present it (the readiness connection itself,
+//!    which the agent opened to the host, goes on as the host's first
+//!    control session). Connections are accepted and their first
 //!    frame read while the key is on its way (the host dials the moment it
 //!    has sent it); none is authorized before it has arrived. A VM's agent
 //!    (listening on vsock) that was given no key serves no one: with the
@@ -24,7 +26,7 @@ use tokio::sync::watch;
 
 use agent_proto::endpoint::CID_HOST;
 use agent_proto::key::KEY_LINE_LEN;
-use agent_proto::{AgentKey, Endpoint, ErrorBody, ErrorCode, Peer, Transport, READY_LINE};
+use agent_proto::{AgentKey, Conn, Endpoint, ErrorBody, ErrorCode, Peer, Transport, READY_LINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the host may take to answer the readiness line with the key.
@@ -186,8 +188,10 @@ impl Access {
 
 /// The readiness exchange (`vminitd.notify=`): tells the host that the
 /// agent listens, and receives the VM's agent key in answer. The agent
-/// serves nothing before this returns.
-pub async fn receive_key(endpoint: &Endpoint) -> Result<AgentKey, KeyExchangeError> {
+/// serves nothing before this returns. The connection is returned open:
+/// the host goes on with it as its first control session (the frames it
+/// wrote behind the key are still unread), or closes it.
+pub async fn receive_key(endpoint: &Endpoint) -> Result<(AgentKey, Conn), KeyExchangeError> {
     let name = || endpoint.to_string();
     let exchange = async {
         let mut conn = endpoint.connect().await.map_err(|source| KeyExchangeError::Connect {
@@ -199,20 +203,21 @@ pub async fn receive_key(endpoint: &Endpoint) -> Result<AgentKey, KeyExchangeErr
             source,
         };
         conn.write_all(READY_LINE).await.map_err(io_err)?;
+        // Exactly the key line: what follows it is the session's.
         let mut line = Vec::with_capacity(KEY_LINE_LEN);
         (&mut conn)
             .take(KEY_LINE_LEN as u64)
             .read_to_end(&mut line)
             .await
             .map_err(io_err)?;
-        let _ = conn.shutdown().await;
         if line.is_empty() {
             return Err(KeyExchangeError::NoKey { endpoint: name() });
         }
-        AgentKey::from_line(&line).map_err(|source| KeyExchangeError::BadKey {
+        let key = AgentKey::from_line(&line).map_err(|source| KeyExchangeError::BadKey {
             endpoint: name(),
             source,
-        })
+        })?;
+        Ok((key, conn))
     };
     match tokio::time::timeout(KEY_TIMEOUT, exchange).await {
         Ok(result) => result,

@@ -9,11 +9,12 @@ use agent_proto::{Endpoint, Listener};
 
 use super::access::{self, Access};
 use super::agent::Agent;
-use super::server;
+use super::{server, session};
 use crate::guest::boot::Booted;
 use crate::guest::config::Mode;
 use crate::guest::{fatal, protect, shutdown};
 use crate::process::{Processes, Reaper};
+use crate::sys::timeline;
 
 /// Serves the host until a shutdown, then shuts the guest down. Runs
 /// inside the runtime.
@@ -37,9 +38,6 @@ pub async fn serve(booted: Booted) -> Infallible {
         timeline.elapsed_ms()
     );
     let access = Arc::new(Access::new(&config.listen, config.notify.is_some()));
-    if let Some(notify) = config.notify.clone() {
-        tokio::spawn(receive_key(notify, access.clone()));
-    }
     // While the host dials in: the workloads' cgroup (see protect.rs).
     if config.mode == Mode::Machine {
         protect::make_workloads_in_background("/sys/fs/cgroup".into());
@@ -52,6 +50,9 @@ pub async fn serve(booted: Booted) -> Infallible {
         files,
         access.clone(),
     ));
+    if let Some(notify) = config.notify.clone() {
+        tokio::spawn(exchange_readiness(notify, agent.clone()));
+    }
     let reason = tokio::select! {
         reason = shutdown::signalled(&mut signals) => reason,
         () = agent.shutdown_requested() => "requested by the host",
@@ -64,9 +65,20 @@ pub async fn serve(booted: Booted) -> Infallible {
 
 /// Tells the host that the agent listens (`vminitd.notify=`) and receives
 /// the agent key in answer; connections are accepted meanwhile and wait
-/// for it (see `access.rs`).
-async fn receive_key(notify: Endpoint, access: Arc<Access>) {
-    access.set_key(access::receive_key(&notify).await);
+/// for it (see `access.rs`). The readiness connection then serves as the
+/// host's first control session: the host need not dial, and its first
+/// requests, written behind the key, are answered at once.
+async fn exchange_readiness(notify: Endpoint, agent: Arc<Agent>) {
+    let span = timeline::begin(|| "readiness exchange".into());
+    let received = access::receive_key(&notify).await;
+    drop(span);
+    match received {
+        Ok((key, conn)) => {
+            agent.access.set_key(Ok(key));
+            session::serve(agent, conn).await;
+        }
+        Err(e) => agent.access.set_key(Err(e)),
+    }
 }
 
 fn listen(endpoint: &Endpoint) -> Listener {

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use agent_proto::frame::{encode_frame, read_frame_bytes};
 use agent_proto::{
-    parse_request, Conn, ErrorBody, ErrorCode, FrameError, HelloReply, Op, Outcome, Request, Response, MAX_FRAME_LEN,
-    PROTOCOL_VERSION,
+    parse_request, BootTimeline, Conn, ErrorBody, ErrorCode, FrameError, HelloReply, Op, Outcome, Request, Response,
+    MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -137,6 +137,8 @@ pub async fn serve(agent: Arc<Agent>, conn: Conn) {
                 let agent = agent.clone();
                 let responder = responder.clone();
                 requests.spawn(async move {
+                    let name = op.name();
+                    let _span = timeline::begin(|| format!("request {name}"));
                     let outcome = match handle(&agent, session, op).await {
                         Ok(value) => Outcome::Ok(value),
                         Err(error) => Outcome::Err(error),
@@ -212,6 +214,10 @@ async fn handle(agent: &Arc<Agent>, session: SessionId, op: Op) -> Result<Value,
             Ok(Value::Null)
         }
         Op::Stats => json(stats::collect(processes.len()).map_err(|e| e.to_body())?),
+        Op::Timeline => json(BootTimeline {
+            spans: timeline::spans(),
+            ..agent.timeline()
+        }),
         Op::Shutdown => {
             agent.request_shutdown();
             Ok(Value::Null)

@@ -130,7 +130,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.icount = args.icount;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
     if args.profile.is_some() {
-        cfg.cmdline_extra.extend(initcall::KERNEL_CMDLINE.iter().map(|w| w.to_string()));
+        cfg.cmdline_extra
+            .extend(initcall::KERNEL_CMDLINE.iter().map(|w| w.to_string()));
     }
     let volumes = args
         .volumes
@@ -225,7 +226,11 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
         // is read as it is, a phase of its own so that it does not count
         // in the teardown's.
         profile.add_kernel_log(&vm.console_tail(usize::MAX));
-        profile.mark("kernel log read");
+        // vminitd's own spans; a guest that cannot say leaves them out.
+        if let Ok(timeline) = vm.client().timeline().await {
+            profile.add_agent_spans(&timeline.spans);
+        }
+        profile.mark("profile read");
     }
     // The process has ended and its output is out. A guest with nothing
     // to write out (no read-write share) is not asked to power off: it is
