@@ -1053,6 +1053,7 @@ mod tests {
             },
             Op::ConfigureNetwork(NetworkConfig::default()),
             Op::Stats,
+            Op::Timeline,
             Op::Shutdown,
             Op::CreateContainer { spec: Box::default() },
             Op::StartContainer {

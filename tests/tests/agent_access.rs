@@ -29,22 +29,27 @@ async fn agent_with_key(dir: &TempDir, key: &AgentKey) -> NamespacedAgent {
     };
     let url = format!("unix:{}", path.display());
     let flags = ["--notify", url.as_str()];
-    let (agent, conn) = tokio::join!(NamespacedAgent::start_with_key(&flags, key.clone()), notify.accept());
-    let conn = conn.expect("the agent announced itself");
-    let addr = AgentAddr::new(agent.endpoint.clone(), Some(key.clone()));
-    let session = Client::over_readiness(addr, conn)
-        .await
-        .expect("the agent took the key");
+    // The agent is started and handed its key at once: it answers no one
+    // before it has the key.
+    let readiness = async {
+        let conn = notify.accept().await.expect("the agent announced itself");
+        // The session's endpoint is only named in its errors.
+        let addr = AgentAddr::new(Endpoint::Unix(path.clone()), Some(key.clone()));
+        Client::over_readiness(addr, conn)
+            .await
+            .expect("the agent took the key")
+    };
+    let (agent, session) = tokio::join!(NamespacedAgent::start_with_key(&flags, key.clone()), readiness);
     notify.close();
     assert!(
         !path.exists(),
         "the readiness socket is removed once the key is handed over"
     );
-    // The readiness connection is a control session of its own.
-    let out = run(&session, sh("echo over the readiness connection"), None)
-        .await
-        .unwrap();
-    assert_eq!(out.stdout_str(), "over the readiness connection\n");
+    // The readiness connection is a control session of its own (its
+    // client names the notify socket, so no stream is attached through it).
+    let process = session.create(sh("exit 7")).await.unwrap();
+    session.start(process).await.unwrap();
+    assert_eq!(session.wait(process).await.unwrap().code, Some(7));
     agent
 }
 
@@ -101,6 +106,43 @@ async fn an_agent_given_a_key_serves_only_connections_that_show_it() {
     assert_eq!(resp.id, 0, "the refusal, not an answer to the op: {resp:?}");
     let out = run(&client, sh("echo still-serving"), None).await.unwrap();
     assert_eq!(out.stdout_str(), "still-serving\n");
+}
+
+#[tokio::test]
+async fn a_bad_frame_behind_the_key_ends_that_session_and_the_agent_serves_on() {
+    let dir = TempDir::new("readiness");
+    let key = AgentKey::generate().unwrap();
+    let path = dir.path().join("notify.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let url = format!("unix:{}", path.display());
+    let flags = ["--notify", url.as_str()];
+    // The host hands the key, then writes a length over the limit where
+    // its hello belongs.
+    let host = async {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut first = key.line();
+        first.extend_from_slice(&u32::MAX.to_be_bytes());
+        conn.write_all(&first).await.unwrap();
+        let mut ready = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut ready)
+            .await
+            .unwrap();
+        assert_eq!(&ready, b"READY\n");
+        let answer: Response = read_frame(&mut conn, 1 << 20).await.unwrap().expect("an answer");
+        conn.shutdown().await.ok();
+        answer
+    };
+    let (agent, answer) = tokio::join!(NamespacedAgent::start_with_key(&flags, key.clone()), host);
+    assert_eq!(answer.id, 0);
+    assert!(
+        matches!(answer.outcome, Outcome::Err(ref e) if e.code == ErrorCode::BadFrame),
+        "{answer:?}"
+    );
+    // The key was taken all the same, and the agent serves its host.
+    let addr = AgentAddr::new(agent.endpoint.clone(), Some(key));
+    let client = Client::connect(&addr).await.expect("the key opens the agent");
+    let out = run(&client, sh("echo still serving"), None).await.unwrap();
+    assert_eq!(out.stdout_str(), "still serving\n");
 }
 
 #[tokio::test]

@@ -193,6 +193,8 @@ impl VmConfig {
             "i8042.noaux",
             "i8042.nomux",
             "i8042.dumbkbd",
+            // The console is ttyS0: the 8250 driver registers no other port.
+            "8250.nr_uarts=1",
         ];
         // Under TCG there is no TSC-deadline timer, and calibrating the local
         // APIC timer costs two emulated 100 ms waits; the PIT serves instead.
