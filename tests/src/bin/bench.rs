@@ -45,6 +45,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use host_shim::accel::{self, Accel};
+use host_shim::profile::Profile;
 use host_shim::vm::qemu::QemuConfig;
 use vminitd_tests::{vmshim_bin, workspace_root, TempDir};
 
@@ -128,6 +129,60 @@ fn boot(runs: usize) {
         "  guest /init entered -> listening median {:8.3} ms",
         median(init_to_listen)
     );
+    if accel == Accel::Tcg {
+        icount_phases(dir.path());
+    }
+}
+
+/// One `vmshim run --icount --profile -- true`: the guest's phases and
+/// vminitd's spans counted in guest instructions (QEMU's `-icount
+/// shift=0,sleep=off`: a nanosecond per instruction). What only computes
+/// reads the same on every run; what waits for the disk also counts the
+/// guest's idle time, which jumps to its next timer, and varies. The
+/// host's phases of such a run are wall time of a ten times slower guest,
+/// and are not printed.
+fn icount_phases(dir: &Path) {
+    let trace = dir.join("icount.json");
+    let out = Command::new(vmshim_bin())
+        .args(["run", "--icount", "--boot-timeout", "300"])
+        .arg(format!("--profile={}", trace.display()))
+        .args(["--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmshim");
+    if !out.status.success() {
+        fail(&format!(
+            "vmshim run --icount --profile failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let json: serde_json::Value = std::fs::read(&trace)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| fail(&format!("no trace at {}", trace.display())));
+    let profile = Profile::from_chrome_trace(&json).unwrap_or_else(|e| fail(&format!("the --icount trace: {e}")));
+    let at = |name: &str| {
+        profile
+            .get(name)
+            .unwrap_or_else(|| fail(&format!("no {name} in the --icount trace")))
+    };
+    println!(
+        "  in guest instructions (one --icount run: steady where the guest computes, not where it waits for the disk):"
+    );
+    println!(
+        "    {:<60}{:8.1} ms",
+        "kernel start -> /init entered (with initcall_debug)",
+        at("/init entered") - at("kernel start")
+    );
+    println!(
+        "    {:<60}{:8.1} ms",
+        "/init entered -> listening",
+        at("agent listening") - at("/init entered")
+    );
+    for span in profile.agent_spans() {
+        let name = format!("vminitd: {}", span.name);
+        println!("    {name:<60}{:8.1} ms", span.duration_ms);
+    }
 }
 
 /// One `vmshim run -- true`: its wall time; then one with `--profile`
