@@ -336,39 +336,11 @@ fn receive_master(listener: &UnixListener, what: &str) -> Result<File, ttrpc::Er
     let (conn, _) = listener
         .accept()
         .map_err(|e| internal(format!("no terminal came to {what}'s console socket: {e}")))?;
-    let mut name = [0u8; 256];
-    let mut iov = libc::iovec {
-        iov_base: name.as_mut_ptr().cast(),
-        iov_len: name.len(),
-    };
-    let mut control = [0u64; 8];
-    // SAFETY: a msghdr is plain data; zeroed is its empty value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
     conn.set_nonblocking(false)
         .map_err(|e| internal(format!("{what}'s console socket: {e}")))?;
-    // SAFETY: recvmsg fills the buffers msg describes, which outlive the
-    // call.
-    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(internal(format!("receive {what}'s terminal: {e}")));
-    }
-    // SAFETY: CMSG_FIRSTHDR reads the msghdr recvmsg filled; the header it
-    // returns, if any, lies in `control`.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    // SAFETY: a non-null header from CMSG_FIRSTHDR is within `control`.
-    if cmsg.is_null() || unsafe { (*cmsg).cmsg_type } != libc::SCM_RIGHTS {
-        return Err(internal(format!("{what}'s console socket got no terminal")));
-    }
-    // SAFETY: an SCM_RIGHTS message carries at least one descriptor, which
-    // is ours now.
-    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
-    // SAFETY: the descriptor was just received and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let (master, _) =
+        host_shim::runtime::receive_master(&conn).map_err(|e| internal(format!("receive {what}'s terminal: {e}")))?;
+    Ok(File::from(master))
 }
 
 /// A process's terminal on the host: its master, for `ResizePty`.

@@ -122,6 +122,46 @@ pub fn send_master(path: &Path, master: BorrowedFd<'_>) -> Result<(), ConsoleErr
     Ok(())
 }
 
+/// Receives a terminal's master on `conn`, a connection to a console
+/// socket, as [`send_master`] sends it (what a console socket's owner does,
+/// runc's `--console-socket` protocol): the descriptor (close-on-exec) and
+/// the name that came with it.
+pub fn receive_master(conn: &UnixStream) -> io::Result<(OwnedFd, String)> {
+    let mut name = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: name.as_mut_ptr().cast(),
+        iov_len: name.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: a msghdr is plain data; zeroed is its empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg fills the buffers msg describes, which outlive the
+    // call.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CMSG_FIRSTHDR reads the msghdr recvmsg filled; the header it
+    // returns, if any, lies in `control`.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: a non-null header from CMSG_FIRSTHDR is within `control`.
+    if cmsg.is_null() || unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) } != (libc::SOL_SOCKET, libc::SCM_RIGHTS) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the console socket's message carries no descriptor",
+        ));
+    }
+    // SAFETY: an SCM_RIGHTS message carries at least one descriptor, which
+    // is ours now.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>()) };
+    let name = String::from_utf8_lossy(&name[..n as usize]).into_owned();
+    Ok((owned(fd)?, name))
+}
+
 /// Opens a pair sized `size`, sends its master to the console socket at
 /// `path`, and returns the slave.
 pub fn hand_over(path: &Path, size: Option<WindowSize>) -> Result<OwnedFd, ConsoleError> {
@@ -316,36 +356,6 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
 
-    /// Receives one descriptor from `conn`, as a console socket's owner
-    /// does; returns it with the name that came with it.
-    fn receive(conn: &UnixStream) -> (OwnedFd, String) {
-        let mut name = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: name.as_mut_ptr().cast(),
-            iov_len: name.len(),
-        };
-        let mut control = [0u64; 8];
-        // SAFETY: plain data.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: recvmsg fills the buffers described by msg.
-        let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, 0) };
-        assert!(n > 0, "{}", io::Error::last_os_error());
-        // SAFETY: the kernel wrote one SCM_RIGHTS message with one fd.
-        let fd = unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
-            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>())
-        };
-        (
-            owned(fd).unwrap(),
-            String::from_utf8_lossy(&name[..n as usize]).into_owned(),
-        )
-    }
-
     #[test]
     fn the_master_reaches_the_console_socket_and_talks_to_the_raw_slave() {
         let t = TestDir::new("console");
@@ -353,7 +363,7 @@ mod tests {
         let listener = UnixListener::bind(&path).unwrap();
         let slave = hand_over(&path, Some(WindowSize { rows: 30, cols: 100 })).unwrap();
         let (conn, _) = listener.accept().unwrap();
-        let (master, name) = receive(&conn);
+        let (master, name) = receive_master(&conn).unwrap();
         assert_eq!(name, "/dev/ptmx");
         assert_eq!(window_size(slave.as_raw_fd()), Some((30, 100)));
         let mut master = std::fs::File::from(master);

@@ -53,6 +53,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_proto::{ContainerSpec, ContainerStatus, Endpoint, ErrorCode, ExitStatus};
 
+pub use console::receive_master;
+
 use crate::accel::Accel;
 use crate::assets::{self, AssetError};
 use crate::client::{AgentAddr, Client, ClientError};
