@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -127,34 +127,8 @@ impl ConsoleSocket {
             }
         };
         conn.set_nonblocking(false).unwrap();
-        let mut name = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: name.as_mut_ptr().cast(),
-            iov_len: name.len(),
-        };
-        let mut control = [0u64; 8];
-        // SAFETY: plain data; all zeros is an empty message.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: recvmsg fills the buffers msg describes, alive for the call.
-        let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, 0) };
-        assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
-        // SAFETY: the control buffer holds what the kernel wrote; one
-        // SCM_RIGHTS message with one descriptor is checked for.
-        let fd = unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            assert!(!cmsg.is_null(), "no descriptor came");
-            assert_eq!(
-                ((*cmsg).cmsg_level, (*cmsg).cmsg_type),
-                (libc::SOL_SOCKET, libc::SCM_RIGHTS)
-            );
-            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>())
-        };
-        // SAFETY: the descriptor just received is ours alone.
-        Terminal::new(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let (master, _) = host_shim::runtime::receive_master(&conn).expect("a descriptor came to the console socket");
+        Terminal::new(fs::File::from(master))
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use agent_proto::{AgentKey, KeyError, AGENT_PORT};
 
 use crate::accel::{self, Accel};
-use crate::client::{AgentAddr, Client, ClientError};
+use crate::client::{lock, AgentAddr, Client, ClientError};
 use crate::profile::Profile;
 use child::Supervised;
 use qemu::QemuConfig;
@@ -53,10 +53,6 @@ const CONSOLE_LINES: usize = 15;
 /// How long the agent may take, once it has connected to announce that it
 /// listens, to write its readiness line and answer the handshake.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Why a VM could not be booted or driven.
 #[derive(Debug, thiserror::Error)]
