@@ -77,13 +77,39 @@ pub fn phase_deltas(a: &Profile, b: &Profile) -> Vec<PhaseDelta> {
     out
 }
 
-/// Each initcall's time (ms) by name; a name called twice adds up.
-fn initcalls(p: &Profile) -> BTreeMap<String, f64> {
+/// Durations (ms) summed by name: a name that comes back adds up.
+fn by_name<'a>(spans: impl Iterator<Item = (&'a str, f64)>) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for c in p.kernel.iter().filter(|c| c.kind == CallKind::Initcall) {
-        *out.entry(c.name.clone()).or_insert(0.0) += c.duration_ms;
+    for (name, ms) in spans {
+        *out.entry(name.to_owned()).or_insert(0.0) += ms;
     }
     out
+}
+
+/// Each initcall's time (ms) by name.
+fn initcalls(p: &Profile) -> BTreeMap<String, f64> {
+    by_name(
+        p.kernel
+            .iter()
+            .filter(|c| c.kind == CallKind::Initcall)
+            .map(|c| (c.name.as_str(), c.duration_ms)),
+    )
+}
+
+/// The names whose time changed by [`MIN_INITCALL_DELTA_MS`] or more
+/// between `a` and `b` (absent in one: `None` there), biggest change first.
+fn changed<'a>(a: &'a BTreeMap<String, f64>, b: &'a BTreeMap<String, f64>) -> Vec<(&'a str, Option<f64>, Option<f64>)> {
+    let delta = |(_, x, y): &(&str, Option<f64>, Option<f64>)| (y.unwrap_or(0.0) - x.unwrap_or(0.0)).abs();
+    let mut changed: Vec<(&str, Option<f64>, Option<f64>)> = a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|name| (name.as_str(), a.get(name).copied(), b.get(name).copied()))
+        .filter(|c| delta(c) >= MIN_INITCALL_DELTA_MS)
+        .collect();
+    changed.sort_by(|x, y| delta(y).total_cmp(&delta(x)));
+    changed
 }
 
 /// The comparison as text: the phase table of both runs with the
@@ -127,7 +153,7 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
             let _ = writeln!(out, "no phase grew");
         }
     }
-    agent_spans(a, b, &mut out);
+    agent_span_changes(a, b, &mut out);
     let (ia, ib) = (initcalls(a), initcalls(b));
     if ia.is_empty() || ib.is_empty() {
         if !(ia.is_empty() && ib.is_empty()) {
@@ -147,18 +173,7 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
         total(&ib),
         total(&ib) - total(&ia)
     );
-    let mut changed: Vec<(&str, Option<f64>, Option<f64>)> = ia
-        .keys()
-        .chain(ib.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|name| (name.as_str(), ia.get(name).copied(), ib.get(name).copied()))
-        .filter(|(_, x, y)| (y.unwrap_or(0.0) - x.unwrap_or(0.0)).abs() >= MIN_INITCALL_DELTA_MS)
-        .collect();
-    changed.sort_by(|x, y| {
-        let d = |(_, a, b): &(&str, Option<f64>, Option<f64>)| (b.unwrap_or(0.0) - a.unwrap_or(0.0)).abs();
-        d(y).total_cmp(&d(x))
-    });
+    let changed = changed(&ia, &ib);
     if changed.is_empty() {
         let _ = writeln!(out, "no initcall changed by {MIN_INITCALL_DELTA_MS} ms or more");
         return out;
@@ -172,42 +187,24 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
 }
 
 /// The spans of vminitd's work whose time changed by
-/// [`MIN_INITCALL_DELTA_MS`] or more, matched by name (a name that comes
-/// back adds up), biggest change first.
-fn agent_spans(a: &Profile, b: &Profile, out: &mut String) {
-    let sums = |p: &Profile| {
-        let mut m = BTreeMap::new();
-        for s in &p.agent {
-            *m.entry(s.name.clone()).or_insert(0.0) += s.duration_ms;
-        }
-        m
-    };
-    let (sa, sb): (BTreeMap<String, f64>, BTreeMap<String, f64>) = (sums(a), sums(b));
+/// [`MIN_INITCALL_DELTA_MS`] or more, matched by name, biggest change
+/// first.
+fn agent_span_changes(a: &Profile, b: &Profile, out: &mut String) {
+    let sums = |p: &Profile| by_name(p.agent.iter().map(|s| (s.name.as_str(), s.duration_ms)));
+    let (sa, sb) = (sums(a), sums(b));
     if sa.is_empty() || sb.is_empty() {
         return;
     }
-    let mut changed: Vec<(&String, f64, f64)> = sa
-        .keys()
-        .chain(sb.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|name| {
-            (
-                name,
-                sa.get(name).copied().unwrap_or(0.0),
-                sb.get(name).copied().unwrap_or(0.0),
-            )
-        })
-        .filter(|(_, x, y)| (y - x).abs() >= MIN_INITCALL_DELTA_MS)
-        .collect();
-    changed.sort_by(|x, y| (y.2 - y.1).abs().total_cmp(&(x.2 - x.1).abs()));
+    let changed = changed(&sa, &sb);
     if changed.is_empty() {
         let _ = writeln!(out, "no vminitd span changed by {MIN_INITCALL_DELTA_MS} ms or more");
         return;
     }
+    let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     let _ = writeln!(out, "vminitd spans that changed by {MIN_INITCALL_DELTA_MS} ms or more:");
     for (name, x, y) in changed {
-        let _ = writeln!(out, "  {:<44} {:>8.1} {:>8.1} {:>+8.1}", name, x, y, y - x);
+        let delta = y.unwrap_or(0.0) - x.unwrap_or(0.0);
+        let _ = writeln!(out, "  {:<44} {:>8} {:>8} {:>+8.1}", name, cell(x), cell(y), delta);
     }
 }
 
