@@ -464,12 +464,10 @@ mod tests {
             .any(|e| e["ph"] == "X" && e["name"] == "kernel start" && e["tid"] == 2));
     }
 
-    #[test]
-    fn initcalls_land_on_the_guest_clock_and_slow_ones_in_the_table() {
-        let start = Instant::now();
-        let mut p = Profile::new(start);
-        let log = "[    0.736014] initcall virtio_blk_init+0x0/0x72 returned 0 after 68004 usecs\n";
-        assert_eq!(p.add_kernel_log(log), 0, "no guest clock yet: nothing placed");
+    /// Places the guest's clock on `p`'s axis: it read 950 ms at 1001 ms of
+    /// host time (the hello sent at 1000 ms, a 2 ms round trip), so the
+    /// guest kernel started at 51 ms.
+    fn anchor_guest(p: &mut Profile, start: Instant) {
         let boot = BootTimeline {
             phases: vec![BootPhase {
                 name: "entered".into(),
@@ -477,14 +475,22 @@ mod tests {
             }],
             spans: Vec::new(),
         };
-        // The guest clock read 950 ms at 1001 ms of host time: the kernel
-        // started at 51 ms.
         p.add_guest(
             &boot,
             950_000_000,
             start + Duration::from_millis(1000),
             Duration::from_millis(2),
         );
+    }
+
+    #[test]
+    fn initcalls_land_on_the_guest_clock_and_slow_ones_in_the_table() {
+        let start = Instant::now();
+        let mut p = Profile::new(start);
+        let log = "[    0.736014] initcall virtio_blk_init+0x0/0x72 returned 0 after 68004 usecs\n";
+        assert_eq!(p.add_kernel_log(log), 0, "no guest clock yet: nothing placed");
+        // The kernel started at 51 ms of host time.
+        anchor_guest(&mut p, start);
         let log = "\
 [    0.034179] initcall hpet_late_init+0x0/0xbb returned -19 after 0 usecs\r
 [    0.700000] probe of virtio0 returned 0 after 36000 usecs\r
@@ -550,20 +556,7 @@ vminitd: listening\r
         let spans = [span("request start", 960, 990), span("mount root filesystem", 920, 950)];
         // No anchor yet: nothing to place them with.
         assert_eq!(p.add_agent_spans(&spans), 0);
-        let boot = BootTimeline {
-            phases: vec![BootPhase {
-                name: "entered".into(),
-                boottime_ns: 900_000_000,
-            }],
-            spans: Vec::new(),
-        };
-        // The guest clock read 950 ms at 1001 ms of host time.
-        p.add_guest(
-            &boot,
-            950_000_000,
-            start + Duration::from_millis(1000),
-            Duration::from_millis(2),
-        );
+        anchor_guest(&mut p, start);
         assert_eq!(p.add_agent_spans(&spans), 2);
         let placed = p.agent_spans();
         assert_eq!(placed[0].name, "mount root filesystem");
