@@ -142,25 +142,7 @@ fn boot(runs: usize) {
 /// host's phases of such a run are wall time of a ten times slower guest,
 /// and are not printed.
 fn icount_phases(dir: &Path) {
-    let trace = dir.join("icount.json");
-    let out = Command::new(vmshim_bin())
-        .args(["run", "--icount", "--boot-timeout", "300"])
-        .arg(format!("--profile={}", trace.display()))
-        .args(["--", "true"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vmshim");
-    if !out.status.success() {
-        fail(&format!(
-            "vmshim run --icount --profile failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let json: serde_json::Value = std::fs::read(&trace)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| fail(&format!("no trace at {}", trace.display())));
-    let profile = Profile::from_chrome_trace(&json).unwrap_or_else(|e| fail(&format!("the --icount trace: {e}")));
+    let profile = profiled_true(dir, "icount.json", &["--icount", "--boot-timeout", "300"]);
     let at = |name: &str| {
         profile
             .get(name)
@@ -199,28 +181,37 @@ fn vmshim_true(dir: &Path) -> (f64, f64) {
     if !out.status.success() {
         fail(&format!("vmshim run failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let trace = dir.join("trace.json");
+    let profile = profiled_true(dir, "trace.json", &[]);
+    let at = |name: &str| {
+        profile
+            .get(name)
+            .unwrap_or_else(|| fail(&format!("no {name} in the profile")))
+    };
+    (wall, at("agent listening") - at("/init entered"))
+}
+
+/// One `vmshim run ARGS --profile=DIR/NAME -- true`, and its trace read
+/// back.
+fn profiled_true(dir: &Path, name: &str, args: &[&str]) -> Profile {
+    let trace = dir.join(name);
     let out = Command::new(vmshim_bin())
-        .args(["run", &format!("--profile={}", trace.display()), "--", "true"])
+        .arg("run")
+        .args(args)
+        .arg(format!("--profile={}", trace.display()))
+        .args(["--", "true"])
         .stdin(Stdio::null())
         .output()
         .expect("run vmshim");
     if !out.status.success() {
         fail(&format!(
-            "vmshim run --profile failed: {}",
+            "vmshim run {} --profile failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap_or_default())
-        .unwrap_or_else(|e| fail(&format!("bad profile: {e}")));
-    let at = |name: &str| {
-        json["traceEvents"]
-            .as_array()
-            .and_then(|evs| evs.iter().find(|e| e["ph"] == "i" && e["name"] == name))
-            .and_then(|e| e["ts"].as_f64())
-            .unwrap_or_else(|| fail(&format!("no {name} in the profile")))
-    };
-    (wall, (at("agent listening") - at("/init entered")) / 1e3)
+        .unwrap_or_else(|e| fail(&format!("bad profile {}: {e}", trace.display())));
+    Profile::from_chrome_trace(&json).unwrap_or_else(|e| fail(&format!("the trace {}: {e}", trace.display())))
 }
 
 /// An initramfs whose /init is a busybox shell that runs `true` and reboots.
@@ -240,9 +231,11 @@ fn busybox_true_initramfs(dir: &Path) -> PathBuf {
     path
 }
 
-/// One boot of the baseline, QEMU start to QEMU exit, in ms.
-fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 {
-    let cfg = QemuConfig {
+/// QEMU booting `kernel` and `initrd` the way vmshim boots a VM (one vCPU,
+/// 256 MiB, vmshim's kernel command line) with no device of vmshim's: the
+/// baselines' VM, and the memory bench's idle one.
+fn bare_qemu(kernel: &Path, initrd: &Path, accel: Accel, console_log: PathBuf) -> QemuConfig {
+    QemuConfig {
         qemu: "qemu-system-x86_64".into(),
         accel,
         cpus: 1,
@@ -250,7 +243,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         kernel: kernel.to_path_buf(),
         initramfs: initrd.to_path_buf(),
         cmdline: host_shim::vm::VmConfig::new(kernel.into(), initrd.into()).cmdline(accel),
-        console_log: dir.join("baseline-console.log"),
+        console_log,
         disks: Vec::new(),
         vsock_args: Vec::new(),
         net_args: Vec::new(),
@@ -258,7 +251,12 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
         balloon_args: Vec::new(),
         qmp_args: Vec::new(),
         icount: false,
-    };
+    }
+}
+
+/// One boot of the baseline, QEMU start to QEMU exit, in ms.
+fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 {
+    let cfg = bare_qemu(kernel, initrd, accel, dir.join("baseline-console.log"));
     let started = Instant::now();
     let status = Command::new(&cfg.qemu)
         .args(cfg.args())
@@ -294,21 +292,11 @@ fn baseline_devices_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path,
         .block_on(host_shim::vm::vsock::Backend::start(&runtime_dir))
         .unwrap_or_else(|e| fail(&format!("the vsock backend: {e}")));
     let cfg = QemuConfig {
-        qemu: "qemu-system-x86_64".into(),
-        accel,
-        cpus: 1,
-        memory_mib: 256,
-        kernel: kernel.to_path_buf(),
-        initramfs: initrd.to_path_buf(),
-        cmdline: host_shim::vm::VmConfig::new(kernel.into(), initrd.into()).cmdline(accel),
-        console_log: dir.join("baseline-devices-console.log"),
         disks: vec![rootfs.to_path_buf()],
         vsock_args: vsock.qemu_args(),
         net_args: host_shim::vm::net::GuestNetwork::default().qemu_args(),
-        share_args: Vec::new(),
         balloon_args: host_shim::vm::memory::balloon_args(true),
-        qmp_args: Vec::new(),
-        icount: false,
+        ..bare_qemu(kernel, initrd, accel, dir.join("baseline-devices-console.log"))
     };
     let status = Command::new(&cfg.qemu)
         .args(cfg.args())

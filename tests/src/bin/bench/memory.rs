@@ -218,23 +218,7 @@ fn baseline_footprint(dir: &Path, settle: Duration) -> [f64; 5] {
         .write_to_path(&initrd)
         .unwrap_or_else(|e| fail(&format!("baseline initramfs: {e}")));
     let (accel, _) = host_shim::accel::choose(None);
-    let cfg = host_shim::vm::qemu::QemuConfig {
-        qemu: "qemu-system-x86_64".into(),
-        accel,
-        cpus: 1,
-        memory_mib: 256,
-        kernel: kernel.clone(),
-        initramfs: initrd.clone(),
-        cmdline: host_shim::vm::VmConfig::new(kernel, initrd).cmdline(accel),
-        console_log: dir.join("sleep-console.log"),
-        disks: Vec::new(),
-        vsock_args: Vec::new(),
-        net_args: Vec::new(),
-        share_args: Vec::new(),
-        balloon_args: Vec::new(),
-        qmp_args: Vec::new(),
-        icount: false,
-    };
+    let cfg = super::bare_qemu(&kernel, &initrd, accel, dir.join("sleep-console.log"));
     let mut qemu = Command::new(&cfg.qemu)
         .args(cfg.args())
         .stdin(Stdio::null())
