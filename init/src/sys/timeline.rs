@@ -5,12 +5,17 @@
 //! boot's steps, the first requests, the first processes' forks, kept for
 //! `Op::Timeline` (at most [`MAX_SPANS`], the first ones).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use agent_proto::{BootPhase, BootTimeline, Span, MAX_SPANS};
 
 /// The spans recorded so far.
 static SPANS: Mutex<Vec<Span>> = Mutex::new(Vec::new());
+
+/// Set once [`MAX_SPANS`] are kept: from then on a span costs a load, not
+/// a lock (requests begin one each for the agent's whole life).
+static FULL: AtomicBool = AtomicBool::new(false);
 
 fn spans_lock() -> std::sync::MutexGuard<'static, Vec<Span>> {
     SPANS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -26,7 +31,7 @@ pub struct SpanGuard {
 
 /// Begins the span `name` (made only while there is room for it).
 pub fn begin(name: impl FnOnce() -> String) -> SpanGuard {
-    let room = spans_lock().len() < MAX_SPANS;
+    let room = !FULL.load(Ordering::Relaxed);
     SpanGuard {
         name: room.then(name),
         start_ns: boottime_ns(),
@@ -44,6 +49,9 @@ impl Drop for SpanGuard {
                     start_ns: self.start_ns,
                     end_ns,
                 });
+            }
+            if spans.len() >= MAX_SPANS {
+                FULL.store(true, Ordering::Relaxed);
             }
         }
     }
