@@ -6,6 +6,7 @@
 //! opened with [`Client::attach`].
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -324,12 +325,20 @@ impl Client {
 
     /// Sends one request and decodes its answer.
     pub async fn call<T: DeserializeOwned>(&self, op: Op) -> Result<T, ClientError> {
+        self.send(op).await?.get().await
+    }
+
+    /// Writes one request and returns at once with the way to its answer:
+    /// requests sent one after the other travel together, each answered
+    /// as soon as the agent has done it (the agent runs a session's
+    /// requests concurrently).
+    pub async fn send<T: DeserializeOwned>(&self, op: Op) -> Result<Answer<T>, ClientError> {
         let name = op.name();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match lock(&self.pending).as_mut() {
             Some(map) => map.insert(id, tx),
-            None => return Err(self.closed(name)),
+            None => return Err(closed(&self.refusal, name)),
         };
         let sent = {
             let mut w = self.writer.lock().await;
@@ -344,22 +353,12 @@ impl Client {
                 source,
             });
         }
-        match rx.await {
-            Ok(Outcome::Ok(value)) => {
-                serde_json::from_value(value).map_err(|source| ClientError::Decode { op: name, source })
-            }
-            Ok(Outcome::Err(error)) => Err(ClientError::Agent { op: name, error }),
-            Err(_) => Err(self.closed(name)),
-        }
-    }
-
-    /// The error for a request on a session that has ended: the agent's
-    /// reason where it gave one.
-    fn closed(&self, op: &'static str) -> ClientError {
-        match lock(&self.refusal).clone() {
-            Some(error) => ClientError::Agent { op, error },
-            None => ClientError::Closed { op },
-        }
+        Ok(Answer {
+            op: name,
+            rx,
+            refusal: self.refusal.clone(),
+            answer: PhantomData,
+        })
     }
 
     /// The agent's timeline with the spans of its work so far; see
@@ -527,6 +526,38 @@ impl Client {
     /// Closes the control session.
     pub async fn close(self) {
         let _ = self.writer.lock().await.shutdown().await;
+    }
+}
+
+/// A request the agent has been sent, its answer still to come
+/// ([`Client::send`]).
+pub struct Answer<T> {
+    op: &'static str,
+    rx: oneshot::Receiver<Outcome<Value>>,
+    refusal: Arc<Mutex<Option<ErrorBody>>>,
+    answer: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Answer<T> {
+    /// Waits for the answer and decodes it.
+    pub async fn get(self) -> Result<T, ClientError> {
+        let op = self.op;
+        match self.rx.await {
+            Ok(Outcome::Ok(value)) => {
+                serde_json::from_value(value).map_err(|source| ClientError::Decode { op, source })
+            }
+            Ok(Outcome::Err(error)) => Err(ClientError::Agent { op, error }),
+            Err(_) => Err(closed(&self.refusal, op)),
+        }
+    }
+}
+
+/// The error for a request on a session that has ended: the agent's
+/// reason where it gave one.
+fn closed(refusal: &Mutex<Option<ErrorBody>>, op: &'static str) -> ClientError {
+    match lock(refusal).clone() {
+        Some(error) => ClientError::Agent { op, error },
+        None => ClientError::Closed { op },
     }
 }
 

@@ -2,11 +2,11 @@
 //! process of the agent's ([`spawn`]) or a container's ([`spawn_container`]).
 
 use agent_proto::Conn;
-use agent_proto::{ContainerSpec, ExitStatus, ProcessId, ProcessSpec, StreamKind};
+use agent_proto::{ContainerSpec, ExitStatus, Op, ProcessId, ProcessSpec, Started, StreamKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Answer, Client, ClientError};
 
 /// Where a process's stdio comes from and goes to on the host. A stream left
 /// `None` is not attached: the process gets `/dev/null` for it.
@@ -20,7 +20,8 @@ pub struct ExecIo {
     pub stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
 }
 
-/// A started process whose stdio is being relayed.
+/// A started process whose stdio is being relayed, and whose wait the
+/// agent already has.
 pub struct Running {
     /// The agent's id for the process.
     pub process: ProcessId,
@@ -28,17 +29,24 @@ pub struct Running {
     pub pid: i32,
     stdin: Option<JoinHandle<()>>,
     outputs: Vec<JoinHandle<()>>,
+    exit: Answer<ExitStatus>,
 }
 
 /// Creates the process, attaches the streams `io` asks for, starts it and
 /// begins relaying. With `spec.terminal`, stdout carries the terminal and
 /// `io.stderr` is not used.
+///
+/// The wait travels right behind the start: the agent holds it through the
+/// start and answers it as the process ends, with no round trip after the
+/// start's answer.
 pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Running, ClientError> {
     let terminal = spec.terminal;
     let process = client.create(spec).await?;
     let relays = attach(client, process, terminal, io).await?;
-    let pid = client.start(process).await?;
-    Ok(relays.started(process, pid))
+    let start = client.send::<Started>(Op::Start { process }).await?;
+    let exit = client.send(Op::Wait { process }).await?;
+    let pid = start.get().await?.pid;
+    Ok(relays.started(process, pid, exit))
 }
 
 /// Creates the container `spec` describes, attaches the streams `io` asks
@@ -52,8 +60,14 @@ pub async fn spawn_container(client: &Client, spec: ContainerSpec, io: ExecIo) -
     let id = spec.id.clone();
     let created = client.create_container(spec).await?;
     let relays = attach(client, created.process, terminal, io).await?;
-    let pid = client.start_container(&id).await?;
-    Ok(relays.started(created.process, pid))
+    let start = client.send::<Started>(Op::StartContainer { container: id }).await?;
+    let exit = client
+        .send(Op::Wait {
+            process: created.process,
+        })
+        .await?;
+    let pid = start.get().await?.pid;
+    Ok(relays.started(created.process, pid, exit))
 }
 
 /// The relays of a created process's streams, before its start.
@@ -64,12 +78,13 @@ struct Relays {
 
 impl Relays {
     /// The process, started as `pid`, with these relays.
-    fn started(self, process: ProcessId, pid: i32) -> Running {
+    fn started(self, process: ProcessId, pid: i32, exit: Answer<ExitStatus>) -> Running {
         Running {
             process,
             pid,
             stdin: self.stdin,
             outputs: self.outputs,
+            exit,
         }
     }
 }
@@ -111,8 +126,8 @@ async fn attach(client: &Client, process: ProcessId, terminal: bool, io: ExecIo)
 impl Running {
     /// Waits for the process to end and for its output to be written out on
     /// the host, then returns how it ended.
-    pub async fn wait(self, client: &Client) -> Result<ExitStatus, ClientError> {
-        let status = client.wait(self.process).await;
+    pub async fn wait(self) -> Result<ExitStatus, ClientError> {
+        let status = self.exit.get().await;
         // The agent answers only after the output streams ended, so these
         // relays are finishing their last writes.
         for relay in self.outputs {
@@ -149,5 +164,5 @@ async fn relay_output(mut conn: Conn, writer: &mut (dyn AsyncWrite + Send + Unpi
 
 /// Runs a process to completion: [`spawn`], then [`Running::wait`].
 pub async fn exec(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<ExitStatus, ClientError> {
-    spawn(client, spec, io).await?.wait(client).await
+    spawn(client, spec, io).await?.wait().await
 }

@@ -222,7 +222,7 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = client.signal(hog.process, libc::SIGKILL).await;
-    let status = tokio::time::timeout(Duration::from_secs(60), hog.wait(&client))
+    let status = tokio::time::timeout(Duration::from_secs(60), hog.wait())
         .await
         .expect("the hog ends once killed")
         .unwrap();

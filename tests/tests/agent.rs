@@ -130,7 +130,7 @@ async fn signals() {
     // Death by signal is reported as the signal.
     let running = spawn(&client, sh("exec sleep 1000"), ExecIo::default()).await.unwrap();
     client.signal(running.process, libc::SIGKILL).await.unwrap();
-    let status = running.wait(&client).await.unwrap();
+    let status = running.wait().await.unwrap();
     assert_eq!((status.code, status.signal), (None, Some(libc::SIGKILL)));
     assert_eq!(status.shell_code(), 137);
     // A handled signal reaches the process, which decides how to end.
@@ -140,7 +140,7 @@ async fn signals() {
     )
     .await;
     client.signal(running.process, libc::SIGTERM).await.unwrap();
-    let status = running.wait(&client).await.unwrap();
+    let status = running.wait().await.unwrap();
     assert_eq!(status.code, Some(7));
     assert!(String::from_utf8_lossy(&out.take()).contains("got TERM"));
     // A signal number that does not exist is refused.
@@ -152,7 +152,7 @@ async fn signals() {
         "{err}"
     );
     client.signal(running.process, libc::SIGTERM).await.unwrap();
-    assert_eq!(running.wait(&client).await.unwrap().signal, Some(libc::SIGTERM));
+    assert_eq!(running.wait().await.unwrap().signal, Some(libc::SIGTERM));
 }
 
 /// Waits until the captured output contains `needle`.
@@ -205,7 +205,7 @@ async fn terminal_and_resize() {
     };
     let (running, out) = spawn_until_ready(&client, spec).await;
     client.resize(running.process, 50, 120).await.unwrap();
-    let status = running.wait(&client).await.unwrap();
+    let status = running.wait().await.unwrap();
     assert_eq!(status.code, Some(3));
     assert!(String::from_utf8_lossy(&out.take()).contains("50 120"));
 
@@ -218,7 +218,7 @@ async fn terminal_and_resize() {
         "{err}"
     );
     client.signal(running.process, libc::SIGKILL).await.unwrap();
-    running.wait(&client).await.unwrap();
+    running.wait().await.unwrap();
 }
 
 #[tokio::test]
@@ -474,7 +474,7 @@ async fn attach_errors() {
         "{err}"
     );
     client.signal(running.process, libc::SIGKILL).await.unwrap();
-    running.wait(&client).await.unwrap();
+    running.wait().await.unwrap();
     // A raw attach frame for a missing process gets an error frame and a close.
     let mut conn = agent.endpoint.connect().await.unwrap();
     write_frame(
@@ -529,6 +529,67 @@ async fn a_client_that_disconnects_mid_stream() {
 }
 
 #[tokio::test]
+async fn a_wait_sent_before_the_start_answers_as_the_process_ends() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    // Sent before the start, on the same session: it waits through the
+    // start instead of failing, and answers once the output is out.
+    let process = client.create(sh("echo out; exit 7")).await.unwrap();
+    let mut stdout = client.attach(process, StreamKind::Stdout).await.unwrap();
+    let exit = client
+        .send::<agent_proto::ExitStatus>(agent_proto::Op::Wait { process })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.start(process).await.unwrap();
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "out\n");
+    assert_eq!(exit.get().await.unwrap().code, Some(7));
+
+    // A process whose program does not exist: the start says why, the
+    // wait sent beside it answers 127, as for a failed exec.
+    let process = client
+        .create(ProcessSpec {
+            args: vec!["/no/such/program".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let start = client
+        .send::<agent_proto::Started>(agent_proto::Op::Start { process })
+        .await
+        .unwrap();
+    let exit = client
+        .send::<agent_proto::ExitStatus>(agent_proto::Op::Wait { process })
+        .await
+        .unwrap();
+    let err = start.get().await.unwrap_err();
+    assert_eq!(err.agent_error().map(|e| e.code), Some(ErrorCode::ExecFailed), "{err}");
+    assert_eq!(exit.get().await.unwrap().code, Some(127));
+
+    // Created on one session and waited for on another: when the first
+    // closes before the start, the wait answers 127 (never started).
+    let creator = agent.client().await;
+    let process = creator.create(sh("exit 0")).await.unwrap();
+    let exit = client
+        .send::<agent_proto::ExitStatus>(agent_proto::Op::Wait { process })
+        .await
+        .unwrap();
+    // The agent starts a session's requests in the order they came, on
+    // one thread: once a later request of this session has answered, the
+    // wait holds the process.
+    client.stats().await.unwrap();
+    creator.close().await;
+    let status = tokio::time::timeout(Duration::from_secs(10), exit.get())
+        .await
+        .expect("the wait answers once the creating session has closed")
+        .unwrap();
+    assert_eq!(status.code, Some(127));
+    assert_serving(&agent).await;
+}
+
+#[tokio::test]
 async fn stats_from_procfs() {
     let agent = NamespacedAgent::start().await;
     let stats = agent.client().await.stats().await.unwrap();
@@ -551,9 +612,9 @@ async fn sigterm_shuts_down_in_order() {
     let started = std::time::Instant::now();
     // SAFETY: sends a signal to a pid we just looked up.
     unsafe { libc::kill(agent.agent_host_pid(), libc::SIGTERM) };
-    let status = polite.wait(&client).await.unwrap();
+    let status = polite.wait().await.unwrap();
     assert_eq!(status.signal, Some(libc::SIGTERM));
-    let _ = stubborn.wait(&client).await;
+    let _ = stubborn.wait().await;
     let exit = agent
         .wait_exit(Duration::from_secs(15))
         .expect("the agent exits after the grace period");

@@ -443,7 +443,7 @@ impl VmRun<'_> {
 
         let main_exit = async {
             match main {
-                Some(running) => running.wait(client).await,
+                Some(running) => running.wait().await,
                 None => std::future::pending().await,
             }
         };

@@ -16,18 +16,11 @@ use super::reaper::{self, RawStatus, Reaper};
 use super::rootfs_status::{self, RootfsStatus};
 use super::stdio::{AgentEnds, Stdio};
 use super::streams;
-use super::table::{Pending, Phase, Process, ProcessTable, State};
+use super::table::{Pending, Phase, Process, ProcessTable, State, NOT_STARTED};
 use crate::child::namespaces::NsPlan;
 use crate::child::spawn;
 use crate::child::ContainerChild;
 use crate::sys::timeline;
-
-/// The status a process gets when it could not be started at all, as if
-/// its exec had failed (the shell's "not found").
-const NOT_STARTED: ExitStatus = ExitStatus {
-    code: Some(127),
-    signal: None,
-};
 
 /// `Op::Start`. Answers once the exec has succeeded or failed.
 pub async fn start(

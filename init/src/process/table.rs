@@ -31,6 +31,14 @@ pub type SessionId = u64;
 /// How long an attach reply may take to write before the stream is dropped.
 const ATTACH_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The status a process gets when it was never started (its exec failed
+/// before it began, or its session closed before its start), as if its
+/// exec had failed: the shell's "not found".
+pub(super) const NOT_STARTED: ExitStatus = ExitStatus {
+    code: Some(127),
+    signal: None,
+};
+
 /// Where a process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -155,14 +163,21 @@ impl ProcessTable {
             .all(|p| matches!(*p.phase.borrow(), Phase::Created | Phase::Done(_)))
     }
 
-    /// Forgets or orphans the processes of a closed session.
+    /// Forgets or orphans the processes of a closed session. One never
+    /// started is done as [`NOT_STARTED`]: a wait on it from another
+    /// session answers.
     pub fn session_closed(&self, session: SessionId) {
         self.lock().retain(|_, p| {
             if p.session != session {
                 return true;
             }
-            match *p.phase.borrow() {
-                Phase::Created | Phase::Done(_) => false,
+            let phase = *p.phase.borrow();
+            match phase {
+                Phase::Created => {
+                    p.phase.send_replace(Phase::Done(NOT_STARTED));
+                    false
+                }
+                Phase::Done(_) => false,
                 Phase::Running | Phase::Exited(_) => {
                     p.orphaned.store(true, Ordering::SeqCst);
                     true
@@ -306,16 +321,12 @@ pub async fn attach(
     Ok(())
 }
 
-/// `Op::Wait`: the exit status, once the process is done.
+/// `Op::Wait`: the exit status, once the process is done. A process not
+/// started yet is waited for through its start, so that a host can send
+/// the wait beside the start instead of after its answer.
 pub async fn wait(table: &ProcessTable, id: ProcessId) -> Result<ExitStatus, ProcessError> {
     let process = table.get(id)?;
     let mut phase = process.phase.subscribe();
-    if *phase.borrow() == Phase::Created {
-        return Err(ProcessError::InvalidState {
-            id,
-            why: "has not been started",
-        });
-    }
     let done = phase.wait_for(|p| matches!(p, Phase::Done(_))).await;
     match done.as_deref() {
         Ok(Phase::Done(status)) => {
@@ -424,11 +435,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wait_signal_resize_before_start() {
+    async fn resize_before_start() {
         let table = ProcessTable::default();
         let id = create(&table, 1, spec()).unwrap().process;
-        let e = wait(&table, id).await.unwrap_err();
-        assert!(matches!(e, ProcessError::InvalidState { .. }), "{e}");
         let e = resize(&table, id, 1, 1).await.unwrap_err();
         assert_eq!(e.to_string(), format!("process {id} has no terminal"));
         assert!(matches!(
@@ -445,6 +454,38 @@ mod tests {
             panic!("not created")
         };
         assert_eq!(pending.command.size, Some(WindowSize { rows: 40, cols: 120 }));
+    }
+
+    #[tokio::test]
+    async fn a_wait_before_the_start_answers_at_the_end() {
+        let table = std::sync::Arc::new(ProcessTable::default());
+        let id = create(&table, 1, spec()).unwrap().process;
+        let waiter = tokio::spawn({
+            let table = table.clone();
+            async move { wait(&table, id).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a wait before the start must wait, not fail");
+        let p = table.get(id).unwrap();
+        p.phase.send_replace(Phase::Running);
+        let exit = ExitStatus {
+            code: Some(3),
+            signal: None,
+        };
+        table.finish(&p, exit);
+        assert_eq!(waiter.await.unwrap().unwrap(), exit);
+
+        // A process whose session closes before its start is done as
+        // never started: a wait from another session answers 127.
+        let id = create(&table, 1, spec()).unwrap().process;
+        let waiter = tokio::spawn({
+            let table = table.clone();
+            async move { wait(&table, id).await }
+        });
+        tokio::task::yield_now().await;
+        table.session_closed(1);
+        assert_eq!(waiter.await.unwrap().unwrap(), NOT_STARTED);
+        assert!(matches!(wait(&table, id).await, Err(ProcessError::NotFound { .. })));
     }
 
     #[tokio::test]

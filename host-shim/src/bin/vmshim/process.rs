@@ -95,7 +95,7 @@ pub async fn drive(client: &Client, running: Running, tty: bool, give_up_after: 
         let kind = kind();
         signals.push((kind.as_raw_value(), signal(kind)?));
     }
-    let wait = running.wait(client);
+    let wait = running.wait();
     tokio::pin!(wait);
     let mut deadline: Option<(tokio::time::Instant, i32)> = None;
     loop {
