@@ -2,8 +2,10 @@
 //!
 //! One [`Client`] owns one control session. Requests may be issued
 //! concurrently from many tasks (`&self` methods): a reader task matches each
-//! response to its request by id. Stdio streams are separate connections,
-//! opened with [`Client::attach`].
+//! response to its request by id; [`Client::send`] writes a request and
+//! leaves its answer to be awaited later, so that requests travel
+//! together. Stdio streams are separate connections, opened with
+//! [`Client::attach`] (or dialled ahead with [`Client::dial_stream`]).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -374,11 +376,30 @@ impl Client {
 
     /// Opens a stream connection for one stdio stream of a created process.
     pub async fn attach(&self, process: ProcessId, stream: StreamKind) -> Result<Conn, ClientError> {
+        let conn = self.dial_stream().await?;
+        self.attach_over(conn, process, stream).await
+    }
+
+    /// Dials a connection for a stream, to be attached with
+    /// [`Client::attach_over`] once the process exists: a host dials while
+    /// its `create` is on the way. The agent gives a connection 10 seconds
+    /// to send its first frame.
+    pub async fn dial_stream(&self) -> Result<Conn, ClientError> {
+        Ok(self.addr.endpoint.connect().await?)
+    }
+
+    /// Attaches `conn`, from [`Client::dial_stream`], to one stdio stream
+    /// of a created process.
+    pub async fn attach_over(
+        &self,
+        mut conn: Conn,
+        process: ProcessId,
+        stream: StreamKind,
+    ) -> Result<Conn, ClientError> {
         let frame_err = |source| ClientError::Frame {
             endpoint: self.addr.endpoint.to_string(),
             source,
         };
-        let mut conn = self.addr.endpoint.connect().await?;
         let open = Open::Attach {
             process,
             stream,

@@ -39,10 +39,14 @@ pub struct Running {
 /// The wait travels right behind the start: the agent holds it through the
 /// start and answers it as the process ends, with no round trip after the
 /// start's answer.
+///
+/// The stream connections are dialled while the `create` is on the way,
+/// and attached once it has answered.
 pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Running, ClientError> {
     let terminal = spec.terminal;
-    let process = client.create(spec).await?;
-    let relays = attach(client, process, terminal, io).await?;
+    let wanted = io.wanted(terminal);
+    let (process, conns) = tokio::try_join!(client.create(spec), dial(client, wanted))?;
+    let relays = attach(client, process, conns, terminal, io).await?;
     let start = client.send::<Started>(Op::Start { process }).await?;
     let exit = client.send(Op::Wait { process }).await?;
     let pid = start.get().await?.pid;
@@ -58,8 +62,11 @@ pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Run
 pub async fn spawn_container(client: &Client, spec: ContainerSpec, io: ExecIo) -> Result<Running, ClientError> {
     let terminal = spec.process.terminal;
     let id = spec.id.clone();
+    // A container's creation may take long (its root, its mounts): the
+    // streams are dialled after it, so that none waits on its first frame.
     let created = client.create_container(spec).await?;
-    let relays = attach(client, created.process, terminal, io).await?;
+    let conns = dial(client, io.wanted(terminal)).await?;
+    let relays = attach(client, created.process, conns, terminal, io).await?;
     let start = client.send::<Started>(Op::StartContainer { container: id }).await?;
     let exit = client
         .send(Op::Wait {
@@ -89,21 +96,54 @@ impl Relays {
     }
 }
 
-/// Attaches the streams `io` asks for to the created `process` and begins
-/// relaying them; with `terminal`, there is no stderr stream.
-async fn attach(client: &Client, process: ProcessId, terminal: bool, io: ExecIo) -> Result<Relays, ClientError> {
-    let stderr = if terminal { None } else { io.stderr };
-    // The streams are attached concurrently: each is a connection of its own.
-    let attach = |wanted: bool, kind| async move {
+impl ExecIo {
+    /// Which of stdin, stdout and stderr are attached; with `terminal`,
+    /// there is no stderr stream.
+    fn wanted(&self, terminal: bool) -> [bool; 3] {
+        [
+            self.stdin.is_some(),
+            self.stdout.is_some(),
+            self.stderr.is_some() && !terminal,
+        ]
+    }
+}
+
+/// Dials a stream connection for each of stdin, stdout and stderr that is
+/// `wanted`, concurrently.
+async fn dial(client: &Client, wanted: [bool; 3]) -> Result<[Option<Conn>; 3], ClientError> {
+    let dial = |wanted: bool| async move {
         match wanted {
-            true => client.attach(process, kind).await.map(Some),
+            true => client.dial_stream().await.map(Some),
             false => Ok(None),
         }
     };
+    let (stdin, stdout, stderr) = tokio::try_join!(dial(wanted[0]), dial(wanted[1]), dial(wanted[2]))?;
+    Ok([stdin, stdout, stderr])
+}
+
+/// Attaches the dialled connections `conns` (stdin, stdout, stderr) to the
+/// created `process` and begins relaying them; with `terminal`, there is
+/// no stderr stream.
+async fn attach(
+    client: &Client,
+    process: ProcessId,
+    conns: [Option<Conn>; 3],
+    terminal: bool,
+    io: ExecIo,
+) -> Result<Relays, ClientError> {
+    let stderr = if terminal { None } else { io.stderr };
+    // The streams are attached concurrently: each is a connection of its own.
+    let attach = |conn: Option<Conn>, kind| async move {
+        match conn {
+            Some(conn) => client.attach_over(conn, process, kind).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let [stdin, stdout, stderr_dialled] = conns;
     let (stdin_conn, stdout_conn, stderr_conn) = tokio::try_join!(
-        attach(io.stdin.is_some(), StreamKind::Stdin),
-        attach(io.stdout.is_some(), StreamKind::Stdout),
-        attach(stderr.is_some(), StreamKind::Stderr),
+        attach(stdin, StreamKind::Stdin),
+        attach(stdout, StreamKind::Stdout),
+        attach(stderr_dialled, StreamKind::Stderr),
     )?;
     let stdin = match (io.stdin, stdin_conn) {
         (Some(mut reader), Some(mut conn)) => Some(tokio::spawn(async move {

@@ -894,6 +894,21 @@ async fn bad_capabilities_and_rlimits_are_refused_by_name() {
         assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
         assert!(e.message.contains(message), "{}", e.message);
     }
+    // Through spawn, which dials the three streams while the create is on
+    // its way: the same refusal, the dialled connections are dropped
+    // unattached, and the agent serves on.
+    for _ in 0..20 {
+        let err = run(&client, rlimit("RLIMIT_BOGUS", 1, 1), Some(b"in".to_vec()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.agent_error().map(|e| e.code),
+            Some(ErrorCode::InvalidRequest),
+            "{err}"
+        );
+    }
+    let out = run(&client, sh("echo fine"), None).await.unwrap();
+    assert_eq!(out.stdout_str(), "fine\n");
     assert_serving(&agent).await;
 }
 
