@@ -449,9 +449,11 @@ pub struct ProcessSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_new_privileges: bool,
     /// The capability sets (OCI `process.capabilities`), kept across the
-    /// change of user. Absent: the agent's own (every capability) for root,
-    /// none for another user. An unknown name is
-    /// [`ErrorCode::InvalidRequest`].
+    /// change of user. Absent: for root, the agent's own (every
+    /// capability), except that a process of the agent's own PID namespace
+    /// (`create`, not joining a container) goes without `CAP_SYS_PTRACE`,
+    /// which would reach the agent's memory; none for another user. An
+    /// unknown name is [`ErrorCode::InvalidRequest`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
     /// The process's `/proc/PID/oom_score_adj` (OCI `process.oomScoreAdj`),

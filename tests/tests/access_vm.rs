@@ -137,6 +137,19 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
     // Not even root in the guest.
     let out = run(&client, probe(3, 0, true), None).await.unwrap();
     assert_eq!(out.status.code, Some(3), "{}", out.stdout_str());
+    // Nor by way of the agent's memory, which would put code in the agent,
+    // outside the vsock filter: root of the guest has no CAP_SYS_PTRACE.
+    let mem = ProcessSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "(exec 3</proc/1/mem) 2>/dev/null && echo open || echo refused".into(),
+        ],
+        root: Some(GUEST_ROOTFS.into()),
+        ..Default::default()
+    };
+    let out = run(&client, mem, None).await.unwrap();
+    assert_eq!(out.stdout_str(), "refused\n", "{}", out.stderr_str());
 
     // A container's process: no vsock socket, unless its spec allows it;
     // then no route to the agent either.

@@ -590,6 +590,60 @@ async fn a_wait_sent_before_the_start_answers_as_the_process_ends() {
 }
 
 #[tokio::test]
+async fn a_root_process_cannot_reach_the_agents_memory() {
+    let agent = NamespacedAgent::start().await;
+    let client = agent.client().await;
+    // Root with no capabilities named: all but CAP_SYS_PTRACE, so the
+    // agent's memory and namespaces stay shut, while the process still
+    // reaches the memory of its own child.
+    let script = "grep -E 'CapEff|CapBnd' /proc/self/status; \
+                  (exec 3</proc/1/mem) 2>/dev/null && echo agent-mem-open || echo agent-mem-refused; \
+                  readlink /proc/1/ns/mnt >/dev/null 2>&1 && echo agent-ns-open || echo agent-ns-refused; \
+                  sleep 5 & (exec 4</proc/$!/mem) && echo child-mem-open; kill $!";
+    let out = run(&client, sh(script), None).await.unwrap();
+    let text = out.stdout_str();
+    let bits = |line: &str| {
+        let hex = text.lines().find_map(|l| l.strip_prefix(line)).expect(line).trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    // The agent holds what this test holds (it runs it as PID 1 of a
+    // namespace): its processes get that, less CAP_SYS_PTRACE (bit 19).
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mask = |line: &str| {
+        let hex = ours.lines().find_map(|l| l.strip_prefix(line)).expect(line).trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    let ptrace = 1u64 << 19;
+    assert_eq!(
+        (bits("CapEff:"), bits("CapBnd:")),
+        (mask("CapPrm:") & !ptrace, mask("CapBnd:") & !ptrace),
+        "{text}"
+    );
+    assert!(text.contains("agent-mem-refused\n"), "{text}");
+    assert!(text.contains("agent-ns-refused\n"), "{text}");
+    assert!(text.contains("child-mem-open\n"), "{text}");
+    assert_eq!(out.status.code, Some(0), "{}", out.stderr_str());
+
+    // A spec that grants CAP_SYS_PTRACE gets it, and with it the agent's
+    // memory: the caller's choice, as with runc.
+    let every: Vec<String> = ["CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_SETPCAP"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut granted = sh("(exec 3</proc/1/mem) && echo agent-mem-open");
+    granted.capabilities = Some(agent_proto::Capabilities {
+        bounding: every.clone(),
+        effective: every.clone(),
+        permitted: every,
+        ..Default::default()
+    });
+    let out = run(&client, granted, None).await.unwrap();
+    // The agent holds more capabilities than these three: CAP_SYS_PTRACE
+    // is what opens it.
+    assert_eq!(out.stdout_str(), "agent-mem-open\n", "{}", out.stderr_str());
+}
+
+#[tokio::test]
 async fn stats_from_procfs() {
     let agent = NamespacedAgent::start().await;
     let stats = agent.client().await.stats().await.unwrap();

@@ -77,6 +77,8 @@ pub enum Step {
     FdLimit = 30,
     /// Bringing up the loopback interface of a new network namespace.
     Loopback = 31,
+    /// Dropping `CAP_SYS_PTRACE` (`security::drop_ptrace`).
+    DropPtrace = 32,
     /// Not a failure: the container is set up and waits for its start.
     Ready = 100,
     /// Not a failure: the container's mounts are made, before
@@ -131,6 +133,7 @@ impl Step {
             29 => Step::Setup,
             30 => Step::FdLimit,
             31 => Step::Loopback,
+            32 => Step::DropPtrace,
             100 => Step::Ready,
             101 => Step::Mounted,
             _ => return None,
@@ -216,6 +219,9 @@ impl ChildFailure {
             Some(Step::NoNewPrivs) => format!("cannot set no_new_privs: {err}"),
             Some(Step::Seccomp) => format!("cannot install the seccomp filter: {err}"),
             Some(Step::VsockFilter) => format!("cannot install the filter that keeps it off vsock: {err}"),
+            Some(Step::DropPtrace) => {
+                format!("cannot drop CAP_SYS_PTRACE, which would reach the agent's memory: {err}")
+            }
             Some(Step::FdLimit) => format!("cannot set its descriptor limit back to the agent's default: {err}"),
             Some(Step::Loopback) => {
                 format!("cannot bring up the loopback interface of its new network namespace: {err}")

@@ -382,6 +382,52 @@ pub unsafe fn set_capabilities(caps: &CapSets) -> Result<(), ()> {
     }
 }
 
+/// `CAP_SYS_PTRACE`, by number (`linux/capability.h`).
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Drops `CAP_SYS_PTRACE` from the bounding, effective, permitted and
+/// inheritable sets (and so from the ambient one), keeping every other
+/// capability: for a process of the agent's PID namespace whose spec names
+/// no capabilities.
+///
+/// Without it the process cannot read or write the agent's memory
+/// (`/proc/1/mem`, `ptrace`, `process_vm_writev`) nor open its namespaces:
+/// the kernel lets one process at another's only when its permitted set
+/// holds every capability of the other's, or with `CAP_SYS_PTRACE`, and
+/// the agent holds them all. The processes of the VM all lack it, so they
+/// can still trace each other. Needs `CAP_SETPCAP`.
+///
+/// # Safety
+/// Only in the forked child.
+pub unsafe fn drop_ptrace() -> Result<(), ()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE as libc::c_ulong, 0, 0, 0) } < 0 {
+        return Err(());
+    }
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget with a version-3 header and room for its two data words.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) } != 0 {
+        return Err(());
+    }
+    let bit = !(1u32 << CAP_SYS_PTRACE);
+    data[0].effective &= bit;
+    data[0].permitted &= bit;
+    data[0].inheritable &= bit;
+    // SAFETY: capset with a version-3 header and its two data words.
+    match unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(()),
+    }
+}
+
 /// Raises each ambient capability; on failure, the capability refused.
 ///
 /// # Safety

@@ -61,6 +61,9 @@ pub(super) struct ChildPlan<'a> {
     pub(super) seccomp: Option<&'a Filter>,
     /// Install `vsock_filter` (the spec does not allow vsock).
     pub(super) deny_vsock: bool,
+    /// Drop `CAP_SYS_PTRACE` (`security::drop_ptrace`): a process of the
+    /// agent's PID namespace whose spec names no capabilities.
+    pub(super) drop_ptrace: bool,
     /// The `oom_score_adj` to leave the agent's -1000 for, first thing.
     pub(super) oom_reset: Option<&'static CStr>,
     /// The descriptor limit to give back (the agent raised its own).
@@ -158,6 +161,13 @@ pub(super) unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
     if plan.deny_vsock && unsafe { vsock_filter::install() }.is_err() {
         // SAFETY: in the forked child.
         unsafe { fail(status_fd, Step::VsockFilter) }
+    }
+    // 5c. Off the agent's memory: CAP_SYS_PTRACE gone, before the spec's
+    //     filter (which need not allow prctl and capset for it).
+    // SAFETY: in the forked child, still privileged (CAP_SETPCAP).
+    if plan.drop_ptrace && unsafe { security::drop_ptrace() }.is_err() {
+        // SAFETY: in the forked child.
+        unsafe { fail(status_fd, Step::DropPtrace) }
     }
     // 6. oom_score_adj, resource limits and umask, still privileged.
     //    The agent's raised descriptor limit is given back first; the
