@@ -196,7 +196,8 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
     let script = "cat /proc/1/oom_score_adj /proc/self/oom_score_adj; \
                   grep 'open files' /proc/1/limits /proc/self/limits | tr -s ' ' | cut -d' ' -f4,5; \
                   cat /proc/self/cgroup /proc/1/cgroup; \
-                  cat /proc/1/root/sys/fs/cgroup/workloads/memory.max";
+                  mkdir -p /mnt/cgroup && mount -t cgroup2 none /mnt/cgroup && \
+                  cat /mnt/cgroup/workloads/memory.max";
     let seen = ProcessSpec {
         root: Some(GUEST_ROOTFS.into()),
         ..vminitd_tests::sh(script)
