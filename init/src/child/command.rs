@@ -111,6 +111,11 @@ pub struct Command {
     pub seccomp: Option<Filter>,
     /// Whether it may open `AF_VSOCK` sockets (`vsock_filter.rs`).
     pub allow_vsock: bool,
+    /// Whether it goes without `CAP_SYS_PTRACE` (`security::drop_ptrace`):
+    /// a process the host runs in the agent's PID namespace whose spec
+    /// names no capabilities. Off for the container engine's own (hooks,
+    /// which run with the runtime's privileges).
+    pub drop_ptrace: bool,
 }
 
 impl Command {
@@ -166,6 +171,7 @@ impl Command {
             security,
             seccomp,
             allow_vsock: spec.allow_vsock,
+            drop_ptrace: false,
         })
     }
 

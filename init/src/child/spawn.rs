@@ -124,9 +124,7 @@ fn fork(
         no_new_privileges: command.security.no_new_privileges,
         seccomp: command.seccomp.as_ref(),
         deny_vsock: !command.allow_vsock,
-        // A process of the agent's PID namespace (no container's) whose
-        // spec names no capabilities.
-        drop_ptrace: container.is_none() && command.security.capabilities.is_none(),
+        drop_ptrace: command.drop_ptrace,
         fd_limit: defaults::fd_limit(),
         container,
     };

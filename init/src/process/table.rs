@@ -224,7 +224,11 @@ fn create_process(
     spec: ProcessSpec,
     join: Option<ContainerJoin>,
 ) -> Result<Created, ProcessError> {
-    let command = Command::from_spec(spec)?;
+    let mut command = Command::from_spec(spec)?;
+    // A process of the host's in the agent's PID namespace, its
+    // capabilities left to the agent: without CAP_SYS_PTRACE, which would
+    // reach the agent's memory (docs/security.md).
+    command.drop_ptrace = join.is_none() && command.security.capabilities.is_none();
     let id = table.next_id.fetch_add(1, Ordering::Relaxed);
     let process = Process {
         id,
