@@ -426,6 +426,13 @@ impl Client {
         self.call(Op::Wait { process }).await
     }
 
+    /// Sends a [`Client::wait`] and returns at once with the way to its
+    /// answer: sent right behind a `start`, it is held by the agent
+    /// through the start (see [`Client::send`]).
+    pub async fn send_wait(&self, process: ProcessId) -> Result<Answer<ExitStatus>, ClientError> {
+        self.send(Op::Wait { process }).await
+    }
+
     /// Sends signal number `signal` to the process.
     pub async fn signal(&self, process: ProcessId, signal: i32) -> Result<(), ClientError> {
         self.call(Op::Signal { process, signal }).await

@@ -47,10 +47,7 @@ pub async fn spawn(client: &Client, spec: ProcessSpec, io: ExecIo) -> Result<Run
     let wanted = io.wanted(terminal);
     let (process, conns) = tokio::try_join!(client.create(spec), dial(client, wanted))?;
     let relays = attach(client, process, conns, terminal, io).await?;
-    let start = client.send::<Started>(Op::Start { process }).await?;
-    let exit = client.send(Op::Wait { process }).await?;
-    let pid = start.get().await?.pid;
-    Ok(relays.started(process, pid, exit))
+    start(client, relays, process, Op::Start { process }).await
 }
 
 /// Creates the container `spec` describes, attaches the streams `io` asks
@@ -67,14 +64,17 @@ pub async fn spawn_container(client: &Client, spec: ContainerSpec, io: ExecIo) -
     let created = client.create_container(spec).await?;
     let conns = dial(client, io.wanted(terminal)).await?;
     let relays = attach(client, created.process, conns, terminal, io).await?;
-    let start = client.send::<Started>(Op::StartContainer { container: id }).await?;
-    let exit = client
-        .send(Op::Wait {
-            process: created.process,
-        })
-        .await?;
-    let pid = start.get().await?.pid;
-    Ok(relays.started(created.process, pid, exit))
+    start(client, relays, created.process, Op::StartContainer { container: id }).await
+}
+
+/// Sends `start_op` (a process's or a container's start) and, right behind
+/// it, the wait for `process`; returns the process running with `relays`
+/// once the start has answered.
+async fn start(client: &Client, relays: Relays, process: ProcessId, start_op: Op) -> Result<Running, ClientError> {
+    let started = client.send::<Started>(start_op).await?;
+    let exit = client.send_wait(process).await?;
+    let pid = started.get().await?.pid;
+    Ok(relays.started(process, pid, exit))
 }
 
 /// The relays of a created process's streams, before its start.

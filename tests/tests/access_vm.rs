@@ -140,13 +140,8 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
     // Nor by way of the agent's memory, which would put code in the agent,
     // outside the vsock filter: root of the guest has no CAP_SYS_PTRACE.
     let mem = ProcessSpec {
-        args: vec![
-            "sh".into(),
-            "-c".into(),
-            "(exec 3</proc/1/mem) 2>/dev/null && echo open || echo refused".into(),
-        ],
         root: Some(GUEST_ROOTFS.into()),
-        ..Default::default()
+        ..vminitd_tests::sh("(exec 3</proc/1/mem) 2>/dev/null && echo open || echo refused")
     };
     let out = run(&client, mem, None).await.unwrap();
     assert_eq!(out.stdout_str(), "refused\n", "{}", out.stderr_str());

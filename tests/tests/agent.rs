@@ -536,10 +536,7 @@ async fn a_wait_sent_before_the_start_answers_as_the_process_ends() {
     // start instead of failing, and answers once the output is out.
     let process = client.create(sh("echo out; exit 7")).await.unwrap();
     let mut stdout = client.attach(process, StreamKind::Stdout).await.unwrap();
-    let exit = client
-        .send::<agent_proto::ExitStatus>(agent_proto::Op::Wait { process })
-        .await
-        .unwrap();
+    let exit = client.send_wait(process).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.start(process).await.unwrap();
     let mut out = String::new();
@@ -560,10 +557,7 @@ async fn a_wait_sent_before_the_start_answers_as_the_process_ends() {
         .send::<agent_proto::Started>(agent_proto::Op::Start { process })
         .await
         .unwrap();
-    let exit = client
-        .send::<agent_proto::ExitStatus>(agent_proto::Op::Wait { process })
-        .await
-        .unwrap();
+    let exit = client.send_wait(process).await.unwrap();
     let err = start.get().await.unwrap_err();
     assert_eq!(err.agent_error().map(|e| e.code), Some(ErrorCode::ExecFailed), "{err}");
     assert_eq!(exit.get().await.unwrap().code, Some(127));
@@ -572,10 +566,7 @@ async fn a_wait_sent_before_the_start_answers_as_the_process_ends() {
     // closes before the start, the wait answers 127 (never started).
     let creator = agent.client().await;
     let process = creator.create(sh("exit 0")).await.unwrap();
-    let exit = client
-        .send::<agent_proto::ExitStatus>(agent_proto::Op::Wait { process })
-        .await
-        .unwrap();
+    let exit = client.send_wait(process).await.unwrap();
     // The agent starts a session's requests in the order they came, on
     // one thread: once a later request of this session has answered, the
     // wait holds the process.
@@ -602,21 +593,13 @@ async fn a_root_process_cannot_reach_the_agents_memory() {
                   sleep 5 & (exec 4</proc/$!/mem) && echo child-mem-open; kill $!";
     let out = run(&client, sh(script), None).await.unwrap();
     let text = out.stdout_str();
-    let bits = |line: &str| {
-        let hex = text.lines().find_map(|l| l.strip_prefix(line)).expect(line).trim();
-        u64::from_str_radix(hex, 16).unwrap()
-    };
     // The agent holds what this test holds (it runs it as PID 1 of a
     // namespace): its processes get that, less CAP_SYS_PTRACE (bit 19).
     let ours = std::fs::read_to_string("/proc/self/status").unwrap();
-    let mask = |line: &str| {
-        let hex = ours.lines().find_map(|l| l.strip_prefix(line)).expect(line).trim();
-        u64::from_str_radix(hex, 16).unwrap()
-    };
     let ptrace = 1u64 << 19;
     assert_eq!(
-        (bits("CapEff:"), bits("CapBnd:")),
-        (mask("CapPrm:") & !ptrace, mask("CapBnd:") & !ptrace),
+        (cap_mask(&text, "CapEff"), cap_mask(&text, "CapBnd")),
+        (cap_mask(&ours, "CapPrm") & !ptrace, cap_mask(&ours, "CapBnd") & !ptrace),
         "{text}"
     );
     assert!(text.contains("agent-mem-refused\n"), "{text}");
@@ -626,15 +609,12 @@ async fn a_root_process_cannot_reach_the_agents_memory() {
 
     // A spec that grants CAP_SYS_PTRACE gets it, and with it the agent's
     // memory: the caller's choice, as with runc.
-    let every: Vec<String> = ["CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_SETPCAP"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let caps = names(&["CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_SETPCAP"]);
     let mut granted = sh("(exec 3</proc/1/mem) && echo agent-mem-open");
     granted.capabilities = Some(agent_proto::Capabilities {
-        bounding: every.clone(),
-        effective: every.clone(),
-        permitted: every,
+        bounding: caps.clone(),
+        effective: caps.clone(),
+        permitted: caps,
         ..Default::default()
     });
     let out = run(&client, granted, None).await.unwrap();
@@ -783,6 +763,15 @@ fn cap_masks(status: &str) -> Vec<(String, String)> {
         .filter(|(k, _)| k.starts_with("Cap"))
         .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
         .collect()
+}
+
+/// One of [`cap_masks`], as a number.
+fn cap_mask(status: &str, name: &str) -> u64 {
+    let (_, hex) = cap_masks(status)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {status}"));
+    u64::from_str_radix(&hex, 16).unwrap()
 }
 
 fn masks(inh: &str, prm: &str, eff: &str, bnd: &str, amb: &str) -> Vec<(String, String)> {
