@@ -141,7 +141,7 @@ pub fn rootfs_image(tree: Option<&Path>) -> Result<PathBuf, AssetError> {
         Some(t) => return Err(AssetError::NotADirectory { path: t.to_path_buf() }),
         None => {
             let dest = build.join("rootfs-busybox");
-            rootfs::busybox_tree(Path::new("/bin/busybox"), &dest)?;
+            rootfs::busybox_tree_cached(Path::new("/bin/busybox"), &dest, &cache)?;
             dest
         }
     };

@@ -16,13 +16,14 @@ mod busybox;
 mod cache;
 mod digest;
 mod ext4;
+mod memo;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use busybox::busybox_tree;
+pub use busybox::{busybox_tree, busybox_tree_cached};
 pub(crate) use cache::private_dir;
 #[cfg(test)]
 pub(crate) use cache::Umask;
@@ -110,4 +111,16 @@ fn temp_sibling(dest: &Path) -> PathBuf {
 /// Lower-case hex.
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 bytes from their 64 hex digits, as [`hex`] writes them.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut bytes = [0; 32];
+    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
 }

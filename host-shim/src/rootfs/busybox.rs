@@ -10,7 +10,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path};
 use std::process::Command;
 
-use super::{digest, hex, io_err, temp_sibling, RootfsError};
+use super::memo::{Memo, Signature};
+use super::{digest, hex, io_err, temp_sibling, unhex, RootfsError};
 
 /// Where the tree records what it was built from. Its presence with the
 /// right contents means the tree is complete: it is written last, and the
@@ -53,7 +54,18 @@ const FILES: &[(&str, &str)] = &[
 /// unless `dest` already holds a complete tree built from the same binary.
 /// An outdated tree at `dest` is swapped for the new one atomically.
 pub fn busybox_tree(busybox: &Path, dest: &Path) -> Result<(), RootfsError> {
-    let sha = digest::file_sha256(busybox).map_err(|source| match source.kind() {
+    make_tree(busybox, dest, None)
+}
+
+/// [`busybox_tree`], with the binary's hash remembered in the private
+/// `cache_dir` while its status is unchanged (`memo.rs`): a run that finds
+/// the tree complete then reads nothing of busybox.
+pub fn busybox_tree_cached(busybox: &Path, dest: &Path, cache_dir: &Path) -> Result<(), RootfsError> {
+    make_tree(busybox, dest, Some(cache_dir))
+}
+
+fn make_tree(busybox: &Path, dest: &Path, cache_dir: Option<&Path>) -> Result<(), RootfsError> {
+    let sha = busybox_sha256(busybox, cache_dir).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => RootfsError::BusyboxMissing {
             path: busybox.to_path_buf(),
         },
@@ -80,6 +92,22 @@ pub fn busybox_tree(busybox: &Path, dest: &Path) -> Result<(), RootfsError> {
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// The SHA-256 of `busybox`, from its memo in `cache_dir` if there is one
+/// for its present status.
+fn busybox_sha256(busybox: &Path, cache_dir: Option<&Path>) -> io::Result<[u8; 32]> {
+    let Some(cache_dir) = cache_dir else {
+        return digest::file_sha256(busybox);
+    };
+    let signature = Signature::of_file(busybox)?;
+    let memo = Memo::new(cache_dir, "busybox", busybox);
+    if let Some(sha) = memo.recall(&signature).as_deref().and_then(unhex) {
+        return Ok(sha);
+    }
+    let sha = digest::file_sha256(busybox)?;
+    memo.store(&signature, &hex(&sha), std::time::SystemTime::now());
+    Ok(sha)
 }
 
 fn is_complete(tree: &Path, stamp: &str) -> bool {
@@ -269,6 +297,30 @@ mod tests {
             1,
             "the old tree was left behind"
         );
+    }
+
+    #[test]
+    fn the_cached_tree_takes_busyboxs_hash_from_its_memo() {
+        if !have_busybox() {
+            return;
+        }
+        let dir = TestDir::new("bbmemo");
+        let (root, cache) = (dir.path().join("rootfs"), dir.path().join("cache"));
+        fs::create_dir(&cache).unwrap();
+        busybox_tree_cached(Path::new(BUSYBOX), &root, &cache).unwrap();
+        let sha = hex(&digest::file_sha256(Path::new(BUSYBOX)).unwrap());
+        let memos: Vec<_> = fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(memos.len(), 1, "{memos:?}");
+        let memo = fs::read_to_string(&memos[0]).unwrap();
+        assert!(memo.ends_with(&format!("\n{sha}\n")), "{memo}");
+        assert!(fs::read_to_string(root.join(STAMP)).unwrap().contains(&sha));
+
+        // What the memo says is what the next run goes by: another hash
+        // there makes the tree outdated, and it is rebuilt with that stamp.
+        let other = "ab".repeat(32);
+        fs::write(&memos[0], memo.replace(&sha, &other)).unwrap();
+        busybox_tree_cached(Path::new(BUSYBOX), &root, &cache).unwrap();
+        assert!(fs::read_to_string(root.join(STAMP)).unwrap().contains(&other));
     }
 
     #[test]

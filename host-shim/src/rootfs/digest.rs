@@ -44,6 +44,27 @@ pub struct TreeDigest {
     pub blocks: u64,
 }
 
+impl TreeDigest {
+    /// As a memo holds it (`memo.rs`): the hex digest, entries, blocks.
+    pub(super) fn to_memo(&self) -> String {
+        format!("{} {} {}", super::hex(&self.sha256), self.entries, self.blocks)
+    }
+
+    /// Read back from [`TreeDigest::to_memo`]'s form.
+    pub(super) fn from_memo(text: &str) -> Option<TreeDigest> {
+        let mut words = text.split(' ');
+        let (sha, entries, blocks) = (words.next()?, words.next()?, words.next()?);
+        if words.next().is_some() {
+            return None;
+        }
+        Some(TreeDigest {
+            sha256: super::unhex(sha)?,
+            entries: entries.parse().ok()?,
+            blocks: blocks.parse().ok()?,
+        })
+    }
+}
+
 /// Hashes and measures the tree at `root`.
 pub fn tree_digest(root: &Path) -> Result<TreeDigest, RootfsError> {
     let mut walk = Walk {

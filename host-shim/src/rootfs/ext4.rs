@@ -19,6 +19,7 @@ use std::process::Command;
 
 use super::cache::{private_file, FILE_MODE};
 use super::digest::{tree_digest, TreeDigest, BLOCK};
+use super::memo::{Memo, Signature};
 use super::{hex, io_err, private_dir, temp_sibling, RootfsError};
 
 /// The timestamp mkfs gives what it creates itself (superblock, root,
@@ -34,8 +35,8 @@ const ATTEMPTS: u32 = 5;
 /// Returns a read-only ext4 image of `tree` in `cache_dir`, making it unless
 /// an image of the same content is already there.
 pub fn ext4_image(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError> {
-    let digest = tree_digest(tree)?;
     private_dir(cache_dir).map_err(io_err("making private", cache_dir))?;
+    let digest = remembered_digest(tree, cache_dir)?;
     let image = cache_dir.join(format!("rootfs-{}.ext4", hex(&digest.sha256)));
     if image.is_file() {
         // One made before images were private is narrowed.
@@ -49,6 +50,24 @@ pub fn ext4_image(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError>
         let _ = fs::remove_file(&tmp);
     }
     result.map(|()| image)
+}
+
+/// The digest of `tree`, taken from its memo in `cache_dir` where no entry's
+/// status changed since it was hashed (see `memo.rs`), else hashed and
+/// remembered.
+fn remembered_digest(tree: &Path, cache_dir: &Path) -> Result<TreeDigest, RootfsError> {
+    // A tree that cannot be walked is hashed anyway: the hash's walk names
+    // the entry that failed.
+    let Ok(signature) = Signature::of_tree(tree) else {
+        return tree_digest(tree);
+    };
+    let memo = Memo::new(cache_dir, "tree", tree);
+    if let Some(digest) = memo.recall(&signature).and_then(|v| TreeDigest::from_memo(&v)) {
+        return Ok(digest);
+    }
+    let digest = tree_digest(tree)?;
+    memo.store(&signature, &digest.to_memo(), std::time::SystemTime::now());
+    Ok(digest)
 }
 
 /// Runs mkfs with `size` bytes and `inodes` inodes, and again with twice
@@ -153,7 +172,9 @@ mod tests {
     use crate::rootfs::busybox_tree;
     use crate::test_dir::TestDir;
     use std::process::Output;
-    use std::time::Instant;
+    use std::time::{Instant, SystemTime};
+
+    use super::super::memo::RACY;
 
     fn have(tool: &str) -> bool {
         let ok = find_program(tool).is_absolute();
@@ -175,6 +196,33 @@ mod tests {
         fs::write(root.join("bin/tool"), vec![0x5a; 100_000]).unwrap();
         fs::write(root.join("etc/hostname"), "guest\n").unwrap();
         std::os::unix::fs::symlink("/bin/tool", root.join("bin/alias")).unwrap();
+    }
+
+    #[test]
+    fn a_remembered_digest_serves_until_the_tree_changes() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let (dir, cache) = (TestDir::new("ext4memo"), TestDir::new("ext4memocache"));
+        let tree = dir.path().join("t");
+        small_tree(&tree);
+        let image = ext4_image(&tree, cache.path()).unwrap();
+        // The tree was just made: its digest is remembered only as if
+        // hashed later (memo.rs, RACY).
+        let memo = Memo::new(cache.path(), "tree", &tree);
+        let signature = Signature::of_tree(&tree).unwrap();
+        let digest = tree_digest(&tree).unwrap();
+        memo.store(&signature, &digest.to_memo(), SystemTime::now() + RACY * 2);
+        assert_eq!(memo.recall(&signature), Some(digest.to_memo()));
+        assert_eq!(ext4_image(&tree, cache.path()).unwrap(), image);
+
+        // One byte of one file changes, at the same size: another image,
+        // named by the new content.
+        fs::write(tree.join("etc/hostname"), "gueST\n").unwrap();
+        let changed = ext4_image(&tree, cache.path()).unwrap();
+        assert_ne!(changed, image);
+        let name = format!("rootfs-{}.ext4", hex(&tree_digest(&tree).unwrap().sha256));
+        assert_eq!(changed.file_name().unwrap().to_str().unwrap(), name);
     }
 
     #[test]
@@ -204,11 +252,11 @@ mod tests {
             made_at,
             "mkfs ran again"
         );
-        assert_eq!(
-            fs::read_dir(cache.path()).unwrap().count(),
-            1,
-            "a temporary was left behind"
-        );
+        let images = fs::read_dir(cache.path())
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with("memo-"))
+            .count();
+        assert_eq!(images, 1, "a temporary was left behind");
 
         if have("e2fsck") {
             let fsck = run("e2fsck", &["-fn"], &image);
