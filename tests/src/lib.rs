@@ -51,6 +51,24 @@ pub fn vminitd_bin() -> PathBuf {
     binary("vminitd", "VMINITD_BIN")
 }
 
+/// The static vsock probe (`tests/probe`), built for the guest by `make
+/// build`.
+pub fn probe_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("VSOCK_PROBE_BIN") {
+        return path.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("x86_64-unknown-linux-musl/release/vsock-probe");
+    assert!(
+        path.is_file(),
+        "{} is missing: `make build` builds it (cargo build --release --target x86_64-unknown-linux-musl -p vsock-probe)",
+        path.display()
+    );
+    path
+}
+
 /// The vmshim binary under test.
 pub fn vmshim_bin() -> PathBuf {
     binary("vmshim", "VMSHIM_BIN")

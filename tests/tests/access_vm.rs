@@ -4,31 +4,13 @@
 //! VM's sockets and state. None gets through; the owner still does.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_proto::{ContainerSpec, ErrorCode, Namespace, ProcessSpec, User, GUEST_ROOTFS, VSOCK_ANNOTATION};
 use host_shim::instance::Instances;
 use host_shim::Client;
-use vminitd_tests::{run, vmshim_bin, workspace_root, Output, TempDir};
-
-/// The static probe (`tests/probe`), built for the guest by `make build`.
-fn probe_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("VSOCK_PROBE_BIN") {
-        return path.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("x86_64-unknown-linux-musl/release/vsock-probe");
-    assert!(
-        path.is_file(),
-        "{} is missing: `make build` builds it (cargo build --release --target x86_64-unknown-linux-musl -p vsock-probe)",
-        path.display()
-    );
-    path
-}
+use vminitd_tests::{probe_bin, run, vmshim_bin, Output, TempDir};
 
 /// `vsock-probe CID PORT` as a plain process of the guest.
 fn probe(cid: u32, uid: u32, allow_vsock: bool) -> ProcessSpec {

@@ -12,6 +12,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, OnceLock};
 
+/// The agent's own permitted capability set, read once.
+static AGENT_PERMITTED: OnceLock<u64> = OnceLock::new();
+
 /// The limit the agent started with, once it has raised its own.
 static INHERITED_NOFILE: OnceLock<libc::rlimit> = OnceLock::new();
 
@@ -46,6 +49,21 @@ pub fn set_fd_limit(inherited: libc::rlimit) {
 /// agent inherited, where it raised its own.
 pub fn fd_limit() -> Option<libc::rlimit> {
     INHERITED_NOFILE.get().copied()
+}
+
+/// The agent's permitted capability set: what its processes start from
+/// when their spec names none. Taken as every capability where it cannot
+/// be read, so that a drop is tried rather than skipped.
+fn agent_permitted() -> u64 {
+    *AGENT_PERMITTED.get_or_init(|| super::security::own_permitted_capabilities().unwrap_or(u64::MAX))
+}
+
+/// Whether the agent's processes could hold `CAP_SYS_PTRACE` (the agent's
+/// permitted set has it): only then is there one to drop
+/// (`security::drop_ptrace`). An agent run by an ordinary user has none to
+/// pass on, nor the `CAP_SETPCAP` the drop needs.
+pub fn ptrace_to_drop() -> bool {
+    agent_permitted() & (1 << super::security::CAP_SYS_PTRACE) != 0
 }
 
 /// Records that the agent shielded itself from the OOM killer.

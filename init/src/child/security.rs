@@ -383,7 +383,25 @@ pub unsafe fn set_capabilities(caps: &CapSets) -> Result<(), ()> {
 }
 
 /// `CAP_SYS_PTRACE`, by number (`linux/capability.h`).
-const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_PTRACE: u32 = 19;
+
+/// The calling process's permitted set (`capget`).
+pub fn own_permitted_capabilities() -> std::io::Result<u64> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget with a version-3 header and room for its two data words.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(data[0].permitted as u64 | (data[1].permitted as u64) << 32)
+}
 
 /// Drops `CAP_SYS_PTRACE` from the bounding, effective, permitted and
 /// inheritable sets (and so from the ambient one), keeping every other

@@ -156,9 +156,13 @@ pub(super) unsafe fn child(plan: &ChildPlan<'_>, status_fd: RawFd) -> ! {
     }
     // 5b. Off vsock, unless the spec allows it: while still
     //     privileged (CAP_SYS_ADMIN in its user namespace), so that no
-    //     no_new_privs is needed.
+    //     no_new_privs is needed. A child without that privilege (of an
+    //     agent run by an ordinary user) is refused with EACCES: it sets
+    //     no_new_privs and installs the filter then, as unprivileged
+    //     sandboxes do (its setuid programs run without their owner's
+    //     privileges, which such an agent could not grant anyway).
     // SAFETY: in the forked child, still privileged (the step's point).
-    if plan.deny_vsock && unsafe { vsock_filter::install() }.is_err() {
+    if plan.deny_vsock && unsafe { install_vsock_filter() }.is_err() {
         // SAFETY: in the forked child.
         unsafe { fail(status_fd, Step::VsockFilter) }
     }
@@ -416,6 +420,24 @@ unsafe fn wait_gate(gate: RawFd, status_fd: RawFd) {
         }
         // SAFETY: as the caller's.
         unsafe { fail(status_fd, Step::Sync) }
+    }
+}
+
+/// Installs `vsock_filter`, with `no_new_privs` set first where the child
+/// lacks the privilege to install it without.
+///
+/// # Safety
+/// Only in the forked child.
+unsafe fn install_vsock_filter() -> Result<(), ()> {
+    // SAFETY: the caller's contract; errno is thread-local and readable.
+    unsafe {
+        match vsock_filter::install() {
+            Err(()) if *libc::__errno_location() == libc::EACCES => {
+                security::set_no_new_privs()?;
+                vsock_filter::install()
+            }
+            installed => installed,
+        }
     }
 }
 

@@ -228,7 +228,8 @@ fn create_process(
     // A process of the host's in the agent's PID namespace, its
     // capabilities left to the agent: without CAP_SYS_PTRACE, which would
     // reach the agent's memory (docs/security.md).
-    command.drop_ptrace = join.is_none() && command.security.capabilities.is_none();
+    command.drop_ptrace =
+        join.is_none() && command.security.capabilities.is_none() && crate::child::defaults::ptrace_to_drop();
     let id = table.next_id.fetch_add(1, Ordering::Relaxed);
     let process = Process {
         id,
