@@ -132,20 +132,38 @@ pub fn initramfs(given: Option<&Path>) -> Result<PathBuf, AssetError> {
 }
 
 /// A read-only ext4 image of `tree` (cached), or of the default busybox root
-/// filesystem when `tree` is `None` (built on first use).
+/// filesystem when `tree` is `None` (built on first use). The tree's digest
+/// is remembered by its entries' status, so that the next run with the same
+/// tree reads none of its files.
 pub fn rootfs_image(tree: Option<&Path>) -> Result<PathBuf, AssetError> {
     let build = build_dir();
     let cache = build.join("cache");
     let tree = match tree {
-        Some(t) if t.is_dir() => t.to_path_buf(),
-        Some(t) => return Err(AssetError::NotADirectory { path: t.to_path_buf() }),
+        Some(t) => checked_tree(t)?,
         None => {
             let dest = build.join("rootfs-busybox");
             rootfs::busybox_tree_cached(Path::new("/bin/busybox"), &dest, &cache)?;
             dest
         }
     };
-    Ok(rootfs::ext4_image(&tree, &cache)?)
+    Ok(rootfs::ext4_image_remembered(&tree, &cache)?)
+}
+
+/// A read-only ext4 image of a container bundle's root (cached by content).
+/// Its digest is not remembered: an engine's bundle root is a new overlay
+/// mount for each container, another path on another device, whose memo
+/// would never serve and would only pile up in the cache.
+pub fn bundle_rootfs_image(tree: &Path) -> Result<PathBuf, AssetError> {
+    Ok(rootfs::ext4_image(&checked_tree(tree)?, &build_dir().join("cache"))?)
+}
+
+fn checked_tree(tree: &Path) -> Result<PathBuf, AssetError> {
+    match tree.is_dir() {
+        true => Ok(tree.to_path_buf()),
+        false => Err(AssetError::NotADirectory {
+            path: tree.to_path_buf(),
+        }),
+    }
 }
 
 #[cfg(test)]

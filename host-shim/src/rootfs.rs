@@ -3,7 +3,9 @@
 //! in the guest).
 //!
 //! * [`busybox_tree`]: a small root filesystem made of a static busybox.
-//! * [`ext4_image`]: a read-only ext4 image of any tree, cached by content.
+//! * [`ext4_image`]: a read-only ext4 image of any tree, cached by content;
+//!   [`ext4_image_remembered`] also remembers the tree's digest by its
+//!   entries' status, for a tree that comes back at the same path.
 //! * [`tree_digest`]: the content hash that names those images.
 //!
 //! Both builders write under a temporary name beside their result and rename
@@ -28,7 +30,7 @@ pub(crate) use cache::private_dir;
 #[cfg(test)]
 pub(crate) use cache::Umask;
 pub use digest::{tree_digest, TreeDigest};
-pub use ext4::ext4_image;
+pub use ext4::{ext4_image, ext4_image_remembered};
 
 /// Why a root filesystem tree or image could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -541,7 +541,7 @@ impl Runtime {
             assets::kernel(self.vm.kernel.as_deref())?,
             assets::initramfs(self.vm.initramfs.as_deref())?,
         );
-        cfg.rootfs = Some(assets::rootfs_image(Some(rootfs))?);
+        cfg.rootfs = Some(assets::bundle_rootfs_image(rootfs)?);
         cfg.cpus = self.vm.cpus;
         cfg.memory_mib = self.vm.memory_mib;
         cfg.accel = self.vm.accel;
