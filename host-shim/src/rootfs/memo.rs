@@ -18,14 +18,15 @@
 //! then renamed).
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::cache::FILE_MODE;
 use super::{hex, temp_sibling};
 
 /// How recent a change may be for its digest still to be remembered.
@@ -155,10 +156,16 @@ impl Memo {
         }
         let tmp = temp_sibling(&self.file);
         let text = format!("{HEADER}\n{}\n{value}\n", hex(&signature.sha256));
-        if fs::write(&tmp, text)
-            .and_then(|()| fs::rename(&tmp, &self.file))
-            .is_err()
-        {
+        // 0600 whatever the umask, as everything in the cache.
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|()| fs::rename(&tmp, &self.file));
+        if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
     }
@@ -166,6 +173,8 @@ impl Memo {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::test_dir::TestDir;
 
@@ -210,6 +219,17 @@ mod tests {
         fs::remove_file(tree.join("link")).unwrap();
         std::os::unix::fs::symlink("b", tree.join("link")).unwrap();
         assert_ne!(Signature::of_tree(&tree).unwrap(), linked);
+    }
+
+    #[test]
+    fn a_memo_is_its_owners_alone_whatever_the_umask() {
+        let _umask = crate::rootfs::Umask::set(0);
+        let dir = TestDir::new("memo-mode");
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let memo = Memo::new(dir.path(), "file", &file);
+        memo.store(&Signature::of_file(&file).unwrap(), "value", later());
+        assert_eq!(fs::metadata(&memo.file).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
