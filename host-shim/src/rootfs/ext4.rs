@@ -36,7 +36,8 @@ const ATTEMPTS: u32 = 5;
 /// an image of the same content is already there.
 pub fn ext4_image(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError> {
     private_dir(cache_dir).map_err(io_err("making private", cache_dir))?;
-    image_of(tree, tree_digest(tree)?, cache_dir)
+    let tree = resolved(tree)?;
+    image_of(&tree, tree_digest(&tree)?, cache_dir)
 }
 
 /// [`ext4_image`], with the tree's digest remembered in `cache_dir` by its
@@ -44,7 +45,19 @@ pub fn ext4_image(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError>
 /// For trees that come back at the same path, one memo each.
 pub fn ext4_image_remembered(tree: &Path, cache_dir: &Path) -> Result<PathBuf, RootfsError> {
     private_dir(cache_dir).map_err(io_err("making private", cache_dir))?;
-    image_of(tree, remembered_digest(tree, cache_dir)?, cache_dir)
+    let tree = resolved(tree)?;
+    image_of(&tree, remembered_digest(&tree, cache_dir)?, cache_dir)
+}
+
+/// The tree's own directory where `tree` is a link to it: the walk does
+/// not follow links, and mkfs does, so the digest must be of what mkfs
+/// reads (a root given as a link would otherwise be named by the link's
+/// target text, and keep its first image whatever changed behind it).
+fn resolved(tree: &Path) -> Result<PathBuf, RootfsError> {
+    fs::canonicalize(tree).map_err(|source| RootfsError::Walk {
+        path: tree.to_path_buf(),
+        source,
+    })
 }
 
 /// The image of `tree`, whose digest is `digest`, made unless it is there.
@@ -235,6 +248,26 @@ mod tests {
         assert_ne!(changed, image);
         let name = format!("rootfs-{}.ext4", hex(&tree_digest(&tree).unwrap().sha256));
         assert_eq!(changed.file_name().unwrap().to_str().unwrap(), name);
+    }
+
+    #[test]
+    fn a_root_given_as_a_link_is_imaged_by_what_it_points_to() {
+        if !have("mkfs.ext4") {
+            return;
+        }
+        let (dir, cache) = (TestDir::new("ext4link"), TestDir::new("ext4linkcache"));
+        let tree = dir.path().join("t");
+        small_tree(&tree);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("t", &link).unwrap();
+        let image = ext4_image(&link, cache.path()).unwrap();
+        assert_eq!(image, ext4_image(&tree, cache.path()).unwrap());
+        fs::write(tree.join("etc/hostname"), "gueST\n").unwrap();
+        for make in [ext4_image, ext4_image_remembered] {
+            let changed = make(&link, cache.path()).unwrap();
+            assert_ne!(changed, image, "the content behind the link changed");
+            assert_eq!(changed, ext4_image(&tree, cache.path()).unwrap());
+        }
     }
 
     #[test]
