@@ -365,16 +365,39 @@ struct CapData {
 /// # Safety
 /// Only in the forked child.
 pub unsafe fn set_capabilities(caps: &CapSets) -> Result<(), ()> {
+    let word = |mask: u64, i: usize| (mask >> (32 * i)) as u32;
+    capset(&[0, 1].map(|i| CapData {
+        effective: word(caps.effective, i),
+        permitted: word(caps.permitted, i),
+        inheritable: word(caps.inheritable, i),
+    }))
+}
+
+/// The calling thread's sets, as the kernel's two data words (`capget`).
+/// One system call: async-signal-safe; errno says why it failed.
+fn capget() -> Result<[CapData; 2], ()> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let word = |mask: u64, i: usize| (mask >> (32 * i)) as u32;
-    let data = [0, 1].map(|i| CapData {
-        effective: word(caps.effective, i),
-        permitted: word(caps.permitted, i),
-        inheritable: word(caps.inheritable, i),
-    });
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget with a version-3 header and room for its two data words.
+    match unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) } {
+        0 => Ok(data),
+        _ => Err(()),
+    }
+}
+
+/// Sets the calling thread's sets to `data` (`capset`). One system call.
+fn capset(data: &[CapData; 2]) -> Result<(), ()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     // SAFETY: capset with a version-3 header and its two data words.
     match unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) } {
         0 => Ok(()),
@@ -387,19 +410,7 @@ pub const CAP_SYS_PTRACE: u32 = 19;
 
 /// The calling process's permitted set (`capget`).
 pub fn own_permitted_capabilities() -> std::io::Result<u64> {
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capget with a version-3 header and room for its two data words.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let data = capget().map_err(|()| std::io::Error::last_os_error())?;
     Ok(data[0].permitted as u64 | (data[1].permitted as u64) << 32)
 }
 
@@ -422,28 +433,12 @@ pub unsafe fn drop_ptrace() -> Result<(), ()> {
     if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE as libc::c_ulong, 0, 0, 0) } < 0 {
         return Err(());
     }
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capget with a version-3 header and room for its two data words.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) } != 0 {
-        return Err(());
-    }
+    let mut data = capget()?;
     let bit = !(1u32 << CAP_SYS_PTRACE);
     data[0].effective &= bit;
     data[0].permitted &= bit;
     data[0].inheritable &= bit;
-    // SAFETY: capset with a version-3 header and its two data words.
-    match unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) } {
-        0 => Ok(()),
-        _ => Err(()),
-    }
+    capset(&data)
 }
 
 /// Raises each ambient capability; on failure, the capability refused.
