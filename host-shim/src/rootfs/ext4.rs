@@ -213,6 +213,18 @@ mod tests {
         Command::new(find_program(tool)).args(args).arg(image).output().unwrap()
     }
 
+    /// A scratch directory holding [`small_tree`] at `t`, and an empty
+    /// cache; none where mkfs.ext4 is missing.
+    fn scratch_with_small_tree(tag: &str) -> Option<(TestDir, TestDir, PathBuf)> {
+        if !have("mkfs.ext4") {
+            return None;
+        }
+        let (dir, cache) = (TestDir::new(tag), TestDir::new(&format!("{tag}cache")));
+        let tree = dir.path().join("t");
+        small_tree(&tree);
+        Some((dir, cache, tree))
+    }
+
     /// A small tree: a few files, a symlink, an empty directory.
     fn small_tree(root: &Path) {
         fs::create_dir_all(root.join("bin")).unwrap();
@@ -225,12 +237,9 @@ mod tests {
 
     #[test]
     fn a_remembered_digest_serves_until_the_tree_changes() {
-        if !have("mkfs.ext4") {
+        let Some((_dir, cache, tree)) = scratch_with_small_tree("ext4memo") else {
             return;
-        }
-        let (dir, cache) = (TestDir::new("ext4memo"), TestDir::new("ext4memocache"));
-        let tree = dir.path().join("t");
-        small_tree(&tree);
+        };
         let image = ext4_image_remembered(&tree, cache.path()).unwrap();
         // The tree was just made: its digest is remembered only as if
         // hashed later (memo.rs, RACY).
@@ -252,12 +261,9 @@ mod tests {
 
     #[test]
     fn a_root_given_as_a_link_is_imaged_by_what_it_points_to() {
-        if !have("mkfs.ext4") {
+        let Some((dir, cache, tree)) = scratch_with_small_tree("ext4link") else {
             return;
-        }
-        let (dir, cache) = (TestDir::new("ext4link"), TestDir::new("ext4linkcache"));
-        let tree = dir.path().join("t");
-        small_tree(&tree);
+        };
         let link = dir.path().join("link");
         std::os::unix::fs::symlink("t", &link).unwrap();
         let image = ext4_image(&link, cache.path()).unwrap();
@@ -272,12 +278,9 @@ mod tests {
 
     #[test]
     fn images_are_cached_by_content_and_fsck_clean() {
-        if !have("mkfs.ext4") {
+        let Some((_dir, cache, tree)) = scratch_with_small_tree("ext4tree") else {
             return;
-        }
-        let (dir, cache) = (TestDir::new("ext4tree"), TestDir::new("ext4cache"));
-        let tree = dir.path().join("t");
-        small_tree(&tree);
+        };
         let started = Instant::now();
         let image = ext4_image(&tree, cache.path()).unwrap();
         let made = started.elapsed();
