@@ -61,8 +61,14 @@ async fn container_output(client: &Client, spec: ContainerSpec) -> Output {
     let id = spec.id.clone();
     let created = client.create_container(spec).await.expect("create the container");
     let (out, err) = (vminitd_tests::Capture::default(), vminitd_tests::Capture::default());
-    let mut stdout = client.attach(created.process, agent_proto::StreamKind::Stdout).await.unwrap();
-    let mut stderr = client.attach(created.process, agent_proto::StreamKind::Stderr).await.unwrap();
+    let mut stdout = client
+        .attach(created.process, agent_proto::StreamKind::Stdout)
+        .await
+        .unwrap();
+    let mut stderr = client
+        .attach(created.process, agent_proto::StreamKind::Stderr)
+        .await
+        .unwrap();
     let copy_out = {
         let mut out = out.clone();
         tokio::spawn(async move { tokio::io::copy(&mut stdout, &mut out).await })
@@ -114,7 +120,11 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
     for cid in [1, 3] {
         let out = run(&client, probe(cid, 65534, true), None).await.unwrap();
         assert_eq!(out.status.code, Some(3), "CID {cid}: {}", out.stdout_str());
-        assert!(out.stdout_str().starts_with("connect: "), "CID {cid}: {}", out.stdout_str());
+        assert!(
+            out.stdout_str().starts_with("connect: "),
+            "CID {cid}: {}",
+            out.stdout_str()
+        );
     }
     // Not even root in the guest.
     let out = run(&client, probe(3, 0, true), None).await.unwrap();
@@ -146,7 +156,11 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
 
     // Root on the host without the VM's agent key: refused, and told why.
     let err = Client::connect(&addr.endpoint).await.err().expect("no key: refused");
-    assert_eq!(err.agent_error().map(|e| e.code), Some(ErrorCode::Unauthorized), "{err}");
+    assert_eq!(
+        err.agent_error().map(|e| e.code),
+        Some(ErrorCode::Unauthorized),
+        "{err}"
+    );
 
     // Another local user: neither the VM's sockets nor its state.
     let nobody = |args: &[&str]| {
@@ -180,17 +194,23 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
         ..vminitd_tests::sh(script)
     };
     let out = run(&client, seen, None).await.unwrap();
-    let lines: Vec<&str> = out.stdout.split(|b| *b == b'\n').map(|l| std::str::from_utf8(l).unwrap()).collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
     assert_eq!(out.status.code, Some(0), "{}", out.stderr_str());
     assert_eq!(&lines[..2], ["-1000", "0"], "{}", out.stdout_str());
     assert_eq!(lines[2], "1048576 1048576", "{}", out.stdout_str());
     assert_eq!(lines[3], "1024 4096", "{}", out.stdout_str());
-    assert_eq!(&lines[4..6], ["0::/workloads/processes", "0::/"], "{}", out.stdout_str());
-    let memory_max: u64 = lines[6].parse().expect("a number");
-    assert!(
-        memory_max > 128 << 20 && memory_max <= (256 - 16) << 20,
-        "{memory_max}"
+    assert_eq!(
+        &lines[4..6],
+        ["0::/workloads/processes", "0::/"],
+        "{}",
+        out.stdout_str()
     );
+    let memory_max: u64 = lines[6].parse().expect("a number");
+    assert!(memory_max > 128 << 20 && memory_max <= (256 - 16) << 20, "{memory_max}");
     // A process that asks for more than the VM has fills the workloads'
     // share: the agent keeps answering meanwhile (the workloads thrash or
     // meet their OOM killer, the agent does neither), and stops it.
@@ -218,7 +238,10 @@ async fn nothing_in_the_guest_and_no_other_user_reaches_a_vms_agent() {
         .expect("the hog ends once killed")
         .unwrap();
     assert_eq!(status.signal, Some(libc::SIGKILL), "{status:?}");
-    assert!(least_available < 128 << 20, "the hog never pressed: {least_available} bytes available");
+    assert!(
+        least_available < 128 << 20,
+        "the hog never pressed: {least_available} bytes available"
+    );
     eprintln!(
         "memory hog: least available {} MiB after {:?}",
         least_available >> 20,
