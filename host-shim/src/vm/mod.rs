@@ -79,6 +79,16 @@ pub enum VmError {
     /// instructions.
     #[error("--icount needs TCG (QEMU's -icount), and this VM would run under KVM: add --accel tcg")]
     IcountWithKvm,
+    /// `icount` asked of a VM of more than one vCPU: QEMU 7.2's
+    /// instruction counting never brings a microvm's second vCPU up (the
+    /// kernel stalls at "Booting SMP configuration").
+    #[error(
+        "--icount needs --cpus 1, not {cpus}: a guest whose clock counts instructions never brings up a second vCPU"
+    )]
+    IcountWithCpus {
+        /// The vCPUs asked for.
+        cpus: u32,
+    },
     /// No vsock backend: neither `/dev/vhost-vsock` nor a working
     /// `vhost-device-vsock`.
     #[error("vsock backend: {detail}")]
@@ -174,6 +184,17 @@ impl VmConfig {
         }
     }
 
+    /// What `icount` cannot go with, refused before anything starts: KVM,
+    /// which counts no instructions, and a second vCPU.
+    fn check_icount(&self, accel: Accel) -> Result<(), VmError> {
+        match self.icount {
+            false => Ok(()),
+            true if accel == Accel::Kvm => Err(VmError::IcountWithKvm),
+            true if self.cpus > 1 => Err(VmError::IcountWithCpus { cpus: self.cpus }),
+            true => Ok(()),
+        }
+    }
+
     /// The guest kernel command line for a guest run with `accel`.
     pub fn cmdline(&self, accel: Accel) -> String {
         // reboot=t: a triple-fault reboot, the quickest way out of a microvm
@@ -235,9 +256,7 @@ impl Vm {
         let dir = RuntimeDir::create()?;
         let key = AgentKey::generate()?;
         let (accel, accel_reason) = accel::choose(cfg.accel);
-        if cfg.icount && accel == Accel::Kvm {
-            return Err(VmError::IcountWithKvm);
-        }
+        cfg.check_icount(accel)?;
         let vsock = VsockBackend::start(dir.path()).await?;
         profile.mark("vsock backend ready");
         let virtiofs = match cfg.shares.is_empty() {
@@ -465,5 +484,34 @@ impl Drop for Vm {
         if let Some(virtiofs) = &mut self.virtiofs {
             virtiofs.kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(icount: bool, cpus: u32) -> VmConfig {
+        VmConfig {
+            icount,
+            cpus,
+            ..VmConfig::new("vmlinux".into(), "initramfs.cpio".into())
+        }
+    }
+
+    #[test]
+    fn icount_is_refused_under_kvm_and_beside_a_second_vcpu() {
+        assert!(config(true, 1).check_icount(Accel::Tcg).is_ok());
+        assert!(config(false, 4).check_icount(Accel::Kvm).is_ok());
+        assert!(matches!(
+            config(true, 1).check_icount(Accel::Kvm),
+            Err(VmError::IcountWithKvm)
+        ));
+        let err = config(true, 3).check_icount(Accel::Tcg).unwrap_err();
+        assert!(matches!(err, VmError::IcountWithCpus { cpus: 3 }));
+        assert_eq!(
+            err.to_string(),
+            "--icount needs --cpus 1, not 3: a guest whose clock counts instructions never brings up a second vCPU"
+        );
     }
 }

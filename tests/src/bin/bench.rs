@@ -1,11 +1,13 @@
 //! Benchmarks, each printed beside a baseline measured in the same run.
 //!
-//!   bench boot [-n RUNS]   `vmshim run -- true` against QEMU booting the same
+//!   bench boot [-n RUNS] [--cpus N]
+//!                          `vmshim run -- true` against QEMU booting the same
 //!                          kernel with a busybox shell init that runs `true`
 //!                          and reboots, bare and with vmshim's devices (the
 //!                          root disk, the NIC, vsock with its backend, the
 //!                          balloon); and the guest's time from /init
-//!                          entered to agent listening.
+//!                          entered to agent listening. All three with N
+//!                          vCPUs (default: vmshim's default, 1).
 //!   bench net [-n MIB]     TCP throughput VM→host (NAT) and VM→VM (a vmshim
 //!                          network), against the same transfer over the
 //!                          host's loopback.
@@ -58,14 +60,29 @@ fn main() {
         .map(|n| n.parse().unwrap_or_else(|_| fail(&format!("bad -n value {n:?}"))))
         .unwrap_or(10usize);
     match args.first().map(String::as_str) {
-        Some("boot") => boot(runs),
+        Some("boot") => boot(runs, cpus(&args)),
         Some("net") => net(if args.iter().any(|a| a == "-n") { runs } else { 32 }),
         Some("oci") => oci(if args.iter().any(|a| a == "-n") { runs } else { 50 }),
         Some("podman") => podman::podman(runs),
         Some("cri") => cri::cri(runs),
         Some("fs") => fs(if args.iter().any(|a| a == "-n") { runs } else { 3 }),
         Some("memory") => memory::memory(if args.iter().any(|a| a == "-n") { runs } else { 3 }),
-        _ => fail("usage: bench boot [-n RUNS] | bench net [-n MIB] | bench oci [-n RUNS] | bench fs [-n RUNS] | bench podman [-n RUNS] | bench cri [-n RUNS] | bench memory [-n RUNS]"),
+        _ => fail("usage: bench boot [-n RUNS] [--cpus N] | bench net [-n MIB] | bench oci [-n RUNS] | bench fs [-n RUNS] | bench podman [-n RUNS] | bench cri [-n RUNS] | bench memory [-n RUNS]"),
+    }
+}
+
+/// `--cpus N`: the vCPUs of every VM `bench boot` starts, ours and the
+/// baselines' alike.
+fn cpus(args: &[String]) -> u32 {
+    match args.iter().position(|a| a == "--cpus") {
+        None => 1,
+        Some(i) => {
+            let value = args.get(i + 1).map(String::as_str).unwrap_or("");
+            match value.parse::<u32>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => fail(&format!("--cpus takes a number of vCPUs from 1 to 64, not {value:?}")),
+            }
+        }
     }
 }
 
@@ -84,7 +101,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn boot(runs: usize) {
+fn boot(runs: usize, cpus: u32) {
     let build = workspace_root().join("build");
     let kernel = build.join("vmlinux");
     if !kernel.is_file() || !build.join("initramfs.cpio").is_file() {
@@ -93,13 +110,13 @@ fn boot(runs: usize) {
     let dir = TempDir::new("bench");
     let baseline_initrd = busybox_true_initramfs(dir.path());
     let (accel, why) = accel::choose(None);
-    println!("boot benchmark: {runs} runs each, accelerator {accel} ({why})");
+    println!("boot benchmark: {runs} runs each, {cpus} vCPU(s), accelerator {accel} ({why})");
 
     // Warm the caches (rootfs image, page cache) once for all.
-    vmshim_true(dir.path());
+    vmshim_true(dir.path(), cpus);
     let rootfs = host_shim::assets::rootfs_image(None).unwrap_or_else(|e| fail(&format!("the root image: {e}")));
-    baseline_true(&kernel, &baseline_initrd, accel, dir.path());
-    baseline_devices_true(&kernel, &baseline_initrd, accel, dir.path(), &rootfs);
+    baseline_true(&kernel, &baseline_initrd, accel, cpus, dir.path());
+    baseline_devices_true(&kernel, &baseline_initrd, accel, cpus, dir.path(), &rootfs);
 
     let mut ours = Vec::new();
     let mut init_to_listen = Vec::new();
@@ -107,14 +124,15 @@ fn boot(runs: usize) {
     let mut devices = Vec::new();
     for _ in 0..runs {
         // Interleaved, so that drifts in machine load hit all alike.
-        let (wall, guest) = vmshim_true(dir.path());
+        let (wall, guest) = vmshim_true(dir.path(), cpus);
         ours.push(wall);
         init_to_listen.push(guest);
-        base.push(baseline_true(&kernel, &baseline_initrd, accel, dir.path()));
+        base.push(baseline_true(&kernel, &baseline_initrd, accel, cpus, dir.path()));
         devices.push(baseline_devices_true(
             &kernel,
             &baseline_initrd,
             accel,
+            cpus,
             dir.path(),
             &rootfs,
         ));
@@ -141,6 +159,9 @@ fn boot(runs: usize) {
 /// guest's idle time, which jumps to its next timer, and varies. The
 /// host's phases of such a run are wall time of a ten times slower guest,
 /// and are not printed.
+///
+/// With one vCPU whatever `--cpus`: a guest whose clock counts
+/// instructions never brings up a second one.
 fn icount_phases(dir: &Path) {
     let profile = profiled_true(dir, "icount.json", &["--icount", "--boot-timeout", "300"]);
     let at = |name: &str| {
@@ -149,7 +170,7 @@ fn icount_phases(dir: &Path) {
             .unwrap_or_else(|| fail(&format!("no {name} in the --icount trace")))
     };
     println!(
-        "  in guest instructions (one --icount run: steady where the guest computes, not where it waits for the disk):"
+        "  in guest instructions (one --icount run, 1 vCPU: steady where the guest computes, not where it waits for the disk):"
     );
     println!(
         "    {:<60}{:8.1} ms",
@@ -170,10 +191,11 @@ fn icount_phases(dir: &Path) {
 /// One `vmshim run -- true`: its wall time; then one with `--profile`
 /// (whose kernel reports its initcalls on the console, which costs wall
 /// time) for the guest's /init → listening.
-fn vmshim_true(dir: &Path) -> (f64, f64) {
+fn vmshim_true(dir: &Path, cpus: u32) -> (f64, f64) {
+    let cpus = cpus.to_string();
     let started = Instant::now();
     let out = Command::new(vmshim_bin())
-        .args(["run", "--", "true"])
+        .args(["run", "--cpus", &cpus, "--", "true"])
         .stdin(Stdio::null())
         .output()
         .expect("run vmshim");
@@ -181,7 +203,7 @@ fn vmshim_true(dir: &Path) -> (f64, f64) {
     if !out.status.success() {
         fail(&format!("vmshim run failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let profile = profiled_true(dir, "trace.json", &[]);
+    let profile = profiled_true(dir, "trace.json", &["--cpus", &cpus]);
     let at = |name: &str| {
         profile
             .get(name)
@@ -231,14 +253,14 @@ fn busybox_true_initramfs(dir: &Path) -> PathBuf {
     path
 }
 
-/// QEMU booting `kernel` and `initrd` the way vmshim boots a VM (one vCPU,
-/// 256 MiB, vmshim's kernel command line) with no device of vmshim's: the
-/// baselines' VM, and the memory bench's idle one.
-fn bare_qemu(kernel: &Path, initrd: &Path, accel: Accel, console_log: PathBuf) -> QemuConfig {
+/// QEMU booting `kernel` and `initrd` the way vmshim boots a VM (`cpus`
+/// vCPUs, 256 MiB, vmshim's kernel command line) with no device of
+/// vmshim's: the baselines' VM, and the memory bench's idle one.
+fn bare_qemu(kernel: &Path, initrd: &Path, accel: Accel, cpus: u32, console_log: PathBuf) -> QemuConfig {
     QemuConfig {
         qemu: "qemu-system-x86_64".into(),
         accel,
-        cpus: 1,
+        cpus,
         memory_mib: 256,
         kernel: kernel.to_path_buf(),
         initramfs: initrd.to_path_buf(),
@@ -255,8 +277,8 @@ fn bare_qemu(kernel: &Path, initrd: &Path, accel: Accel, console_log: PathBuf) -
 }
 
 /// One boot of the baseline, QEMU start to QEMU exit, in ms.
-fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 {
-    let cfg = bare_qemu(kernel, initrd, accel, dir.join("baseline-console.log"));
+fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, cpus: u32, dir: &Path) -> f64 {
+    let cfg = bare_qemu(kernel, initrd, accel, cpus, dir.join("baseline-console.log"));
     let started = Instant::now();
     let status = Command::new(&cfg.qemu)
         .args(cfg.args())
@@ -276,7 +298,7 @@ fn baseline_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path) -> f64 
 /// root disk, the NIC, vsock with its vhost-user backend started first, the
 /// balloon with free page reporting), from the backend's start to QEMU's
 /// exit, in ms: what the devices cost, apart from what vminitd does.
-fn baseline_devices_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path, rootfs: &Path) -> f64 {
+fn baseline_devices_true(kernel: &Path, initrd: &Path, accel: Accel, cpus: u32, dir: &Path, rootfs: &Path) -> f64 {
     let runtime_dir = dir.join("devices");
     let _ = std::fs::remove_dir_all(&runtime_dir);
     std::fs::DirBuilder::new()
@@ -296,7 +318,7 @@ fn baseline_devices_true(kernel: &Path, initrd: &Path, accel: Accel, dir: &Path,
         vsock_args: vsock.qemu_args(),
         net_args: host_shim::vm::net::GuestNetwork::default().qemu_args(),
         balloon_args: host_shim::vm::memory::balloon_args(true),
-        ..bare_qemu(kernel, initrd, accel, dir.join("baseline-devices-console.log"))
+        ..bare_qemu(kernel, initrd, accel, cpus, dir.join("baseline-devices-console.log"))
     };
     let status = Command::new(&cfg.qemu)
         .args(cfg.args())

@@ -104,7 +104,7 @@ pub struct RunArgs {
     /// Under TCG, make the guest's clock count instructions (QEMU's
     /// `-icount shift=0,sleep=off`): each guest phase of --profile then
     /// reads the same on every run, the boot about ten times slower (raise
-    /// --boot-timeout).
+    /// --boot-timeout). One vCPU only.
     #[arg(long)]
     icount: bool,
     /// Leave the VM running, held by a daemon, and print its name (see

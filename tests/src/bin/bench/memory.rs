@@ -218,7 +218,7 @@ fn baseline_footprint(dir: &Path, settle: Duration) -> [f64; 5] {
         .write_to_path(&initrd)
         .unwrap_or_else(|e| fail(&format!("baseline initramfs: {e}")));
     let (accel, _) = host_shim::accel::choose(None);
-    let cfg = super::bare_qemu(&kernel, &initrd, accel, dir.join("sleep-console.log"));
+    let cfg = super::bare_qemu(&kernel, &initrd, accel, 1, dir.join("sleep-console.log"));
     let mut qemu = Command::new(&cfg.qemu)
         .args(cfg.args())
         .stdin(Stdio::null())
