@@ -9,11 +9,16 @@
 //! spans of vminitd's own work (`Op::Timeline`: the boot's steps, the
 //! requests, the forks).
 //!
+//! Where vmshim started QEMU, its threads' time on the host's CPUs is
+//! sampled as well ([`cpu`]): the table says how busy the guest's vCPUs
+//! were through each phase, the trace draws it as a counter.
+//!
 //! [`Profile::chrome_trace`] writes it all as a Chrome trace, and
 //! [`Profile::from_chrome_trace`] reads such a trace back, for
 //! [`compare`] to set two runs side by side.
 
 pub mod compare;
+pub mod cpu;
 pub mod initcall;
 
 use std::fmt::Write as _;
@@ -22,6 +27,7 @@ use std::time::{Duration, Instant};
 use agent_proto::BootTimeline;
 use serde_json::json;
 
+use cpu::CpuSample;
 use initcall::CallKind;
 
 /// Which clock a phase was read on.
@@ -82,6 +88,7 @@ pub struct Profile {
     guest_anchor: Option<(f64, u64)>,
     kernel: Vec<KernelSpan>,
     agent: Vec<AgentSpan>,
+    cpu: Vec<CpuSample>,
 }
 
 /// The initcalls [`Profile::table`] lists: those that took at least this
@@ -128,7 +135,13 @@ impl Profile {
             guest_anchor: None,
             kernel: Vec::new(),
             agent: Vec::new(),
+            cpu: Vec::new(),
         }
+    }
+
+    /// When the run started: the origin of the profile's axis.
+    pub fn start(&self) -> Instant {
+        self.start
     }
 
     /// Records a host phase as ending now.
@@ -210,6 +223,27 @@ impl Profile {
         spans.len()
     }
 
+    /// Adds samples of QEMU's time on the host's CPUs ([`cpu::Sampler`],
+    /// started with this profile's [`Profile::start`]).
+    pub fn add_cpu_samples(&mut self, samples: Vec<CpuSample>) {
+        self.cpu.extend(samples);
+        self.cpu.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    }
+
+    /// The CPU time of QEMU's vCPU threads and of all its threads between
+    /// two moments of the axis, in ms; `None` where no samples cover them.
+    pub fn cpu_between(&self, from_ms: f64, to_ms: f64) -> Option<(f64, f64)> {
+        cpu::between(&self.cpu, from_ms, to_ms)
+    }
+
+    /// How busy the vCPUs were from `VMM spawned` to `process exited`: their
+    /// CPU time, all of QEMU's, and the wall time between, in ms.
+    pub fn vcpu_load(&self) -> Option<(f64, f64, f64)> {
+        let (from, to) = (self.get("VMM spawned")?, self.get("process exited")?);
+        let (vcpu, qemu) = self.cpu_between(from, to)?;
+        Some((vcpu, qemu, to - from))
+    }
+
     /// The spans of vminitd's work, in the order they began.
     pub fn agent_spans(&self) -> Vec<AgentSpan> {
         let mut v = self.agent.clone();
@@ -236,24 +270,45 @@ impl Profile {
         self.phases.iter().find(|p| p.name == name).map(|p| p.at_ms)
     }
 
-    /// A table: each phase, when it ended, and how long since the previous.
+    /// A table: each phase, when it ended, and how long since the previous;
+    /// with CPU samples, how busy the vCPUs were in that time (100% is one
+    /// host CPU).
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{:<24} {:>10} {:>10}  clock", "phase", "at ms", "+ms");
+        let sampled = !self.cpu.is_empty();
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10} {:>10}  clock{}",
+            "phase",
+            "at ms",
+            "+ms",
+            if sampled { "   vCPU busy" } else { "" }
+        );
         let mut prev = 0.0;
         for p in self.phases() {
             let clock = match p.clock {
-                Clock::Host => "host",
+                Clock::Host => "host ",
                 Clock::Guest => "guest",
             };
-            let _ = writeln!(
-                out,
-                "{:<24} {:>10.1} {:>10.1}  {clock}",
+            let busy = match self.cpu_between(prev, p.at_ms) {
+                Some((vcpu, _)) if p.at_ms - prev >= 1.0 => format!("{:>10.0}%", 100.0 * vcpu / (p.at_ms - prev)),
+                _ => String::new(),
+            };
+            let line = format!(
+                "{:<24} {:>10.1} {:>10.1}  {clock}  {busy}",
                 p.name,
                 p.at_ms,
                 p.at_ms - prev
             );
+            let _ = writeln!(out, "{}", line.trim_end());
             prev = p.at_ms;
+        }
+        if let Some((vcpu, qemu, wall)) = self.vcpu_load() {
+            let _ = writeln!(
+                out,
+                "QEMU from VMM spawned to process exited ({wall:.1} ms): vCPUs on a host CPU {vcpu:.1} ms ({:.0}%), all its threads {qemu:.1} ms",
+                100.0 * vcpu / wall.max(1e-9)
+            );
         }
         let agent = self.agent_spans();
         if !agent.is_empty() {
@@ -332,6 +387,24 @@ impl Profile {
                 "ts": s.start_ms * 1e3, "dur": s.duration_ms * 1e3,
             }));
         }
+        // A counter's value holds from its event to the next: each sample
+        // interval's load is written at the interval's start.
+        for w in self.cpu.windows(2) {
+            let span = (w[1].at_ms - w[0].at_ms).max(1e-9);
+            events.push(json!({
+                "ph": "C", "cat": CPU_CAT, "name": CPU_COUNTER, "pid": 1, "ts": w[0].at_ms * 1e3,
+                "args": {
+                    VCPU_ARG: 100.0 * (w[1].vcpu_ms - w[0].vcpu_ms) / span,
+                    QEMU_ARG: 100.0 * (w[1].qemu_ms - w[0].qemu_ms) / span,
+                },
+            }));
+        }
+        if let Some(last) = self.cpu.last() {
+            events.push(json!({
+                "ph": "C", "cat": CPU_CAT, "name": CPU_COUNTER, "pid": 1, "ts": last.at_ms * 1e3,
+                "args": {VCPU_ARG: 0.0, QEMU_ARG: 0.0},
+            }));
+        }
         json!({"traceEvents": events, "displayTimeUnit": "ms"})
     }
 
@@ -340,7 +413,23 @@ impl Profile {
     pub fn from_chrome_trace(trace: &serde_json::Value) -> Result<Profile, TraceError> {
         let events = trace["traceEvents"].as_array().ok_or(TraceError::NotATrace)?;
         let mut profile = Profile::new(Instant::now());
+        let mut load = Vec::new();
         for (index, e) in events.iter().enumerate() {
+            if e["ph"] == "C" && e["cat"] == CPU_CAT {
+                let number = |field: &'static str, value: &serde_json::Value| {
+                    value.as_f64().ok_or_else(|| TraceError::BadEvent {
+                        index,
+                        name: CPU_COUNTER.to_owned(),
+                        field,
+                    })
+                };
+                load.push((
+                    number("ts", &e["ts"])? / 1e3,
+                    number("args.vCPU %", &e["args"][VCPU_ARG])?,
+                    number("args.QEMU %", &e["args"][QEMU_ARG])?,
+                ));
+                continue;
+            }
             if e["ph"] != "X" {
                 continue;
             }
@@ -393,6 +482,7 @@ impl Profile {
         if profile.phases.is_empty() {
             return Err(TraceError::NoPhases);
         }
+        profile.cpu = cpu_from_load(load);
         Ok(profile)
     }
 }
@@ -409,6 +499,42 @@ const KERNEL_TID: u64 = 3;
 const AGENT_CAT: &str = "vminitd";
 /// The trace track of vminitd's spans.
 const AGENT_TID: u64 = 4;
+
+/// The trace category of QEMU's CPU load.
+const CPU_CAT: &str = "cpu";
+/// The counter of QEMU's CPU load.
+const CPU_COUNTER: &str = "QEMU on the host's CPUs";
+/// The counter's series: the vCPU threads, and all of QEMU's threads, in
+/// percent of one host CPU.
+const VCPU_ARG: &str = "vCPU %";
+const QEMU_ARG: &str = "QEMU %";
+
+/// The samples behind a trace's load counter: its values (percent of a CPU
+/// from one event to the next) summed back into running totals.
+fn cpu_from_load(mut load: Vec<(f64, f64, f64)>) -> Vec<CpuSample> {
+    load.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut samples: Vec<CpuSample> = Vec::with_capacity(load.len());
+    for (i, &(at_ms, _, _)) in load.iter().enumerate() {
+        let (vcpu_ms, qemu_ms) = match i {
+            0 => (0.0, 0.0),
+            i => {
+                let (prev_at, vcpu_pct, qemu_pct) = load[i - 1];
+                let prev = samples[i - 1];
+                let span = at_ms - prev_at;
+                (
+                    prev.vcpu_ms + vcpu_pct / 100.0 * span,
+                    prev.qemu_ms + qemu_pct / 100.0 * span,
+                )
+            }
+        };
+        samples.push(CpuSample {
+            at_ms,
+            vcpu_ms,
+            qemu_ms,
+        });
+    }
+    samples
+}
 
 /// A guest clock reading on the host axis, given the anchor: the host time
 /// (ms) at which the guest's clock read the anchor's nanoseconds.
@@ -575,5 +701,58 @@ vminitd: listening\r
         let text = compare::compare(&p, &slower);
         assert!(text.contains("vminitd spans that changed"), "{text}");
         assert!(text.contains("+12.0"), "{text}");
+    }
+
+    #[test]
+    fn the_vcpus_load_is_in_the_table_and_survives_the_trace() {
+        let start = Instant::now();
+        let mut p = Profile::new(start);
+        p.mark_at("VMM spawned", start + Duration::from_millis(10));
+        p.mark_at("agent connected", start + Duration::from_millis(110));
+        p.mark_at("process exited", start + Duration::from_millis(210));
+        p.mark_at("VM gone", start + Duration::from_millis(300));
+        let sample = |at_ms: f64, vcpu_ms: f64, qemu_ms: f64| CpuSample {
+            at_ms,
+            vcpu_ms,
+            qemu_ms,
+        };
+        // The vCPU busy the first 100 ms, idle half the next 100.
+        p.add_cpu_samples(vec![
+            sample(10.0, 0.0, 0.0),
+            sample(110.0, 100.0, 120.0),
+            sample(210.0, 150.0, 190.0),
+        ]);
+        assert_eq!(p.vcpu_load(), Some((150.0, 190.0, 200.0)));
+        let table = p.table();
+        assert!(table.contains("vCPU busy"), "{table}");
+        let line = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap().to_owned();
+        assert!(line("agent connected").ends_with("100%"), "{table}");
+        assert!(line("process exited").ends_with("50%"), "{table}");
+        assert!(!line("VM gone").ends_with('%'), "past the last sample: {table}");
+        assert!(
+            table.contains("(200.0 ms): vCPUs on a host CPU 150.0 ms (75%), all its threads 190.0 ms"),
+            "{table}"
+        );
+
+        let back = Profile::from_chrome_trace(&p.chrome_trace()).unwrap();
+        let (vcpu, qemu, wall) = back.vcpu_load().unwrap();
+        assert!(
+            (vcpu - 150.0).abs() < 1e-6 && (qemu - 190.0).abs() < 1e-6,
+            "{vcpu} {qemu}"
+        );
+        assert!((wall - 200.0).abs() < 1e-6);
+
+        let without = Profile::new(start);
+        assert!(!without.table().contains("vCPU"), "no samples, no column");
+    }
+
+    #[test]
+    fn a_load_counter_without_its_values_is_refused_by_name() {
+        let trace = json!({"traceEvents": [
+            {"ph": "X", "cat": "phase", "name": "VMM spawned", "pid": 1, "tid": 1, "ts": 0.0, "dur": 5000.0},
+            {"ph": "C", "cat": "cpu", "name": "QEMU on the host's CPUs", "pid": 1, "ts": 5000.0, "args": {"QEMU %": 3.0}},
+        ]});
+        let err = Profile::from_chrome_trace(&trace).unwrap_err().to_string();
+        assert!(err.contains("vCPU %"), "{err}");
     }
 }

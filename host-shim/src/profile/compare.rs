@@ -141,6 +141,25 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
         cell(end_b),
         signed(end_a.zip(end_b).map(|(a, b)| b - a))
     );
+    match (a.vcpu_load(), b.vcpu_load()) {
+        (Some(la), Some(lb)) => {
+            let pct = |(vcpu, _, wall): (f64, f64, f64)| 100.0 * vcpu / wall.max(1e-9);
+            let _ = writeln!(
+                out,
+                "vCPUs on a host CPU, VMM spawned -> process exited: A {:.1} ms ({:.0}%), B {:.1} ms ({:.0}%), {:+.1} ms",
+                la.0,
+                pct(la),
+                lb.0,
+                pct(lb),
+                lb.0 - la.0
+            );
+        }
+        (None, None) => {}
+        (la, _) => {
+            let which = if la.is_none() { "A" } else { "B" };
+            let _ = writeln!(out, "vCPU load: not sampled in {which}, not compared");
+        }
+    }
     let grew = deltas
         .iter()
         .filter_map(|d| Some((d, d.delta_ms()?)))
@@ -301,5 +320,39 @@ mod tests {
         let line = text.lines().find(|l| l.starts_with("process started")).unwrap();
         assert!(line.split_whitespace().nth(2) == Some("-"), "{line}");
         assert!(text.contains("no phase grew"), "{text}");
+    }
+
+    #[test]
+    fn the_vcpus_load_is_compared_where_both_runs_sampled_it() {
+        use crate::profile::cpu::CpuSample;
+        let sampled = |busy_ms: f64| {
+            let mut p = run(20, 500, 40_000, 16_000);
+            let exited = p.get("agent connected").unwrap() + 100.0;
+            p.mark_at("process exited", p.start() + Duration::from_secs_f64(exited / 1e3));
+            p.add_cpu_samples(vec![
+                CpuSample {
+                    at_ms: 20.0,
+                    vcpu_ms: 0.0,
+                    qemu_ms: 0.0,
+                },
+                CpuSample {
+                    at_ms: exited,
+                    vcpu_ms: busy_ms,
+                    qemu_ms: busy_ms + 5.0,
+                },
+            ]);
+            p
+        };
+        let (a, b) = (sampled(300.0), sampled(450.0));
+        let text = compare(&a, &b);
+        assert!(
+            text.contains(
+                "vCPUs on a host CPU, VMM spawned -> process exited: A 300.0 ms (45%), B 450.0 ms (68%), +150.0 ms"
+            ),
+            "{text}"
+        );
+        let text = compare(&a, &run(20, 500, 40_000, 16_000));
+        assert!(text.contains("vCPU load: not sampled in B, not compared"), "{text}");
+        assert!(!compare(&run(20, 500, 1, 1), &run(20, 500, 1, 1)).contains("vCPU"));
     }
 }

@@ -162,6 +162,9 @@ pub struct VmConfig {
     /// the guest's phases read the same on every run (for regression
     /// figures), about ten times slower. Refused with KVM.
     pub icount: bool,
+    /// Sample QEMU's threads' time on the host's CPUs from its spawn
+    /// ([`crate::profile::cpu`]), for [`Vm::take_cpu_samples`].
+    pub sample_cpu: bool,
 }
 
 impl VmConfig {
@@ -181,6 +184,7 @@ impl VmConfig {
             shares: Vec::new(),
             free_page_reporting: true,
             icount: false,
+            sample_cpu: false,
         }
     }
 
@@ -246,6 +250,8 @@ pub struct Vm {
     qmp: PathBuf,
     accel: Accel,
     accel_reason: String,
+    /// Samples QEMU's time on the host's CPUs, where the config asked.
+    cpu: Option<crate::profile::cpu::Sampler>,
     // Dropped last: the sockets and logs live here.
     dir: RuntimeDir,
 }
@@ -306,6 +312,9 @@ impl Vm {
             source,
         })?;
         profile.mark("VMM spawned");
+        let cpu = cfg
+            .sample_cpu
+            .then(|| crate::profile::cpu::Sampler::start(qemu.pid(), profile.start()));
         let mut vm = Vm {
             client: None,
             key,
@@ -316,6 +325,7 @@ impl Vm {
             qmp: qmp.path().to_owned(),
             accel,
             accel_reason,
+            cpu,
             dir,
         };
         let client = vm.connect(&notify, cfg.boot_timeout, &qemu_log).await?;
@@ -423,6 +433,16 @@ impl Vm {
         }
         pids.extend(self.virtiofs.as_ref().map(Virtiofsd::process));
         pids
+    }
+
+    /// Stops sampling QEMU's CPU time (after one last sample) and returns
+    /// the samples; none where the config did not ask
+    /// ([`VmConfig::sample_cpu`]) or after the first call.
+    pub fn take_cpu_samples(&mut self) -> Vec<crate::profile::cpu::CpuSample> {
+        self.cpu
+            .take()
+            .map(crate::profile::cpu::Sampler::finish)
+            .unwrap_or_default()
     }
 
     /// QEMU's control socket ([`qmp`]): the balloon is driven there.

@@ -90,6 +90,10 @@ impl QemuConfig {
         push("virtio-mmio.force-legacy=false");
         push("-nodefaults");
         push("-no-user-config");
+        // Threads named for what they run (`CPU 0/TCG`, `CPU 0/KVM`): how
+        // `--profile` tells the vCPUs' time on the host from QEMU's own.
+        push("-name");
+        push("vmshim,debug-threads=on");
         push("-nographic");
         // A guest reboot is the end of the VM (microvm cannot power off
         // without ACPI; vminitd reboots).

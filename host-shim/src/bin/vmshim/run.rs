@@ -129,6 +129,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.free_page_reporting = !args.no_free_page_reporting;
     cfg.icount = args.icount;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
+    cfg.sample_cpu = args.profile.is_some();
     if args.profile.is_some() {
         cfg.cmdline_extra
             .extend(initcall::KERNEL_CMDLINE.iter().map(|w| w.to_string()));
@@ -193,7 +194,7 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
 
     // A SIGINT, SIGTERM or SIGHUP while the VM boots stops the boot: what
     // was started is torn down as the boot is dropped.
-    let vm = tokio::select! {
+    let mut vm = tokio::select! {
         vm = Vm::boot(&cfg, &mut profile) => vm?,
         signo = stop_signal() => return Ok((128 + signo?) as u8),
     };
@@ -222,6 +223,8 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     }
     .await;
     if args.profile.is_some() {
+        // Blocking for at most one sampling interval.
+        profile.add_cpu_samples(tokio::task::block_in_place(|| vm.take_cpu_samples()));
         // The kernel's reports were all written long before: the console
         // is read as it is, a phase of its own so that it does not count
         // in the teardown's.
