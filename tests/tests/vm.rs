@@ -249,6 +249,28 @@ fn an_init_that_never_answers_is_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// The profile table's load line: the wall time from `VMM spawned` to
+/// `process exited`, the vCPUs' time on a host CPU and all of QEMU's, in ms.
+fn vcpu_load(table: &str) -> (f64, f64, f64) {
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("QEMU from VMM spawned to process exited ("))
+        .unwrap_or_else(|| panic!("no load line in:\n{table}"));
+    let number_after = |marker: &str| -> f64 {
+        let rest = &line[line.find(marker).unwrap_or_else(|| panic!("{marker:?} in {line}")) + marker.len()..];
+        rest.split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    (
+        number_after("exited ("),
+        number_after("vCPUs on a host CPU "),
+        number_after("all its threads "),
+    )
+}
+
 #[test]
 fn boot_profile() {
     let dir = TempDir::new("profile");
@@ -289,6 +311,17 @@ fn boot_profile() {
     let ts = blk["ts"].as_f64().unwrap();
     assert!(at("kernel start") < ts && ts < at("/init entered"), "{blk}");
 
+    // QEMU's threads were sampled: its one vCPU (a thread QEMU names
+    // `CPU 0/...`) ran, for no more than the wall time, and within all of
+    // QEMU's threads' time.
+    let (wall, vcpu, qemu) = vcpu_load(&table);
+    assert!(vcpu > 0.0 && vcpu <= wall * 1.05 + 20.0, "{table}");
+    assert!(qemu >= vcpu * 0.99, "{table}");
+    assert!(
+        events.iter().filter(|e| e["ph"] == "C" && e["cat"] == "cpu").count() > 10,
+        "a counter track of the load"
+    );
+
     // vmshim profile reads it back: the phases, and against itself
     // nothing grew.
     let profile = Command::new(vmshim_bin()).arg("profile").arg(&trace).output().unwrap();
@@ -297,6 +330,11 @@ fn boot_profile() {
     assert!(
         table.contains("/init entered") && table.contains("kernel initcalls:"),
         "{table}"
+    );
+    let (wall_back, vcpu_back, _) = vcpu_load(&table);
+    assert!(
+        (wall_back - wall).abs() < 0.2 && (vcpu_back - vcpu).abs() < 0.2,
+        "the load read back from the trace: {table}"
     );
     let same = Command::new(vmshim_bin())
         .arg("profile")
