@@ -4,7 +4,8 @@
 //! Every [`SAMPLE_EVERY`] a thread of vmshim reads each QEMU thread's time
 //! on a CPU from `/proc/PID/task/TID/schedstat` (nanoseconds, the
 //! scheduler's own count). QEMU names its vCPU threads `CPU N/TCG` or
-//! `CPU N/KVM` when started with `-name ...,debug-threads=on`, which vmshim
+//! `CPU N/KVM` (`ALL CPUs/TCG` where one thread runs them all, as under
+//! `-icount`) when started with `-name ...,debug-threads=on`, which vmshim
 //! passes. A vCPU busy through a phase is a guest computing (under TCG,
 //! QEMU translating and running its code); a vCPU idle through one is a
 //! guest waiting, for the host's next frame or for a device. Pipelining
@@ -139,12 +140,15 @@ fn parse_schedstat(line: &str) -> Option<u64> {
 }
 
 /// QEMU's name for a vCPU thread with `debug-threads=on`: `CPU 0/TCG`,
-/// `CPU 1/KVM`.
+/// `CPU 1/KVM`, and `ALL CPUs/TCG` for the one thread that runs every vCPU
+/// in turn (TCG with `-icount`).
 fn is_vcpu(comm: &str) -> bool {
-    comm.trim_end()
-        .strip_prefix("CPU ")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    let comm = comm.trim_end();
+    comm.starts_with("ALL CPUs/")
+        || comm
+            .strip_prefix("CPU ")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The CPU time the samples give between `from_ms` and `to_ms` (vCPUs,
@@ -196,6 +200,7 @@ mod tests {
     fn vcpu_threads_are_told_by_qemus_names() {
         assert!(is_vcpu("CPU 0/TCG\n"));
         assert!(is_vcpu("CPU 12/KVM"));
+        assert!(is_vcpu("ALL CPUs/TCG\n"));
         assert!(!is_vcpu("qemu-system-x86\n"));
         assert!(!is_vcpu("worker"));
         assert!(!is_vcpu("CPU /TCG"));

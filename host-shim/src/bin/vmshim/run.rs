@@ -129,7 +129,9 @@ pub async fn run(args: RunArgs, started: Instant) -> Result<u8> {
     cfg.free_page_reporting = !args.no_free_page_reporting;
     cfg.icount = args.icount;
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
-    cfg.sample_cpu = args.profile.is_some();
+    // Under icount the guest's phases are instructions, not wall time:
+    // a load over them would mean nothing.
+    cfg.sample_cpu = args.profile.is_some() && !args.icount;
     if args.profile.is_some() {
         cfg.cmdline_extra
             .extend(initcall::KERNEL_CMDLINE.iter().map(|w| w.to_string()));
