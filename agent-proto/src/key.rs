@@ -87,7 +87,9 @@ impl AgentKey {
     pub fn from_hex(text: &str) -> Result<AgentKey, KeyError> {
         let text = text.trim();
         if text.len() != 2 * KEY_LEN {
-            return Err(KeyError::Length { got: text.chars().count() });
+            return Err(KeyError::Length {
+                got: text.chars().count(),
+            });
         }
         let mut bytes = [0u8; KEY_LEN];
         let digits = text.as_bytes();
@@ -121,7 +123,11 @@ impl AgentKey {
     /// Whether `presented` is this key, in time that does not depend on
     /// where the two differ.
     pub fn matches(&self, presented: &AgentKey) -> bool {
-        let diff = self.0.iter().zip(presented.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = self
+            .0
+            .iter()
+            .zip(presented.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         // The fold above has no early exit; black_box keeps the compiler
         // from adding one.
         std::hint::black_box(diff) == 0

@@ -336,7 +336,12 @@ mod tests {
         let server = tokio::spawn(async move {
             let (mut conn, peer) = listener.accept().await.unwrap();
             // SAFETY: geteuid has no preconditions.
-            assert_eq!(peer, Peer::Unix { uid: Some(unsafe { libc::geteuid() }) });
+            assert_eq!(
+                peer,
+                Peer::Unix {
+                    uid: Some(unsafe { libc::geteuid() })
+                }
+            );
             let mut got = Vec::new();
             conn.read_to_end(&mut got).await.unwrap();
             conn.write_all(&got).await.unwrap();
@@ -350,7 +355,10 @@ mod tests {
         server.await.unwrap();
         // The socket is its owner's alone, whatever the umask.
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::symlink_metadata(dir.join("s.sock")).unwrap().permissions().mode();
+        let mode = std::fs::symlink_metadata(dir.join("s.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         // Binding again over the stale socket works.
         drop(Listener::bind(&ep).unwrap());

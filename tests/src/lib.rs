@@ -342,7 +342,11 @@ pub fn runc_bundle(dir: &Path, name: &str, args: &[&str], env: &[&str]) -> PathB
         .arg(&bundle)
         .output()
         .expect("run runc spec (scripts/setup.sh installs runc)");
-    assert!(out.status.success(), "runc spec: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "runc spec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     spec["process"]["terminal"] = serde_json::json!(false);

@@ -682,7 +682,10 @@ fn host_cgroup2() -> std::path::PathBuf {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = mountinfo
         .lines()
-        .find(|l| l.split_once(" - ").is_some_and(|(_, rest)| rest.starts_with("cgroup2 ")))
+        .find(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, rest)| rest.starts_with("cgroup2 "))
+        })
         .expect("a cgroup2 mount");
     line.split(' ').nth(4).unwrap().into()
 }
@@ -743,7 +746,10 @@ async fn kill_all_reaches_processes_in_sub_cgroups() {
     }
     let left: Vec<i32> = procs(&sub);
     assert!(left.is_empty(), "SIGTERM to all missed {left:?} in a sub-cgroup");
-    assert!(dir.path().join("done").exists(), "both sleeps died and the script ended");
+    assert!(
+        dir.path().join("done").exists(),
+        "both sleeps died and the script ended"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while client.container_state(&id).await.unwrap().status != ContainerStatus::Stopped
         && std::time::Instant::now() < deadline

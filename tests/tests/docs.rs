@@ -32,7 +32,9 @@ fn cited_tests(text: &str) -> Vec<String> {
             let last = match word.rsplit_once("::") {
                 Some((_, last)) => last,
                 None if word.matches('_').count() >= 3
-                    && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*') =>
+                    && word
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*') =>
                 {
                     word
                 }
@@ -40,7 +42,9 @@ fn cited_tests(text: &str) -> Vec<String> {
             };
             let is_name = !last.is_empty()
                 && last != "*"
-                && last.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*');
+                && last
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*');
             if is_name {
                 names.push(last.to_owned());
             }
@@ -71,7 +75,10 @@ fn every_test_the_threat_model_cites_exists() {
             None => !code.contains(&format!("fn {name}(")) && !code.contains(&format!("fn {name}<")),
         })
         .collect();
-    assert!(missing.is_empty(), "docs/security.md cites tests that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/security.md cites tests that do not exist: {missing:?}"
+    );
 }
 
 #[test]

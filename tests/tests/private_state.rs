@@ -74,7 +74,6 @@ fn as_nobody(args: &[&str]) -> Output {
         .expect("run setpriv (util-linux)")
 }
 
-
 /// What is wrong with the modes of everything under `root`: each
 /// directory must be 0700, each file and socket 0600.
 fn mode_problems(root: &Path, out: &mut Vec<String>) {
@@ -138,7 +137,6 @@ fn daemon_pid(instance_dir: &Path) -> u64 {
     let record: Value = serde_json::from_slice(&fs::read(instance_dir.join("instance.json")).unwrap()).unwrap();
     record["pid"].as_u64().expect("the daemon's pid")
 }
-
 
 /// Stops what a test started, even when it fails halfway.
 struct Cleanup<'a> {
@@ -256,7 +254,11 @@ fn state_runtime_and_root_directories_are_private_under_umask_0() {
     // directory 0700, its images 0600; an unpacked image tree keeps its
     // image's modes (its root becomes the guest's `/`), behind the cache.
     let cache = host_shim::assets::build_dir().join("cache");
-    let mut cached = fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    let mut cached = fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect::<Vec<_>>();
     // (Names starting with "." are other tests' work in progress.)
     cached.retain(|p| {
         let name = p.file_name().unwrap().to_string_lossy();
@@ -269,7 +271,10 @@ fn state_runtime_and_root_directories_are_private_under_umask_0() {
     );
     let cache_mode = fs::symlink_metadata(&cache).unwrap().mode() & 0o7777;
     if cache_mode != 0o700 {
-        problems.push(format!("{} (directory): mode {cache_mode:04o}, not 0700", cache.display()));
+        problems.push(format!(
+            "{} (directory): mode {cache_mode:04o}, not 0700",
+            cache.display()
+        ));
     }
     for entry in &cached {
         mode_problems(entry, &mut problems);

@@ -448,7 +448,8 @@ fn a_name_server_on_the_namespaces_loopback_answers_through_the_relay() {
     // apart: the server (a python3 started just before) may still be
     // starting on a loaded machine, and a lost datagram is retried as a
     // resolver would.
-    let script = "lookup() { for try in 1 2 3 4 5; do nslookup $1 2>&1 | grep '^Address: 10' && return; sleep 1; done; }; \
+    let script =
+        "lookup() { for try in 1 2 3 4 5; do nslookup $1 2>&1 | grep '^Address: 10' && return; sleep 1; done; }; \
         lookup web.example; \
         for i in $(seq 150); do nslookup slow$i.example >/dev/null 2>&1 & done; wait; \
         lookup after.example; echo ---; exec sleep 600";

@@ -65,8 +65,8 @@ use crate::private::{ensure_private_dir, PrivateError};
 use crate::vm::VmConfig;
 pub use console::ConsoleError;
 pub use exec::{Exec, ExecProcess, ExecStdio};
-pub use pod::{Pod, PodDir, PodMember};
 use hooks::HostHooks;
+pub use pod::{Pod, PodDir, PodMember};
 pub use process::ExecFlags;
 pub use signal::parse_signal;
 pub(crate) use state::Record;
@@ -684,7 +684,10 @@ impl Runtime {
                     (Some(limit), Some(qmp)) if !is_pod_sandbox(&live.record) => {
                         self.update_with_memory(&client, id, qmp, limit, resources).await
                     }
-                    _ => client.update_container(id, resources).await.map_err(|e| agent_err(id, e)),
+                    _ => client
+                        .update_container(id, resources)
+                        .await
+                        .map_err(|e| agent_err(id, e)),
                 };
                 client.close().await;
                 updated
@@ -711,7 +714,12 @@ impl Runtime {
         let plan = crate::vm::memory::plan(client, qmp, crate::vm::memory::Size::Container { limit })
             .await
             .map_err(memory_err)?;
-        let follow = async { client.update_container(id, resources).await.map_err(|e| agent_err(id, e)) };
+        let follow = async {
+            client
+                .update_container(id, resources)
+                .await
+                .map_err(|e| agent_err(id, e))
+        };
         let resized = crate::vm::memory::apply(client, qmp, &plan, RESIZE_WAIT, follow, memory_err).await?;
         if !resized.reached {
             (self.warn.0)(&RuntimeError::Memory {
