@@ -49,8 +49,10 @@ run: build vm-assets
 run-namespaced: build
 	@scripts/run-namespaced.sh $(CMD)
 
-# Clippy with the workspace lints (Cargo.toml), every warning an error.
+# The layout rustfmt.toml gives, then clippy with the workspace lints
+# (Cargo.toml), every warning an error.
 lint: setup
+	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 test: build vm-assets lint

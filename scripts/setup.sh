@@ -73,6 +73,11 @@ if ! cargo clippy --version >/dev/null 2>&1; then
   log "adding clippy"
   rustup component add clippy
 fi
+# rustfmt, whose check `make lint` runs first.
+if ! cargo fmt --version >/dev/null 2>&1; then
+  log "adding rustfmt"
+  rustup component add rustfmt
+fi
 
 # The vhost-user vsock backend, used where /dev/vhost-vsock is not usable.
 if ! command -v vhost-device-vsock >/dev/null 2>&1 ||

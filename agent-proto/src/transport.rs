@@ -336,12 +336,8 @@ mod tests {
         let server = tokio::spawn(async move {
             let (mut conn, peer) = listener.accept().await.unwrap();
             // SAFETY: geteuid has no preconditions.
-            assert_eq!(
-                peer,
-                Peer::Unix {
-                    uid: Some(unsafe { libc::geteuid() })
-                }
-            );
+            let uid = unsafe { libc::geteuid() };
+            assert_eq!(peer, Peer::Unix { uid: Some(uid) });
             let mut got = Vec::new();
             conn.read_to_end(&mut got).await.unwrap();
             conn.write_all(&got).await.unwrap();
