@@ -91,6 +91,25 @@ pub struct Profile {
     cpu: Vec<CpuSample>,
 }
 
+/// QEMU's time on the host's CPUs over a stretch of a run
+/// ([`Profile::vcpu_load`]), in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VcpuLoad {
+    /// The vCPU threads' time on a host CPU, all vCPUs summed.
+    pub vcpu_ms: f64,
+    /// All of QEMU's threads' time on a host CPU.
+    pub qemu_ms: f64,
+    /// The wall time of the stretch.
+    pub wall_ms: f64,
+}
+
+impl VcpuLoad {
+    /// The vCPUs' time in percent of the wall time: of one host CPU.
+    pub fn busy_percent(&self) -> f64 {
+        100.0 * self.vcpu_ms / self.wall_ms.max(1e-9)
+    }
+}
+
 /// The initcalls [`Profile::table`] lists: those that took at least this
 /// long (every one is in the trace).
 pub const TABLE_MIN_INITCALL_MS: f64 = 1.0;
@@ -236,12 +255,16 @@ impl Profile {
         cpu::between(&self.cpu, from_ms, to_ms)
     }
 
-    /// How busy the vCPUs were from `VMM spawned` to `process exited`: their
-    /// CPU time, all of QEMU's, and the wall time between, in ms.
-    pub fn vcpu_load(&self) -> Option<(f64, f64, f64)> {
+    /// How busy the vCPUs were from `VMM spawned` to `process exited`;
+    /// `None` where the run was not sampled.
+    pub fn vcpu_load(&self) -> Option<VcpuLoad> {
         let (from, to) = (self.get("VMM spawned")?, self.get("process exited")?);
-        let (vcpu, qemu) = self.cpu_between(from, to)?;
-        Some((vcpu, qemu, to - from))
+        let (vcpu_ms, qemu_ms) = self.cpu_between(from, to)?;
+        Some(VcpuLoad {
+            vcpu_ms,
+            qemu_ms,
+            wall_ms: to - from,
+        })
     }
 
     /// The spans of vminitd's work, in the order they began.
@@ -303,11 +326,14 @@ impl Profile {
             let _ = writeln!(out, "{}", line.trim_end());
             prev = p.at_ms;
         }
-        if let Some((vcpu, qemu, wall)) = self.vcpu_load() {
+        if let Some(load) = self.vcpu_load() {
             let _ = writeln!(
                 out,
-                "QEMU from VMM spawned to process exited ({wall:.1} ms): vCPUs on a host CPU {vcpu:.1} ms ({:.0}%), all its threads {qemu:.1} ms",
-                100.0 * vcpu / wall.max(1e-9)
+                "QEMU from VMM spawned to process exited ({:.1} ms): vCPUs on a host CPU {:.1} ms ({:.0}%), all its threads {:.1} ms",
+                load.wall_ms,
+                load.vcpu_ms,
+                load.busy_percent(),
+                load.qemu_ms
             );
         }
         let agent = self.agent_spans();
@@ -722,7 +748,14 @@ vminitd: listening\r
             sample(110.0, 100.0, 120.0),
             sample(210.0, 150.0, 190.0),
         ]);
-        assert_eq!(p.vcpu_load(), Some((150.0, 190.0, 200.0)));
+        assert_eq!(
+            p.vcpu_load(),
+            Some(VcpuLoad {
+                vcpu_ms: 150.0,
+                qemu_ms: 190.0,
+                wall_ms: 200.0
+            })
+        );
         let table = p.table();
         assert!(table.contains("vCPU busy"), "{table}");
         let line = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap().to_owned();
@@ -735,7 +768,11 @@ vminitd: listening\r
         );
 
         let back = Profile::from_chrome_trace(&p.chrome_trace()).unwrap();
-        let (vcpu, qemu, wall) = back.vcpu_load().unwrap();
+        let VcpuLoad {
+            vcpu_ms: vcpu,
+            qemu_ms: qemu,
+            wall_ms: wall,
+        } = back.vcpu_load().unwrap();
         assert!(
             (vcpu - 150.0).abs() < 1e-6 && (qemu - 190.0).abs() < 1e-6,
             "{vcpu} {qemu}"

@@ -143,15 +143,14 @@ pub fn compare(a: &Profile, b: &Profile) -> String {
     );
     match (a.vcpu_load(), b.vcpu_load()) {
         (Some(la), Some(lb)) => {
-            let pct = |(vcpu, _, wall): (f64, f64, f64)| 100.0 * vcpu / wall.max(1e-9);
             let _ = writeln!(
                 out,
                 "vCPUs on a host CPU, VMM spawned -> process exited: A {:.1} ms ({:.0}%), B {:.1} ms ({:.0}%), {:+.1} ms",
-                la.0,
-                pct(la),
-                lb.0,
-                pct(lb),
-                lb.0 - la.0
+                la.vcpu_ms,
+                la.busy_percent(),
+                lb.vcpu_ms,
+                lb.busy_percent(),
+                lb.vcpu_ms - la.vcpu_ms
             );
         }
         (None, None) => {}

@@ -220,7 +220,7 @@ fn vmshim_true(dir: &Path, cpus: u32) -> (f64, f64, Option<f64>) {
             .get(name)
             .unwrap_or_else(|| fail(&format!("no {name} in the profile")))
     };
-    let busy = profile.vcpu_load().map(|(vcpu, _, wall)| 100.0 * vcpu / wall.max(1e-9));
+    let busy = profile.vcpu_load().map(|load| load.busy_percent());
     (wall, at("agent listening") - at("/init entered"), busy)
 }
 
