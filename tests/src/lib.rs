@@ -28,9 +28,7 @@ pub fn binary(name: &str, env_var: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = target_dir();
     let candidates = [
         target.join("x86_64-unknown-linux-musl/release").join(name),
         target.join("release").join(name),
@@ -51,16 +49,20 @@ pub fn vminitd_bin() -> PathBuf {
     binary("vminitd", "VMINITD_BIN")
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or the workspace's.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// The static vsock probe (`tests/probe`), built for the guest by `make
 /// build`.
 pub fn probe_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("VSOCK_PROBE_BIN") {
         return path.into();
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("x86_64-unknown-linux-musl/release/vsock-probe");
+    let path = target_dir().join("x86_64-unknown-linux-musl/release/vsock-probe");
     assert!(
         path.is_file(),
         "{} is missing: `make build` builds it (cargo build --release --target x86_64-unknown-linux-musl -p vsock-probe)",
